@@ -1,0 +1,184 @@
+#include "scopegate/crypto.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+sg_rc sg_random_bytes(void *out, size_t len)
+{
+    if (len > (size_t)INT32_MAX)
+        return SG_ERR_TOO_BIG;
+    return RAND_bytes(out, (int)len) == 1 ? SG_OK : SG_ERR_CRYPTO;
+}
+
+char *sg_random_token(size_t nbytes)
+{
+    unsigned char raw[256];
+    if (nbytes == 0 || nbytes > sizeof(raw))
+        return NULL;
+    if (sg_random_bytes(raw, nbytes))
+        return NULL;
+    char *s = sg_b64_encode(raw, nbytes, SG_B64_URL);
+    OPENSSL_cleanse(raw, sizeof(raw));
+    return s;
+}
+
+char *sg_random_string(const char *alphabet, size_t len)
+{
+    size_t n = strlen(alphabet);
+    unsigned char raw[1024];
+    if (n == 0 || n > 256 || len >= sizeof(raw))
+        return NULL;
+    char *s = malloc(len + 1);
+    if (!s)
+        return NULL;
+    /* Rejection sampling keeps every character equally likely. */
+    size_t limit = 256 - (256 % n), i = 0;
+    while (i < len) {
+        if (sg_random_bytes(raw, len)) {
+            free(s);
+            return NULL;
+        }
+        for (size_t j = 0; j < len && i < len; j++)
+            if (raw[j] < limit)
+                s[i++] = alphabet[raw[j] % n];
+    }
+    s[len] = '\0';
+    return s;
+}
+
+void sg_sha256(const void *data, size_t len, unsigned char out[SG_SHA256_LEN])
+{
+    unsigned int outlen = SG_SHA256_LEN;
+    EVP_Digest(data, len, out, &outlen, EVP_sha256(), NULL);
+}
+
+char *sg_sha256_hex(const void *data, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[SG_SHA256_LEN];
+    char *s = malloc(2 * SG_SHA256_LEN + 1);
+    if (!s)
+        return NULL;
+    sg_sha256(data, len, md);
+    for (size_t i = 0; i < SG_SHA256_LEN; i++) {
+        s[2 * i] = hex[md[i] >> 4];
+        s[2 * i + 1] = hex[md[i] & 15];
+    }
+    s[2 * SG_SHA256_LEN] = '\0';
+    return s;
+}
+
+sg_rc sg_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+                     unsigned char out[SG_SHA256_LEN])
+{
+    unsigned int outlen = SG_SHA256_LEN;
+    if (keylen > (size_t)INT32_MAX)
+        return SG_ERR_TOO_BIG;
+    if (!HMAC(EVP_sha256(), key, (int)keylen, data, len, out, &outlen))
+        return SG_ERR_CRYPTO;
+    return SG_OK;
+}
+
+int sg_ct_equal(const void *a, size_t alen, const void *b, size_t blen)
+{
+    if (!a || !b || alen != blen)
+        return 0;
+    return CRYPTO_memcmp(a, b, alen) == 0;
+}
+
+int sg_ct_streq(const char *a, const char *b)
+{
+    if (!a || !b)
+        return 0;
+    return sg_ct_equal(a, strlen(a), b, strlen(b));
+}
+
+static const char b64std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+char *sg_b64_encode(const void *data, size_t len, sg_b64_alphabet alpha)
+{
+    const unsigned char *in = data;
+    const char *tab = alpha == SG_B64_URL ? b64url : b64std;
+    if (len > (SIZE_MAX / 4) - 4)
+        return NULL;
+    char *out = malloc((len + 2) / 3 * 4 + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0, i = 0;
+    for (; i + 2 < len; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
+        out[o++] = tab[v >> 18 & 63];
+        out[o++] = tab[v >> 12 & 63];
+        out[o++] = tab[v >> 6 & 63];
+        out[o++] = tab[v & 63];
+    }
+    if (i < len) {
+        unsigned v = (unsigned)in[i] << 16;
+        if (i + 1 < len)
+            v |= (unsigned)in[i + 1] << 8;
+        out[o++] = tab[v >> 18 & 63];
+        out[o++] = tab[v >> 12 & 63];
+        if (i + 1 < len)
+            out[o++] = tab[v >> 6 & 63];
+        else if (alpha == SG_B64_STD)
+            out[o++] = '=';
+        if (alpha == SG_B64_STD)
+            out[o++] = '=';
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static int b64val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+' || c == '-')
+        return 62;
+    if (c == '/' || c == '_')
+        return 63;
+    return -1;
+}
+
+sg_rc sg_b64_decode(const char *in, size_t inlen, unsigned char **out, size_t *outlen)
+{
+    *out = NULL;
+    *outlen = 0;
+    while (inlen > 0 && in[inlen - 1] == '=')
+        inlen--;
+    if (inlen % 4 == 1)
+        return SG_ERR_PARSE;
+    unsigned char *o = malloc(inlen / 4 * 3 + 3);
+    if (!o)
+        return SG_ERR_NOMEM;
+    size_t n = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < inlen; i++) {
+        int v = b64val((unsigned char)in[i]);
+        if (v < 0) {
+            free(o);
+            return SG_ERR_PARSE;
+        }
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            o[n++] = (unsigned char)(acc >> bits & 0xff);
+        }
+    }
+    o[n] = '\0';
+    *out = o;
+    *outlen = n;
+    return SG_OK;
+}

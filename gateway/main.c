@@ -1,0 +1,28 @@
+/* scopegate: the command-line entry point. Each command lives in its own function. */
+#include "scopegate/version.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int usage(FILE *out)
+{
+    fprintf(out, "usage: scopegate COMMAND [ARGS]\n"
+                 "\n"
+                 "commands:\n"
+                 "  version    print the version and exit\n");
+    return out == stderr ? 2 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr);
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("scopegate %s\n", sg_version());
+        return 0;
+    }
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0)
+        return usage(stdout);
+    fprintf(stderr, "scopegate: unknown command '%s'\n", argv[1]);
+    return usage(stderr);
+}

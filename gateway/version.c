@@ -1,0 +1,6 @@
+#include "scopegate/version.h"
+
+const char *sg_version(void)
+{
+    return SG_VERSION;
+}

@@ -1,0 +1,49 @@
+/*
+ * HTTP helpers shared by the gateway and the simulator: bounded form and query parsing,
+ * percent-encoding, cookies and Basic credentials, and the libmicrohttpd glue that reads a
+ * request body into a bounded buffer.
+ */
+#ifndef SCOPEGATE_HTTP_H
+#define SCOPEGATE_HTTP_H
+
+#include <stddef.h>
+#include "scopegate/rc.h"
+
+#define SG_FORM_MAX_FIELDS 64
+
+typedef struct {
+    char *key;
+    char *value;
+} sg_kv_t;
+
+typedef struct {
+    sg_kv_t item[SG_FORM_MAX_FIELDS];
+    size_t n;
+    int has_dup; /* some key appeared more than once (all copies are kept) */
+} sg_form_t;
+
+/*
+ * Parses application/x-www-form-urlencoded text (also a query string without '?').
+ * '+' is a space; malformed %-escapes and embedded NULs are SG_ERR_PARSE;
+ * more than SG_FORM_MAX_FIELDS fields is SG_ERR_TOO_BIG. On error the form is empty.
+ */
+sg_rc sg_form_parse(const char *s, size_t len, sg_form_t *form);
+/* Adds an already-decoded pair (copies both). */
+sg_rc sg_form_add(sg_form_t *form, const char *key, const char *value);
+const char *sg_form_get(const sg_form_t *form, const char *key);
+/* How many times key appears. */
+size_t sg_form_count(const sg_form_t *form, const char *key);
+void sg_form_free(sg_form_t *form);
+
+/* Percent-encodes everything but unreserved characters (RFC 3986). */
+char *sg_url_encode(const char *s);
+/* Value of cookie name in a Cookie header, copied; NULL when absent. */
+char *sg_cookie_get(const char *header, const char *name);
+
+/* Splits "Basic base64(user:pass)"; both outputs are heap strings. */
+sg_rc sg_basic_auth_parse(const char *header, char **user, char **pass);
+
+/* Case-insensitive: does the Content-Type header name this media type (parameters ignored)? */
+int sg_content_type_is(const char *header, const char *media_type);
+
+#endif

@@ -1,0 +1,17 @@
+# Sourced by scripts/demo and scripts/test: installs the Debian packages that are missing.
+SG_PACKAGES="meson ninja-build pkg-config gcc python3 curl libcurl4-openssl-dev libssl-dev
+libcjson-dev libconfig-dev libmicrohttpd-dev libsqlite3-dev libcmocka-dev"
+
+sg_install_deps()
+{
+    local missing=""
+    for p in $SG_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+    done
+    [ -z "$missing" ] && return 0
+    echo "installing:$missing"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
+}

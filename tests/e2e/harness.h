@@ -1,0 +1,132 @@
+/*
+ * End-to-end test harness: starts real processes (sfsim now, the gateway later) on ephemeral
+ * loopback ports, drives them over real HTTP with libcurl (a cookie jar per client, redirects
+ * never followed), and offers the few Salesforce-flow helpers every test needs.
+ *
+ * Every function that can fail returns 0 on success and -1 on failure after printing why on
+ * stderr, so a test can `assert_int_equal(0, f(...))` and still read what went wrong.
+ */
+#ifndef SG_TEST_HARNESS_H
+#define SG_TEST_HARNESS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <cjson/cJSON.h>
+
+/* ---- processes ---------------------------------------------------------------------- */
+
+typedef struct {
+    pid_t pid;
+    char url[128];      /* "http://127.0.0.1:NNNN", from the first stdout line */
+    char log_path[256]; /* the process's stderr, kept in a temp file for assertions */
+} th_proc_t;
+
+/* Starts $SFSIM --config CONFIG --listen 127.0.0.1:0 and waits (10 s max) for its first line
+ * "sfsim listening on URL". config NULL means $SFSIM_DEMO_CFG. */
+int th_sfsim_start(th_proc_t *p, const char *config);
+/* SIGTERM, wait up to 10 s (then SIGKILL). Returns the exit status (0 for a clean exit), or
+ * -1 when it had to be killed or died from a signal. Removes the log file. */
+int th_proc_stop(th_proc_t *p);
+/* The process's stderr so far (heap string; "" when empty). */
+char *th_proc_log(const th_proc_t *p);
+
+/* ---- HTTP ----------------------------------------------------------------------------- */
+
+typedef struct {
+    long status;        /* 0 when no response arrived (connection closed, timeout) */
+    char *body;         /* NUL-terminated, "" when empty */
+    size_t body_len;
+    char *headers;      /* raw response headers, NUL-terminated */
+    char *location;     /* Location header or NULL */
+    char *content_type; /* Content-Type header or NULL */
+    double seconds;     /* total time */
+} th_resp_t;
+
+typedef struct th_client th_client_t; /* one browser: its own cookie jar */
+
+th_client_t *th_client_new(void);
+void th_client_free(th_client_t *c);
+
+/*
+ * One request. method "GET"/"POST"/...; content_type and body may be NULL; extra_headers is a
+ * NULL-terminated array of "Name: value" strings or NULL. Never follows redirects. Timeout
+ * 10 s. Returns 0 when a response (any status) arrived, -1 otherwise (out->status is then 0).
+ */
+int th_http(th_client_t *c, const char *method, const char *url, const char *content_type,
+            const char *body, const char *const *extra_headers, th_resp_t *out);
+/* Shorthands: GET, and POST of an application/x-www-form-urlencoded body. */
+int th_get(th_client_t *c, const char *url, th_resp_t *out);
+int th_post_form(th_client_t *c, const char *url, const char *form, th_resp_t *out);
+void th_resp_free(th_resp_t *r);
+
+/* The body parsed as JSON (caller deletes), or NULL. */
+cJSON *th_resp_json(const th_resp_t *r);
+/* A header's value (first occurrence, case-insensitive name), heap string or NULL. */
+char *th_resp_header(const th_resp_t *r, const char *name);
+
+/* Decoded value of a query parameter in a URL (after '?', before '#'); heap or NULL. */
+char *th_url_param(const char *url, const char *name);
+/* Percent-encoding of s (heap). */
+char *th_enc(const char *s);
+/* printf into a heap string. */
+char *th_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- Salesforce flows against sfsim ----------------------------------------------------- */
+
+/* Callback registered for every demo app. */
+#define TH_DEMO_CALLBACK "http://127.0.0.1:8080/oauth/callback"
+
+typedef struct {
+    const char *client_id;
+    const char *redirect_uri;   /* NULL: TH_DEMO_CALLBACK */
+    const char *scope;          /* NULL: no scope parameter */
+    const char *state;          /* NULL: "st-123" */
+    const char *nonce;          /* NULL: no nonce */
+    const char *code_challenge; /* NULL: no PKCE */
+    const char *prompt;         /* NULL: none */
+    const char *extra;          /* raw "&k=v..." appended, or NULL */
+} th_authz_t;
+
+/* base + "/services/oauth2/authorize?response_type=code&..." (heap). */
+char *th_authorize_url(const char *base, const th_authz_t *a);
+
+/*
+ * Plays the browser: GET the authorize URL; if a login form comes, post username/password to
+ * it; if an approval page comes, press "Allow" (approve=1) or "Deny" (approve=0). Stops at the
+ * first redirect that leaves sfsim (to redirect_uri) and returns it in *final (its location
+ * holds code/state or error). Returns -1 when the flow ends anywhere else (final still holds
+ * the last response, for the test to inspect).
+ */
+int th_browser_authorize(th_client_t *c, const char *authorize_url, const char *username,
+                         const char *password, int approve, th_resp_t *final);
+
+/* Full code flow: browser login as username and returns the code (heap) or NULL. */
+char *th_get_code(const char *base, const th_authz_t *a, const char *username,
+                  const char *password);
+
+/* POST /services/oauth2/token with client_secret in the body. Returns the HTTP status
+ * (0 on transport failure); *json gets the parsed body (may be NULL). */
+long th_exchange_code(const char *base, const char *client_id, const char *client_secret,
+                      const char *code, const char *redirect_uri, const char *code_verifier,
+                      cJSON **json);
+long th_refresh(const char *base, const char *client_id, const char *client_secret,
+                const char *refresh_token, cJSON **json);
+
+/* Code flow plus exchange in one: the token response JSON (caller deletes) or NULL. */
+cJSON *th_authorize_and_exchange(const char *base, const char *client_id,
+                                 const char *client_secret, const char *scope,
+                                 const char *username, const char *password);
+
+/* ---- sfsim test-control API ------------------------------------------------------------- */
+
+/* POST base + path (e.g. "/_sim/reset", "/_sim/clock?advance=60"); 0 when it answered 200. */
+int th_sim_post(const char *base, const char *path_and_query);
+/* GET base + path as JSON (caller deletes) or NULL. */
+cJSON *th_sim_get(const char *base, const char *path_and_query);
+/* The demo users' and apps' names, for readable tests. */
+#define TH_ALICE "alice@demo.example"
+#define TH_ADMIN "admin@demo.example"
+#define TH_OPS "ops@demo.example"
+#define TH_BOB "bob@demo.example"
+
+#endif
