@@ -89,8 +89,7 @@ sg_rc sg_jws_verify_rs256(const sg_jws_t *jws, EVP_PKEY *key)
     if (!ctx)
         return SG_ERR_NOMEM;
     int ok = EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, key) == 1 &&
-             EVP_DigestVerify(ctx, jws->sig, jws->siglen,
-                              (const unsigned char *)jws->signing_input,
+             EVP_DigestVerify(ctx, jws->sig, jws->siglen, (const unsigned char *)jws->signing_input,
                               strlen(jws->signing_input)) == 1;
     EVP_MD_CTX_free(ctx);
     return ok ? SG_OK : SG_ERR_CRYPTO;

@@ -17,11 +17,11 @@
 typedef struct {
     cJSON *header;
     cJSON *payload;
-    char *signing_input;  /* "b64(header).b64(payload)" */
+    char *signing_input; /* "b64(header).b64(payload)" */
     unsigned char *sig;
     size_t siglen;
-    const char *alg;      /* points into header */
-    const char *kid;      /* points into header, or NULL */
+    const char *alg; /* points into header */
+    const char *kid; /* points into header, or NULL */
 } sg_jws_t;
 
 sg_rc sg_jws_parse(const char *compact, sg_jws_t *out);

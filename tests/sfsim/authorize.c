@@ -256,7 +256,8 @@ static int preauthorized(const sim_app_t *app, const sim_user_t *u)
 /* Is the login allowed from this address (reference 7)? */
 static int ip_allows_login(const sim_req_t *r, const sim_app_t *app, const sim_user_t *u)
 {
-    if (u->nranges == 0 || app->ip_relax == IP_RELAX || app->ip_relax == IP_RELAX_WITH_SECOND_FACTOR)
+    if (u->nranges == 0 || app->ip_relax == IP_RELAX ||
+        app->ip_relax == IP_RELAX_WITH_SECOND_FACTOR)
         return 1;
     return sim_ip_in_ranges(sim_req_client_ip(r), u->ranges, u->nranges);
 }
@@ -377,8 +378,9 @@ void sim_route_authorize(sim_req_t *r, sim_resp_t *w)
             goto done;
         }
         if (!ip_allows_login(r, a.app, u)) {
-            login_page(w, &a, "Your login attempt has failed because of IP restrictions "
-                              "(ip restricted).");
+            login_page(w, &a,
+                       "Your login attempt has failed because of IP restrictions "
+                       "(ip restricted).");
             goto done;
         }
         s = sim_session_new((size_t)user_index(u));
@@ -404,8 +406,9 @@ void sim_route_authorize(sim_req_t *r, sim_resp_t *w)
     }
     const sim_user_t *u = &sim_cfg.users[s->user];
     if (!ip_allows_login(r, a.app, u)) {
-        login_page(w, &a, "Your login attempt has failed because of IP restrictions "
-                          "(ip restricted).");
+        login_page(w, &a,
+                   "Your login attempt has failed because of IP restrictions "
+                   "(ip restricted).");
         goto done;
     }
 

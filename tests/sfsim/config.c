@@ -225,20 +225,41 @@ int sim_ip_in_ranges(const char *ip, const sim_cidr_t *ranges, size_t n)
 }
 
 static const char *const org_keys[] = {"id", "name", "session_timeout", "locked", NULL};
-static const char *const settings_keys[] = {
-    "code_lifetime", "id_token_lifetime",   "jwt_max_ahead",        "openid_signins_count",
-    "unselected_scope", "omitted_scope",   "pkce_plain",           "id_token_on_refresh",
-    "openid_only_userinfo", "key_file",    "kid",                  "jwt_audiences",
-    NULL};
+static const char *const settings_keys[] = {"code_lifetime",
+                                            "id_token_lifetime",
+                                            "jwt_max_ahead",
+                                            "openid_signins_count",
+                                            "unselected_scope",
+                                            "omitted_scope",
+                                            "pkce_plain",
+                                            "id_token_on_refresh",
+                                            "openid_only_userinfo",
+                                            "key_file",
+                                            "kid",
+                                            "jwt_audiences",
+                                            NULL};
 static const char *const profile_keys[] = {"name", "session_timeout", NULL};
-static const char *const user_keys[] = {"username", "password", "id",      "email",
-                                        "first_name", "last_name", "active", "profile",
+static const char *const user_keys[] = {"username",        "password",   "id",     "email",
+                                        "first_name",      "last_name",  "active", "profile",
                                         "login_ip_ranges", "attributes", NULL};
-static const char *const app_keys[] = {
-    "name", "client_id", "client_secret", "callbacks", "scopes", "refresh_token_policy",
-    "refresh_token_validity", "rotation", "idle_ttl_limit", "ip_relaxation",
-    "admin_preauthorized", "preauthorized_profiles", "jwt_certificate", "grant_limit",
-    "eviction", "session_timeout", "require_secret", NULL};
+static const char *const app_keys[] = {"name",
+                                       "client_id",
+                                       "client_secret",
+                                       "callbacks",
+                                       "scopes",
+                                       "refresh_token_policy",
+                                       "refresh_token_validity",
+                                       "rotation",
+                                       "idle_ttl_limit",
+                                       "ip_relaxation",
+                                       "admin_preauthorized",
+                                       "preauthorized_profiles",
+                                       "jwt_certificate",
+                                       "grant_limit",
+                                       "eviction",
+                                       "session_timeout",
+                                       "require_secret",
+                                       NULL};
 static const char *const top_keys[] = {"org", "settings", "profiles", "users", "apps", NULL};
 
 static const char *const rt_policy_names[] = {"valid_until_revoked", "immediately_expire",
@@ -315,8 +336,9 @@ static void load_app(loader_t *L, const config_setting_t *s, sim_app_t *a)
     char *p = get_str(L, s, "refresh_token_policy", "valid_until_revoked", 0);
     int v = pick(p, rt_policy_names);
     if (v < 0)
-        fail_at(L, s, "refresh_token_policy must be one of valid_until_revoked, "
-                      "immediately_expire, expire_if_unused, expire_after");
+        fail_at(L, s,
+                "refresh_token_policy must be one of valid_until_revoked, "
+                "immediately_expire, expire_if_unused, expire_after");
     a->rt_policy = v < 0 ? RT_VALID_UNTIL_REVOKED : (sim_rt_policy)v;
     free(p);
     a->rt_validity = get_duration(L, s, "refresh_token_validity", 0);
@@ -328,8 +350,9 @@ static void load_app(loader_t *L, const config_setting_t *s, sim_app_t *a)
     p = get_str(L, s, "ip_relaxation", "enforce", 0);
     v = pick(p, ip_relax_names);
     if (v < 0)
-        fail_at(L, s, "ip_relaxation must be one of enforce, enforce_relax_refresh, "
-                      "relax_with_second_factor, relax");
+        fail_at(L, s,
+                "ip_relaxation must be one of enforce, enforce_relax_refresh, "
+                "relax_with_second_factor, relax");
     a->ip_relax = v < 0 ? IP_ENFORCE : (sim_ip_relax)v;
     free(p);
     a->admin_preauthorized = get_bool(L, s, "admin_preauthorized", 0);

@@ -242,8 +242,7 @@ static void do_user(const sg_form_t *q, sim_resp_t *w)
     cJSON *arr = cJSON_AddArrayToObject(j, "login_ip_ranges");
     for (size_t i = 0; i < u->nranges; i++) {
         char txt[80];
-        if (inet_ntop(u->ranges[i].v6 ? AF_INET6 : AF_INET, u->ranges[i].addr, txt,
-                      sizeof(txt))) {
+        if (inet_ntop(u->ranges[i].v6 ? AF_INET6 : AF_INET, u->ranges[i].addr, txt, sizeof(txt))) {
             char item[96];
             snprintf(item, sizeof(item), "%s/%d", txt, u->ranges[i].prefix);
             cJSON_AddItemToArray(arr, cJSON_CreateString(item));
@@ -438,8 +437,9 @@ void sim_route_control(sim_req_t *r, sim_resp_t *w)
     else {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "error", "not_found");
-        cJSON_AddStringToObject(j, "error_description",
-                                "no such control call (or wrong method); see tests/sfsim/README.md");
+        cJSON_AddStringToObject(
+            j, "error_description",
+            "no such control call (or wrong method); see tests/sfsim/README.md");
         sim_resp_json(w, 404, j);
     }
 }

@@ -55,8 +55,7 @@ void sim_route_discovery(sim_req_t *r, sim_resp_t *w)
     cJSON_AddItemToObject(d, "subject_types_supported", string_array(subject_types));
     cJSON_AddItemToObject(d, "id_token_signing_alg_values_supported", string_array(algs));
     cJSON_AddItemToObject(d, "display_values_supported", string_array(display));
-    cJSON_AddItemToObject(d, "token_endpoint_auth_methods_supported",
-                          string_array(auth_methods));
+    cJSON_AddItemToObject(d, "token_endpoint_auth_methods_supported", string_array(auth_methods));
     cJSON_AddItemToObject(d, "claims_supported", string_array(sim_known_claims));
     sim_resp_json(w, 200, d);
 }
@@ -243,8 +242,8 @@ void sim_route_introspect(sim_req_t *r, sim_resp_t *w)
 
 static int may_read_identity(const sim_access_t *a)
 {
-    static const char *const ok[] = {"id", "profile", "email", "address", "phone",
-                                     "full", "api", "web", NULL};
+    static const char *const ok[] = {"id",   "profile", "email", "address", "phone",
+                                     "full", "api",     "web",   NULL};
     for (size_t i = 0; ok[i]; i++)
         if (sim_scope_has(a->scopes, ok[i]))
             return 1;
@@ -256,8 +255,7 @@ static cJSON *urls_object(const char *base, const sim_user_t *u)
 {
     cJSON *urls = cJSON_CreateObject();
     char p[512];
-    static const char *const soap[][2] = {
-        {"enterprise", "c"}, {"metadata", "m"}, {"partner", "u"}};
+    static const char *const soap[][2] = {{"enterprise", "c"}, {"metadata", "m"}, {"partner", "u"}};
     static const char *const rest[] = {"sobjects", "search", "query", "recent"};
     for (size_t i = 0; urls && i < 3; i++) {
         snprintf(p, sizeof(p), "%s/services/Soap/%s/{version}/%.15s", base, soap[i][1],
@@ -297,8 +295,7 @@ void sim_route_userinfo(sim_req_t *r, sim_resp_t *w)
     const sim_user_t *u = &sim_cfg.users[a->user];
     char *sub = sim_identity_url(r->base, u);
     char name[512];
-    snprintf(name, sizeof(name), "%s%s%s", u->first_name, *u->first_name ? " " : "",
-             u->last_name);
+    snprintf(name, sizeof(name), "%s%s%s", u->first_name, *u->first_name ? " " : "", u->last_name);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "sub", sub ? sub : "");
     cJSON_AddStringToObject(j, "user_id", u->id);
@@ -350,8 +347,7 @@ void sim_route_identity(sim_req_t *r, sim_resp_t *w)
     }
     char *id = sim_identity_url(r->base, u);
     char name[512];
-    snprintf(name, sizeof(name), "%s%s%s", u->first_name, *u->first_name ? " " : "",
-             u->last_name);
+    snprintf(name, sizeof(name), "%s%s%s", u->first_name, *u->first_name ? " " : "", u->last_name);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "id", id ? id : "");
     cJSON_AddBoolToObject(j, "asserted_user", 1);

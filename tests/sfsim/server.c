@@ -229,8 +229,9 @@ static void apply_fault_body(sim_fault_mode mode, sim_resp_t *w)
         sim_resp_text(w, 500, "application/json;charset=UTF-8",
                       "{\"error\":\"unknown_error\",\"error_description\":\"retry your request\"}");
     else if (mode == FAULT_503)
-        sim_resp_text(w, 503, "application/json;charset=UTF-8",
-                      "[{\"message\":\"Service Unavailable\",\"errorCode\":\"SERVER_UNAVAILABLE\"}]");
+        sim_resp_text(
+            w, 503, "application/json;charset=UTF-8",
+            "[{\"message\":\"Service Unavailable\",\"errorCode\":\"SERVER_UNAVAILABLE\"}]");
     else if (mode == FAULT_MALFORMED)
         sim_resp_text(w, 200, "application/json;charset=UTF-8",
                       "{\"access_token\":\"00D\",\"instance_url\":\"http://");

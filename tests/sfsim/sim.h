@@ -16,7 +16,7 @@
 #include "scopegate/buf.h"
 #include "scopegate/http.h"
 
-#define SIM_BODY_MAX (64 * 1024)
+#define SIM_BODY_MAX  (64 * 1024)
 #define SIM_MAX_ITEMS 100000 /* grants, tokens, codes, sessions: a bound on memory */
 
 /* ---- configuration ------------------------------------------------------------------- */
@@ -118,9 +118,9 @@ typedef struct {
     long long created, last_used, last_refreshed;
     long use_count;
     int live;
-    const char *reason; /* static string, NULL while live */
-    char *refresh_token;   /* NULL for an openid-only sign-in that takes a slot */
-    char **rotated;        /* refresh tokens rotated out of this grant */
+    const char *reason;  /* static string, NULL while live */
+    char *refresh_token; /* NULL for an openid-only sign-in that takes a slot */
+    char **rotated;      /* refresh tokens rotated out of this grant */
     size_t nrotated;
 } sim_grant_t;
 
@@ -168,7 +168,14 @@ typedef enum {
     EP_NONE = EP_COUNT,
 } sim_endpoint;
 
-typedef enum { FAULT_NONE, FAULT_500, FAULT_503, FAULT_DELAY, FAULT_MALFORMED, FAULT_CLOSE } sim_fault_mode;
+typedef enum {
+    FAULT_NONE,
+    FAULT_500,
+    FAULT_503,
+    FAULT_DELAY,
+    FAULT_MALFORMED,
+    FAULT_CLOSE
+} sim_fault_mode;
 
 typedef struct {
     sim_fault_mode mode;
@@ -176,7 +183,8 @@ typedef struct {
     long ms;
 } sim_fault_t;
 
-#define SIM_GRANT_TYPES 5 /* authorization_code, refresh_token, jwt-bearer, password, unsupported */
+#define SIM_GRANT_TYPES 5 /* authorization_code, refresh_token, jwt-bearer, password, unsupported  \
+                           */
 
 typedef struct {
     sim_grant_t *grants;
@@ -249,10 +257,10 @@ extern const char *const sim_known_claims[];
 typedef struct sim_req {
     struct MHD_Connection *conn;
     const char *method;
-    char *path;       /* decoded path, no query */
-    char *raw_query;  /* as sent, NULL when none */
-    sg_form_t query;  /* parsed query (may be empty) */
-    int query_bad;    /* the query string was malformed */
+    char *path;      /* decoded path, no query */
+    char *raw_query; /* as sent, NULL when none */
+    sg_form_t query; /* parsed query (may be empty) */
+    int query_bad;   /* the query string was malformed */
     sg_buf_t body;
     int body_too_big;
     char peer_ip[64];

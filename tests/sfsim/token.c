@@ -170,8 +170,8 @@ static char *signature_for(const sim_app_t *app, const char *id, const char *iss
     if (!msg)
         return NULL;
     snprintf(msg, n, "%s%s", id, issued_at);
-    sg_rc rc = sg_hmac_sha256(app->client_secret, strlen(app->client_secret), msg, strlen(msg),
-                              mac);
+    sg_rc rc =
+        sg_hmac_sha256(app->client_secret, strlen(app->client_secret), msg, strlen(msg), mac);
     free(msg);
     return rc ? NULL : sg_b64_encode(mac, sizeof(mac), SG_B64_STD);
 }
@@ -198,8 +198,7 @@ static char *make_id_token(const sim_req_t *r, const sim_app_t *app, const sim_u
         cJSON_AddStringToObject(c, "nonce", nonce);
     /* "Include Standard Claims" (reference 8). */
     char name[512];
-    snprintf(name, sizeof(name), "%s%s%s", u->first_name, *u->first_name ? " " : "",
-             u->last_name);
+    snprintf(name, sizeof(name), "%s%s%s", u->first_name, *u->first_name ? " " : "", u->last_name);
     cJSON_AddStringToObject(c, "name", name);
     cJSON_AddStringToObject(c, "preferred_username", u->username);
     cJSON_AddStringToObject(c, "given_name", u->first_name);
@@ -318,8 +317,8 @@ static void grant_authorization_code(sim_req_t *r, const sg_form_t *f, out_t *o,
     }
 
     /* A refresh token needs refresh_token/offline_access granted (reference 2, 10.9). */
-    int want_refresh =
-        sim_scope_has(code->scopes, "refresh_token") || sim_scope_has(code->scopes, "offline_access");
+    int want_refresh = sim_scope_has(code->scopes, "refresh_token") ||
+                       sim_scope_has(code->scopes, "offline_access");
     int openid = sim_scope_has(code->scopes, "openid");
     sim_grant_t *g = NULL;
     if (want_refresh || (openid && sim_cfg.openid_signins_count)) {
