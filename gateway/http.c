@@ -111,6 +111,16 @@ const char *sg_form_get(const sg_form_t *form, const char *key)
     return NULL;
 }
 
+const char *sg_form_first_dup(const sg_form_t *form)
+{
+    if (!form->has_dup)
+        return NULL;
+    for (size_t i = 0; i < form->n; i++)
+        if (sg_form_count(form, form->item[i].key) > 1)
+            return form->item[i].key;
+    return NULL;
+}
+
 size_t sg_form_count(const sg_form_t *form, const char *key)
 {
     size_t n = 0;

@@ -31,6 +31,8 @@ sg_rc sg_form_parse(const char *s, size_t len, sg_form_t *form);
 /* Adds an already-decoded pair (copies both). */
 sg_rc sg_form_add(sg_form_t *form, const char *key, const char *value);
 const char *sg_form_get(const sg_form_t *form, const char *key);
+/* The first key that appears more than once, or NULL. */
+const char *sg_form_first_dup(const sg_form_t *form);
 /* How many times key appears. */
 size_t sg_form_count(const sg_form_t *form, const char *key);
 void sg_form_free(sg_form_t *form);

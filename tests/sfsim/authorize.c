@@ -5,6 +5,7 @@
  */
 #include "sim.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <ctype.h>
 #include <string.h>
@@ -298,8 +299,10 @@ void sim_route_authorize(sim_req_t *r, sim_resp_t *w)
     }
     a.p = p;
 
-    if (p->has_dup) {
-        error_page(w, "invalid_request", "duplicate parameter");
+    if (sg_form_first_dup(p)) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "duplicate parameter: %.100s", sg_form_first_dup(p));
+        error_page(w, "invalid_request", msg);
         goto done;
     }
     a.app = sim_app_by_client_id(param(&a, "client_id"));

@@ -130,10 +130,8 @@ void sim_route_revoke(sim_req_t *r, sim_resp_t *w)
         sim_resp_oauth_error(w, 400, "invalid_request", "invalid callback name");
         goto done;
     }
-    if (p->has_dup) {
-        sim_resp_oauth_error(w, 400, "invalid_request", "duplicate parameter");
+    if (sim_reject_dup(p, w))
         goto done;
-    }
     const char *token = sg_form_get(p, "token");
     if (!token || !*token) {
         revoke_answer(r, w, callback, 0, "unsupported_token_type", "missing token parameter");
@@ -160,6 +158,23 @@ done:
 
 /* ---- introspect ------------------------------------------------------------------------- */
 
+/*
+ * When a refresh token dies of its policy if nothing else happens. Reference 10.31 lists exp
+ * for every active answer; for a token that never expires on its own sfsim says ten years from
+ * issue (UNCONFIRMED: what Salesforce puts there).
+ */
+static long long refresh_expiry(const sim_grant_t *g, const sim_app_t *a)
+{
+    long long exp = g->created + 10LL * 365 * 86400;
+    if (a->rt_policy == RT_EXPIRE_AFTER)
+        exp = g->created + a->rt_validity;
+    else if (a->rt_policy == RT_EXPIRE_IF_UNUSED)
+        exp = g->last_refreshed + a->rt_validity;
+    if (a->idle_ttl_limit && g->last_refreshed + 30LL * 86400 < exp)
+        exp = g->last_refreshed + 30LL * 86400;
+    return exp;
+}
+
 void sim_route_introspect(sim_req_t *r, sim_resp_t *w)
 {
     sg_form_t f = {0};
@@ -183,8 +198,8 @@ void sim_route_introspect(sim_req_t *r, sim_resp_t *w)
     }
     sim_app_t *app = sim_app_by_client_id(id);
     const char *token = sg_form_get(&f, "token");
-    if (f.has_dup) {
-        sim_resp_oauth_error(w, 400, "invalid_request", "duplicate parameter");
+    if (sim_reject_dup(&f, w)) {
+        /* answered */
     } else if (!app || !secret || !sg_ct_streq(secret, app->client_secret)) {
         /* RFC 7662 section 2.1: client authentication failure is 401. */
         sim_resp_oauth_error(w, 401, "invalid_client", "invalid client credentials");
@@ -221,10 +236,7 @@ void sim_route_introspect(sim_req_t *r, sim_resp_t *w)
             cJSON_AddStringToObject(j, "username", u->username);
             cJSON_AddStringToObject(j, "sub", sub ? sub : "");
             cJSON_AddStringToObject(j, "token_type", "refresh_token");
-            if (ga->rt_policy == RT_EXPIRE_AFTER)
-                cJSON_AddNumberToObject(j, "exp", (double)(g->created + ga->rt_validity));
-            else if (ga->rt_policy == RT_EXPIRE_IF_UNUSED)
-                cJSON_AddNumberToObject(j, "exp", (double)(g->last_refreshed + ga->rt_validity));
+            cJSON_AddNumberToObject(j, "exp", (double)refresh_expiry(g, ga));
             cJSON_AddNumberToObject(j, "iat", (double)g->created);
             cJSON_AddNumberToObject(j, "nbf", (double)g->created);
             free(sub);

@@ -88,6 +88,18 @@ int sim_parse_body_form(sim_req_t *r, sg_form_t *form)
     return sg_form_parse(r->body.ptr ? r->body.ptr : "", r->body.len, form) ? -1 : 0;
 }
 
+int sim_reject_dup(const sg_form_t *form, sim_resp_t *w)
+{
+    const char *dup = sg_form_first_dup(form);
+    if (!dup)
+        return 0;
+    /* RFC 6749 3.1: parameters must not repeat. Salesforce's own text is unknown. */
+    char msg[160];
+    snprintf(msg, sizeof(msg), "duplicate parameter: %.100s", dup);
+    sim_resp_oauth_error(w, 400, "invalid_request", msg);
+    return 1;
+}
+
 char *sim_identity_url(const char *base, const sim_user_t *u)
 {
     size_t n = strlen(base) + strlen(sim_cfg.org_id) + strlen(u->id) + 8;

@@ -304,6 +304,8 @@ void sim_route_data(sim_req_t *r, sim_resp_t *w);
 void sim_route_control(sim_req_t *r, sim_resp_t *w);
 
 /* Helpers shared by routes */
+/* 400 invalid_request "duplicate parameter: NAME" when some parameter repeats; returns 1 then. */
+int sim_reject_dup(const sg_form_t *form, sim_resp_t *w);
 char *sim_identity_url(const char *base, const sim_user_t *u);
 /* Bearer token from the Authorization header (or NULL). */
 const char *sim_bearer(const sim_req_t *r);

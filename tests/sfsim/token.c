@@ -516,12 +516,9 @@ void sim_route_token(sim_req_t *r, sim_resp_t *w)
     out_t o = {0};
     sg_form_t f = {0};
     o.fmt = pick_format(r, &r->query);
-    if (strcmp(r->method, "POST") != 0) {
-        fail(&o, w, "invalid_request", "must use HTTP POST");
-        return;
-    }
-    /* A body that is not a form is how Salesforce gets "grant type not supported" (5.1). */
-    if (!sg_content_type_is(sim_req_header(r, "Content-Type"),
+    /* Anything but a form POST is how Salesforce gets "grant type not supported" (5.1). */
+    if (strcmp(r->method, "POST") != 0 ||
+        !sg_content_type_is(sim_req_header(r, "Content-Type"),
                             "application/x-www-form-urlencoded")) {
         sim_st.token_stats[SIM_GRANT_TYPES - 1]++;
         fail(&o, w, "unsupported_grant_type", "grant type not supported");
@@ -532,14 +529,9 @@ void sim_route_token(sim_req_t *r, sim_resp_t *w)
         return;
     }
     o.fmt = pick_format(r, &f);
-    for (size_t i = 0; i < f.n; i++) {
-        if (sg_form_count(&f, f.item[i].key) > 1) {
-            char msg[160];
-            snprintf(msg, sizeof(msg), "duplicate parameter: %.100s", f.item[i].key);
-            fail(&o, w, "invalid_request", msg);
-            sg_form_free(&f);
-            return;
-        }
+    if (sim_reject_dup(&f, w)) {
+        sg_form_free(&f);
+        return;
     }
     const char *gt = sg_form_get(&f, "grant_type");
     size_t k = SIM_GRANT_TYPES - 1;
