@@ -25,12 +25,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BODY_MAX ((size_t)8 << 20)
-#define HEADERS_MAX ((size_t)1 << 20)
-#define FIRST_LINE_MAX 512
+#define BODY_MAX         ((size_t)8 << 20)
+#define HEADERS_MAX      ((size_t)1 << 20)
+#define FIRST_LINE_MAX   512
 #define START_TIMEOUT_MS 10000
-#define STOP_TIMEOUT_MS 10000
-#define FLOW_MAX_STEPS 12
+#define STOP_TIMEOUT_MS  10000
+#define FLOW_MAX_STEPS   12
 
 /* ---- small utilities ------------------------------------------------------------------ */
 
@@ -86,8 +86,8 @@ static char *pct_decode(const char *s, size_t len)
             out[o++] = ' ';
         } else if (s[i] == '%' && i + 2 < len && hexval((unsigned char)s[i + 1]) >= 0 &&
                    hexval((unsigned char)s[i + 2]) >= 0) {
-            out[o++] = (char)(hexval((unsigned char)s[i + 1]) << 4 |
-                              hexval((unsigned char)s[i + 2]));
+            out[o++] =
+                (char)(hexval((unsigned char)s[i + 1]) << 4 | hexval((unsigned char)s[i + 2]));
             i += 2;
         } else {
             out[o++] = s[i];
@@ -200,7 +200,8 @@ static int read_first_line(int fd, char *line, size_t cap, int timeout_ms)
     }
 }
 
-/* Waits for pid up to timeout_ms; 1 when it was reaped (*status set), 0 when still running. */
+/* Waits for pid up to timeout_ms: 1 when it was reaped (*status set), 0 when still running,
+ * -1 when it is not our child (someone else reaped it: its status is lost). */
 static int wait_for(pid_t pid, int *status, int timeout_ms)
 {
     long deadline = now_ms() + timeout_ms;
@@ -208,8 +209,10 @@ static int wait_for(pid_t pid, int *status, int timeout_ms)
         pid_t r = waitpid(pid, status, WNOHANG);
         if (r == pid)
             return 1;
-        if (r < 0 && errno != EINTR)
-            return 1; /* not our child any more: nothing to wait for */
+        if (r < 0 && errno != EINTR) {
+            fprintf(stderr, "harness: waitpid %d: %s\n", (int)pid, strerror(errno));
+            return -1;
+        }
         if (now_ms() >= deadline)
             return 0;
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 5 * 1000 * 1000};
@@ -312,18 +315,20 @@ int th_proc_stop(th_proc_t *p)
     if (p->pid > 0) {
         int status = 0;
         kill(p->pid, SIGTERM);
-        if (!wait_for(p->pid, &status, STOP_TIMEOUT_MS)) {
-            fprintf(stderr, "harness: pid %d ignored SIGTERM for %d ms; killing it\n",
-                    (int)p->pid, STOP_TIMEOUT_MS);
+        int w = wait_for(p->pid, &status, STOP_TIMEOUT_MS);
+        if (w == 0) {
+            fprintf(stderr, "harness: pid %d ignored SIGTERM for %d ms; killing it\n", (int)p->pid,
+                    STOP_TIMEOUT_MS);
             kill(p->pid, SIGKILL);
             wait_for(p->pid, &status, STOP_TIMEOUT_MS);
+        } else if (w < 0) {
+            /* result stays -1 */
         } else if (WIFEXITED(status)) {
             result = WEXITSTATUS(status);
             if (result != 0)
                 fprintf(stderr, "harness: pid %d exited with status %d\n", (int)p->pid, result);
         } else if (WIFSIGNALED(status)) {
-            fprintf(stderr, "harness: pid %d died from signal %d\n", (int)p->pid,
-                    WTERMSIG(status));
+            fprintf(stderr, "harness: pid %d died from signal %d\n", (int)p->pid, WTERMSIG(status));
         }
         forget_fd(p->pid);
         p->pid = -1;
@@ -347,10 +352,17 @@ char *th_proc_log(const th_proc_t *p)
         return sg_buf_steal(&b);
     }
     char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+    for (;;) {
+        size_t n = fread(chunk, 1, sizeof chunk, f);
+        if (n == 0)
+            break;
+        if (b.len + n > b.max) { /* keep what fits rather than lose it all */
+            fprintf(stderr, "harness: log %s is longer than %zu bytes; reading the start\n",
+                    p->log_path, b.max);
+            break;
+        }
         if (sg_buf_add(&b, chunk, n)) {
-            fprintf(stderr, "harness: log %s too big to read\n", p->log_path);
+            fprintf(stderr, "harness: out of memory reading %s\n", p->log_path);
             break;
         }
     }
@@ -629,8 +641,69 @@ static int same_origin(const char *a, const char *b)
     return la && la == lb && strncasecmp(a, b, la) == 0;
 }
 
+static char *resolve_raw(const char *base, const char *ref);
+
+/* RFC 3986 5.2.4 on the path of an absolute URL (query and fragment kept as they are). */
+static char *remove_dot_segments(char *url)
+{
+    if (!url)
+        return NULL;
+    size_t ol = origin_len(url);
+    char *path = url + ol;
+    size_t plen = strcspn(path, "?#");
+    char *out = malloc(plen + 2);
+    if (!out) {
+        free(url);
+        return NULL;
+    }
+    size_t o = 0;
+    const char *in = path, *end = path + plen;
+    while (in < end) {
+        if (end - in >= 3 && strncmp(in, "../", 3) == 0) {
+            in += 3;
+        } else if (end - in >= 2 && strncmp(in, "./", 2) == 0) {
+            in += 2;
+        } else if (end - in >= 3 && strncmp(in, "/./", 3) == 0) {
+            in += 2;
+        } else if (end - in == 2 && strncmp(in, "/.", 2) == 0) {
+            in += 1;
+            out[o++] = '/';
+            in = end;
+        } else if ((end - in >= 4 && strncmp(in, "/../", 4) == 0) ||
+                   (end - in == 3 && strncmp(in, "/..", 3) == 0)) {
+            int last = end - in == 3;
+            in += 3;
+            while (o > 0 && out[o - 1] != '/')
+                o--;
+            if (o > 0)
+                o--;
+            if (last) {
+                out[o++] = '/';
+                in = end;
+            }
+        } else if ((end - in == 1 && *in == '.') || (end - in == 2 && strncmp(in, "..", 2) == 0)) {
+            in = end;
+        } else {
+            do {
+                out[o++] = *in++;
+            } while (in < end && *in != '/');
+        }
+    }
+    out[o] = '\0';
+    char *r = th_fmt("%.*s%s%s", (int)ol, url, out, path + plen);
+    free(out);
+    free(url);
+    return r;
+}
+
 /* ref resolved against base (absolute, absolute-path, query-only or relative-path refs). */
 static char *resolve_url(const char *base, const char *ref)
+{
+    char *resolved = resolve_raw(base, ref);
+    return remove_dot_segments(resolved);
+}
+
+static char *resolve_raw(const char *base, const char *ref)
 {
     if (origin_len(ref))
         return strdup(ref);
@@ -667,8 +740,8 @@ typedef struct {
     char *value;
 } attr_t;
 
-#define MAX_ATTRS 32
-#define MAX_FIELDS 64
+#define MAX_ATTRS   32
+#define MAX_FIELDS  64
 #define MAX_SUBMITS 16
 
 typedef struct {
@@ -677,9 +750,9 @@ typedef struct {
 } tag_t;
 
 typedef struct {
-    char *action; /* raw, entity-decoded */
-    char *method; /* lower case */
-    sg_form_t fields;  /* hidden inputs and other valued inputs, in order */
+    char *action;     /* raw, entity-decoded */
+    char *method;     /* lower case */
+    sg_form_t fields; /* hidden inputs and other valued inputs, in order */
     struct {
         char *name;  /* may be NULL */
         char *value; /* may be NULL */
@@ -985,12 +1058,12 @@ static int parse_form(const char *start, const char **next, form_t *f)
             if (strcasecmp(type, "submit") == 0 || strcasecmp(type, "image") == 0) {
                 char *label = strdup(value ? value : "");
                 rc = add_submit(f, name, value, label);
-            } else if (name && (strcasecmp(type, "checkbox") == 0 ||
-                                strcasecmp(type, "radio") == 0)) {
+            } else if (name &&
+                       (strcasecmp(type, "checkbox") == 0 || strcasecmp(type, "radio") == 0)) {
                 if (tag_get(&t, "checked"))
                     rc = sg_form_add(&f->fields, name, value ? value : "on") ? -1 : 0;
-            } else if (name && strcasecmp(type, "button") != 0 &&
-                       strcasecmp(type, "reset") != 0 && strcasecmp(type, "file") != 0) {
+            } else if (name && strcasecmp(type, "button") != 0 && strcasecmp(type, "reset") != 0 &&
+                       strcasecmp(type, "file") != 0) {
                 if (strcmp(name, "pw") == 0 || strcasecmp(type, "password") == 0)
                     f->has_pw = 1;
                 if (strcmp(name, "username") == 0)
@@ -1079,14 +1152,18 @@ typedef enum { PAGE_OTHER, PAGE_LOGIN, PAGE_APPROVAL } page_kind;
 static page_kind scrape(const char *html, const char *button, form_t *out, int *submit)
 {
     const char *p = html;
-    page_kind found = PAGE_OTHER;
     *submit = -1;
     while (p && *p) {
-        const char *start = find_ci(p, p + strlen(p), "<form");
+        const char *start = strchr(p, '<');
         if (!start)
             break;
+        if (strncmp(start, "<!--", 4) == 0) { /* a form in a comment is no form */
+            const char *end = strstr(start + 4, "-->");
+            p = end ? end + 3 : NULL;
+            continue;
+        }
         if (!tag_is(start + 1, "form")) {
-            p = start + 5;
+            p = start + 1;
             continue;
         }
         form_t f;
@@ -1107,7 +1184,7 @@ static page_kind scrape(const char *html, const char *button, form_t *out, int *
         form_free(&f);
         p = next;
     }
-    return found;
+    return PAGE_OTHER;
 }
 
 /* Serialises the form's fields, with username/pw replaced and the chosen submit added. */
@@ -1288,8 +1365,8 @@ char *th_authorize_url(const char *base, const th_authz_t *a)
 {
     sg_buf_t b;
     sg_buf_init(&b, BODY_MAX);
-    char *cid = th_enc(a->client_id), *ru = th_enc(a->redirect_uri ? a->redirect_uri
-                                                                     : TH_DEMO_CALLBACK);
+    char *cid = th_enc(a->client_id),
+         *ru = th_enc(a->redirect_uri ? a->redirect_uri : TH_DEMO_CALLBACK);
     char *st = th_enc(a->state ? a->state : "st-123");
     char *sc = a->scope ? th_enc(a->scope) : NULL;
     char *no = a->nonce ? th_enc(a->nonce) : NULL;
@@ -1327,8 +1404,7 @@ char *th_authorize_url(const char *base, const th_authz_t *a)
     return sg_buf_steal(&b);
 }
 
-char *th_get_code(const char *base, const th_authz_t *a, const char *username,
-                  const char *password)
+char *th_get_code(const char *base, const th_authz_t *a, const char *username, const char *password)
 {
     char *url = th_authorize_url(base, a);
     if (!url)
@@ -1427,9 +1503,8 @@ long th_refresh(const char *base, const char *client_id, const char *client_secr
     return status;
 }
 
-cJSON *th_authorize_and_exchange(const char *base, const char *client_id,
-                                 const char *client_secret, const char *scope,
-                                 const char *username, const char *password)
+cJSON *th_authorize_and_exchange(const char *base, const char *client_id, const char *client_secret,
+                                 const char *scope, const char *username, const char *password)
 {
     th_authz_t a = {.client_id = client_id, .scope = scope};
     char *code = th_get_code(base, &a, username, password);
@@ -1440,8 +1515,8 @@ cJSON *th_authorize_and_exchange(const char *base, const char *client_id,
     free(code);
     if (status != 200) {
         char *text = json ? cJSON_PrintUnformatted(json) : NULL;
-        fprintf(stderr, "harness: code exchange for %s as %s: HTTP %ld %s\n", client_id,
-                username, status, text ? text : "");
+        fprintf(stderr, "harness: code exchange for %s as %s: HTTP %ld %s\n", client_id, username,
+                status, text ? text : "");
         free(text);
         cJSON_Delete(json);
         return NULL;
@@ -1481,8 +1556,7 @@ cJSON *th_sim_get(const char *base, const char *path_and_query)
         if (r.status == 200)
             json = th_resp_json(&r);
         if (!json)
-            fprintf(stderr, "harness: GET %s: HTTP %ld %.500s\n", path_and_query, r.status,
-                    r.body);
+            fprintf(stderr, "harness: GET %s: HTTP %ld %.500s\n", path_and_query, r.status, r.body);
     }
     th_resp_free(&r);
     free(url);
