@@ -31,7 +31,7 @@ static void error_page(sim_resp_t *w, const char *error, const char *desc)
 {
     sg_buf_t b;
     sg_buf_init(&b, 8192);
-    sg_buf_adds(&b, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Error | sfsim"
+    sg_buf_adds(&b, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Error | Salesforce"
                     "</title></head><body>\n<h1>OAuth Error</h1>\n<p>We can't authorize you "
                     "because of an OAuth error.</p>\n<p class=\"error\">error=");
     sg_buf_add_html(&b, error);
@@ -73,7 +73,8 @@ static void redirect_error(sim_resp_t *w, const authz_t *a, const char *error, c
 static int is_control_field(const char *k)
 {
     return strcmp(k, "username") == 0 || strcmp(k, "pw") == 0 || strcmp(k, "sim_step") == 0 ||
-           strcmp(k, "decision") == 0 || strcmp(k, "approval_token") == 0;
+           strcmp(k, "decision") == 0 || strcmp(k, "approval_token") == 0 ||
+           strcmp(k, "Login") == 0;
 }
 
 static void hidden_fields(sg_buf_t *b, const authz_t *a, const char *step)
@@ -117,7 +118,8 @@ static void login_page(sim_resp_t *w, const authz_t *a, const char *error)
     sg_buf_adds(&b, "<form id=\"login_form\" method=\"post\" "
                     "action=\"/services/oauth2/authorize\">\n");
     hidden_fields(&b, a, "login");
-    const char *hint = param(a, "login_hint");
+    /* After a failed attempt keep what was typed, as Salesforce does; else the hint. */
+    const char *hint = param(a, "username") ? param(a, "username") : param(a, "login_hint");
     sg_buf_adds(&b, "<label>Username <input type=\"email\" id=\"username\" name=\"username\" "
                     "value=\"");
     sg_buf_add_html(&b, hint ? hint : "");
@@ -140,8 +142,10 @@ static const char *scope_words(const char *scope)
         {"api", "Access and manage your data (api)"},
         {"full", "Full access (full)"},
         {"web", "Provide access to your data via the Web (web)"},
-        {"refresh_token", "Perform requests on your behalf at any time (refresh_token)"},
-        {"offline_access", "Perform requests on your behalf at any time (offline_access)"},
+        {"refresh_token", "Perform requests on your behalf at any time (refresh_token, "
+                          "offline_access)"},
+        {"offline_access", "Perform requests on your behalf at any time (refresh_token, "
+                           "offline_access)"},
     };
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (strcmp(words[i].scope, scope) == 0)
@@ -161,9 +165,19 @@ static void approval_page(sim_resp_t *w, const authz_t *a, sim_session_t *s)
     sg_buf_adds(&b, "</b> is asking to:</p>\n<ul>\n");
     char *copy = strdup(a->scopes);
     char *save = NULL;
+    const char *shown[32];
+    size_t nshown = 0;
     for (char *t = copy ? strtok_r(copy, " ", &save) : NULL; t; t = strtok_r(NULL, " ", &save)) {
+        const char *words = scope_words(t);
+        int dup = 0;
+        for (size_t i = 0; i < nshown && !dup; i++)
+            dup = strcmp(shown[i], words) == 0;
+        if (dup)
+            continue;
+        if (nshown < 32)
+            shown[nshown++] = words;
         sg_buf_adds(&b, "<li>");
-        sg_buf_add_html(&b, scope_words(t));
+        sg_buf_add_html(&b, words);
         sg_buf_adds(&b, "</li>\n");
     }
     free(copy);
@@ -425,7 +439,9 @@ void sim_route_authorize(sim_req_t *r, sim_resp_t *w)
         const char *tok = param(&a, "approval_token");
         const char *decision = param(&a, "decision");
         if (!tok || !s->approval_token || !sg_ct_streq(tok, s->approval_token)) {
-            error_page(w, "invalid_request", "the approval form expired; start again");
+            error_page(w, "invalid_request",
+                       "the approval form expired (it can be used once); start the sign-in "
+                       "again from the application");
             goto done;
         }
         free(s->approval_token);

@@ -1,0 +1,79 @@
+/*
+ * A small W3C WebDriver client for the browser tests: runs /usr/bin/chromedriver on a free
+ * loopback port and drives headless Chromium (/usr/bin/chromium) through chromedriver's
+ * HTTP+JSON API with libcurl and cJSON. No npm, no Python, no Selenium.
+ *
+ * Everything the browser writes stays in one temporary folder per driver: a fresh profile per
+ * session (so a new session starts with no cookies), and XDG_CONFIG_HOME, XDG_CACHE_HOME and
+ * TMPDIR for Chromium's crash database, caches and scoped folders. wd_stop removes it.
+ *
+ * Processes: chromedriver is our child, in our process group (so meson's timeout kill reaches
+ * it), and dies with us (PR_SET_PDEATHSIG). Chromium is started with --remote-debugging-pipe,
+ * so it exits when chromedriver does, even when this process crashes; deleting the session
+ * ends it normally. wd_stop sends chromedriver SIGTERM, reaps it, then waits for every process
+ * whose working directory is the temp folder (chromedriver starts there; Chromium's processes
+ * inherit it) to end, and kills any that do not.
+ *
+ * A failing call prints why on stderr (with WebDriver's error code and message) and returns -1,
+ * or NULL for the calls that return a heap string, so a test can assert on the result and
+ * still read what went wrong.
+ */
+#ifndef SG_TEST_WEBDRIVER_H
+#define SG_TEST_WEBDRIVER_H
+
+/* The Debian packages chromium-driver and chromium. */
+#ifndef WD_CHROMEDRIVER
+#define WD_CHROMEDRIVER "/usr/bin/chromedriver"
+#endif
+#ifndef WD_CHROMIUM
+#define WD_CHROMIUM "/usr/bin/chromium"
+#endif
+
+typedef struct wd_driver wd_driver_t;
+
+/*
+ * Checks that both binaries exist (a clear message naming the Debian packages when not),
+ * starts chromedriver --port=N on a free port and waits (20 s max) until GET /status says
+ * ready. *out is NULL on failure.
+ */
+int wd_start(wd_driver_t **out);
+/* Deletes a live session, stops chromedriver (SIGTERM, waitpid), removes the temp folder.
+ * Returns 0 when every process it started is gone. NULL is a no-op. */
+int wd_stop(wd_driver_t *d);
+
+/* A new browser with a fresh profile (no cookies, no history). One session at a time. */
+int wd_session_new(wd_driver_t *d);
+/* Closes the browser, waits for it to exit and removes its profile. No-op without a session. */
+int wd_session_delete(wd_driver_t *d);
+
+/* Loads url and waits for the page load to finish. */
+int wd_navigate(wd_driver_t *d, const char *url);
+/* The first element matching a CSS selector, waiting up to WD_IMPLICIT_MS for it to appear:
+ * its WebDriver reference (heap), or NULL after printing the URL and title of the page. */
+#define WD_IMPLICIT_MS 3000
+char *wd_find(wd_driver_t *d, const char *css);
+/* How many elements match now (no waiting); -1 on error. */
+int wd_count(wd_driver_t *d, const char *css);
+int wd_send_keys(wd_driver_t *d, const char *element, const char *text);
+/* Clicks; when the click submits a form, returns after the next page has loaded. */
+int wd_click(wd_driver_t *d, const char *element);
+/* Rendered text of an element, or its "value" property (heap) — NULL on error. */
+char *wd_text(wd_driver_t *d, const char *element);
+char *wd_value(wd_driver_t *d, const char *element);
+
+/* The top-level browsing context's URL, the page's HTML as the browser serialises it, and
+ * its title (heap, NULL on error). */
+char *wd_current_url(wd_driver_t *d);
+char *wd_page_source(wd_driver_t *d);
+char *wd_title(wd_driver_t *d);
+/* Polls the current URL until it starts with prefix (timeout_ms max); the URL (heap) or NULL
+ * after printing the URL and title the browser was left on. */
+char *wd_wait_url(wd_driver_t *d, const char *prefix, int timeout_ms);
+
+/* Saves a PNG of the viewport to path. */
+int wd_screenshot(wd_driver_t *d, const char *path);
+/* When $SG_SCREENSHOT_DIR is set, saves $SG_SCREENSHOT_DIR/NAME.png; otherwise does nothing.
+ * Returns 0 in both cases, -1 only when a requested screenshot could not be written. */
+int wd_snapshot(wd_driver_t *d, const char *name);
+
+#endif
