@@ -1,6 +1,7 @@
 #include "scopegate/buf.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +40,9 @@ static sg_rc grow(sg_buf_t *b, size_t extra)
         return SG_OK;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
-        cap *= 2;
-    if (cap > b->max + 1)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    /* Written as cap - 1 > max so that max == SIZE_MAX does not wrap max + 1 to 0. */
+    if (cap - 1 > b->max)
         cap = b->max + 1;
     char *p = realloc(b->ptr, cap);
     if (!p) {
@@ -114,6 +116,26 @@ sg_rc sg_buf_add_html(sg_buf_t *b, const char *s)
         }
     }
     return rc;
+}
+
+sg_rc sg_buf_add_file(sg_buf_t *b, FILE *f)
+{
+    char chunk[16384];
+    for (;;) {
+        size_t n = fread(chunk, 1, sizeof(chunk), f);
+        if (n > 0) {
+            sg_rc rc = sg_buf_add(b, chunk, n);
+            if (rc)
+                return rc;
+        }
+        if (n < sizeof(chunk))
+            break;
+    }
+    if (ferror(f)) {
+        sg_buf_free(b);
+        return SG_ERR_IO;
+    }
+    return SG_OK;
 }
 
 char *sg_buf_steal(sg_buf_t *b)

@@ -152,7 +152,7 @@ char *sg_url_encode(const char *s)
     return out;
 }
 
-char *sg_cookie_get(const char *header, const char *name)
+const char *sg_cookie_find(const char *header, const char *name, size_t *len)
 {
     if (!header || !name)
         return NULL;
@@ -168,13 +168,21 @@ char *sg_cookie_get(const char *header, const char *name)
             size_t vlen = plen - nlen - 1;
             while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
                 vlen--;
-            return strndup(v, vlen);
+            *len = vlen;
+            return v;
         }
         if (!end)
             break;
         p = end + 1;
     }
     return NULL;
+}
+
+char *sg_cookie_get(const char *header, const char *name)
+{
+    size_t len;
+    const char *v = sg_cookie_find(header, name, &len);
+    return v ? strndup(v, len) : NULL;
 }
 
 sg_rc sg_basic_auth_parse(const char *header, char **user, char **pass)

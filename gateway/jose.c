@@ -12,18 +12,40 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+/*
+ * RFC 7515 allows one spelling of each part: base64url, no padding, spare bits zero.
+ * sg_b64_decode is lenient (either alphabet, optional padding), so re-encode and compare:
+ * otherwise one signed token could be written many ways.
+ */
+static sg_rc decode_part(const char *s, size_t len, unsigned char **out, size_t *outlen)
+{
+    if (sg_b64_decode(s, len, out, outlen))
+        return SG_ERR_PARSE;
+    char *again = sg_b64_encode(*out, *outlen, SG_B64_URL);
+    int same = again && strlen(again) == len && memcmp(again, s, len) == 0;
+    free(again);
+    if (!same) {
+        free(*out);
+        *out = NULL;
+        *outlen = 0;
+        return SG_ERR_PARSE;
+    }
+    return SG_OK;
+}
+
 static cJSON *decode_json_part(const char *s, size_t len)
 {
     unsigned char *raw;
     size_t rawlen;
-    if (sg_b64_decode(s, len, &raw, &rawlen))
+    if (decode_part(s, len, &raw, &rawlen))
         return NULL;
     /* A NUL inside would make cJSON read a prefix of what was signed. */
     if (memchr(raw, '\0', rawlen)) {
         free(raw);
         return NULL;
     }
-    cJSON *j = cJSON_ParseWithLength((const char *)raw, rawlen);
+    /* raw is NUL-terminated: counting the NUL and requiring it refuses bytes after the value. */
+    cJSON *j = cJSON_ParseWithLengthOpts((const char *)raw, rawlen + 1, NULL, 1);
     free(raw);
     if (j && !cJSON_IsObject(j)) {
         cJSON_Delete(j);
@@ -55,7 +77,7 @@ sg_rc sg_jws_parse(const char *compact, sg_jws_t *out)
     const char *d2 = memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - compact));
     if (!d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - compact)))
         return SG_ERR_PARSE;
-    if (d1 == compact || d2 == d1 + 1)
+    if (d1 == compact || d2 == d1 + 1 || d2 + 1 == compact + len)
         return SG_ERR_PARSE;
 
     out->header = decode_json_part(compact, (size_t)(d1 - compact));
@@ -68,7 +90,7 @@ sg_rc sg_jws_parse(const char *compact, sg_jws_t *out)
     out->alg = alg->valuestring;
     const cJSON *kid = cJSON_GetObjectItemCaseSensitive(out->header, "kid");
     out->kid = cJSON_IsString(kid) ? kid->valuestring : NULL;
-    if (sg_b64_decode(d2 + 1, len - (size_t)(d2 + 1 - compact), &out->sig, &out->siglen))
+    if (decode_part(d2 + 1, len - (size_t)(d2 + 1 - compact), &out->sig, &out->siglen))
         goto fail;
     out->signing_input = strndup(compact, (size_t)(d2 - compact));
     if (!out->signing_input)
@@ -214,7 +236,12 @@ EVP_PKEY *sg_pkey_from_jwk(const cJSON *jwk)
     OSSL_PARAM_BLD *bld = NULL;
     OSSL_PARAM *params = NULL;
     EVP_PKEY_CTX *ctx = NULL;
-    if (!n || !e || BN_num_bits(n) < 2048)
+    /*
+     * RFC 8017 3.1: n odd, e odd with 3 <= e < n. With e = 1 a "signature" is just the padded
+     * digest, which anyone can compute; e = 0 or an even e is not an RSA key at all.
+     */
+    if (!n || !e || BN_num_bits(n) < 2048 || !BN_is_odd(n) || !BN_is_odd(e) || BN_is_one(e) ||
+        BN_cmp(e, n) >= 0)
         goto done;
     bld = OSSL_PARAM_BLD_new();
     if (!bld || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||

@@ -1,4 +1,5 @@
 /* scopegate: the command-line entry point. Each command lives in its own function. */
+#include "cli.h"
 #include "scopegate/version.h"
 
 #include <stdio.h>
@@ -6,10 +7,15 @@
 
 static int usage(FILE *out)
 {
-    fprintf(out, "usage: scopegate COMMAND [ARGS]\n"
-                 "\n"
-                 "commands:\n"
-                 "  version    print the version and exit\n");
+    fprintf(out,
+            "usage: scopegate COMMAND [ARGS]\n"
+            "\n"
+            "commands:\n"
+            "  policy check FILE [--json]\n"
+            "             check a scope policy; every problem as FILE:LINE: error|warning: ...\n"
+            "  policy explain FILE (--claims JSON | --claims-file PATH)\n"
+            "             print as JSON the role these claims get and the rule that decided\n"
+            "  version    print the version and exit\n");
     return out == stderr ? 2 : 0;
 }
 
@@ -21,6 +27,8 @@ int main(int argc, char **argv)
         printf("scopegate %s\n", sg_version());
         return 0;
     }
+    if (strcmp(argv[1], "policy") == 0)
+        return sg_cli_policy(argc - 1, argv + 1);
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0)
         return usage(stdout);
     fprintf(stderr, "scopegate: unknown command '%s'\n", argv[1]);

@@ -8,6 +8,7 @@
 #define SCOPEGATE_BUF_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include "scopegate/rc.h"
 
 typedef struct {
@@ -23,6 +24,8 @@ sg_rc sg_buf_adds(sg_buf_t *b, const char *s);
 sg_rc sg_buf_printf(sg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s with &, <, >, " and ' replaced by HTML entities. */
 sg_rc sg_buf_add_html(sg_buf_t *b, const char *s);
+/* Appends everything f has left to read: SG_ERR_TOO_BIG past max, SG_ERR_IO on a read error. */
+sg_rc sg_buf_add_file(sg_buf_t *b, FILE *f);
 void sg_buf_reset(sg_buf_t *b);
 void sg_buf_free(sg_buf_t *b);
 /* Hands the content to the caller (never NULL on success: "" for empty) and resets b. */

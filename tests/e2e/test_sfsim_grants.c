@@ -6,7 +6,7 @@
  *
  * One sfsim serves the whole executable; every test starts from POST /_sim/reset and moves
  * time with /_sim/clock, never with sleep. Everything a test allocates is kept in a list freed
- * after the test, so a failing assertion leaks nothing and the tests read straight down.
+ * after the test, so the tests read straight down and a failed assertion leaves nothing behind.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -67,6 +67,7 @@ static char *keep_str(char *s)
 {
     return keep(s, 0);
 }
+
 static cJSON *keep_json(cJSON *j)
 {
     return keep(j, 1);
@@ -172,11 +173,10 @@ static cJSON *sim_post(at_t at, const char *path)
     return sim_call(at, "POST", path);
 }
 
-/* Sets one setting of an app at run time and returns the app's settings. */
-static cJSON *set_app(at_t at, const char *client_id, const char *key, const char *value)
+/* Changes an app's settings at run time ("key=value&key=value"); returns its settings. */
+static cJSON *set_app(at_t at, const char *client_id, const char *settings)
 {
-    return sim_post(at, keep_str(th_fmt("/_sim/app?client_id=%s&%s=%s", client_id, key,
-                                        keep_str(th_enc(value)))));
+    return sim_post(at, keep_str(th_fmt("/_sim/app?client_id=%s&%s", client_id, settings)));
 }
 
 static void set_client_ip(at_t at, const char *address)
@@ -528,6 +528,8 @@ static void test_s25_motivating_six_authorizations(void **state)
         expect_session_live(AT, "access token from a surviving grant", at);
     }
 
+    /* Unfiltered: this test made no other grant. */
+    expect_grant_count(AT, sim_call(AT, "GET", "/_sim/grants"), 6);
     cJSON *g = grants_of(AT, TH_ADMIN, API);
     expect_grant_count(AT, g, 6);
     /* One successful refresh before eviction, one failed after: both count (reference 7). */
@@ -542,8 +544,7 @@ static void test_s17_valid_until_revoked_survives_400_days(void **state)
 {
     (void)state;
     /* demo.cfg's defaults, made explicit: with idle_ttl_limit on, statement 21 applies. */
-    set_app(AT, API, "refresh_token_policy", "valid_until_revoked");
-    set_app(AT, API, "idle_ttl_limit", "false");
+    set_app(AT, API, "refresh_token_policy=valid_until_revoked&idle_ttl_limit=false");
     const char *rt = authorize_offline(AT, TH_ADMIN, NULL);
 
     advance(AT, 400L * DAY);
@@ -560,7 +561,7 @@ static void test_s17_valid_until_revoked_survives_400_days(void **state)
 static void test_s18_immediately_expire(void **state)
 {
     (void)state;
-    set_app(AT, API, "refresh_token_policy", "immediately_expire");
+    set_app(AT, API, "refresh_token_policy=immediately_expire");
     const char *rt = authorize_offline(AT, TH_ADMIN, NULL);
 
     expect_error(AT, "first refresh under immediately_expire", refresh(rt), "invalid_grant",
@@ -573,8 +574,7 @@ static void test_s18_immediately_expire(void **state)
 static void test_s19_expire_if_unused(void **state)
 {
     (void)state;
-    set_app(AT, API, "refresh_token_policy", "expire_if_unused");
-    set_app(AT, API, "refresh_token_validity", "3600");
+    set_app(AT, API, "refresh_token_policy=expire_if_unused&refresh_token_validity=3600");
     const char *rt = authorize_offline(AT, TH_ADMIN, NULL);
 
     advance(AT, 3000);
@@ -593,11 +593,40 @@ static void test_s19_expire_if_unused(void **state)
     expect_grant(AT, g, 0, 0, "expired_unused", 4);
 }
 
+/*
+ * README: the idle clock runs from the last *successful* refresh. A failed attempt moves
+ * last_used (reference 7) but must not keep an unused grant alive.
+ */
+static void test_s19_failed_refresh_does_not_reset_idle_clock(void **state)
+{
+    (void)state;
+    set_app(AT, API, "refresh_token_policy=expire_if_unused&refresh_token_validity=3600");
+    const char *rt = authorize_offline(AT, TH_ADMIN, NULL);
+
+    advance(AT, 3000);
+    double failed_at = sim_now(AT);
+    set_user_active(AT, TH_ADMIN, 0);
+    expect_error(AT, "refresh for a deactivated user, 3000 s after the grant", refresh(rt),
+                 "invalid_grant", "inactive user");
+    set_user_active(AT, TH_ADMIN, 1);
+    cJSON *g = grants_of(AT, TH_ADMIN, API);
+    expect_grant(AT, g, 0, 1, NULL, 1);
+    double used = jnum(cJSON_GetArrayItem(g, 0), "last_used");
+    if (used < failed_at || used > failed_at + 60)
+        failf(AT, "after a failed refresh at %.0f: expected last_used=%.0f, got %s", failed_at,
+              failed_at, dump(g));
+
+    /* 3000 s after the failure, 6000 s after the grant's last successful use. */
+    advance(AT, 3000);
+    expect_error(AT, "refresh 6000 s after the last successful use (N = 3600 s)", refresh(rt),
+                 "invalid_grant", EXPIRED_TOKEN);
+    expect_grant(AT, grants_of(AT, TH_ADMIN, API), 0, 0, "expired_unused", 2);
+}
+
 static void test_s20_expire_after(void **state)
 {
     (void)state;
-    set_app(AT, API, "refresh_token_policy", "expire_after");
-    set_app(AT, API, "refresh_token_validity", "3600");
+    set_app(AT, API, "refresh_token_policy=expire_after&refresh_token_validity=3600");
     const char *rt = authorize_offline(AT, TH_ADMIN, NULL);
 
     advance(AT, 1200);
@@ -616,8 +645,7 @@ static void test_s20_expire_after(void **state)
 static void test_s21_idle_ttl_limit_ends_valid_until_revoked(void **state)
 {
     (void)state;
-    set_app(AT, API, "refresh_token_policy", "valid_until_revoked");
-    set_app(AT, API, "idle_ttl_limit", "true");
+    set_app(AT, API, "refresh_token_policy=valid_until_revoked&idle_ttl_limit=true");
     const char *rt = authorize_offline(AT, TH_ADMIN, NULL);
 
     advance(AT, 29L * DAY);
@@ -636,9 +664,8 @@ static void test_s21_idle_ttl_limit_ends_valid_until_revoked(void **state)
 static void test_s21_idle_ttl_limit_caps_expire_after(void **state)
 {
     (void)state;
-    set_app(AT, API, "refresh_token_policy", "expire_after");
-    set_app(AT, API, "refresh_token_validity", "90d");
-    set_app(AT, API, "idle_ttl_limit", "true");
+    set_app(AT, API,
+            "refresh_token_policy=expire_after&refresh_token_validity=90d&idle_ttl_limit=true");
     const char *rt = authorize_offline(AT, TH_ADMIN, NULL);
 
     advance(AT, 20L * DAY);
@@ -656,7 +683,7 @@ static void test_s21_idle_ttl_limit_caps_expire_after(void **state)
 static void test_s22_rotation_off_keeps_the_refresh_token(void **state)
 {
     (void)state;
-    set_app(AT, API, "rotation", "false");
+    set_app(AT, API, "rotation=false");
     const char *rt = authorize_offline(AT, TH_ADMIN, NULL);
 
     for (int i = 0; i < 3; i++) {
@@ -680,7 +707,7 @@ static void test_s22_rotation_off_keeps_the_refresh_token(void **state)
 static void test_s23_rotation_reuse_kills_the_grant(void **state)
 {
     (void)state;
-    set_app(AT, API, "rotation", "true");
+    set_app(AT, API, "rotation=true");
     const char *first_at;
     const char *rt0 = authorize_offline(AT, TH_ADMIN, &first_at);
 
@@ -756,7 +783,7 @@ static void test_s25_sixth_grant_evicts_oldest(void **state)
 static void test_s25_least_recently_used_eviction(void **state)
 {
     (void)state;
-    set_app(AT, API, "eviction", "least_recently_used");
+    set_app(AT, API, "eviction=least_recently_used");
     const char *rt[6];
     for (int i = 0; i < 5; i++) {
         rt[i] = authorize_offline(AT, TH_ADMIN, NULL);
@@ -785,7 +812,7 @@ static void test_s25_least_recently_used_eviction(void **state)
 static void test_s25_grant_limit_setting_honoured(void **state)
 {
     (void)state;
-    cJSON *app = set_app(AT, API, "grant_limit", "2");
+    cJSON *app = set_app(AT, API, "grant_limit=2");
     if (jnum(app, "grant_limit") != 2)
         failf(AT,
               "POST /_sim/app grant_limit=2: expected the settings with \"grant_limit\":2, "
@@ -836,7 +863,7 @@ static void test_s26_other_users_and_apps_untouched(void **state)
 static void test_s27_rotation_takes_no_new_slot(void **state)
 {
     (void)state;
-    set_app(AT, API, "rotation", "true");
+    set_app(AT, API, "rotation=true");
     const char *rt[6];
     for (int i = 0; i < 5; i++)
         rt[i] = authorize_offline(AT, TH_ADMIN, NULL);
@@ -994,6 +1021,29 @@ static void test_s33_jwt_unknown_issuer(void **state)
                  "invalid_client_id", "client identifier invalid");
 }
 
+/*
+ * Without admin pre-authorization the user must have approved the app in an interactive flow
+ * that issued a refresh token, and that grant must still be live (reference 6, README).
+ */
+static void test_s33_jwt_requires_prior_approval_when_not_preauthorized(void **state)
+{
+    (void)state;
+    set_app(AT, JWT_APP, "admin_preauthorized=false");
+    expect_error(AT, "JWT for admin before any approval of demo-jwt", jwt_admin(AT),
+                 "invalid_grant", "user hasn't approved this consumer");
+
+    authorize_offline_app(AT, JWT_APP, TH_ADMIN, NULL);
+    expect_ok(AT, "JWT for admin with a live refresh-token grant of demo-jwt", jwt_admin(AT));
+
+    cJSON *j = sim_post(AT, keep_str(th_fmt("/_sim/revoke?username=%s&client_id=" JWT_APP,
+                                            keep_str(th_enc(TH_ADMIN)))));
+    if (jnum(j, "revoked") != 1)
+        failf(AT, "/_sim/revoke of admin's demo-jwt grant: expected {\"revoked\":1}, got %s",
+              dump(j));
+    expect_error(AT, "JWT for admin after the approval was revoked", jwt_admin(AT), "invalid_grant",
+                 "user hasn't approved this consumer");
+}
+
 /* Text UNCONFIRMED (reference 6); README names this default. */
 static void test_s33_jwt_unknown_subject(void **state)
 {
@@ -1006,7 +1056,7 @@ static void test_s33_jwt_unknown_subject(void **state)
 static void test_s34_jwt_enforces_ip_even_when_relaxed(void **state)
 {
     (void)state;
-    set_app(AT, JWT_APP, "ip_relaxation", "relax");
+    set_app(AT, JWT_APP, "ip_relaxation=relax");
     set_login_ip_ranges(AT, TH_ADMIN, "10.0.0.0/8");
 
     /* The real peer, 127.0.0.1, is outside admin's ranges. */
@@ -1054,7 +1104,7 @@ static void test_s35_locked_org(void **state)
 /* admin may log in from 10.0.0.0/8 only; a grant made from inside it, then the user moves. */
 static const char *grant_from_office(at_t at, const char *relaxation)
 {
-    set_app(at, API, "ip_relaxation", relaxation);
+    set_app(at, API, keep_str(th_fmt("ip_relaxation=%s", relaxation)));
     set_login_ip_ranges(at, TH_ADMIN, "10.0.0.0/8");
     set_client_ip(at, OFFICE_IP);
     const char *rt = authorize_offline(at, TH_ADMIN, NULL);
@@ -1069,6 +1119,8 @@ static void test_s36_enforce_refresh_from_foreign_ip_fails(void **state)
     expect_error(AT, "refresh from " FOREIGN_IP " under enforce", refresh(rt), "invalid_grant",
                  "ip restricted");
     expect_no_sign_in(AT, "login from " FOREIGN_IP " under enforce", API, OFFLINE_SCOPES, TH_ADMIN);
+    /* Assumption (not stated by the reference): an IP refusal is a failed login, not a
+     * revocation, so the grant works again from an allowed address. */
     set_client_ip(AT, OFFICE_IP);
     refresh_ok(AT, "refresh from " OFFICE_IP " under enforce", rt);
 }
@@ -1085,8 +1137,8 @@ static void test_s36_enforce_relax_refresh(void **state)
 static void test_s36_relax_all_flows_but_jwt(void **state)
 {
     (void)state;
-    set_app(AT, API, "ip_relaxation", "relax");
-    set_app(AT, JWT_APP, "ip_relaxation", "relax");
+    set_app(AT, API, "ip_relaxation=relax");
+    set_app(AT, JWT_APP, "ip_relaxation=relax");
     set_login_ip_ranges(AT, TH_ADMIN, "10.0.0.0/8");
     set_client_ip(AT, FOREIGN_IP);
 
@@ -1158,6 +1210,9 @@ static void test_s38_sim_revoke_one_user(void **state)
     const char *rt0 = authorize_offline(AT, TH_ADMIN, &at[0]);
     const char *rt1 = authorize_offline(AT, TH_ADMIN, &at[1]);
     const char *ops_rt = authorize_offline(AT, TH_OPS, &ops_at);
+    /* An access token outside any grant (no refresh token asked for) is the user's too. */
+    const char *plain_at = jstr(sign_in(AT, API, "openid api", TH_ADMIN), "access_token");
+    expect_session_live(AT, "admin's access token without a grant", plain_at);
 
     cJSON *j = sim_post(AT, keep_str(th_fmt("/_sim/revoke?username=%s&client_id=" API,
                                             keep_str(th_enc(TH_ADMIN)))));
@@ -1168,6 +1223,7 @@ static void test_s38_sim_revoke_one_user(void **state)
     expect_error(AT, "refresh of revoked grant #1", refresh(rt1), "invalid_grant", EXPIRED_TOKEN);
     expect_session_dead(AT, "access token of revoked grant #0", at[0]);
     expect_session_dead(AT, "access token of revoked grant #1", at[1]);
+    expect_session_dead(AT, "admin's access token without a grant, after revoke", plain_at);
     cJSON *g = grants_of(AT, TH_ADMIN, API);
     expect_grant(AT, g, 0, 0, "revoked", -1);
     expect_grant(AT, g, 1, 0, "revoked", -1);
@@ -1183,6 +1239,7 @@ static void test_s38_sim_revoke_all(void **state)
     const char *admin_at, *ops_at;
     const char *admin_rt = authorize_offline(AT, TH_ADMIN, &admin_at);
     const char *ops_rt = authorize_offline(AT, TH_OPS, &ops_at);
+    const char *plain_at = jstr(sign_in(AT, API, "openid api", TH_OPS), "access_token");
 
     cJSON *j = sim_post(AT, "/_sim/revoke_all?client_id=" API);
     if (jnum(j, "revoked") != 2)
@@ -1194,6 +1251,7 @@ static void test_s38_sim_revoke_all(void **state)
                  EXPIRED_TOKEN);
     expect_session_dead(AT, "admin's access token after Revoke All", admin_at);
     expect_session_dead(AT, "ops's access token after Revoke All", ops_at);
+    expect_session_dead(AT, "access token without a grant after Revoke All", plain_at);
     expect_grant(AT, grants_of(AT, TH_ADMIN, API), 0, 0, "revoked_all", -1);
     expect_grant(AT, grants_of(AT, TH_OPS, API), 0, 0, "revoked_all", -1);
 
@@ -1238,6 +1296,17 @@ static void test_s38_sim_block(void **state)
     refresh_ok(AT, "refresh of a grant made after Unblock", authorize_offline(AT, TH_ADMIN, NULL));
     expect_error(AT, "refresh of the blocked grant after Unblock", refresh(rt), "invalid_grant",
                  EXPIRED_TOKEN);
+
+    /* Block refuses the JWT-bearer flow too: it issues new access tokens (text undocumented). */
+    t = jwt_admin(AT);
+    expect_ok(AT, "JWT bearer before demo-jwt is blocked", t);
+    const char *jwt_at = jstr(t.json, "access_token");
+    sim_post(AT, "/_sim/block?client_id=" JWT_APP);
+    expect_session_dead(AT, "JWT-bearer access token after Block", jwt_at);
+    t = jwt_admin(AT);
+    if (t.status != 400 || jhas(t.json, "access_token") || !jstr(t.json, "error"))
+        failf(AT, "JWT bearer for a blocked app: expected HTTP 400 with an error, got HTTP %ld %s",
+              t.status, t.body);
 }
 
 /* ---- statistics and reset --------------------------------------------------------------- */
@@ -1306,8 +1375,8 @@ static void test_reset_restores_the_loaded_config(void **state)
 {
     (void)state;
     authorize_offline(AT, TH_ADMIN, NULL);
-    set_app(AT, API, "refresh_token_policy", "immediately_expire");
-    set_app(AT, API, "grant_limit", "1");
+    set_app(AT, API, "refresh_token_policy=immediately_expire");
+    set_app(AT, API, "grant_limit=1");
     set_login_ip_ranges(AT, TH_ADMIN, "10.0.0.0/8");
     set_client_ip(AT, FOREIGN_IP);
     sim_post(AT, "/_sim/org?locked=true");
@@ -1321,7 +1390,7 @@ static void test_reset_restores_the_loaded_config(void **state)
     if (jnum(j, "offset") != 0)
         failf(AT, "after reset: expected clock offset 0, got %s", dump(j));
     expect_grant_count(AT, grants_of(AT, TH_ADMIN, API), 0);
-    cJSON *app = set_app(AT, API, "rotation", "false");
+    cJSON *app = set_app(AT, API, "rotation=false");
     if (jnum(app, "grant_limit") != 5)
         failf(AT, "after reset: expected demo-api's grant_limit 5, got %s", dump(app));
     const char *rt = authorize_offline(AT, TH_ADMIN, NULL);
@@ -1336,6 +1405,7 @@ int main(void)
         T(test_s17_valid_until_revoked_survives_400_days),
         T(test_s18_immediately_expire),
         T(test_s19_expire_if_unused),
+        T(test_s19_failed_refresh_does_not_reset_idle_clock),
         T(test_s20_expire_after),
         T(test_s21_idle_ttl_limit_ends_valid_until_revoked),
         T(test_s21_idle_ttl_limit_caps_expire_after),
@@ -1358,6 +1428,7 @@ int main(void)
         T(test_s33_jwt_user_not_preauthorized),
         T(test_s33_jwt_unknown_issuer),
         T(test_s33_jwt_unknown_subject),
+        T(test_s33_jwt_requires_prior_approval_when_not_preauthorized),
         T(test_s34_jwt_enforces_ip_even_when_relaxed),
         T(test_s35_deactivated_user),
         T(test_s35_locked_org),

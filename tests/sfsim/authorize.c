@@ -27,7 +27,7 @@ static const char *param(const authz_t *a, const char *k)
 }
 
 /* Errors Salesforce shows in the browser instead of redirecting (reference 5). */
-static void error_page(sim_resp_t *w, const char *error, const char *desc)
+static void error_page(sg_resp_t *w, const char *error, const char *desc)
 {
     sg_buf_t b;
     sg_buf_init(&b, 8192);
@@ -38,11 +38,11 @@ static void error_page(sim_resp_t *w, const char *error, const char *desc)
     sg_buf_adds(&b, "&amp;error_description=");
     sg_buf_add_html(&b, desc);
     sg_buf_adds(&b, "</p>\n</body></html>\n");
-    sim_resp_text(w, 400, "text/html;charset=UTF-8", b.ptr ? b.ptr : "");
+    sg_resp_text(w, 400, "text/html;charset=UTF-8", b.ptr ? b.ptr : "");
     sg_buf_free(&b);
 }
 
-static void redirect_with(sim_resp_t *w, const authz_t *a, const char *k1, const char *v1,
+static void redirect_with(sg_resp_t *w, const authz_t *a, const char *k1, const char *v1,
                           const char *k2, const char *v2)
 {
     sg_buf_t b;
@@ -59,13 +59,13 @@ static void redirect_with(sim_resp_t *w, const authz_t *a, const char *k1, const
     free(e2);
     free(es);
     if (b.ptr)
-        sim_resp_redirect(w, b.ptr);
+        sg_resp_redirect(w, b.ptr);
     else
         error_page(w, "server_error", "redirect too long");
     sg_buf_free(&b);
 }
 
-static void redirect_error(sim_resp_t *w, const authz_t *a, const char *error, const char *desc)
+static void redirect_error(sg_resp_t *w, const authz_t *a, const char *error, const char *desc)
 {
     redirect_with(w, a, "error", error, "error_description", desc);
 }
@@ -104,7 +104,7 @@ static void page_head(sg_buf_t *b, const char *title)
     sg_buf_adds(b, " (simulated Salesforce org)</p>\n");
 }
 
-static void login_page(sim_resp_t *w, const authz_t *a, const char *error)
+static void login_page(sg_resp_t *w, const authz_t *a, const char *error)
 {
     sg_buf_t b;
     sg_buf_init(&b, 65536);
@@ -126,7 +126,7 @@ static void login_page(sim_resp_t *w, const authz_t *a, const char *error)
     sg_buf_adds(&b, "\"></label>\n<label>Password <input type=\"password\" id=\"password\" "
                     "name=\"pw\"></label>\n<input type=\"submit\" id=\"Login\" name=\"Login\" "
                     "value=\"Log In\">\n</form>\n</body></html>\n");
-    sim_resp_text(w, 200, "text/html;charset=UTF-8", b.ptr ? b.ptr : "");
+    sg_resp_text(w, 200, "text/html;charset=UTF-8", b.ptr ? b.ptr : "");
     sg_buf_free(&b);
 }
 
@@ -153,7 +153,7 @@ static const char *scope_words(const char *scope)
     return scope;
 }
 
-static void approval_page(sim_resp_t *w, const authz_t *a, sim_session_t *s)
+static void approval_page(sg_resp_t *w, const authz_t *a, sim_session_t *s)
 {
     free(s->approval_token);
     s->approval_token = sg_random_token(24);
@@ -191,12 +191,12 @@ static void approval_page(sim_resp_t *w, const authz_t *a, sim_session_t *s)
     sg_buf_adds(&b, "\">\n<input type=\"submit\" id=\"oaapprove\" name=\"decision\" "
                     "value=\"Allow\">\n<input type=\"submit\" id=\"oadeny\" name=\"decision\" "
                     "value=\"Deny\">\n</form>\n</body></html>\n");
-    sim_resp_text(w, 200, "text/html;charset=UTF-8", b.ptr ? b.ptr : "");
+    sg_resp_text(w, 200, "text/html;charset=UTF-8", b.ptr ? b.ptr : "");
     sg_buf_free(&b);
 }
 
 /* Resolves the requested scopes against the app's (reference 2). -1: redirect already set. */
-static int resolve_scopes(sim_resp_t *w, authz_t *a)
+static int resolve_scopes(sg_resp_t *w, authz_t *a)
 {
     const char *req = param(a, "scope");
     sg_buf_t b;
@@ -280,7 +280,7 @@ static int ip_allows_login(const sim_req_t *r, const sim_app_t *app, const sim_u
 static const char *bad_login = "Please check your username and password. If you still can't "
                                "log in, contact your Salesforce administrator.";
 
-static void issue_code(sim_req_t *r, sim_resp_t *w, authz_t *a, size_t user)
+static void issue_code(sim_req_t *r, sg_resp_t *w, authz_t *a, size_t user)
 {
     const char *challenge = param(a, "code_challenge");
     const char *method = param(a, "code_challenge_method");
@@ -293,21 +293,21 @@ static void issue_code(sim_req_t *r, sim_resp_t *w, authz_t *a, size_t user)
     redirect_with(w, a, "code", c->code, NULL, NULL);
 }
 
-void sim_route_authorize(sim_req_t *r, sim_resp_t *w)
+void sim_route_authorize(sim_req_t *r, sg_resp_t *w)
 {
     authz_t a = {0};
     sg_form_t body = {0};
-    const sg_form_t *p = &r->query;
-    int post = strcmp(r->method, "POST") == 0;
+    const sg_form_t *p = &r->h->query;
+    int post = strcmp(r->h->method, "POST") == 0;
     if (post) {
-        if (!sg_content_type_is(sim_req_header(r, "Content-Type"),
+        if (!sg_content_type_is(sg_req_header(r->h, "Content-Type"),
                                 "application/x-www-form-urlencoded") ||
             sim_parse_body_form(r, &body)) {
             error_page(w, "invalid_request", "the form could not be read");
             return;
         }
         p = &body;
-    } else if (strcmp(r->method, "GET") != 0) {
+    } else if (strcmp(r->h->method, "GET") != 0) {
         error_page(w, "invalid_request", "must use HTTP GET");
         return;
     }
@@ -379,7 +379,7 @@ void sim_route_authorize(sim_req_t *r, sim_resp_t *w)
 
     const char *step = post ? param(&a, "sim_step") : NULL;
     int just_logged_in = 0, just_approved = 0;
-    char *sid = sg_cookie_get(sim_req_header(r, "Cookie"), "sid");
+    char *sid = sg_cookie_get(sg_req_header(r->h, "Cookie"), "sid");
     sim_session_t *s = sim_session_find(sid);
     free(sid);
 
@@ -405,11 +405,9 @@ void sim_route_authorize(sim_req_t *r, sim_resp_t *w)
             error_page(w, "server_error", "too many sessions");
             goto done;
         }
-        free(w->set_cookie);
-        size_t n = strlen(s->sid) + 64;
-        w->set_cookie = malloc(n);
-        if (w->set_cookie)
-            snprintf(w->set_cookie, n, "sid=%s; Path=/; HttpOnly; SameSite=Lax", s->sid);
+        char cookie[128];
+        snprintf(cookie, sizeof(cookie), "sid=%s; Path=/; HttpOnly; SameSite=Lax", s->sid);
+        sg_resp_header(w, "Set-Cookie", cookie);
         just_logged_in = 1;
     }
 

@@ -9,7 +9,7 @@
 
 #include "scopegate/duration.h"
 
-static void bad(sim_resp_t *w, const char *msg)
+static void bad(sg_resp_t *w, const char *msg)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "error", "bad_request");
@@ -64,7 +64,7 @@ static cJSON *grant_json(const sim_grant_t *g)
     return j;
 }
 
-static void clock_answer(sim_resp_t *w)
+static void clock_answer(sg_resp_t *w)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "now", (double)sim_now());
@@ -72,7 +72,7 @@ static void clock_answer(sim_resp_t *w)
     sim_resp_json(w, 200, j);
 }
 
-static void do_clock(const sg_form_t *q, sim_resp_t *w, int post)
+static void do_clock(const sg_form_t *q, sg_resp_t *w, int post)
 {
     if (post) {
         const char *adv = sg_form_get(q, "advance");
@@ -88,7 +88,7 @@ static void do_clock(const sg_form_t *q, sim_resp_t *w, int post)
     clock_answer(w);
 }
 
-static void do_grants(const sg_form_t *q, sim_resp_t *w)
+static void do_grants(const sg_form_t *q, sg_resp_t *w)
 {
     const char *user = sg_form_get(q, "username"), *client = sg_form_get(q, "client_id");
     cJSON *arr = cJSON_CreateArray();
@@ -105,7 +105,7 @@ static void do_grants(const sg_form_t *q, sim_resp_t *w)
     sim_resp_json(w, 200, arr);
 }
 
-static void do_stats(sim_resp_t *w)
+static void do_stats(sg_resp_t *w)
 {
     cJSON *j = cJSON_CreateObject();
     for (int i = 0; i < EP_COUNT; i++) {
@@ -122,7 +122,7 @@ static void do_stats(sim_resp_t *w)
     sim_resp_json(w, 200, j);
 }
 
-static sim_app_t *need_app(const sg_form_t *q, sim_resp_t *w)
+static sim_app_t *need_app(const sg_form_t *q, sg_resp_t *w)
 {
     sim_app_t *a = sim_app_by_client_id(sg_form_get(q, "client_id"));
     if (!a)
@@ -149,14 +149,14 @@ static int kill_matching(const sim_user_t *u, const sim_app_t *a, const char *re
     return n;
 }
 
-static void count_answer(sim_resp_t *w, const char *key, int n)
+static void count_answer(sg_resp_t *w, const char *key, int n)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, key, n);
     sim_resp_json(w, 200, j);
 }
 
-static void do_revoke(const sg_form_t *q, sim_resp_t *w)
+static void do_revoke(const sg_form_t *q, sg_resp_t *w)
 {
     sim_user_t *u = sim_user_by_name(sg_form_get(q, "username"));
     if (!u) {
@@ -168,14 +168,14 @@ static void do_revoke(const sg_form_t *q, sim_resp_t *w)
         count_answer(w, "revoked", kill_matching(u, a, "revoked"));
 }
 
-static void do_revoke_all(const sg_form_t *q, sim_resp_t *w)
+static void do_revoke_all(const sg_form_t *q, sg_resp_t *w)
 {
     sim_app_t *a = need_app(q, w);
     if (a)
         count_answer(w, "revoked", kill_matching(NULL, a, "revoked_all"));
 }
 
-static void do_block(const sg_form_t *q, sim_resp_t *w)
+static void do_block(const sg_form_t *q, sg_resp_t *w)
 {
     sim_app_t *a = need_app(q, w);
     if (!a)
@@ -198,7 +198,7 @@ static void do_block(const sg_form_t *q, sim_resp_t *w)
     sim_resp_json(w, 200, j);
 }
 
-static void do_user(const sg_form_t *q, sim_resp_t *w)
+static void do_user(const sg_form_t *q, sg_resp_t *w)
 {
     sim_user_t *u = sim_user_by_name(sg_form_get(q, "username"));
     if (!u) {
@@ -251,7 +251,7 @@ static void do_user(const sg_form_t *q, sim_resp_t *w)
     sim_resp_json(w, 200, j);
 }
 
-static void do_org(const sg_form_t *q, sim_resp_t *w)
+static void do_org(const sg_form_t *q, sg_resp_t *w)
 {
     int locked = parse_bool(sg_form_get(q, "locked"));
     if (locked < 0) {
@@ -264,7 +264,7 @@ static void do_org(const sg_form_t *q, sim_resp_t *w)
     sim_resp_json(w, 200, j);
 }
 
-static void do_client_ip(const sg_form_t *q, sim_resp_t *w)
+static void do_client_ip(const sg_form_t *q, sg_resp_t *w)
 {
     const char *addr = sg_form_get(q, "address");
     sim_cidr_t c;
@@ -309,7 +309,7 @@ static cJSON *app_json(const sim_app_t *a)
     return j;
 }
 
-static void do_app(const sg_form_t *q, sim_resp_t *w)
+static void do_app(const sg_form_t *q, sg_resp_t *w)
 {
     sim_app_t *a = need_app(q, w);
     if (!a)
@@ -358,7 +358,7 @@ static void do_app(const sg_form_t *q, sim_resp_t *w)
     sim_resp_json(w, 200, app_json(a));
 }
 
-static void do_fault(const sg_form_t *q, sim_resp_t *w)
+static void do_fault(const sg_form_t *q, sg_resp_t *w)
 {
     static const char *const modes[] = {"", "500", "503", "delay", "malformed", "close", NULL};
     const char *ep = sg_form_get(q, "endpoint"), *mode = sg_form_get(q, "mode");
@@ -385,7 +385,7 @@ static void do_fault(const sg_form_t *q, sim_resp_t *w)
     sim_resp_json(w, 200, j);
 }
 
-static void do_reset(sim_resp_t *w)
+static void do_reset(sg_resp_t *w)
 {
     sim_config_t fresh;
     char err[1024];
@@ -401,11 +401,11 @@ static void do_reset(sim_resp_t *w)
     sim_resp_json(w, 200, j);
 }
 
-void sim_route_control(sim_req_t *r, sim_resp_t *w)
+void sim_route_control(sim_req_t *r, sg_resp_t *w)
 {
-    const char *p = r->path + 6;
-    int post = strcmp(r->method, "POST") == 0, get = strcmp(r->method, "GET") == 0;
-    const sg_form_t *q = &r->query;
+    const char *p = r->h->path + 6;
+    int post = strcmp(r->h->method, "POST") == 0, get = strcmp(r->h->method, "GET") == 0;
+    const sg_form_t *q = &r->h->query;
     if (q->has_dup) {
         bad(w, "a parameter was given twice");
         return;

@@ -5,9 +5,6 @@
  */
 #include "sim.h"
 
-#include <arpa/inet.h>
-#include <microhttpd.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,41 +21,6 @@ static int usage(void)
 {
     fprintf(stderr, "usage: sfsim --config FILE --listen 127.0.0.1:PORT [--log-level LEVEL]\n");
     return 2;
-}
-
-/* Parses "127.0.0.1:PORT" or "[::1]:PORT"; loopback addresses only. */
-static int parse_listen(const char *s, struct sockaddr_storage *ss)
-{
-    char host[64];
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s || (size_t)(colon - s) >= sizeof(host))
-        return -1;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || end == colon + 1 || port < 0 || port > 65535)
-        return -1;
-    memset(ss, 0, sizeof(*ss));
-    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-        if ((ntohl(in4->sin_addr.s_addr) >> 24) != 127)
-            return -1;
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons((uint16_t)port);
-        return 0;
-    }
-    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-        host[strlen(host) - 1] = '\0';
-        if (inet_pton(AF_INET6, host + 1, &in6->sin6_addr) == 1 &&
-            IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) {
-            in6->sin6_family = AF_INET6;
-            in6->sin6_port = htons((uint16_t)port);
-            return 0;
-        }
-    }
-    return -1;
 }
 
 int main(int argc, char **argv)
@@ -81,11 +43,6 @@ int main(int argc, char **argv)
     if (!config || !listen)
         return usage();
 
-    struct sockaddr_storage ss;
-    if (parse_listen(listen, &ss)) {
-        fprintf(stderr, "sfsim: --listen takes a loopback address and port, e.g. 127.0.0.1:0\n");
-        return 2;
-    }
     char err[1024];
     if (sim_config_load(config, &sim_cfg, err, sizeof(err))) {
         fprintf(stderr, "%s\n", err);
@@ -119,22 +76,19 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    unsigned port = 0;
-    struct MHD_Daemon *d = sim_server_start((struct sockaddr *)&ss, &port);
-    if (!d || !port) {
-        fprintf(stderr, "sfsim: cannot listen on %s\n", listen);
+    sg_httpd_opts_t opts = {.listen = listen,
+                            .loopback_only = 1,
+                            .max_body = SIM_BODY_MAX,
+                            .handler = sim_handle,
+                            .done = sim_request_done};
+    sg_httpd_t *d = NULL;
+    if (sg_httpd_start(&opts, &d, err, sizeof(err))) {
+        fprintf(stderr, "sfsim: %s\n", err);
         EVP_PKEY_free(sim_key);
         sim_config_free(&sim_cfg);
-        return 1;
+        return 2;
     }
-    char host[64];
-    if (ss.ss_family == AF_INET) {
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
-        snprintf(sim_listen_url, sizeof(sim_listen_url), "http://%s:%u", host, port);
-    } else {
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
-        snprintf(sim_listen_url, sizeof(sim_listen_url), "http://[%s]:%u", host, port);
-    }
+    snprintf(sim_listen_url, sizeof(sim_listen_url), "%s", sg_httpd_url(d));
     printf("sfsim listening on %s\n", sim_listen_url);
     fflush(stdout);
     sg_log(SG_LOG_INFO, "listening", "org %s, %zu users, %zu apps, issuer %s", sim_cfg.org_id,
@@ -144,7 +98,7 @@ int main(int argc, char **argv)
     while (sigwait(&set, &sig) == 0 && sig == SIGHUP)
         ; /* nothing to reload: /_sim/reset re-reads the config */
     sg_log(SG_LOG_INFO, "stopping", "signal %d", sig);
-    MHD_stop_daemon(d);
+    sg_httpd_stop(d, 2000);
     sim_state_clear();
     sim_config_free(&sim_cfg);
     EVP_PKEY_free(sim_key);

@@ -28,7 +28,7 @@ static void add_url(cJSON *o, const char *key, const char *base, const char *pat
     cJSON_AddStringToObject(o, key, url);
 }
 
-void sim_route_discovery(sim_req_t *r, sim_resp_t *w)
+void sim_route_discovery(sim_req_t *r, sg_resp_t *w)
 {
     /* The fields of login.salesforce.com's document and no others (reference 1.3). */
     static const char *const response_types[] = {"code", "token", "token id_token", NULL};
@@ -60,7 +60,7 @@ void sim_route_discovery(sim_req_t *r, sim_resp_t *w)
     sim_resp_json(w, 200, d);
 }
 
-void sim_route_keys(sim_req_t *r, sim_resp_t *w)
+void sim_route_keys(sim_req_t *r, sg_resp_t *w)
 {
     cJSON *d = cJSON_CreateObject();
     cJSON *keys = cJSON_AddArrayToObject(d, "keys");
@@ -77,7 +77,7 @@ void sim_route_keys(sim_req_t *r, sim_resp_t *w)
 
 /* ---- revoke ------------------------------------------------------------------------------ */
 
-static void revoke_answer(sim_req_t *r, sim_resp_t *w, const char *callback, int ok,
+static void revoke_answer(sim_req_t *r, sg_resp_t *w, const char *callback, int ok,
                           const char *error, const char *desc)
 {
     if (callback) {
@@ -85,11 +85,11 @@ static void revoke_answer(sim_req_t *r, sim_resp_t *w, const char *callback, int
         char body[512];
         snprintf(body, sizeof(body), "%s(%s%s%s)", callback, ok ? "{}" : "{\"error\":\"",
                  ok ? "" : error, ok ? "" : "\"}");
-        sim_resp_text(w, 200, "application/javascript", body);
+        sg_resp_text(w, 200, "application/javascript", body);
         return;
     }
     if (ok)
-        sim_resp_text(w, 200, "text/plain", "");
+        sg_resp_text(w, 200, "text/plain", "");
     else
         sim_resp_oauth_error(w, 400, error, desc);
 }
@@ -105,12 +105,12 @@ static int valid_callback(const char *cb)
     return 1;
 }
 
-void sim_route_revoke(sim_req_t *r, sim_resp_t *w)
+void sim_route_revoke(sim_req_t *r, sg_resp_t *w)
 {
     sg_form_t body = {0};
-    const sg_form_t *p = &r->query;
-    if (strcmp(r->method, "POST") == 0) {
-        if (!sg_content_type_is(sim_req_header(r, "Content-Type"),
+    const sg_form_t *p = &r->h->query;
+    if (strcmp(r->h->method, "POST") == 0) {
+        if (!sg_content_type_is(sg_req_header(r->h, "Content-Type"),
                                 "application/x-www-form-urlencoded")) {
             sim_resp_oauth_error(w, 400, "unsupported_token_type",
                                  "the token must be sent as a form field");
@@ -121,7 +121,7 @@ void sim_route_revoke(sim_req_t *r, sim_resp_t *w)
             return;
         }
         p = &body;
-    } else if (strcmp(r->method, "GET") != 0) {
+    } else if (strcmp(r->h->method, "GET") != 0) {
         sim_resp_oauth_error(w, 400, "invalid_request", "must use HTTP POST or GET");
         return;
     }
@@ -175,11 +175,11 @@ static long long refresh_expiry(const sim_grant_t *g, const sim_app_t *a)
     return exp;
 }
 
-void sim_route_introspect(sim_req_t *r, sim_resp_t *w)
+void sim_route_introspect(sim_req_t *r, sg_resp_t *w)
 {
     sg_form_t f = {0};
-    if (strcmp(r->method, "POST") != 0 ||
-        !sg_content_type_is(sim_req_header(r, "Content-Type"),
+    if (strcmp(r->h->method, "POST") != 0 ||
+        !sg_content_type_is(sg_req_header(r->h, "Content-Type"),
                             "application/x-www-form-urlencoded")) {
         sim_resp_oauth_error(w, 400, "invalid_request", "must POST a form");
         return;
@@ -190,7 +190,7 @@ void sim_route_introspect(sim_req_t *r, sim_resp_t *w)
     }
     char *bid = NULL, *bsecret = NULL;
     const char *id = sg_form_get(&f, "client_id"), *secret = sg_form_get(&f, "client_secret");
-    const char *auth = sim_req_header(r, "Authorization");
+    const char *auth = sg_req_header(r->h, "Authorization");
     if (auth && strncasecmp(auth, "Basic ", 6) == 0 &&
         sg_basic_auth_parse(auth, &bid, &bsecret) == SG_OK) {
         id = bid;
@@ -288,16 +288,16 @@ static cJSON *urls_object(const char *base, const sim_user_t *u)
 static const char *token_from(const sim_req_t *r)
 {
     const char *t = sim_bearer(r);
-    return t ? t : sg_form_get(&r->query, "oauth_token");
+    return t ? t : sg_form_get(&r->h->query, "oauth_token");
 }
 
-static void bad_token(sim_resp_t *w)
+static void bad_token(sg_resp_t *w)
 {
     /* Reference 5.2: 403 with a plain-text body. */
-    sim_resp_text(w, 403, "text/plain;charset=UTF-8", "Bad_OAuth_Token");
+    sg_resp_text(w, 403, "text/plain;charset=UTF-8", "Bad_OAuth_Token");
 }
 
-void sim_route_userinfo(sim_req_t *r, sim_resp_t *w)
+void sim_route_userinfo(sim_req_t *r, sg_resp_t *w)
 {
     sim_access_t *a = sim_access_check(sim_bearer(r), 1);
     if (!a || !may_read_identity(a)) {
@@ -333,7 +333,7 @@ void sim_route_userinfo(sim_req_t *r, sim_resp_t *w)
     sim_resp_json(w, 200, j);
 }
 
-void sim_route_identity(sim_req_t *r, sim_resp_t *w)
+void sim_route_identity(sim_req_t *r, sg_resp_t *w)
 {
     sim_access_t *a = sim_access_check(token_from(r), 1);
     if (!a || !may_read_identity(a)) {
@@ -342,7 +342,7 @@ void sim_route_identity(sim_req_t *r, sim_resp_t *w)
     }
     /* /id/ORG/USER: the org id and user id, 15 or 18 characters each. */
     char org[32] = "", user[32] = "";
-    const char *p = r->path + 4, *slash = strchr(p, '/');
+    const char *p = r->h->path + 4, *slash = strchr(p, '/');
     if (slash && (size_t)(slash - p) < sizeof(org) && strlen(slash + 1) < sizeof(user)) {
         memcpy(org, p, (size_t)(slash - p));
         org[slash - p] = '\0';
@@ -354,7 +354,7 @@ void sim_route_identity(sim_req_t *r, sim_resp_t *w)
                strncmp(org, sim_cfg.org_id, ol) == 0 && strncmp(user, u->id, ul) == 0;
     if (!same) {
         /* UNCONFIRMED (reference 5.2): another user's (or no such) identity. */
-        sim_resp_text(w, 403, "text/plain;charset=UTF-8", "Bad_Id");
+        sg_resp_text(w, 403, "text/plain;charset=UTF-8", "Bad_Id");
         return;
     }
     char *id = sim_identity_url(r->base, u);
@@ -388,41 +388,41 @@ void sim_route_identity(sim_req_t *r, sim_resp_t *w)
     sim_resp_json(w, 200, j);
 }
 
-void sim_route_data(sim_req_t *r, sim_resp_t *w)
+void sim_route_data(sim_req_t *r, sg_resp_t *w)
 {
-    if (strcmp(r->path, "/services/data") == 0 || strcmp(r->path, "/services/data/") == 0) {
+    if (strcmp(r->h->path, "/services/data") == 0 || strcmp(r->h->path, "/services/data/") == 0) {
         /* The version list needs no session. */
-        sim_resp_text(w, 200, "application/json;charset=UTF-8",
-                      "[{\"label\":\"Winter '25\",\"url\":\"/services/data/v62.0\","
-                      "\"version\":\"62.0\"}]");
+        sg_resp_text(w, 200, "application/json;charset=UTF-8",
+                     "[{\"label\":\"Winter '25\",\"url\":\"/services/data/v62.0\","
+                     "\"version\":\"62.0\"}]");
         return;
     }
-    if (strcmp(r->path, "/services/data/v62.0/") != 0 &&
-        strcmp(r->path, "/services/data/v62.0") != 0) {
-        sim_resp_text(w, 404, "application/json;charset=UTF-8",
-                      "[{\"errorCode\":\"NOT_FOUND\",\"message\":\"The requested resource does "
-                      "not exist\"}]");
+    if (strcmp(r->h->path, "/services/data/v62.0/") != 0 &&
+        strcmp(r->h->path, "/services/data/v62.0") != 0) {
+        sg_resp_text(w, 404, "application/json;charset=UTF-8",
+                     "[{\"errorCode\":\"NOT_FOUND\",\"message\":\"The requested resource does "
+                     "not exist\"}]");
         return;
     }
     sim_access_t *a = sim_access_check(sim_bearer(r), 1);
     if (!a) {
         /* Reference 5.2: the exact body, a JSON array. */
-        sim_resp_text(w, 401, "application/json;charset=UTF-8",
-                      "[{\"message\":\"Session expired or invalid\",\"errorCode\":"
-                      "\"INVALID_SESSION_ID\"}]");
+        sg_resp_text(w, 401, "application/json;charset=UTF-8",
+                     "[{\"message\":\"Session expired or invalid\",\"errorCode\":"
+                     "\"INVALID_SESSION_ID\"}]");
         return;
     }
     if (!sim_scope_has(a->scopes, "api") && !sim_scope_has(a->scopes, "full") &&
         !sim_scope_has(a->scopes, "web")) {
-        sim_resp_text(w, 401, "application/json;charset=UTF-8",
-                      "[{\"message\":\"This session is not valid for use with the REST API\","
-                      "\"errorCode\":\"INVALID_SESSION_ID\"}]");
+        sg_resp_text(w, 401, "application/json;charset=UTF-8",
+                     "[{\"message\":\"This session is not valid for use with the REST API\","
+                     "\"errorCode\":\"INVALID_SESSION_ID\"}]");
         return;
     }
-    sim_resp_text(w, 200, "application/json;charset=UTF-8",
-                  "{\"tooling\":\"/services/data/v62.0/tooling\","
-                  "\"query\":\"/services/data/v62.0/query\","
-                  "\"sobjects\":\"/services/data/v62.0/sobjects\","
-                  "\"limits\":\"/services/data/v62.0/limits\","
-                  "\"search\":\"/services/data/v62.0/search\"}");
+    sg_resp_text(w, 200, "application/json;charset=UTF-8",
+                 "{\"tooling\":\"/services/data/v62.0/tooling\","
+                 "\"query\":\"/services/data/v62.0/query\","
+                 "\"sobjects\":\"/services/data/v62.0/sobjects\","
+                 "\"limits\":\"/services/data/v62.0/limits\","
+                 "\"search\":\"/services/data/v62.0/search\"}");
 }

@@ -183,8 +183,9 @@ typedef struct {
     long ms;
 } sim_fault_t;
 
-#define SIM_GRANT_TYPES 5 /* authorization_code, refresh_token, jwt-bearer, password, unsupported  \
-                           */
+#define SIM_GRANT_TYPES                                                                            \
+    5 /* authorization_code, refresh_token, jwt-bearer, password, unsupported                      \
+       */
 
 typedef struct {
     sim_grant_t *grants;
@@ -254,58 +255,39 @@ extern const char *const sim_known_claims[];
 
 /* ---- requests and responses ------------------------------------------------------------ */
 
+/* A request as sfsim sees it: the server's parsed request plus what sfsim derives. */
 typedef struct sim_req {
-    struct MHD_Connection *conn;
-    const char *method;
-    char *path;      /* decoded path, no query */
-    char *raw_query; /* as sent, NULL when none */
-    sg_form_t query; /* parsed query (may be empty) */
-    int query_bad;   /* the query string was malformed */
-    sg_buf_t body;
-    int body_too_big;
-    char peer_ip[64];
+    sg_req_t *h;
     char base[300]; /* "http://host:port" the client used */
     sim_endpoint endpoint;
 } sim_req_t;
 
-typedef struct {
-    unsigned status;
-    const char *content_type;
-    sg_buf_t body;
-    char *location;
-    char *set_cookie;
-    int no_store;
-    int close; /* drop the connection without an answer */
-} sim_resp_t;
-
-const char *sim_req_header(const sim_req_t *r, const char *name);
 /* The IP address the simulator should judge (override or peer). */
 const char *sim_req_client_ip(const sim_req_t *r);
 
-void sim_resp_text(sim_resp_t *w, unsigned status, const char *ctype, const char *text);
-void sim_resp_json(sim_resp_t *w, unsigned status, cJSON *json); /* takes json */
-void sim_resp_oauth_error(sim_resp_t *w, unsigned status, const char *error, const char *desc);
-void sim_resp_redirect(sim_resp_t *w, const char *location);
+void sim_resp_json(sg_resp_t *w, unsigned status, cJSON *json); /* takes json */
+void sim_resp_oauth_error(sg_resp_t *w, unsigned status, const char *error, const char *desc);
 
-struct sockaddr;
-/* Starts the HTTP server on addr; *port_out gets the bound port. */
-struct MHD_Daemon *sim_server_start(const struct sockaddr *addr, unsigned *port_out);
+/* The request handler given to sg_httpd_start. */
+void sim_handle(void *app, sg_req_t *req, sg_resp_t *resp);
+void sim_request_done(void *app, const sg_req_t *req, unsigned status);
+extern char sim_listen_url[];
 
 /* Routes; each fills w. */
-void sim_route_authorize(sim_req_t *r, sim_resp_t *w);
-void sim_route_token(sim_req_t *r, sim_resp_t *w);
-void sim_route_discovery(sim_req_t *r, sim_resp_t *w);
-void sim_route_keys(sim_req_t *r, sim_resp_t *w);
-void sim_route_revoke(sim_req_t *r, sim_resp_t *w);
-void sim_route_introspect(sim_req_t *r, sim_resp_t *w);
-void sim_route_userinfo(sim_req_t *r, sim_resp_t *w);
-void sim_route_identity(sim_req_t *r, sim_resp_t *w);
-void sim_route_data(sim_req_t *r, sim_resp_t *w);
-void sim_route_control(sim_req_t *r, sim_resp_t *w);
+void sim_route_authorize(sim_req_t *r, sg_resp_t *w);
+void sim_route_token(sim_req_t *r, sg_resp_t *w);
+void sim_route_discovery(sim_req_t *r, sg_resp_t *w);
+void sim_route_keys(sim_req_t *r, sg_resp_t *w);
+void sim_route_revoke(sim_req_t *r, sg_resp_t *w);
+void sim_route_introspect(sim_req_t *r, sg_resp_t *w);
+void sim_route_userinfo(sim_req_t *r, sg_resp_t *w);
+void sim_route_identity(sim_req_t *r, sg_resp_t *w);
+void sim_route_data(sim_req_t *r, sg_resp_t *w);
+void sim_route_control(sim_req_t *r, sg_resp_t *w);
 
 /* Helpers shared by routes */
 /* 400 invalid_request "duplicate parameter: NAME" when some parameter repeats; returns 1 then. */
-int sim_reject_dup(const sg_form_t *form, sim_resp_t *w);
+int sim_reject_dup(const sg_form_t *form, sg_resp_t *w);
 char *sim_identity_url(const char *base, const sim_user_t *u);
 /* Bearer token from the Authorization header (or NULL). */
 const char *sim_bearer(const sim_req_t *r);

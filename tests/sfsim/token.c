@@ -46,7 +46,7 @@ static void add_xml(sg_buf_t *b, const char *s)
     sg_buf_add_html(b, s);
 }
 
-static void out_send(out_t *o, sim_resp_t *w, unsigned status)
+static void out_send(out_t *o, sg_resp_t *w, unsigned status)
 {
     sg_buf_t b;
     sg_buf_init(&b, 65536);
@@ -77,14 +77,14 @@ static void out_send(out_t *o, sim_resp_t *w, unsigned status)
         }
         sg_buf_adds(&b, "</OAuth>");
     }
-    sim_resp_text(w, status, ctype, b.ptr ? b.ptr : "");
+    sg_resp_text(w, status, ctype, b.ptr ? b.ptr : "");
     w->no_store = 1;
     sg_buf_free(&b);
     out_free(o);
 }
 
 /* Token-endpoint errors are HTTP 400 with error and error_description (reference 5). */
-static void fail(out_t *o, sim_resp_t *w, const char *error, const char *desc)
+static void fail(out_t *o, sg_resp_t *w, const char *error, const char *desc)
 {
     out_free(o);
     out_add(o, "error", error);
@@ -96,7 +96,7 @@ static fmt_t pick_format(const sim_req_t *r, const sg_form_t *f)
 {
     const char *fmt = sg_form_get(f, "format");
     if (!fmt)
-        fmt = sg_form_get(&r->query, "format");
+        fmt = sg_form_get(&r->h->query, "format");
     if (fmt) {
         if (strcasecmp(fmt, "urlencoded") == 0)
             return FMT_URLENCODED;
@@ -104,7 +104,7 @@ static fmt_t pick_format(const sim_req_t *r, const sg_form_t *f)
             return FMT_XML;
         return FMT_JSON;
     }
-    const char *accept = sim_req_header(r, "Accept");
+    const char *accept = sg_req_header(r->h, "Accept");
     if (accept && strstr(accept, "application/x-www-form-urlencoded"))
         return FMT_URLENCODED;
     if (accept && strstr(accept, "application/xml") && !strstr(accept, "application/json"))
@@ -119,11 +119,11 @@ typedef struct {
 } client_t;
 
 /* Client authentication: HTTP Basic or body fields (reference 1.2). -1: error sent. */
-static int client_auth(sim_req_t *r, const sg_form_t *f, out_t *o, sim_resp_t *w, client_t *c)
+static int client_auth(sim_req_t *r, const sg_form_t *f, out_t *o, sg_resp_t *w, client_t *c)
 {
     const char *id = sg_form_get(f, "client_id"), *secret = sg_form_get(f, "client_secret");
     char *bid = NULL, *bsecret = NULL;
-    const char *auth = sim_req_header(r, "Authorization");
+    const char *auth = sg_req_header(r->h, "Authorization");
     memset(c, 0, sizeof(*c));
     if (auth && strncasecmp(auth, "Basic ", 6) == 0) {
         if (sg_basic_auth_parse(auth, &bid, &bsecret)) {
@@ -152,7 +152,7 @@ static int client_auth(sim_req_t *r, const sg_form_t *f, out_t *o, sim_resp_t *w
     return rc;
 }
 
-static int require_secret(out_t *o, sim_resp_t *w, const client_t *c)
+static int require_secret(out_t *o, sg_resp_t *w, const client_t *c)
 {
     if (c->app->require_secret && !c->secret_ok) {
         fail(o, w, "invalid_client", "invalid client credentials");
@@ -242,7 +242,7 @@ static void add_common(out_t *o, const sim_req_t *r, const sim_app_t *app, const
 }
 
 /* Shared checks on the person and org before any token is issued (reference 5.1). */
-static int user_usable(out_t *o, sim_resp_t *w, const sim_user_t *u)
+static int user_usable(out_t *o, sg_resp_t *w, const sim_user_t *u)
 {
     if (sim_cfg.org_locked) {
         fail(o, w, "invalid_grant", "inactive organization");
@@ -255,7 +255,7 @@ static int user_usable(out_t *o, sim_resp_t *w, const sim_user_t *u)
     return 0;
 }
 
-static void grant_authorization_code(sim_req_t *r, const sg_form_t *f, out_t *o, sim_resp_t *w)
+static void grant_authorization_code(sim_req_t *r, const sg_form_t *f, out_t *o, sg_resp_t *w)
 {
     client_t c;
     if (client_auth(r, f, o, w, &c) || require_secret(o, w, &c))
@@ -344,7 +344,7 @@ static void grant_authorization_code(sim_req_t *r, const sg_form_t *f, out_t *o,
     out_send(o, w, 200);
 }
 
-static void grant_refresh(sim_req_t *r, const sg_form_t *f, out_t *o, sim_resp_t *w)
+static void grant_refresh(sim_req_t *r, const sg_form_t *f, out_t *o, sg_resp_t *w)
 {
     client_t c;
     if (client_auth(r, f, o, w, &c))
@@ -442,7 +442,7 @@ static int aud_ok(const sim_req_t *r, const cJSON *aud)
     return 0;
 }
 
-static void grant_jwt_bearer(sim_req_t *r, const sg_form_t *f, out_t *o, sim_resp_t *w)
+static void grant_jwt_bearer(sim_req_t *r, const sg_form_t *f, out_t *o, sg_resp_t *w)
 {
     const char *assertion = sg_form_get(f, "assertion");
     if (!assertion || !*assertion) {
@@ -511,14 +511,14 @@ static void grant_jwt_bearer(sim_req_t *r, const sg_form_t *f, out_t *o, sim_res
     sg_jws_free(&jws);
 }
 
-void sim_route_token(sim_req_t *r, sim_resp_t *w)
+void sim_route_token(sim_req_t *r, sg_resp_t *w)
 {
     out_t o = {0};
     sg_form_t f = {0};
-    o.fmt = pick_format(r, &r->query);
+    o.fmt = pick_format(r, &r->h->query);
     /* Anything but a form POST is how Salesforce gets "grant type not supported" (5.1). */
-    if (strcmp(r->method, "POST") != 0 ||
-        !sg_content_type_is(sim_req_header(r, "Content-Type"),
+    if (strcmp(r->h->method, "POST") != 0 ||
+        !sg_content_type_is(sg_req_header(r->h, "Content-Type"),
                             "application/x-www-form-urlencoded")) {
         sim_st.token_stats[SIM_GRANT_TYPES - 1]++;
         fail(&o, w, "unsupported_grant_type", "grant type not supported");

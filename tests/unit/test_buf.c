@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -112,8 +113,7 @@ static void test_buf_html_escapes_all_five_characters(void **state)
     sg_buf_t b;
     sg_buf_init(&b, 256);
     assert_int_equal(sg_buf_add_html(&b, "<a href=\"x\" title='y'>&</a>"), SG_OK);
-    assert_string_equal(b.ptr,
-                        "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;&lt;/a&gt;");
+    assert_string_equal(b.ptr, "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;&lt;/a&gt;");
     sg_buf_free(&b);
 }
 
@@ -189,6 +189,87 @@ static void test_buf_usable_after_failed_append(void **state)
     sg_buf_free(&b);
 }
 
+static FILE *file_with(const void *data, size_t len)
+{
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    rewind(f);
+    return f;
+}
+
+static void test_buf_add_file_appends_what_is_left_to_read(void **state)
+{
+    FILE *f = file_with("skip:payload", 12);
+    assert_int_equal(fseek(f, 5, SEEK_SET), 0);
+    sg_buf_t b;
+    sg_buf_init(&b, 64);
+    assert_int_equal(sg_buf_adds(&b, "got "), SG_OK);
+    assert_int_equal(sg_buf_add_file(&b, f), SG_OK);
+    assert_string_equal(b.ptr, "got payload");
+    assert_int_equal(b.len, 11);
+    sg_buf_free(&b);
+    fclose(f);
+}
+
+static void test_buf_add_file_reads_past_one_chunk(void **state)
+{
+    size_t len = 40000;
+    char *data = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        data[i] = (char)('a' + i % 26);
+    FILE *f = file_with(data, len);
+    sg_buf_t b;
+    sg_buf_init(&b, len);
+    assert_int_equal(sg_buf_add_file(&b, f), SG_OK);
+    assert_int_equal(b.len, len);
+    assert_memory_equal(b.ptr, data, len);
+    assert_int_equal(b.ptr[len], '\0');
+    sg_buf_free(&b);
+    fclose(f);
+    free(data);
+}
+
+static void test_buf_add_file_of_empty_file_adds_nothing(void **state)
+{
+    FILE *f = file_with("", 0);
+    sg_buf_t b;
+    sg_buf_init(&b, 16);
+    assert_int_equal(sg_buf_adds(&b, "x"), SG_OK);
+    assert_int_equal(sg_buf_add_file(&b, f), SG_OK);
+    assert_string_equal(b.ptr, "x");
+    sg_buf_free(&b);
+    fclose(f);
+}
+
+static void test_buf_add_file_past_max_frees_buffer(void **state)
+{
+    char data[100];
+    memset(data, 'z', sizeof(data));
+    FILE *f = file_with(data, sizeof(data));
+    sg_buf_t b;
+    sg_buf_init(&b, 50);
+    assert_int_equal(sg_buf_add_file(&b, f), SG_ERR_TOO_BIG);
+    assert_null(b.ptr);
+    assert_int_equal(b.len, 0);
+    sg_buf_free(&b);
+    fclose(f);
+}
+
+static void test_buf_add_file_read_error_is_io_and_frees_buffer(void **state)
+{
+    FILE *f = fopen("/dev/null", "w"); /* reading a write-only stream fails */
+    assert_non_null(f);
+    sg_buf_t b;
+    sg_buf_init(&b, 64);
+    assert_int_equal(sg_buf_adds(&b, "partial"), SG_OK);
+    assert_int_equal(sg_buf_add_file(&b, f), SG_ERR_IO);
+    assert_null(b.ptr);
+    assert_int_equal(b.len, 0);
+    sg_buf_free(&b);
+    fclose(f);
+}
+
 /*
  * A buffer "without a bound" (max = SIZE_MAX) must still work. Run in a child process:
  * with the bug, the append writes past a zero-sized allocation and AddressSanitizer ends
@@ -230,6 +311,11 @@ int main(void)
         cmocka_unit_test(test_buf_reset_keeps_allocation_and_empties),
         cmocka_unit_test(test_buf_reset_of_unallocated_buffer_is_harmless),
         cmocka_unit_test(test_buf_usable_after_failed_append),
+        cmocka_unit_test(test_buf_add_file_appends_what_is_left_to_read),
+        cmocka_unit_test(test_buf_add_file_reads_past_one_chunk),
+        cmocka_unit_test(test_buf_add_file_of_empty_file_adds_nothing),
+        cmocka_unit_test(test_buf_add_file_past_max_frees_buffer),
+        cmocka_unit_test(test_buf_add_file_read_error_is_io_and_frees_buffer),
         cmocka_unit_test(test_buf_with_size_max_bound_still_grows),
     };
     return cmocka_run_group_tests_name("buf", tests, NULL, NULL);

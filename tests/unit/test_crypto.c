@@ -45,8 +45,7 @@ static void expect_decode_rejected(const char *text, size_t len)
     size_t outlen = 99;
     sg_rc rc = sg_b64_decode(text, len, &out, &outlen);
     if (rc == SG_OK)
-        print_error("decoding \"%.*s\" should fail but gave %zu bytes\n", (int)len, text,
-                    outlen);
+        print_error("decoding \"%.*s\" should fail but gave %zu bytes\n", (int)len, text, outlen);
     assert_int_equal(rc, SG_ERR_PARSE);
     assert_null(out);
     assert_int_equal(outlen, 0);

@@ -286,15 +286,15 @@ static void test_url_encode_round_trips_through_form_parse(void **state)
 static void expect_cookie(const char *header, const char *name, const char *want)
 {
     char *got = sg_cookie_get(header, name);
+    const char *h = header ? header : "(null)";
     if (!want) {
         if (got)
-            print_error("cookie %s in \"%s\": expected none, got \"%s\"\n", name, header, got);
+            print_error("cookie %s in \"%s\": expected none, got \"%s\"\n", name, h, got);
         assert_null(got);
         return;
     }
     if (!got)
-        print_error("cookie %s in \"%s\": expected \"%s\", got none\n", name,
-                    header ? header : "(null)", want);
+        print_error("cookie %s in \"%s\": expected \"%s\", got none\n", name, h, want);
     assert_non_null(got);
     assert_string_equal(got, want);
     free(got);

@@ -99,8 +99,7 @@ static char *sign_with_header(EVP_PKEY *key, const char *header, const char *pay
     size_t siglen = sizeof(sig);
     assert_non_null(ctx);
     assert_int_equal(EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, key), 1);
-    assert_int_equal(
-        EVP_DigestSign(ctx, sig, &siglen, (unsigned char *)unsigned_token, silen), 1);
+    assert_int_equal(EVP_DigestSign(ctx, sig, &siglen, (unsigned char *)unsigned_token, silen), 1);
     EVP_MD_CTX_free(ctx);
     char *s64 = sg_b64_encode(sig, siglen, SG_B64_URL);
     sg_buf_t b;
@@ -213,10 +212,14 @@ static void test_jws_tampered_signature_fails(void **state)
 
 static void test_jws_truncated_signature_fails(void **state)
 {
+    /* Refused either way: by the parser (a cut encoding) or by verification. */
     keys_t *k = *state;
     char *t = sign_claims(k->key, "k1");
     t[strlen(t) - 4] = '\0';
-    assert_int_equal(verify_text(t, k->key), SG_ERR_CRYPTO);
+    sg_rc rc = verify_text(t, k->key);
+    if (rc != SG_ERR_CRYPTO && rc != SG_ERR_PARSE)
+        print_error("expected crypto or parse, got %s\n", sg_rc_str(rc));
+    assert_true(rc == SG_ERR_CRYPTO || rc == SG_ERR_PARSE);
     free(t);
 }
 
@@ -274,9 +277,8 @@ static void test_jws_verify_rejects_unsigned_alg_none_token(void **state)
 static void test_jws_verify_rejects_hs256_and_other_algs(void **state)
 {
     keys_t *k = *state;
-    const char *headers[] = {"{\"alg\":\"HS256\"}", "{\"alg\":\"rs256\"}",
-                             "{\"alg\":\"RS512\"}", "{\"alg\":\"PS256\"}",
-                             "{\"alg\":\"RS256 \"}", "{\"alg\":\"\"}"};
+    const char *headers[] = {"{\"alg\":\"HS256\"}", "{\"alg\":\"rs256\"}",  "{\"alg\":\"RS512\"}",
+                             "{\"alg\":\"PS256\"}", "{\"alg\":\"RS256 \"}", "{\"alg\":\"\"}"};
     for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
         char *t = sign_with_header(k->key, headers[i], payload_json);
         sg_rc rc = verify_text(t, k->key);
@@ -334,7 +336,7 @@ static void test_jwk_from_pkey_describes_an_rs256_signing_key(void **state)
     assert_string_equal(cJSON_GetObjectItem(jwk, "kid")->valuestring, "k1");
     assert_string_equal(cJSON_GetObjectItem(jwk, "e")->valuestring, "AQAB");
     const char *n = cJSON_GetObjectItem(jwk, "n")->valuestring;
-    assert_int_equal(strlen(n), 342); /* 256 bytes, base64url without padding */
+    assert_int_equal(strlen(n), 342);           /* 256 bytes, base64url without padding */
     assert_null(cJSON_GetObjectItem(jwk, "d")); /* never the private part */
     assert_null(cJSON_GetObjectItem(jwk, "p"));
     cJSON_Delete(jwk);
@@ -417,6 +419,65 @@ static void test_jwk_rejects_keys_under_2048_bits(void **state)
     cJSON *jwk = sg_jwk_from_pkey(k->small, "weak");
     assert_non_null(jwk);
     assert_null(sg_pkey_from_jwk(jwk));
+    cJSON_Delete(jwk);
+}
+
+/* The JWK of key with "e" (or, when e is NULL, the last byte of n) replaced. */
+static cJSON *jwk_with(EVP_PKEY *key, const char *e, int even_n)
+{
+    cJSON *jwk = sg_jwk_from_pkey(key, "k1");
+    assert_non_null(jwk);
+    if (e)
+        cJSON_ReplaceItemInObject(jwk, "e", cJSON_CreateString(e));
+    if (even_n) {
+        unsigned char *raw;
+        size_t len;
+        const char *n = cJSON_GetObjectItem(jwk, "n")->valuestring;
+        assert_int_equal(sg_b64_decode(n, strlen(n), &raw, &len), SG_OK);
+        raw[len - 1] &= 0xfe;
+        char *n2 = sg_b64_encode(raw, len, SG_B64_URL);
+        cJSON_ReplaceItemInObject(jwk, "n", cJSON_CreateString(n2));
+        free(n2);
+        free(raw);
+    }
+    return jwk;
+}
+
+static void test_jwk_rejects_degenerate_rsa_parameters(void **state)
+{
+    /*
+     * "NULL when it is not a usable RSA key". With e = 1 a signature is just the padded
+     * digest, so anyone could forge tokens that verify; e = 0, an even e or an even n is not
+     * an RSA key at all.
+     */
+    keys_t *k = *state;
+    const struct {
+        const char *e;
+        int even_n;
+        const char *what;
+    } bad[] = {
+        {"AA", 0, "e = 0"},       {"AQ", 0, "e = 1"},  {"Ag", 0, "e = 2"},
+        {"AQAA", 0, "e = 65536"}, {NULL, 1, "even n"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cJSON *jwk = jwk_with(k->key, bad[i].e, bad[i].even_n);
+        EVP_PKEY *key = sg_pkey_from_jwk(jwk);
+        if (key)
+            print_error("JWK with %s: expected no key, got one\n", bad[i].what);
+        EVP_PKEY_free(key);
+        cJSON_Delete(jwk);
+        assert_null(key);
+    }
+    /* The control: the same modulus with e = 3 or 65537 (with a leading zero byte) is fine. */
+    cJSON *jwk = jwk_with(k->key, "Aw", 0);
+    EVP_PKEY *key = sg_pkey_from_jwk(jwk);
+    assert_non_null(key);
+    EVP_PKEY_free(key);
+    cJSON_Delete(jwk);
+    jwk = jwk_with(k->key, "AAEAAQ", 0);
+    key = sg_pkey_from_jwk(jwk);
+    assert_non_null(key);
+    EVP_PKEY_free(key);
     cJSON_Delete(jwk);
 }
 
@@ -639,6 +700,7 @@ int main(void)
         cmocka_unit_test(test_jwk_of_another_key_does_not_verify),
         cmocka_unit_test(test_jwk_rejects_non_rsa_and_incomplete_keys),
         cmocka_unit_test(test_jwk_rejects_keys_under_2048_bits),
+        cmocka_unit_test(test_jwk_rejects_degenerate_rsa_parameters),
         cmocka_unit_test(test_jws_parse_rejects_two_or_four_parts),
         cmocka_unit_test(test_jws_parse_rejects_empty_header_or_payload),
         cmocka_unit_test(test_jws_parse_rejects_empty_signature),

@@ -65,8 +65,9 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Strict UTF-8 (RFC 3629): no overlongs, no surrogates, nothing past U+10FFFF. */
-static int utf8_valid(const unsigned char *s, size_t len)
+/* Offset of the first byte that breaks strict UTF-8 (RFC 3629: no overlongs, no surrogates,
+ * nothing past U+10FFFF), or len when all of it is valid. */
+static size_t utf8_invalid_at(const unsigned char *s, size_t len)
 {
     size_t i = 0;
     while (i < len) {
@@ -83,21 +84,21 @@ static int utf8_valid(const unsigned char *s, size_t len)
         } else if (c >= 0xf0 && c <= 0xf4) {
             n = 3, cp = c & 0x07;
         } else {
-            return 0;
+            return i;
         }
         if (len - i <= n)
-            return 0;
+            return i;
         for (size_t k = 1; k <= n; k++) {
             if ((s[i + k] & 0xc0) != 0x80)
-                return 0;
+                return i;
             cp = cp << 6 | (s[i + k] & 0x3f);
         }
         if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
             (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
+            return i;
         i += n + 1;
     }
-    return 1;
+    return len;
 }
 
 /*
@@ -120,12 +121,15 @@ static cJSON *log_one(sg_log_level level, const char *event, const char *msg)
             print_error("raw control byte 0x%02x at offset %zu\n", (unsigned char)line[i], i);
         assert_true((unsigned char)line[i] >= 0x20);
     }
-    if (!utf8_valid((const unsigned char *)line, len))
-        print_error("log line is not valid UTF-8: %.200s\n", line);
-    assert_true(utf8_valid((const unsigned char *)line, len));
+    size_t bad = utf8_invalid_at((const unsigned char *)line, len);
+    if (bad != len)
+        print_error("log line is not valid UTF-8: byte 0x%02x at offset %zu of %zu\n",
+                    (unsigned char)line[bad], bad, len);
+    assert_int_equal(bad, len);
     cJSON *j = cJSON_ParseWithOpts(line, NULL, 1);
     if (!cJSON_IsObject(j))
-        print_error("log line is not a JSON object: %.300s\n", line);
+        print_error("log line is not a JSON object: %.100s ... %s", line,
+                    line + (len > 100 ? len - 100 : 0));
     assert_true(cJSON_IsObject(j));
     free(line);
     return j;
@@ -332,7 +336,7 @@ static void test_log_mask_gives_empty_for_null_or_small_buffer(void **state)
     memset(out, 'x', sizeof(out));
     sg_log_mask("secret-value", out, 16);
     assert_string_equal(out, "");
-    assert_int_equal(out[1], 'x'); /* nothing written past what was allowed */
+    assert_int_equal(out[1], 'x');       /* nothing written past what was allowed */
     sg_log_mask("secret-value", out, 0); /* must not write at all */
     assert_int_equal(out[0], '\0');
 }
@@ -340,8 +344,7 @@ static void test_log_mask_gives_empty_for_null_or_small_buffer(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_log_line_is_one_json_object_with_the_four_fields,
-                                  teardown),
+        cmocka_unit_test_teardown(test_log_line_is_one_json_object_with_the_four_fields, teardown),
         cmocka_unit_test_teardown(test_log_printf_formats_the_message, teardown),
         cmocka_unit_test_teardown(test_log_escapes_control_characters_quotes_and_backslashes,
                                   teardown),

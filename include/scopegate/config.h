@@ -1,0 +1,53 @@
+/*
+ * The deployment file (libconfig): where the gateway listens, which providers it talks to,
+ * where it keeps its state. Keys and defaults are listed in README.md ("Configuration").
+ * Values start unset and take their defaults in one merge step at the end of loading; paths
+ * are resolved relative to the config file's folder.
+ */
+#ifndef SCOPEGATE_CONFIG_H
+#define SCOPEGATE_CONFIG_H
+
+#include <stddef.h>
+#include "scopegate/rc.h"
+
+typedef struct {
+    char *name;          /* the key under apps = { ... }: what the policy names */
+    char *issuer;
+    char *client_id;
+    char *client_secret; /* the contents of client_secret_file, trailing newline dropped */
+} sg_app_config_t;
+
+typedef struct {
+    char *path;             /* the file this came from */
+    char *listen;           /* "127.0.0.1:8080" */
+    char *public_url;       /* no trailing slash */
+    char *internal_listen;  /* "127.0.0.1:8081" */
+    char *policy_file;
+    char *state_dir;
+    char *internal_key_file;
+    sg_app_config_t *apps;
+    size_t napps;
+
+    long provider_timeout_ms;  /* provider_timeout, default "10s" */
+    long long login_timeout;   /* how long a sign-in may take (state lifetime), default "10m" */
+    long long clock_skew;      /* ID-token exp/iat leeway, default "60s" */
+    int allow_http_issuer;     /* default false: providers must be https */
+    int log_level;             /* sg_log_level, default info */
+    int secure_cookies;        /* derived: public_url is https */
+    char cookie_name[64];      /* derived: "__Host-scopegate" when secure, else "scopegate" */
+} sg_config_t;
+
+/* Loads path. On failure *err holds "FILE:LINE: error: ..." lines and the config is empty. */
+sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errlen);
+void sg_config_free(sg_config_t *cfg);
+const sg_app_config_t *sg_config_app(const sg_config_t *cfg, const char *name);
+
+/*
+ * Reads a small secret/key file (<= 64 KiB), dropping one trailing newline. When the file is
+ * missing and create_bytes > 0, creates it (mode 0600, parent folder 0700 if missing) with
+ * create_bytes random bytes in base64url. Refuses files readable by group or others.
+ */
+sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *err,
+                       size_t errlen);
+
+#endif

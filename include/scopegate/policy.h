@@ -1,0 +1,193 @@
+/*
+ * The scope policy: which role a signed-in person gets, and what each role may ask the
+ * provider for. Security staff write it as a libconfig file (shape in shared/DESIGN.md):
+ *
+ *   version = 1;
+ *   signin = { app = "signin"; scopes = ["openid", "profile", "email"]; };
+ *   roles = {
+ *     user  = { session = { idle = "30m"; max = "8h"; }; };
+ *     admin = { offline = { app = "api"; scopes = ["api", "refresh_token"]; grant_limit = 5; };
+ *               session = { idle = "15m"; max = "4h"; }; can_view_policy = true; };
+ *   };
+ *   assign = (
+ *     { role = "admin"; claim = "preferred_username"; in = ["admin@acme.example"]; },
+ *     { role = "admin"; claim = "groups"; contains = ["gateway-admins"]; },
+ *     { role = "user"; }
+ *   );
+ *
+ * Loading checks everything it can and reports each problem with its line, as a compiler
+ * does: errors make the file unusable, warnings point at things that are allowed but
+ * probably wrong (a role nobody can reach, a rule that can never match, an unknown scope).
+ *
+ * A loaded sg_policy_t is immutable and owns all of its memory, with no global state, so the
+ * gateway can swap policies atomically on reload while requests still resolve against the
+ * old one; every pointer handed out below lives exactly as long as the policy. Resolution
+ * reads only, allocates nothing and may run on any number of threads at once.
+ */
+#ifndef SCOPEGATE_POLICY_H
+#define SCOPEGATE_POLICY_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <cjson/cJSON.h>
+#include "scopegate/rc.h"
+
+#define SG_POLICY_VERSION             1
+#define SG_POLICY_MAX_BYTES           (1024 * 1024) /* larger files are refused unread */
+#define SG_POLICY_MAX_DIAGS           200           /* after this many, loading stops */
+#define SG_POLICY_DEFAULT_GRANT_LIMIT 5             /* Salesforce's per-user, per-app limit */
+#define SG_POLICY_DEFAULT_IDLE        (30 * 60)     /* a role without session = { idle } */
+#define SG_POLICY_DEFAULT_MAX         (8 * 3600)    /* a role without session = { max } */
+
+/* ---- diagnostics -------------------------------------------------------------------- */
+
+typedef enum { SG_DIAG_WARNING, SG_DIAG_ERROR } sg_diag_severity;
+
+typedef struct {
+    char *file;
+    int line; /* 1-based; 0 when the problem is the whole file (unreadable, too big) */
+    sg_diag_severity severity;
+    char *message; /* one line, no trailing newline, no "error:" prefix */
+} sg_diag_t;
+
+/* Problems found while loading, sorted by line (ties keep the order they were found in). */
+typedef struct {
+    sg_diag_t *item;
+    size_t n;
+    size_t cap;
+    size_t errors;
+    size_t warnings;
+} sg_diags_t;
+
+void sg_diags_init(sg_diags_t *d);
+void sg_diags_free(sg_diags_t *d);
+/* "error" or "warning". */
+const char *sg_diag_severity_str(sg_diag_severity s);
+/* One line per problem: "FILE:LINE: error: MESSAGE" ("FILE: error: ..." when line is 0). */
+void sg_diags_print(const sg_diags_t *d, FILE *out);
+
+/* ---- the policy --------------------------------------------------------------------- */
+
+typedef struct sg_policy sg_policy_t;
+
+/* What everyone signs in with: the role is known only after sign-in. */
+typedef struct {
+    const char *app;
+    const char *const *scopes;
+    size_t nscopes;
+} sg_policy_signin_t;
+
+/* The offline API grant a role asks for, once, through a second app. */
+typedef struct {
+    const char *app;
+    const char *const *scopes;
+    size_t nscopes;
+    int grant_limit; /* live grants per person the provider allows for app (default 5) */
+} sg_policy_offline_t;
+
+typedef struct {
+    const char *name;
+    int line;
+    const sg_policy_offline_t *offline; /* NULL: the role needs no offline grant */
+    long long idle;                     /* session idle lifetime, seconds */
+    long long max;                      /* session absolute lifetime, seconds */
+    int can_view_policy;
+} sg_policy_role_t;
+
+typedef enum {
+    SG_RULE_DEFAULT,  /* no claim: matches everyone */
+    SG_RULE_IN,       /* the claim's single value is one of values */
+    SG_RULE_CONTAINS, /* the claim (an array, or one value) holds one of values */
+} sg_rule_kind;
+
+typedef struct {
+    const sg_policy_role_t *role;
+    sg_rule_kind kind;
+    const char *claim; /* NULL for SG_RULE_DEFAULT; may be a dotted path */
+    const char *const *values;
+    size_t nvalues;
+    int line;
+    const char *text; /* for people and audit lines: "groups contains [gateway-admins]" */
+} sg_policy_rule_t;
+
+typedef struct {
+    /*
+     * Names of apps the deployment config defines, NULL-terminated. When set, a policy
+     * naming any other app is an error; when NULL, app names are not checked.
+     */
+    const char *const *known_apps;
+} sg_policy_opts_t;
+
+/*
+ * Reads and checks the policy file at path (at most SG_POLICY_MAX_BYTES). Every problem goes
+ * to diags (which may be NULL; when not, the caller inits and frees it). out may be NULL to
+ * only check. Returns SG_OK when there is no error (warnings allowed) and then *out, if asked
+ * for, is the new policy; SG_ERR_IO when the file cannot be read, SG_ERR_CONFIG when it has
+ * errors, SG_ERR_NOMEM. On any error *out is NULL.
+ */
+sg_rc sg_policy_load(const char *path, const sg_policy_opts_t *opts, sg_policy_t **out,
+                     sg_diags_t *diags);
+/* The same from text in memory; name stands for the file in diagnostics. */
+sg_rc sg_policy_parse(const char *text, size_t len, const char *name, const sg_policy_opts_t *opts,
+                      sg_policy_t **out, sg_diags_t *diags);
+void sg_policy_free(sg_policy_t *p);
+
+/* The path (or name) it was loaded from. */
+const char *sg_policy_source(const sg_policy_t *p);
+/* Lower-case hex SHA-256 of the file's bytes: names this exact policy in logs and pages. */
+const char *sg_policy_hash(const sg_policy_t *p);
+const sg_policy_signin_t *sg_policy_signin(const sg_policy_t *p);
+/* All roles, in file order. */
+const sg_policy_role_t *sg_policy_roles(const sg_policy_t *p, size_t *n);
+/* The role called name, or NULL (a session's stored role may be gone after a reload). */
+const sg_policy_role_t *sg_policy_role(const sg_policy_t *p, const char *name);
+/* The assign rules in file order (rules after the default are kept: they never match). */
+const sg_policy_rule_t *sg_policy_rules(const sg_policy_t *p, size_t *n);
+
+/* ---- role resolution ---------------------------------------------------------------- */
+
+typedef struct {
+    const sg_policy_role_t *role;     /* name, offline grant, session lifetimes, ... */
+    const sg_policy_rule_t *rule;     /* the rule that matched: line, text */
+    size_t rule_index;                /* 0-based position in assign */
+    const sg_policy_signin_t *signin; /* the same for every role, here for convenience */
+} sg_policy_result_t;
+
+/*
+ * The role for a person: the first assign rule that matches claims (a JSON object, the ID
+ * token's claims merged with userinfo's). `in` compares a single claim value with the listed
+ * strings (numbers and booleans by their JSON text: 42, true); `contains` is true when an
+ * array claim holds one of them, or a single value equals one. Comparisons are exact
+ * (case-sensitive). SG_ERR_NOTFOUND when no rule matches, which a loaded policy's default
+ * rule rules out; claims that are not an object count as an empty object.
+ */
+sg_rc sg_policy_resolve(const sg_policy_t *p, const cJSON *claims, sg_policy_result_t *out);
+
+/*
+ * The claim at path: first the whole path as one key (names such as
+ * "https://acme.example/roles" contain dots), then, at each '.', the part before it as an
+ * object and the rest looked up inside it ("custom_attributes.role"). NULL when absent.
+ */
+const cJSON *sg_policy_claim(const cJSON *claims, const char *path);
+
+/*
+ * Why rule does not match claims, as a short sentence into why (always NUL-terminated,
+ * truncated to whylen): "claim 'groups' missing", "'bob@x' not in [admin@x]".
+ * Returns 1 when the rule matches (why is then ""), 0 when it does not.
+ */
+int sg_policy_rule_why_not(const sg_policy_rule_t *rule, const cJSON *claims, char *why,
+                           size_t whylen);
+
+/*
+ * What `scopegate policy explain` prints: the resolution as a JSON object
+ *   {"role":"admin","rule":{"index":0,"line":12,"text":"..."},
+ *    "signin":{"app":"signin","scopes":[...]},
+ *    "offline":{"app":"api","scopes":[...],"grant_limit":5} or null,
+ *    "session":{"idle":900,"max":14400},"can_view_policy":false,
+ *    "skipped":[{"index":0,"line":10,"text":"...","why":"claim 'groups' missing"}, ...]}
+ * where skipped lists each rule before the match and why it did not match. The caller
+ * frees *out with cJSON_Delete. SG_ERR_NOTFOUND as for sg_policy_resolve, SG_ERR_NOMEM.
+ */
+sg_rc sg_policy_explain(const sg_policy_t *p, const cJSON *claims, cJSON **out);
+
+#endif

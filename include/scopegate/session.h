@@ -1,0 +1,55 @@
+/*
+ * Sessions: a random 256-bit id in the cookie (base64url, 43 chars), only its SHA-256 kept,
+ * an in-memory index so /auth does no disk I/O, the store for surviving restarts. Idle and
+ * absolute lifetimes come from the role. last_seen changes are kept in memory and written to
+ * the store in batches by sg_sessions_flush (the daemon calls it every few seconds and at exit).
+ * All functions are thread-safe; lookups take a read lock only.
+ */
+#ifndef SCOPEGATE_SESSION_H
+#define SCOPEGATE_SESSION_H
+
+#include <stddef.h>
+#include "scopegate/rc.h"
+#include "scopegate/store.h"
+
+#define SG_SESSION_ID_LEN 43
+
+typedef struct sg_sessions sg_sessions_t;
+
+/* What /auth needs, copied into fixed buffers: no allocation on the hot path. */
+typedef struct {
+    char id_hash[SG_ID_HASH_LEN + 1];
+    char user_id[128];
+    char org_id[64];
+    char username[256];
+    char email[256];
+    char role[64];
+    long long created, last_seen, expires_at; /* expires_at: the earlier of idle and max */
+} sg_session_view_t;
+
+/* The facts a new session starts from (copied). */
+typedef struct {
+    const char *user_id, *org_id, *username, *email, *role, *claims_json;
+    long long idle_timeout, max_lifetime;
+} sg_session_new_t;
+
+/* Loads every live session from store (store stays owned by the caller). */
+sg_rc sg_sessions_open(sg_store_t *store, sg_sessions_t **out);
+void sg_sessions_close(sg_sessions_t *s); /* flushes first */
+
+/* Creates a session; cookie_out gets the id for the cookie (SG_SESSION_ID_LEN + NUL). */
+sg_rc sg_session_create(sg_sessions_t *s, const sg_session_new_t *info, long long now,
+                        char cookie_out[SG_SESSION_ID_LEN + 1]);
+/*
+ * Finds the live session of a cookie value at time now, records the activity in memory, and
+ * fills *view. SG_ERR_NOTFOUND for unknown, malformed, expired (then also removed) cookies.
+ */
+sg_rc sg_session_lookup(sg_sessions_t *s, const char *cookie, long long now,
+                        sg_session_view_t *view);
+/* Ends the session of this cookie (memory and store). SG_ERR_NOTFOUND when there is none. */
+sg_rc sg_session_destroy(sg_sessions_t *s, const char *cookie);
+/* Writes pending last_seen updates and drops expired sessions. */
+sg_rc sg_sessions_flush(sg_sessions_t *s, long long now);
+size_t sg_sessions_count(sg_sessions_t *s);
+
+#endif

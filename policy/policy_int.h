@@ -1,0 +1,67 @@
+/*
+ * Inside the policy engine: the sg_policy_t layout and what parse.c, lint.c, diag.c and
+ * resolve.c share. Nothing here leaves policy/.
+ *
+ * All of a policy's memory comes from one arena owned by the policy, so the loaded object
+ * is a single unit: built once by parse.c, read by everyone, released by sg_policy_free.
+ */
+#ifndef SCOPEGATE_POLICY_INT_H
+#define SCOPEGATE_POLICY_INT_H
+
+#include <stddef.h>
+#include "scopegate/policy.h"
+
+struct sg_policy_block;
+
+struct sg_policy {
+    struct sg_policy_block *arena;
+    const char *source;
+    const char *hash;
+    sg_policy_signin_t signin;
+    sg_policy_role_t *roles;
+    size_t nroles;
+    sg_policy_rule_t *rules;
+    size_t nrules;
+};
+
+/* Zeroed memory from p's arena; NULL when out of memory. */
+void *sg_policy_alloc(sg_policy_t *p, size_t n);
+char *sg_policy_strdup(sg_policy_t *p, const char *s);
+
+/* One load in progress: where problems go, and the first allocation failure. */
+typedef struct {
+    sg_policy_t *p;
+    sg_diags_t *d;
+    const char *file;
+    const sg_policy_opts_t *opts;
+    int nomem;
+} sg_policy_ctx_t;
+
+void sg_policy_diag(sg_policy_ctx_t *c, int line, sg_diag_severity sev, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Orders d by line; problems on one line keep the order they were found in. */
+void sg_diags_sort(sg_diags_t *d);
+
+/* "Did you mean": the candidate closest to word, if one is close enough to be a typo. */
+typedef struct {
+    const char *word;
+    const char *best;
+    size_t best_dist;
+} sg_suggest_t;
+
+void sg_suggest_init(sg_suggest_t *s, const char *word);
+void sg_suggest_try(sg_suggest_t *s, const char *candidate);
+/* " (did you mean 'x'?)" written into buf, or "" when nothing is close. */
+const char *sg_suggest_hint(const sg_suggest_t *s, char *buf, size_t len);
+
+/* lint.c: scope names (scopes[i] at line, then the whole list at line), and the rules. */
+typedef enum { SG_SCOPES_SIGNIN, SG_SCOPES_OFFLINE } sg_scopes_kind;
+
+void sg_policy_lint_scope(sg_policy_ctx_t *c, sg_scopes_kind kind, const char *const *scopes,
+                          size_t i, int line);
+void sg_policy_lint_scope_list(sg_policy_ctx_t *c, sg_scopes_kind kind, const char *const *scopes,
+                               size_t n, int line);
+/* Rules and roles together: default rule, dead rules, duplicates, unreachable roles. */
+void sg_policy_lint_rules(sg_policy_ctx_t *c, int assign_line);
+
+#endif

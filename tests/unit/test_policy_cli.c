@@ -1,0 +1,422 @@
+/*
+ * `scopegate policy check|explain`, run as the built binary: exit codes (0 ok, 1 bad policy or
+ * claims, 2 usage), FILE:LINE: severity: lines, and the JSON of --json and explain.
+ * The binary's path comes as the first argument (meson passes it) or in $SCOPEGATE.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+
+static const char *scopegate;
+
+#define VALID                                                                                      \
+    "version = 1;\n"                                                                               \
+    "signin = { app = \"signin\"; scopes = [\"openid\", \"profile\", \"email\"]; };\n"             \
+    "roles = {\n"                                                                                  \
+    "  user = { session = { idle = \"30m\"; max = \"8h\"; }; };\n"                                 \
+    "  admin = { offline = { app = \"api\"; scopes = [\"api\", \"refresh_token\"]; };\n"           \
+    "            session = { idle = \"15m\"; max = \"4h\"; }; };\n"                                \
+    "};\n"                                                                                         \
+    "assign = (\n"                                                                                 \
+    "  { role = \"admin\"; claim = \"preferred_username\"; in = [\"admin@acme.example\"]; },\n"    \
+    "  { role = \"admin\"; claim = \"groups\"; contains = [\"gateway-admins\"]; },\n"              \
+    "  { role = \"user\"; }\n"                                                                     \
+    ");\n"
+
+/* Line 2 asks for a refresh token at sign-in: the error the contract names. */
+#define BROKEN                                                                                     \
+    "version = 1;\n"                                                                               \
+    "signin = { app = \"signin\"; scopes = [\"openid\", \"offline_access\"]; };\n"                 \
+    "roles = { user = { }; };\n"                                                                   \
+    "assign = ( { role = \"user\"; } );\n"
+
+/* Valid, with one warning: admin (line 3) is never assigned. */
+#define WARNS                                                                                      \
+    "version = 1;\n"                                                                               \
+    "signin = { app = \"signin\"; scopes = [\"openid\"]; };\n"                                     \
+    "roles = { user = { }; admin = { }; };\n"                                                      \
+    "assign = ( { role = \"user\"; } );\n"
+
+typedef struct {
+    int status; /* exit status, or -1 when killed by a signal */
+    char *out;
+    char *err;
+} run_t;
+
+static char *slurp(FILE *f)
+{
+    fflush(f);
+    long size = ftell(f);
+    assert_true(size >= 0);
+    char *s = malloc((size_t)size + 1);
+    assert_non_null(s);
+    rewind(f);
+    assert_int_equal(fread(s, 1, (size_t)size, f), (size_t)size);
+    s[size] = '\0';
+    fclose(f);
+    return s;
+}
+
+/* Runs scopegate with the NULL-terminated arguments; input (may be NULL) on its stdin. */
+static run_t run(const char *input, ...)
+{
+    const char *argv[16] = {scopegate};
+    va_list ap;
+    va_start(ap, input);
+    for (size_t i = 1; i < 15; i++) {
+        argv[i] = va_arg(ap, const char *);
+        if (!argv[i])
+            break;
+    }
+    va_end(ap);
+    FILE *out = tmpfile(), *err = tmpfile(), *in = tmpfile();
+    assert_non_null(out);
+    assert_non_null(err);
+    assert_non_null(in);
+    if (input)
+        fputs(input, in);
+    fflush(in);
+    rewind(in);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fileno(in), STDIN_FILENO);
+        dup2(fileno(out), STDOUT_FILENO);
+        dup2(fileno(err), STDERR_FILENO);
+        execv(scopegate, (char *const *)argv);
+        _exit(127);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    fclose(in);
+    fseek(out, 0, SEEK_END);
+    fseek(err, 0, SEEK_END);
+    run_t r = {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+    return r;
+}
+
+static void run_free(run_t *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+static void expect_status(const run_t *r, int want)
+{
+    if (r->status != want)
+        print_error("expected exit %d, got %d\nstdout:\n%s\nstderr:\n%s\n", want, r->status, r->out,
+                    r->err);
+    assert_int_equal(r->status, want);
+}
+
+static void expect_contains(const char *what, const char *text, const char *want)
+{
+    if (!strstr(text, want))
+        print_error("expected %s to contain\n  %s\ngot:\n%s\n", what, want, text);
+    assert_non_null(strstr(text, want));
+}
+
+static char *temp_policy(const char *text)
+{
+    const char *dir = getenv("TMPDIR");
+    char *path = NULL;
+    assert_true(asprintf(&path, "%s/sg_cli_XXXXXX", dir && *dir ? dir : "/tmp") > 0);
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static void remove_policy(char *path)
+{
+    unlink(path);
+    free(path);
+}
+
+/* ---- check -------------------------------------------------------------------------- */
+
+static void test_check_valid_policy_exits_0_and_prints_nothing(void **state)
+{
+    char *path = temp_policy(VALID);
+    run_t r = run(NULL, "policy", "check", path, NULL);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "");
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_check_example_policy_is_valid(void **state)
+{
+    const char *root = getenv("SG_SOURCE_ROOT");
+    if (!root)
+        skip();
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/policy/examples/default.cfg", root);
+    run_t r = run(NULL, "policy", "check", path, NULL);
+    expect_status(&r, 0);
+    assert_string_equal(r.out, "");
+    run_free(&r);
+}
+
+static void test_check_errors_exit_1_with_file_line_error(void **state)
+{
+    char *path = temp_policy(BROKEN);
+    run_t r = run(NULL, "policy", "check", path, NULL);
+    expect_status(&r, 1);
+    char want[512];
+    snprintf(want, sizeof(want),
+             "%s:2: error: sign-in scope 'offline_access' would issue a refresh token", path);
+    expect_contains("stdout", r.out, want);
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_check_warnings_exit_0_with_file_line_warning(void **state)
+{
+    char *path = temp_policy(WARNS);
+    run_t r = run(NULL, "policy", "check", path, NULL);
+    expect_status(&r, 0);
+    char want[512];
+    snprintf(want, sizeof(want), "%s:3: warning: role 'admin' is never assigned\n", path);
+    /* Only the line's start is fixed; the message may grow. */
+    want[strlen(want) - 1] = '\0';
+    expect_contains("stdout", r.out, want);
+    assert_null(strstr(r.out, ": error: "));
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_check_unreadable_file_exits_1(void **state)
+{
+    run_t r = run(NULL, "policy", "check", "/nonexistent/policy.cfg", NULL);
+    expect_status(&r, 1);
+    expect_contains("stdout", r.out, "/nonexistent/policy.cfg: error: cannot open");
+    run_free(&r);
+}
+
+static void test_check_json_lists_diagnostics(void **state)
+{
+    char *path = temp_policy(BROKEN);
+    run_t r = run(NULL, "policy", "check", path, "--json", NULL);
+    expect_status(&r, 1);
+    cJSON *j = cJSON_Parse(r.out);
+    if (!j)
+        print_error("not JSON:\n%s\n", r.out);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "file")->valuestring, path);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(j, "valid")));
+    cJSON *d = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "diagnostics"), 0);
+    assert_non_null(d);
+    assert_int_equal(cJSON_GetObjectItem(d, "line")->valueint, 2);
+    assert_string_equal(cJSON_GetObjectItem(d, "severity")->valuestring, "error");
+    expect_contains("message", cJSON_GetObjectItem(d, "message")->valuestring,
+                    "would issue a refresh token");
+    cJSON_Delete(j);
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_check_json_of_valid_policy(void **state)
+{
+    char *path = temp_policy(VALID);
+    run_t r = run(NULL, "policy", "check", "--json", path, NULL);
+    expect_status(&r, 0);
+    cJSON *j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "valid")));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "diagnostics")), 0);
+    cJSON_Delete(j);
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_check_usage_errors_exit_2(void **state)
+{
+    run_t r = run(NULL, "policy", "check", NULL);
+    expect_status(&r, 2);
+    run_free(&r);
+    r = run(NULL, "policy", "check", "a.cfg", "--frobnicate", NULL);
+    expect_status(&r, 2);
+    expect_contains("stderr", r.err, "unknown option '--frobnicate'");
+    run_free(&r);
+    r = run(NULL, "policy", "check", "a.cfg", "b.cfg", NULL);
+    expect_status(&r, 2);
+    run_free(&r);
+    r = run(NULL, "policy", NULL);
+    expect_status(&r, 2);
+    run_free(&r);
+    r = run(NULL, "policy", "lint", NULL);
+    expect_status(&r, 2);
+    run_free(&r);
+}
+
+/* ---- explain ------------------------------------------------------------------------ */
+
+static cJSON *explain_ok(const run_t *r)
+{
+    expect_status(r, 0);
+    cJSON *j = cJSON_Parse(r->out);
+    if (!j)
+        print_error("not JSON:\n%s\n", r->out);
+    assert_non_null(j);
+    return j;
+}
+
+static void test_explain_prints_role_rule_apps_and_skipped(void **state)
+{
+    char *path = temp_policy(VALID);
+    run_t r =
+        run(NULL, "policy", "explain", path, "--claims",
+            "{\"preferred_username\":\"bob@acme.example\",\"groups\":[\"gateway-admins\"]}", NULL);
+    cJSON *j = explain_ok(&r);
+    assert_string_equal(cJSON_GetObjectItem(j, "role")->valuestring, "admin");
+    cJSON *rule = cJSON_GetObjectItem(j, "rule");
+    assert_int_equal(cJSON_GetObjectItem(rule, "index")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItem(rule, "line")->valueint, 10);
+    assert_string_equal(cJSON_GetObjectItem(rule, "text")->valuestring,
+                        "groups contains [gateway-admins]");
+    cJSON *signin = cJSON_GetObjectItem(j, "signin");
+    assert_string_equal(cJSON_GetObjectItem(signin, "app")->valuestring, "signin");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(signin, "scopes")), 3);
+    cJSON *offline = cJSON_GetObjectItem(j, "offline");
+    assert_string_equal(cJSON_GetObjectItem(offline, "app")->valuestring, "api");
+    assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(offline, "scopes"), 1)->valuestring,
+                        "refresh_token");
+    assert_int_equal(cJSON_GetObjectItem(offline, "grant_limit")->valueint, 5);
+    cJSON *session = cJSON_GetObjectItem(j, "session");
+    assert_int_equal(cJSON_GetObjectItem(session, "idle")->valueint, 900);
+    assert_int_equal(cJSON_GetObjectItem(session, "max")->valueint, 14400);
+    cJSON *skipped = cJSON_GetObjectItem(j, "skipped");
+    assert_int_equal(cJSON_GetArraySize(skipped), 1);
+    cJSON *s0 = cJSON_GetArrayItem(skipped, 0);
+    assert_int_equal(cJSON_GetObjectItem(s0, "line")->valueint, 9);
+    assert_string_equal(cJSON_GetObjectItem(s0, "why")->valuestring,
+                        "'bob@acme.example' not in [admin@acme.example]");
+    cJSON_Delete(j);
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_explain_default_role_has_null_offline(void **state)
+{
+    char *path = temp_policy(VALID);
+    run_t r = run(NULL, "policy", "explain", path, "--claims={\"sub\":\"x\"}", NULL);
+    cJSON *j = explain_ok(&r);
+    assert_string_equal(cJSON_GetObjectItem(j, "role")->valuestring, "user");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "offline")));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "skipped")), 2);
+    cJSON_Delete(j);
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_explain_reads_claims_from_a_file_or_stdin(void **state)
+{
+    char *path = temp_policy(VALID);
+    char *claims = temp_policy("{\"preferred_username\":\"admin@acme.example\"}\n");
+    run_t r = run(NULL, "policy", "explain", path, "--claims-file", claims, NULL);
+    cJSON *j = explain_ok(&r);
+    assert_string_equal(cJSON_GetObjectItem(j, "role")->valuestring, "admin");
+    cJSON_Delete(j);
+    run_free(&r);
+    r = run("{\"groups\":[\"gateway-admins\"]}", "policy", "explain", path, "--claims-file", "-",
+            NULL);
+    j = explain_ok(&r);
+    assert_string_equal(cJSON_GetObjectItem(j, "role")->valuestring, "admin");
+    cJSON_Delete(j);
+    run_free(&r);
+    remove_policy(claims);
+    remove_policy(path);
+}
+
+static void test_explain_bad_claims_exit_1_with_a_reason(void **state)
+{
+    char *path = temp_policy(VALID);
+    run_t r = run(NULL, "policy", "explain", path, "--claims", "{\"groups\":", NULL);
+    expect_status(&r, 1);
+    expect_contains("stderr", r.err, "not valid JSON");
+    assert_string_equal(r.out, "");
+    run_free(&r);
+    r = run(NULL, "policy", "explain", path, "--claims", "{} trailing", NULL);
+    expect_status(&r, 1);
+    expect_contains("stderr", r.err, "not valid JSON");
+    run_free(&r);
+    r = run(NULL, "policy", "explain", path, "--claims", "[\"admin\"]", NULL);
+    expect_status(&r, 1);
+    expect_contains("stderr", r.err, "must be a JSON object");
+    run_free(&r);
+    r = run(NULL, "policy", "explain", path, "--claims-file", "/nonexistent/claims.json", NULL);
+    expect_status(&r, 1);
+    expect_contains("stderr", r.err, "/nonexistent/claims.json");
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_explain_invalid_policy_exits_1_with_its_errors(void **state)
+{
+    char *path = temp_policy(BROKEN);
+    run_t r = run(NULL, "policy", "explain", path, "--claims", "{}", NULL);
+    expect_status(&r, 1);
+    char want[512];
+    snprintf(want, sizeof(want), "%s:2: error: ", path);
+    expect_contains("stderr", r.err, want);
+    expect_contains("stderr", r.err, "nothing to explain");
+    assert_string_equal(r.out, "");
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_explain_usage_errors_exit_2(void **state)
+{
+    run_t r = run(NULL, "policy", "explain", "p.cfg", NULL);
+    expect_status(&r, 2);
+    expect_contains("stderr", r.err, "--claims");
+    run_free(&r);
+    r = run(NULL, "policy", "explain", "p.cfg", "--claims", "{}", "--claims-file", "c", NULL);
+    expect_status(&r, 2);
+    run_free(&r);
+    r = run(NULL, "policy", "explain", "p.cfg", "--claims", NULL);
+    expect_status(&r, 2);
+    run_free(&r);
+    r = run(NULL, "policy", "explain", "--claims", "{}", NULL);
+    expect_status(&r, 2);
+    run_free(&r);
+}
+
+int main(int argc, char **argv)
+{
+    scopegate = argc > 1 ? argv[1] : getenv("SCOPEGATE");
+    if (!scopegate) {
+        fprintf(stderr, "usage: test_policy_cli PATH-TO-SCOPEGATE (or set $SCOPEGATE)\n");
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_check_valid_policy_exits_0_and_prints_nothing),
+        cmocka_unit_test(test_check_example_policy_is_valid),
+        cmocka_unit_test(test_check_errors_exit_1_with_file_line_error),
+        cmocka_unit_test(test_check_warnings_exit_0_with_file_line_warning),
+        cmocka_unit_test(test_check_unreadable_file_exits_1),
+        cmocka_unit_test(test_check_json_lists_diagnostics),
+        cmocka_unit_test(test_check_json_of_valid_policy),
+        cmocka_unit_test(test_check_usage_errors_exit_2),
+        cmocka_unit_test(test_explain_prints_role_rule_apps_and_skipped),
+        cmocka_unit_test(test_explain_default_role_has_null_offline),
+        cmocka_unit_test(test_explain_reads_claims_from_a_file_or_stdin),
+        cmocka_unit_test(test_explain_bad_claims_exit_1_with_a_reason),
+        cmocka_unit_test(test_explain_invalid_policy_exits_1_with_its_errors),
+        cmocka_unit_test(test_explain_usage_errors_exit_2),
+    };
+    return cmocka_run_group_tests_name("policy_cli", tests, NULL, NULL);
+}
