@@ -385,6 +385,28 @@ static void do_fault(const sg_form_t *q, sg_resp_t *w)
     sim_resp_json(w, 200, j);
 }
 
+const char *const sim_tamper_names[] = {
+    "",          "bad_signature", "alg_none", "hs256",       "unknown_kid",
+    "wrong_iss", "wrong_aud",     "expired",  "wrong_nonce", NULL};
+
+static void do_tamper(const sg_form_t *q, sg_resp_t *w)
+{
+    const char *mode = sg_form_get(q, "id_token"), *c = sg_form_get(q, "count");
+    int m = mode ? pick(mode, sim_tamper_names) : -1;
+    long long count = 1;
+    if (m <= 0 || (c && parse_num(c, 1000000, &count))) {
+        bad(w, "tamper takes id_token=bad_signature|alg_none|hs256|unknown_kid|wrong_iss|"
+               "wrong_aud|expired|wrong_nonce and count=N");
+        return;
+    }
+    sim_st.tamper_mode = count ? (sim_tamper_mode)m : SIM_TAMPER_NONE;
+    sim_st.tamper_count = (long)count;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "id_token", mode);
+    cJSON_AddNumberToObject(j, "count", (double)count);
+    sim_resp_json(w, 200, j);
+}
+
 static void do_reset(sg_resp_t *w)
 {
     sim_config_t fresh;
@@ -432,6 +454,8 @@ void sim_route_control(sim_req_t *r, sg_resp_t *w)
         do_app(q, w);
     else if (strcmp(p, "fault") == 0 && post)
         do_fault(q, w);
+    else if (strcmp(p, "tamper") == 0 && post)
+        do_tamper(q, w);
     else if (strcmp(p, "reset") == 0 && post)
         do_reset(w);
     else {

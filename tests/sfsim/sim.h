@@ -183,9 +183,21 @@ typedef struct {
     long ms;
 } sim_fault_t;
 
-#define SIM_GRANT_TYPES                                                                            \
-    5 /* authorization_code, refresh_token, jwt-bearer, password, unsupported                      \
-       */
+typedef enum {
+    SIM_TAMPER_NONE,
+    SIM_TAMPER_BAD_SIGNATURE,
+    SIM_TAMPER_ALG_NONE,
+    SIM_TAMPER_HS256,
+    SIM_TAMPER_UNKNOWN_KID,
+    SIM_TAMPER_WRONG_ISS,
+    SIM_TAMPER_WRONG_AUD,
+    SIM_TAMPER_EXPIRED,
+    SIM_TAMPER_WRONG_NONCE,
+} sim_tamper_mode;
+extern const char *const sim_tamper_names[];
+
+/* authorization_code, refresh_token, jwt-bearer, password, unsupported */
+#define SIM_GRANT_TYPES 5
 
 typedef struct {
     sim_grant_t *grants;
@@ -203,6 +215,8 @@ typedef struct {
     long long clock_offset; /* seconds added to the real clock */
     char client_ip[64];     /* "" : the real peer */
     sim_fault_t faults[EP_COUNT];
+    sim_tamper_mode tamper_mode; /* the next tamper_count ID tokens are spoiled this way */
+    long tamper_count;
     long stats[EP_COUNT];
     long token_stats[SIM_GRANT_TYPES];
 } sim_state_t;

@@ -12,6 +12,9 @@
 #include "scopegate/crypto.h"
 #include "scopegate/jose.h"
 
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+
 typedef enum { FMT_JSON, FMT_URLENCODED, FMT_XML } fmt_t;
 
 #define MAX_FIELDS 12
@@ -176,6 +179,90 @@ static char *signature_for(const sim_app_t *app, const char *id, const char *iss
     return rc ? NULL : sg_b64_encode(mac, sizeof(mac), SG_B64_STD);
 }
 
+/* ---- ID-token tampering for the gateway's attack tests (/_sim/tamper) ------------------ */
+
+static void apply_claim_tamper(cJSON *c, sim_tamper_mode t, long long now)
+{
+    if (t == SIM_TAMPER_WRONG_ISS)
+        cJSON_ReplaceItemInObject(c, "iss", cJSON_CreateString("https://evil.example"));
+    else if (t == SIM_TAMPER_WRONG_AUD)
+        cJSON_ReplaceItemInObject(c, "aud", cJSON_CreateString("someone-else"));
+    else if (t == SIM_TAMPER_EXPIRED) {
+        cJSON_ReplaceItemInObject(c, "exp", cJSON_CreateNumber((double)(now - 600)));
+        cJSON_ReplaceItemInObject(c, "iat", cJSON_CreateNumber((double)(now - 900)));
+    } else if (t == SIM_TAMPER_WRONG_NONCE) {
+        cJSON_DeleteItemFromObject(c, "nonce");
+        cJSON_AddStringToObject(c, "nonce", "not-the-nonce-that-was-sent");
+    }
+}
+
+/* header.payload with a chosen header, for the forms RS256 signing cannot make. */
+static char *unsigned_jws(const char *header_json, const cJSON *payload)
+{
+    char *p = cJSON_PrintUnformatted(payload);
+    char *h64 = sg_b64_encode(header_json, strlen(header_json), SG_B64_URL);
+    char *p64 = p ? sg_b64_encode(p, strlen(p), SG_B64_URL) : NULL;
+    char *out = NULL;
+    if (h64 && p64) {
+        size_t n = strlen(h64) + strlen(p64) + 2;
+        out = malloc(n);
+        if (out)
+            snprintf(out, n, "%s.%s", h64, p64);
+    }
+    free(p);
+    free(h64);
+    free(p64);
+    return out;
+}
+
+static char *sign_id_token(const cJSON *c, sim_tamper_mode t)
+{
+    if (t == SIM_TAMPER_ALG_NONE) {
+        char *si = unsigned_jws("{\"alg\":\"none\",\"typ\":\"JWT\"}", c);
+        char *out = si ? realloc(si, strlen(si) + 2) : NULL;
+        if (out)
+            strcat(out, ".");
+        else
+            free(si);
+        return out;
+    }
+    if (t == SIM_TAMPER_HS256) {
+        /* The classic key confusion: HMAC keyed with the public key's PEM text. */
+        char hdr[128];
+        snprintf(hdr, sizeof(hdr), "{\"kid\":\"%s\",\"typ\":\"JWT\",\"alg\":\"HS256\"}",
+                 sim_cfg.kid);
+        char *si = unsigned_jws(hdr, c);
+        BIO *bio = BIO_new(BIO_s_mem());
+        char *pem = NULL;
+        long pemlen = 0;
+        if (bio && PEM_write_bio_PUBKEY(bio, sim_key))
+            pemlen = BIO_get_mem_data(bio, &pem);
+        unsigned char mac[SG_SHA256_LEN];
+        char *sig = NULL, *out = NULL;
+        if (si && pemlen > 0 && !sg_hmac_sha256(pem, (size_t)pemlen, si, strlen(si), mac))
+            sig = sg_b64_encode(mac, sizeof(mac), SG_B64_URL);
+        if (sig) {
+            size_t n = strlen(si) + strlen(sig) + 2;
+            out = malloc(n);
+            if (out)
+                snprintf(out, n, "%s.%s", si, sig);
+        }
+        BIO_free(bio);
+        free(si);
+        free(sig);
+        return out;
+    }
+    char *jwt = sg_jws_sign_rs256(c, sim_key,
+                                  t == SIM_TAMPER_UNKNOWN_KID ? "not-a-known-kid" : sim_cfg.kid);
+    if (jwt && t == SIM_TAMPER_BAD_SIGNATURE) {
+        /* Flip one character well inside the signature. */
+        char *sig = strrchr(jwt, '.');
+        if (sig && strlen(sig) > 20)
+            sig[10] = sig[10] == 'A' ? 'B' : 'A';
+    }
+    return jwt;
+}
+
 static char *make_id_token(const sim_req_t *r, const sim_app_t *app, const sim_user_t *u,
                            const char *access_token, const char *nonce)
 {
@@ -208,7 +295,14 @@ static char *make_id_token(const sim_req_t *r, const sim_app_t *app, const sim_u
     cJSON_AddStringToObject(c, "zoneinfo", "Europe/London");
     if (u->attributes)
         cJSON_AddItemToObject(c, "custom_attributes", cJSON_Duplicate(u->attributes, 1));
-    char *jwt = sg_jws_sign_rs256(c, sim_key, sim_cfg.kid);
+    sim_tamper_mode tamper = SIM_TAMPER_NONE;
+    if (sim_st.tamper_count > 0) {
+        tamper = sim_st.tamper_mode;
+        if (--sim_st.tamper_count == 0)
+            sim_st.tamper_mode = SIM_TAMPER_NONE;
+        apply_claim_tamper(c, tamper, now);
+    }
+    char *jwt = sign_id_token(c, tamper);
     cJSON_Delete(c);
     free(at_hash);
     free(sub);
