@@ -5,4 +5,7 @@
 /* `scopegate policy ...`: argv[0] is "policy". Returns the exit status (2: usage). */
 int sg_cli_policy(int argc, char **argv);
 
+/* `scopegate serve --config FILE`: argv[0] is the first argument after "serve". */
+int sg_cmd_serve(int argc, char **argv);
+
 #endif

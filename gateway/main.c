@@ -11,6 +11,9 @@ static int usage(FILE *out)
             "usage: scopegate COMMAND [ARGS]\n"
             "\n"
             "commands:\n"
+            "  serve --config FILE\n"
+            "             run the gateway (foreground; SIGHUP reloads the policy, SIGTERM\n"
+            "             drains and exits)\n"
             "  policy check FILE [--json]\n"
             "             check a scope policy; every problem as FILE:LINE: error|warning: ...\n"
             "  policy explain FILE (--claims JSON | --claims-file PATH)\n"
@@ -27,6 +30,8 @@ int main(int argc, char **argv)
         printf("scopegate %s\n", sg_version());
         return 0;
     }
+    if (strcmp(argv[1], "serve") == 0)
+        return sg_cmd_serve(argc - 2, argv + 2);
     if (strcmp(argv[1], "policy") == 0)
         return sg_cli_policy(argc - 1, argv + 1);
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0)

@@ -45,7 +45,7 @@ const sg_app_config_t *sg_config_app(const sg_config_t *cfg, const char *name);
 /*
  * Reads a small secret/key file (<= 64 KiB), dropping one trailing newline. When the file is
  * missing and create_bytes > 0, creates it (mode 0600, parent folder 0700 if missing) with
- * create_bytes random bytes in base64url. Refuses files readable by group or others.
+ * create_bytes random bytes in base64url. Warns (log) when group or others may read it.
  */
 sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *err,
                        size_t errlen);

@@ -36,7 +36,10 @@ typedef struct {
 typedef struct {
     int http_status;         /* 0 when no HTTP answer (timeout, refused, closed) */
     char error[64];          /* the provider's "error", or a local class: "timeout",
-                                "transport", "malformed", "bad_id_token", "no_endpoint" */
+                                "transport", "malformed", "bad_id_token", "no_endpoint",
+                                "bad_discovery" (issuer mismatch, missing or non-https
+                                endpoint), "http_error" (a non-2xx answer without an OAuth
+                                error in it), "invalid_request" (an empty code or token) */
     char description[256];   /* the provider's error_description, or our explanation */
 } sg_oidc_err_t;
 
@@ -113,5 +116,10 @@ sg_rc sg_oidc_introspect(sg_oidc_t *op, const char *token, const char *hint, cJS
  * claim, else the identity URL's ORG, else NULL. Both heap (org may be NULL).
  */
 sg_rc sg_oidc_identity(const cJSON *claims, char **user_id, char **org_id);
+
+/* Added with the implementation: the userinfo counterpart of sg_oidc_can_revoke, which the
+ * comment above sg_oidc_can_revoke already promised (flow code asks it before deciding to fetch
+ * claims the ID token lacks). */
+int sg_oidc_can_userinfo(sg_oidc_t *op);
 
 #endif

@@ -1,0 +1,377 @@
+/* The deployment file: see config.h and README.md ("Configuration"). */
+#include "scopegate/config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libconfig.h>
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "scopegate/buf.h"
+#include "scopegate/crypto.h"
+#include "scopegate/duration.h"
+#include "scopegate/log.h"
+
+typedef struct {
+    const char *path;
+    char dir[4096];
+    sg_buf_t err;
+    int failed;
+} loader_t;
+
+static void fail_at(loader_t *L, const config_setting_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fail_at(loader_t *L, const config_setting_t *s, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (L->err.len < 3000)
+        sg_buf_printf(&L->err, "%s%s:%d: error: %s", L->err.len ? "\n" : "", L->path,
+                      s ? config_setting_source_line(s) : 0, msg);
+    L->failed = 1;
+}
+
+static char *resolve(loader_t *L, const char *p)
+{
+    if (!p)
+        return NULL;
+    if (p[0] == '/')
+        return strdup(p);
+    size_t n = strlen(L->dir) + strlen(p) + 2;
+    char *out = malloc(n);
+    if (out)
+        snprintf(out, n, "%s/%s", L->dir, p);
+    return out;
+}
+
+static const char *str(loader_t *L, const config_setting_t *g, const char *key, int required)
+{
+    const config_setting_t *s = config_setting_get_member(g, key);
+    if (!s) {
+        if (required)
+            fail_at(L, g, "missing '%s'", key);
+        return NULL;
+    }
+    const char *v = config_setting_get_string(s);
+    if (!v || !*v)
+        fail_at(L, s, "'%s' must be a non-empty string", key);
+    return v;
+}
+
+static long long duration(loader_t *L, const config_setting_t *g, const char *key,
+                          long long dflt)
+{
+    const config_setting_t *s = config_setting_get_member(g, key);
+    if (!s)
+        return dflt;
+    long long v = 0;
+    int t = config_setting_type(s);
+    if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
+        v = config_setting_get_int64(s);
+    } else {
+        const char *txt = config_setting_get_string(s);
+        if (!txt || sg_duration_parse(txt, &v)) {
+            fail_at(L, s, "'%s' is not a duration (like \"10s\", \"5m\", \"1h\")", key);
+            return dflt;
+        }
+    }
+    if (v <= 0)
+        fail_at(L, s, "'%s' must be positive", key);
+    return v;
+}
+
+static int boolean(loader_t *L, const config_setting_t *g, const char *key, int dflt)
+{
+    const config_setting_t *s = config_setting_get_member(g, key);
+    if (!s)
+        return dflt;
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+        fail_at(L, s, "'%s' must be true or false", key);
+        return dflt;
+    }
+    return config_setting_get_bool(s);
+}
+
+static const char *const top_keys[] = {
+    "listen",         "public_url",       "internal_listen", "policy_file",
+    "state_dir",      "internal_key_file", "apps",           "provider_timeout",
+    "login_timeout",  "clock_skew",       "allow_http_issuer", "log_level",
+    NULL,
+};
+static const char *const app_keys[] = {"issuer", "client_id", "client_secret_file", NULL};
+
+static void check_keys(loader_t *L, const config_setting_t *g, const char *const *allowed)
+{
+    for (int i = 0; i < config_setting_length(g); i++) {
+        const config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
+        int ok = 0;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = strcmp(*a, config_setting_name(m)) == 0;
+        if (!ok)
+            fail_at(L, m, "unknown key '%s'", config_setting_name(m));
+    }
+}
+
+static void load_apps(loader_t *L, const config_setting_t *apps, sg_config_t *cfg)
+{
+    if (!apps || !config_setting_is_group(apps) || config_setting_length(apps) == 0) {
+        fail_at(L, apps, "'apps' must be a group naming at least one app, e.g. "
+                         "apps = { signin = { issuer = ...; client_id = ...; "
+                         "client_secret_file = ...; }; }");
+        return;
+    }
+    int n = config_setting_length(apps);
+    cfg->apps = calloc((size_t)n, sizeof(sg_app_config_t));
+    if (!cfg->apps) {
+        fail_at(L, apps, "out of memory");
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *a = config_setting_get_elem(apps, (unsigned)i);
+        sg_app_config_t *app = &cfg->apps[cfg->napps++];
+        app->name = strdup(config_setting_name(a));
+        if (!config_setting_is_group(a)) {
+            fail_at(L, a, "app '%s' must be a group", app->name);
+            continue;
+        }
+        check_keys(L, a, app_keys);
+        const char *issuer = str(L, a, "issuer", 1);
+        const char *id = str(L, a, "client_id", 1);
+        const char *secret_file = str(L, a, "client_secret_file", 0);
+        if (issuer) {
+            size_t len = strlen(issuer);
+            app->issuer = strndup(issuer, len && issuer[len - 1] == '/' ? len - 1 : len);
+            if (strncmp(issuer, "https://", 8) != 0 && strncmp(issuer, "http://", 7) != 0)
+                fail_at(L, a, "app '%s': issuer must be an http(s) URL", app->name);
+        }
+        app->client_id = id ? strdup(id) : NULL;
+        if (secret_file) {
+            char *path = resolve(L, secret_file);
+            char e[512];
+            if (!path || sg_read_key_file(path, 0, &app->client_secret, e, sizeof(e)))
+                fail_at(L, a, "app '%s': %s", app->name, path ? e : "out of memory");
+            free(path);
+        }
+    }
+}
+
+sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    loader_t L = {.path = path};
+    sg_buf_init(&L.err, 4096);
+    snprintf(L.dir, sizeof(L.dir), "%s", path);
+    char *slash = strrchr(L.dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(L.dir, sizeof(L.dir), ".");
+
+    config_t c;
+    config_init(&c);
+    if (!config_read_file(&c, path)) {
+        if (config_error_type(&c) == CONFIG_ERR_FILE_IO)
+            snprintf(err, errlen, "%s: error: cannot read the file", path);
+        else
+            snprintf(err, errlen, "%s:%d: error: %s", path, config_error_line(&c),
+                     config_error_text(&c));
+        config_destroy(&c);
+        sg_buf_free(&L.err);
+        return SG_ERR_CONFIG;
+    }
+    const config_setting_t *root = config_root_setting(&c);
+    check_keys(&L, root, top_keys);
+    cfg->path = strdup(path);
+    const char *v;
+    v = str(&L, root, "listen", 1);
+    cfg->listen = v ? strdup(v) : NULL;
+    v = str(&L, root, "public_url", 1);
+    if (v) {
+        size_t len = strlen(v);
+        cfg->public_url = strndup(v, len && v[len - 1] == '/' ? len - 1 : len);
+        if (strncmp(v, "https://", 8) == 0)
+            cfg->secure_cookies = 1;
+        else if (strncmp(v, "http://", 7) != 0)
+            fail_at(&L, config_setting_get_member(root, "public_url"),
+                    "'public_url' must start with http:// or https://");
+    }
+    v = str(&L, root, "internal_listen", 1);
+    cfg->internal_listen = v ? strdup(v) : NULL;
+    v = str(&L, root, "policy_file", 1);
+    cfg->policy_file = resolve(&L, v);
+    v = str(&L, root, "state_dir", 1);
+    cfg->state_dir = resolve(&L, v);
+    v = str(&L, root, "internal_key_file", 0);
+    if (v) {
+        cfg->internal_key_file = resolve(&L, v);
+    } else if (cfg->state_dir) {
+        size_t n = strlen(cfg->state_dir) + 16;
+        cfg->internal_key_file = malloc(n);
+        if (cfg->internal_key_file)
+            snprintf(cfg->internal_key_file, n, "%s/internal.key", cfg->state_dir);
+    }
+    load_apps(&L, config_setting_get_member(root, "apps"), cfg);
+
+    cfg->provider_timeout_ms = (long)duration(&L, root, "provider_timeout", 10) * 1000;
+    cfg->login_timeout = duration(&L, root, "login_timeout", 600);
+    cfg->clock_skew = duration(&L, root, "clock_skew", 60);
+    cfg->allow_http_issuer = boolean(&L, root, "allow_http_issuer", 0);
+    cfg->log_level = SG_LOG_INFO;
+    v = str(&L, root, "log_level", 0);
+    if (v) {
+        int lvl = sg_log_level_parse(v);
+        if (lvl < 0)
+            fail_at(&L, config_setting_get_member(root, "log_level"),
+                    "'log_level' must be debug, info, warn or error");
+        else
+            cfg->log_level = lvl;
+    }
+    for (size_t i = 0; i < cfg->napps; i++) {
+        const sg_app_config_t *a = &cfg->apps[i];
+        if (a->issuer && strncmp(a->issuer, "http://", 7) == 0 && !cfg->allow_http_issuer)
+            fail_at(&L, config_setting_get_member(root, "apps"),
+                    "app '%s': issuer %s is not https (set allow_http_issuer = true for a "
+                    "local test provider)",
+                    a->name, a->issuer);
+    }
+    snprintf(cfg->cookie_name, sizeof(cfg->cookie_name), "%s",
+             cfg->secure_cookies ? "__Host-scopegate" : "scopegate");
+    config_destroy(&c);
+
+    if (L.failed) {
+        snprintf(err, errlen, "%s", L.err.ptr ? L.err.ptr : "invalid configuration");
+        sg_buf_free(&L.err);
+        sg_config_free(cfg);
+        return SG_ERR_CONFIG;
+    }
+    sg_buf_free(&L.err);
+    return SG_OK;
+}
+
+void sg_config_free(sg_config_t *cfg)
+{
+    free(cfg->path);
+    free(cfg->listen);
+    free(cfg->public_url);
+    free(cfg->internal_listen);
+    free(cfg->policy_file);
+    free(cfg->state_dir);
+    free(cfg->internal_key_file);
+    for (size_t i = 0; i < cfg->napps; i++) {
+        free(cfg->apps[i].name);
+        free(cfg->apps[i].issuer);
+        free(cfg->apps[i].client_id);
+        if (cfg->apps[i].client_secret) {
+            OPENSSL_cleanse(cfg->apps[i].client_secret, strlen(cfg->apps[i].client_secret));
+            free(cfg->apps[i].client_secret);
+        }
+    }
+    free(cfg->apps);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+const sg_app_config_t *sg_config_app(const sg_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; name && i < cfg->napps; i++)
+        if (strcmp(cfg->apps[i].name, name) == 0)
+            return &cfg->apps[i];
+    return NULL;
+}
+
+static sg_rc make_parent(const char *path, char *err, size_t errlen)
+{
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return SG_OK;
+    *slash = '\0';
+    struct stat st;
+    if (stat(dir, &st) == 0)
+        return SG_OK;
+    if (make_parent(dir, err, errlen))
+        return SG_ERR_IO;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create folder %s: %s", dir, strerror(errno));
+        return SG_ERR_IO;
+    }
+    return SG_OK;
+}
+
+sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *err,
+                       size_t errlen)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 && errno == ENOENT && create_bytes > 0) {
+        if (make_parent(path, err, errlen))
+            return SG_ERR_IO;
+        char *key = sg_random_token(create_bytes);
+        int wfd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (!key || wfd < 0) {
+            snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+            free(key);
+            if (wfd >= 0)
+                close(wfd);
+            return SG_ERR_IO;
+        }
+        size_t len = strlen(key);
+        int ok = write(wfd, key, len) == (ssize_t)len && write(wfd, "\n", 1) == 1 &&
+                 fsync(wfd) == 0;
+        close(wfd);
+        if (!ok) {
+            snprintf(err, errlen, "cannot write %s", path);
+            free(key);
+            return SG_ERR_IO;
+        }
+        sg_log(SG_LOG_INFO, "key_created", "created %s (mode 0600)", path);
+        *out = key;
+        return SG_OK;
+    }
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return SG_ERR_IO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 65536) {
+        snprintf(err, errlen, "%s is not a regular file of at most 64 KiB", path);
+        close(fd);
+        return SG_ERR_IO;
+    }
+    if (st.st_mode & 077)
+        sg_log(SG_LOG_WARN, "key_file_mode",
+               "%s can be read by other users (mode %03o); chmod 600 it", path,
+               (unsigned)(st.st_mode & 0777));
+    sg_buf_t b;
+    sg_buf_init(&b, 65536);
+    FILE *f = fdopen(fd, "r");
+    sg_rc rc = f ? sg_buf_add_file(&b, f) : SG_ERR_IO;
+    if (f)
+        fclose(f);
+    else
+        close(fd);
+    if (rc) {
+        snprintf(err, errlen, "cannot read %s", path);
+        sg_buf_free(&b);
+        return rc;
+    }
+    while (b.len && (b.ptr[b.len - 1] == '\n' || b.ptr[b.len - 1] == '\r'))
+        b.ptr[--b.len] = '\0';
+    if (b.len == 0) {
+        snprintf(err, errlen, "%s is empty", path);
+        sg_buf_free(&b);
+        return SG_ERR_CONFIG;
+    }
+    *out = sg_buf_steal(&b);
+    return *out ? SG_OK : SG_ERR_NOMEM;
+}

@@ -1,0 +1,94 @@
+/*
+ * The daemon's own state (`scopegate serve`): everything a route needs, in one struct that
+ * lives from start to exit. Route files (routes_*.c) read it; only serve.c builds and frees
+ * it. Not part of the library: nothing outside gateway/ includes this.
+ */
+#ifndef SG_GATEWAY_H
+#define SG_GATEWAY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "scopegate/config.h"
+#include "scopegate/http.h"
+#include "scopegate/metrics.h"
+#include "scopegate/oidc.h"
+#include "scopegate/policy.h"
+#include "scopegate/session.h"
+#include "scopegate/store.h"
+
+#define SG_LOGIN_MAX_PENDING 10000 /* sign-ins in progress, all browsers */
+#define SG_LOGIN_PER_BROWSER 20     /* tabs of one browser signing in at once */
+#define SG_RD_MAX 2048              /* longest return path accepted */
+
+/* A sign-in between /login and /oauth/callback, kept in memory. */
+typedef struct {
+    unsigned char state_hash[32];   /* SHA-256 of the state sent to the provider */
+    unsigned char browser_hash[32]; /* SHA-256 of the login cookie of the browser that began */
+    char nonce[64];
+    char verifier[160];
+    char rd[SG_RD_MAX + 1];
+    long long created;
+    int used;
+} sg_pending_t;
+
+typedef struct {
+    sg_config_t cfg;
+    /* The policy in force. Replaced whole on reload; old ones are kept until exit so a
+     * request that read the pointer before the swap can finish with it. */
+    _Atomic(sg_policy_t *) policy;
+    sg_policy_t **retired;
+    size_t nretired;
+    pthread_mutex_t reload_lock;
+
+    sg_oidc_t **providers; /* one per cfg.apps[i], same index */
+    sg_store_t *store;
+    sg_sessions_t *sessions;
+    char *internal_key;          /* bearer key of the internal listener */
+    unsigned char csrf_key[32];  /* HMAC key for CSRF tokens (state_dir/csrf.key) */
+
+    pthread_mutex_t pending_lock;
+    sg_pending_t *pending;
+    size_t npending;
+
+    sg_httpd_t *public_httpd;
+    sg_httpd_t *internal_httpd;
+    char login_cookie[80]; /* "scopegate_login" or "__Host-scopegate_login" */
+
+    /* Hot-path counters, created once. */
+    sg_counter_t *auth_ok, *auth_denied, *sessions_active;
+} sg_gateway_t;
+
+/* The current policy (never NULL while serving). */
+sg_policy_t *sg_gw_policy(sg_gateway_t *gw);
+/* The provider client for an app name from the policy, or NULL. */
+sg_oidc_t *sg_gw_provider(sg_gateway_t *gw, const char *app);
+long long sg_gw_now(void);
+
+/* Routes of the public listener. */
+void sg_route_login(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_auth(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_healthz(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* Routes of the internal listener. */
+void sg_route_metrics(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+
+/* Pending sign-ins (routes_login.c). */
+void sg_pending_expire(sg_gateway_t *gw, long long now);
+
+/* Pages (pages.c): a whole HTML document with title and body (body is trusted HTML). */
+void sg_page(sg_resp_t *w, unsigned status, const char *title, const char *body_html);
+/* An error page: what happened and what to do, both plain text (escaped here). */
+void sg_page_error(sg_resp_t *w, unsigned status, const char *what, const char *todo);
+void sg_resp_json_body(sg_resp_t *w, unsigned status, cJSON *json); /* takes json */
+
+/* Is rd a same-origin relative path that is safe to redirect to? */
+int sg_rd_is_safe(const char *rd);
+/* The session cookie's value in the request, without copying (NULL when none). */
+const char *sg_gw_session_cookie(sg_gateway_t *gw, const sg_req_t *r, char *buf, size_t buflen);
+/* CSRF token for a session (base64url HMAC of its id hash), into out (>= 48 bytes). */
+void sg_csrf_token(sg_gateway_t *gw, const char *id_hash, char *out, size_t outlen);
+
+#endif

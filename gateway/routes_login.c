@@ -1,0 +1,413 @@
+/*
+ * Sign-in: GET /login sends the browser to the sign-in app with state, nonce and PKCE;
+ * GET /oauth/callback checks the state (single use, bound to this browser by the login
+ * cookie), exchanges the code, validates the ID token, resolves the role, drops the
+ * provider's tokens, creates the session and sends the person back where they were going.
+ */
+#include "gateway.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scopegate/crypto.h"
+#include "scopegate/log.h"
+
+/* ---- pending sign-ins ----------------------------------------------------------------- */
+
+void sg_pending_expire(sg_gateway_t *gw, long long now)
+{
+    pthread_mutex_lock(&gw->pending_lock);
+    size_t j = 0;
+    for (size_t i = 0; i < gw->npending; i++) {
+        sg_pending_t *p = &gw->pending[i];
+        if (!p->used && now - p->created <= gw->cfg.login_timeout)
+            gw->pending[j++] = *p;
+    }
+    gw->npending = j;
+    pthread_mutex_unlock(&gw->pending_lock);
+}
+
+/* Adds a pending sign-in, dropping the oldest of this browser past the per-browser cap and
+ * the oldest overall past the global one. */
+static void pending_add(sg_gateway_t *gw, const sg_pending_t *p)
+{
+    pthread_mutex_lock(&gw->pending_lock);
+    size_t mine = 0, oldest_mine = SIZE_MAX;
+    for (size_t i = 0; i < gw->npending; i++) {
+        if (memcmp(gw->pending[i].browser_hash, p->browser_hash, 32) == 0) {
+            if (oldest_mine == SIZE_MAX)
+                oldest_mine = i;
+            mine++;
+        }
+    }
+    size_t drop = SIZE_MAX;
+    if (mine >= SG_LOGIN_PER_BROWSER)
+        drop = oldest_mine;
+    else if (gw->npending >= SG_LOGIN_MAX_PENDING)
+        drop = 0;
+    if (drop != SIZE_MAX) {
+        memmove(&gw->pending[drop], &gw->pending[drop + 1],
+                (gw->npending - drop - 1) * sizeof(sg_pending_t));
+        gw->npending--;
+    }
+    gw->pending[gw->npending++] = *p;
+    pthread_mutex_unlock(&gw->pending_lock);
+}
+
+typedef enum { TAKE_OK, TAKE_UNKNOWN, TAKE_OTHER_BROWSER, TAKE_EXPIRED } take_result;
+
+/* Finds and removes the pending sign-in of state: a state works once, in its own browser. */
+static take_result pending_take(sg_gateway_t *gw, const char *state, const char *browser,
+                                long long now, sg_pending_t *out)
+{
+    unsigned char sh[32], bh[32];
+    sg_sha256(state, strlen(state), sh);
+    if (browser)
+        sg_sha256(browser, strlen(browser), bh);
+    take_result res = TAKE_UNKNOWN;
+    pthread_mutex_lock(&gw->pending_lock);
+    for (size_t i = 0; i < gw->npending; i++) {
+        sg_pending_t *p = &gw->pending[i];
+        if (!sg_ct_equal(p->state_hash, 32, sh, 32))
+            continue;
+        if (!browser || !sg_ct_equal(p->browser_hash, 32, bh, 32)) {
+            res = TAKE_OTHER_BROWSER; /* leave it: the right browser may still come */
+            break;
+        }
+        *out = *p;
+        memmove(p, p + 1, (gw->npending - i - 1) * sizeof(sg_pending_t));
+        gw->npending--;
+        res = now - out->created > gw->cfg.login_timeout ? TAKE_EXPIRED : TAKE_OK;
+        break;
+    }
+    pthread_mutex_unlock(&gw->pending_lock);
+    return res;
+}
+
+static void signin_metric(const char *result)
+{
+    char labels[64];
+    snprintf(labels, sizeof(labels), "result=\"%s\"", result);
+    sg_metrics_inc("scopegate_signins_total", labels);
+}
+
+/* ---- GET /login ------------------------------------------------------------------------ */
+
+static char *redirect_uri(sg_gateway_t *gw)
+{
+    size_t n = strlen(gw->cfg.public_url) + 32;
+    char *u = malloc(n);
+    if (u)
+        snprintf(u, n, "%s/oauth/callback", gw->cfg.public_url);
+    return u;
+}
+
+static char *join_scopes(const sg_policy_signin_t *s)
+{
+    sg_buf_t b;
+    sg_buf_init(&b, 4096);
+    for (size_t i = 0; i < s->nscopes; i++)
+        if (sg_buf_printf(&b, "%s%s", i ? " " : "", s->scopes[i]))
+            return NULL;
+    return sg_buf_steal(&b);
+}
+
+void sg_route_login(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
+{
+    const char *rd = sg_form_get(&r->query, "rd");
+    if (r->query_bad || sg_form_first_dup(&r->query)) {
+        sg_page_error(w, 400, "The sign-in link is malformed.",
+                      "Open the application again and follow its sign-in link.");
+        return;
+    }
+    if (!rd || !*rd)
+        rd = "/";
+    if (!sg_rd_is_safe(rd)) {
+        sg_log(SG_LOG_WARN, "login_bad_rd", "rid=%s refused a return address that is not a "
+                                            "path on this site",
+               r->request_id);
+        sg_page_error(w, 400, "The address to return to after sign-in is not a page of this "
+                              "site, so it was refused.",
+                      "Open the application again and sign in from there.");
+        return;
+    }
+
+    sg_policy_t *pol = sg_gw_policy(gw);
+    const sg_policy_signin_t *si = sg_policy_signin(pol);
+    sg_oidc_t *op = sg_gw_provider(gw, si->app);
+    char *verifier = NULL, *challenge = NULL, *state = sg_random_token(32);
+    char *nonce = sg_random_token(24), *scopes = join_scopes(si), *cb = redirect_uri(gw);
+    char *browser = NULL, *url = NULL;
+
+    size_t blen = 0;
+    const char *have = sg_cookie_find(sg_req_header(r, "Cookie"), gw->login_cookie, &blen);
+    browser = have && blen >= 32 && blen <= 64 ? strndup(have, blen) : sg_random_token(32);
+
+    sg_oidc_err_t err = {0};
+    if (!op || !state || !nonce || !scopes || !cb || !browser ||
+        sg_oidc_pkce_pair(&verifier, &challenge)) {
+        sg_page_error(w, 500, "The gateway could not start the sign-in.",
+                      "Try again in a moment; if it persists, tell the operators.");
+        goto done;
+    }
+    url = sg_oidc_authorize_url(op, cb, scopes, state, nonce, challenge, NULL, &err);
+    if (!url) {
+        sg_log(SG_LOG_ERROR, "login_provider", "rid=%s provider %s unusable: %s %s",
+               r->request_id, si->app, err.error, err.description);
+        signin_metric("provider_error");
+        sg_page_error(w, 502, "The sign-in provider cannot be reached right now.",
+                      "Try again in a minute; if it persists, tell the operators.");
+        goto done;
+    }
+
+    sg_pending_t p = {.created = sg_gw_now()};
+    sg_sha256(state, strlen(state), p.state_hash);
+    sg_sha256(browser, strlen(browser), p.browser_hash);
+    snprintf(p.nonce, sizeof(p.nonce), "%s", nonce);
+    snprintf(p.verifier, sizeof(p.verifier), "%s", verifier);
+    snprintf(p.rd, sizeof(p.rd), "%s", rd);
+    pending_add(gw, &p);
+
+    /* One login cookie per browser, shared by its tabs: old ones cannot pile up. Lax, since
+     * the provider's redirect back is a top-level GET from another site. */
+    char cookie[256];
+    snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Lax%s",
+             gw->login_cookie, browser, gw->cfg.login_timeout,
+             gw->cfg.secure_cookies ? "; Secure" : "");
+    sg_resp_header(w, "Set-Cookie", cookie);
+    sg_resp_redirect(w, url);
+    w->no_store = 1;
+done:
+    free(verifier);
+    free(challenge);
+    free(state);
+    free(nonce);
+    free(scopes);
+    free(cb);
+    free(browser);
+    free(url);
+}
+
+/* ---- GET /oauth/callback -------------------------------------------------------------- */
+
+/* Does any assign rule name a claim that the ID token lacks? Then userinfo is needed. */
+static int needs_userinfo(const sg_policy_t *pol, const cJSON *claims)
+{
+    size_t n = 0;
+    const sg_policy_rule_t *rules = sg_policy_rules(pol, &n);
+    for (size_t i = 0; i < n; i++)
+        if (rules[i].claim && !sg_policy_claim(claims, rules[i].claim))
+            return 1;
+    return !cJSON_GetObjectItemCaseSensitive(claims, "preferred_username") &&
+           !cJSON_GetObjectItemCaseSensitive(claims, "email");
+}
+
+/* Adds userinfo's claims that the ID token does not have. */
+static void merge_claims(cJSON *into, const cJSON *from)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, from)
+    {
+        if (c->string && !cJSON_GetObjectItemCaseSensitive(into, c->string))
+            cJSON_AddItemToObject(into, c->string, cJSON_Duplicate(c, 1));
+    }
+}
+
+static const char *claim_str(const cJSON *claims, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(claims, name);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Drops the sign-in app's tokens: the gateway does not need them (DESIGN: sign-in flow). */
+static void drop_provider_tokens(sg_oidc_t *op, const sg_tokens_t *t, const char *rid)
+{
+    sg_oidc_err_t err = {0};
+    if (t->refresh_token) {
+        /* A misconfigured Connected App issued one anyway: revoke it at once, never keep it. */
+        sg_metrics_inc("scopegate_signin_refresh_tokens_total", "action=\"revoked\"");
+        sg_rc rc = sg_oidc_revoke(op, t->refresh_token, "refresh_token", &err);
+        sg_log(SG_LOG_WARN, "signin_refresh_token",
+               "rid=%s the sign-in app issued a refresh token although the policy asks for "
+               "none; %s. Remove refresh_token/offline_access from the Connected App",
+               rid, rc == SG_OK ? "revoked it" : "could not revoke it");
+    }
+    if (t->access_token && sg_oidc_can_revoke(op)) {
+        sg_rc rc = sg_oidc_revoke(op, t->access_token, "access_token", &err);
+        if (rc != SG_OK)
+            sg_log(SG_LOG_WARN, "signin_revoke", "rid=%s revoking the sign-in access token "
+                                                 "failed: %s %s",
+                   rid, err.error, err.description);
+    }
+}
+
+static void provider_failed(sg_resp_t *w, const char *rid, const char *step,
+                            const sg_oidc_err_t *err)
+{
+    sg_log(SG_LOG_WARN, "callback_provider", "rid=%s %s failed: status %d, %s: %s", rid, step,
+           err->http_status, err->error, err->description);
+    if (strcmp(err->error, "timeout") == 0 || strcmp(err->error, "transport") == 0 ||
+        strcmp(err->error, "malformed") == 0 || err->http_status >= 500) {
+        signin_metric("provider_error");
+        sg_page_error(w, 502, "The sign-in provider did not answer properly, so you could not "
+                              "be signed in.",
+                      "Try again in a minute; if it persists, tell the operators.");
+    } else {
+        signin_metric("provider_refused");
+        char what[400];
+        snprintf(what, sizeof(what), "The sign-in provider refused to complete the sign-in (%s%s%s).",
+                 err->error, *err->description ? ": " : "", err->description);
+        sg_page_error(w, 400, what, "Start the sign-in again.");
+    }
+}
+
+void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
+{
+    const sg_form_t *q = &r->query;
+    const char *state = sg_form_get(q, "state"), *code = sg_form_get(q, "code");
+    const char *perr = sg_form_get(q, "error");
+    size_t blen = 0;
+    const char *bc = sg_cookie_find(sg_req_header(r, "Cookie"), gw->login_cookie, &blen);
+    char browser[80] = "";
+    if (bc && blen < sizeof(browser)) {
+        memcpy(browser, bc, blen);
+        browser[blen] = '\0';
+    }
+    if (r->query_bad || sg_form_first_dup(q) || !state || !*state || strlen(state) > 256) {
+        signin_metric("bad_state");
+        sg_page_error(w, 400, "This sign-in answer is incomplete or malformed (no valid state).",
+                      "Start the sign-in again from the application.");
+        return;
+    }
+    sg_pending_t p;
+    take_result tr = pending_take(gw, state, browser[0] ? browser : NULL, sg_gw_now(), &p);
+    if (tr != TAKE_OK) {
+        signin_metric("bad_state");
+        sg_log(SG_LOG_WARN, "callback_state", "rid=%s state %s", r->request_id,
+               tr == TAKE_OTHER_BROWSER ? "belongs to another browser"
+               : tr == TAKE_EXPIRED     ? "expired"
+                                        : "unknown or already used");
+        sg_page_error(w, 400,
+                      tr == TAKE_OTHER_BROWSER
+                          ? "This sign-in was started in another browser (or its cookie is gone)."
+                      : tr == TAKE_EXPIRED
+                          ? "This sign-in took too long and expired."
+                          : "This sign-in link is unknown or was already used.",
+                      "Start the sign-in again from the application.");
+        return;
+    }
+    if (perr) {
+        const char *desc = sg_form_get(q, "error_description");
+        signin_metric("provider_refused");
+        char what[400];
+        snprintf(what, sizeof(what), "The sign-in provider did not sign you in: %.60s%s%.200s.",
+                 perr, desc ? " - " : "", desc ? desc : "");
+        sg_page_error(w, strcmp(perr, "access_denied") == 0 ? 403 : 400, what,
+                      "Sign in again and approve the request, or ask an administrator.");
+        return;
+    }
+    if (!code || !*code) {
+        signin_metric("bad_request");
+        sg_page_error(w, 400, "The sign-in answer carries no code.", "Start the sign-in again.");
+        return;
+    }
+
+    sg_policy_t *pol = sg_gw_policy(gw);
+    const sg_policy_signin_t *si = sg_policy_signin(pol);
+    sg_oidc_t *op = sg_gw_provider(gw, si->app);
+    char *cb = redirect_uri(gw);
+    sg_tokens_t tok = {0};
+    sg_oidc_err_t err = {0};
+    cJSON *claims = NULL, *info = NULL;
+    char *user_id = NULL, *org_id = NULL, *claims_txt = NULL;
+    if (!op || !cb) {
+        sg_page_error(w, 500, "The gateway is misconfigured.", "Tell the operators.");
+        goto done;
+    }
+    if (sg_oidc_exchange_code(op, code, cb, p.verifier, &tok, &err)) {
+        provider_failed(w, r->request_id, "code exchange", &err);
+        goto done;
+    }
+    if (!tok.id_token) {
+        signin_metric("bad_id_token");
+        drop_provider_tokens(op, &tok, r->request_id);
+        sg_page_error(w, 502, "The sign-in provider sent no ID token (is 'openid' among the "
+                              "sign-in scopes?).",
+                      "Tell the operators.");
+        goto done;
+    }
+    if (sg_oidc_validate_id_token(op, tok.id_token, p.nonce, &claims, &err)) {
+        sg_log(SG_LOG_WARN, "callback_id_token", "rid=%s ID token rejected: %s: %s",
+               r->request_id, err.error, err.description);
+        signin_metric("bad_id_token");
+        drop_provider_tokens(op, &tok, r->request_id);
+        if (err.http_status >= 500 || strcmp(err.error, "timeout") == 0 ||
+            strcmp(err.error, "transport") == 0)
+            sg_page_error(w, 502, "The sign-in provider's keys could not be fetched, so its "
+                                  "answer could not be checked.",
+                          "Try again in a minute.");
+        else
+            sg_page_error(w, 401, "The sign-in provider's answer could not be verified, so you "
+                                  "were not signed in.",
+                          "Start the sign-in again; if it keeps failing, tell the operators.");
+        goto done;
+    }
+    if (needs_userinfo(pol, claims)) {
+        if (sg_oidc_userinfo(op, tok.access_token, &info, &err)) {
+            drop_provider_tokens(op, &tok, r->request_id);
+            provider_failed(w, r->request_id, "userinfo", &err);
+            goto done;
+        }
+        merge_claims(claims, info);
+    }
+    drop_provider_tokens(op, &tok, r->request_id);
+
+    sg_policy_result_t res;
+    if (sg_oidc_identity(claims, &user_id, &org_id) || sg_policy_resolve(pol, claims, &res)) {
+        signin_metric("no_role");
+        sg_page_error(w, 403, "You were identified, but the access policy gives you no role.",
+                      "Ask an administrator for access.");
+        goto done;
+    }
+    const char *username = claim_str(claims, "preferred_username");
+    const char *email = claim_str(claims, "email");
+    claims_txt = cJSON_PrintUnformatted(claims);
+
+    /* A sign-in always gets a fresh session id: an old cookie (fixation) is dropped. */
+    char old[SG_SESSION_ID_LEN + 8];
+    if (sg_gw_session_cookie(gw, r, old, sizeof(old)))
+        sg_session_destroy(gw->sessions, old);
+    sg_session_new_t sn = {.user_id = user_id,
+                           .org_id = org_id,
+                           .username = username ? username : (email ? email : user_id),
+                           .email = email,
+                           .role = res.role->name,
+                           .claims_json = claims_txt ? claims_txt : "{}",
+                           .idle_timeout = res.role->idle,
+                           .max_lifetime = res.role->max};
+    char sid[SG_SESSION_ID_LEN + 1];
+    if (sg_session_create(gw->sessions, &sn, sg_gw_now(), sid)) {
+        signin_metric("error");
+        sg_page_error(w, 500, "The gateway could not store your session.",
+                      "Try again; if it persists, tell the operators.");
+        goto done;
+    }
+    char cookie[256];
+    snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Lax%s",
+             gw->cfg.cookie_name, sid, res.role->max, gw->cfg.secure_cookies ? "; Secure" : "");
+    sg_resp_header(w, "Set-Cookie", cookie);
+    signin_metric("ok");
+    sg_log(SG_LOG_INFO, "signin", "rid=%s user %s signed in with role %s (rule %zu, line %d)",
+           r->request_id, user_id, res.role->name, res.rule_index, res.rule->line);
+    sg_resp_redirect(w, p.rd);
+    w->no_store = 1;
+done:
+    free(cb);
+    sg_tokens_free(&tok);
+    cJSON_Delete(claims);
+    cJSON_Delete(info);
+    free(user_id);
+    free(org_id);
+    free(claims_txt);
+}

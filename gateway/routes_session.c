@@ -1,0 +1,169 @@
+/*
+ * What a signed-in browser and the proxy in front of the web app ask: GET /auth (the hot
+ * path: memory only, no provider call, no disk, no heap), GET / (who am I), POST /logout,
+ * GET /healthz; and /metrics on the internal listener.
+ */
+#include "gateway.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "scopegate/crypto.h"
+#include "scopegate/log.h"
+
+static int lookup(sg_gateway_t *gw, const sg_req_t *r, sg_session_view_t *v)
+{
+    char sid[SG_SESSION_ID_LEN + 8];
+    if (!sg_gw_session_cookie(gw, r, sid, sizeof(sid)))
+        return -1;
+    return sg_session_lookup(gw->sessions, sid, sg_gw_now(), v) == SG_OK ? 0 : -1;
+}
+
+void sg_route_auth(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
+{
+    sg_session_view_t v;
+    if (lookup(gw, r, &v)) {
+        sg_counter_inc(gw->auth_denied);
+        sg_resp_text(w, 401, "text/plain", "not signed in\n");
+        w->no_store = 1;
+        return;
+    }
+    sg_counter_inc(gw->auth_ok);
+    sg_resp_header(w, "X-Auth-Request-User", v.user_id);
+    if (v.email[0])
+        sg_resp_header(w, "X-Auth-Request-Email", v.email);
+    sg_resp_header(w, "X-Auth-Request-Preferred-Username", v.username);
+    sg_resp_header(w, "X-Auth-Request-Role", v.role);
+    if (v.org_id[0])
+        sg_resp_header(w, "X-Auth-Request-Org", v.org_id);
+    sg_resp_text(w, 200, "text/plain", "");
+    w->no_store = 1;
+}
+
+static void clear_cookie(sg_gateway_t *gw, sg_resp_t *w)
+{
+    char cookie[160];
+    snprintf(cookie, sizeof(cookie), "%s=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax%s",
+             gw->cfg.cookie_name, gw->cfg.secure_cookies ? "; Secure" : "");
+    sg_resp_header(w, "Set-Cookie", cookie);
+}
+
+/* A cross-site POST carries an Origin of another site: refuse it before anything else. */
+static int origin_ok(sg_gateway_t *gw, const sg_req_t *r)
+{
+    const char *origin = sg_req_header(r, "Origin");
+    if (!origin)
+        return 1; /* not every client sends one; the CSRF token still guards */
+    return strcmp(origin, gw->cfg.public_url) == 0;
+}
+
+void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
+{
+    char sid[SG_SESSION_ID_LEN + 8];
+    sg_session_view_t v;
+    sg_form_t f = {0};
+    const char *cookie = sg_gw_session_cookie(gw, r, sid, sizeof(sid));
+    if (!cookie || sg_session_lookup(gw->sessions, cookie, sg_gw_now(), &v)) {
+        clear_cookie(gw, w);
+        sg_resp_redirect(w, "/");
+        return;
+    }
+    if (!sg_content_type_is(sg_req_header(r, "Content-Type"),
+                            "application/x-www-form-urlencoded") ||
+        sg_form_parse(r->body.ptr ? r->body.ptr : "", r->body.len, &f)) {
+        sg_page_error(w, 400, "The sign-out form was not sent properly.",
+                      "Use the sign-out button on the home page.");
+        return;
+    }
+    char expect[64];
+    sg_csrf_token(gw, v.id_hash, expect, sizeof(expect));
+    const char *got = sg_form_get(&f, "csrf");
+    if (!origin_ok(gw, r) || !got || !expect[0] || !sg_ct_streq(got, expect)) {
+        sg_log(SG_LOG_WARN, "logout_csrf", "rid=%s sign-out refused: missing or wrong CSRF token",
+               r->request_id);
+        sg_page_error(w, 403, "This sign-out request did not come from this site's sign-out "
+                              "button, so it was refused.",
+                      "Use the sign-out button on the home page.");
+        sg_form_free(&f);
+        return;
+    }
+    sg_form_free(&f);
+    sg_session_destroy(gw->sessions, cookie);
+    sg_metrics_inc("scopegate_logouts_total", NULL);
+    sg_log(SG_LOG_INFO, "logout", "rid=%s user %s signed out", r->request_id, v.user_id);
+    clear_cookie(gw, w);
+    sg_resp_redirect(w, "/");
+}
+
+static void fmt_time(long long t, char *out, size_t n)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, n, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
+{
+    sg_session_view_t v;
+    if (lookup(gw, r, &v)) {
+        sg_page(w, 200, "Not signed in",
+                "<p>You are not signed in.</p>\n"
+                "<p><a class=\"button\" href=\"/login\">Sign in with Salesforce</a></p>");
+        return;
+    }
+    sg_buf_t b;
+    sg_buf_init(&b, 65536);
+    char expires[64], since[64], csrf[64];
+    fmt_time(v.expires_at, expires, sizeof(expires));
+    fmt_time(v.created, since, sizeof(since));
+    sg_csrf_token(gw, v.id_hash, csrf, sizeof(csrf));
+    sg_buf_adds(&b, "<table>\n<tr><th>Name</th><td>");
+    sg_buf_add_html(&b, v.username);
+    sg_buf_adds(&b, "</td></tr>\n<tr><th>User id</th><td><code>");
+    sg_buf_add_html(&b, v.user_id);
+    sg_buf_adds(&b, "</code></td></tr>\n");
+    if (v.email[0]) {
+        sg_buf_adds(&b, "<tr><th>Email</th><td>");
+        sg_buf_add_html(&b, v.email);
+        sg_buf_adds(&b, "</td></tr>\n");
+    }
+    if (v.org_id[0]) {
+        sg_buf_adds(&b, "<tr><th>Org</th><td><code>");
+        sg_buf_add_html(&b, v.org_id);
+        sg_buf_adds(&b, "</code></td></tr>\n");
+    }
+    sg_buf_adds(&b, "<tr><th>Role</th><td><b id=\"role\">");
+    sg_buf_add_html(&b, v.role);
+    sg_buf_printf(&b,
+                  "</b></td></tr>\n<tr><th>Signed in</th><td>%s</td></tr>\n"
+                  "<tr><th>Session ends</th><td id=\"expires\">%s (or after a period of "
+                  "inactivity)</td></tr>\n</table>\n",
+                  since, expires);
+    sg_buf_printf(&b,
+                  "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" "
+                  "name=\"csrf\" value=\"%s\"><button type=\"submit\" id=\"logout\">Sign "
+                  "out</button></form>",
+                  csrf);
+    sg_page(w, 200, "Signed in", b.ptr ? b.ptr : "");
+    sg_buf_free(&b);
+}
+
+void sg_route_healthz(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "status", "ok");
+    cJSON_AddNumberToObject(j, "sessions", (double)sg_sessions_count(gw->sessions));
+    cJSON_AddStringToObject(j, "policy", sg_policy_hash(sg_gw_policy(gw)));
+    sg_resp_json_body(w, 200, j);
+}
+
+void sg_route_metrics(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
+{
+    sg_counter_set(gw->sessions_active, (long long)sg_sessions_count(gw->sessions));
+    char *txt = sg_metrics_render();
+    sg_resp_text(w, txt ? 200 : 500, "text/plain; version=0.0.4", txt ? txt : "out of memory");
+    free(txt);
+}

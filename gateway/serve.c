@@ -1,0 +1,403 @@
+/*
+ * `scopegate serve --config FILE`: load everything, listen on the public and internal
+ * addresses, and run until SIGTERM/SIGINT (drain and exit 0). SIGHUP reloads the policy and
+ * keeps the last good one when the new file is bad. A housekeeping thread writes session
+ * activity to the store and forgets stale sign-ins every few seconds.
+ */
+#include "gateway.h"
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "scopegate/crypto.h"
+#include "cli.h"
+#include "scopegate/log.h"
+
+#define HOUSEKEEPING_SECONDS 5
+
+sg_policy_t *sg_gw_policy(sg_gateway_t *gw)
+{
+    return atomic_load(&gw->policy);
+}
+
+sg_oidc_t *sg_gw_provider(sg_gateway_t *gw, const char *app)
+{
+    for (size_t i = 0; app && i < gw->cfg.napps; i++)
+        if (strcmp(gw->cfg.apps[i].name, app) == 0)
+            return gw->providers[i];
+    return NULL;
+}
+
+/* ---- request dispatch ------------------------------------------------------------------- */
+
+typedef void (*route_fn)(sg_gateway_t *, sg_req_t *, sg_resp_t *);
+
+typedef struct {
+    const char *method;
+    const char *path;
+    route_fn fn;
+} route_t;
+
+static const route_t public_routes[] = {
+    {"GET", "/auth", sg_route_auth},
+    {"GET", "/login", sg_route_login},
+    {"GET", "/oauth/callback", sg_route_callback},
+    {"POST", "/logout", sg_route_logout},
+    {"GET", "/healthz", sg_route_healthz},
+    {"GET", "/", sg_route_home},
+    {NULL, NULL, NULL},
+};
+
+static const route_t internal_routes[] = {
+    {"GET", "/metrics", sg_route_metrics},
+    {"GET", "/healthz", sg_route_healthz},
+    {NULL, NULL, NULL},
+};
+
+static void dispatch(sg_gateway_t *gw, const route_t *routes, sg_req_t *r, sg_resp_t *w)
+{
+    int path_known = 0;
+    for (const route_t *rt = routes; rt->path; rt++) {
+        if (strcmp(rt->path, r->path) != 0)
+            continue;
+        path_known = 1;
+        if (strcmp(rt->method, r->method) == 0 ||
+            (strcmp(rt->method, "GET") == 0 && strcmp(r->method, "HEAD") == 0)) {
+            rt->fn(gw, r, w);
+            return;
+        }
+    }
+    if (path_known) {
+        sg_resp_text(w, 405, "text/plain", "method not allowed\n");
+        return;
+    }
+    sg_page(w, 404, "Not found", "<p>There is no such page here.</p><p><a href=\"/\">Home</a></p>");
+}
+
+static void public_handler(void *app, sg_req_t *r, sg_resp_t *w)
+{
+    dispatch(app, public_routes, r, w);
+}
+
+static void internal_handler(void *app, sg_req_t *r, sg_resp_t *w)
+{
+    dispatch(app, internal_routes, r, w);
+}
+
+static void request_done(void *app, const sg_req_t *r, unsigned status)
+{
+    /* /auth is the hot path: its lines are debug only. Never the query: it may hold a code. */
+    int quiet = strcmp(r->path, "/auth") == 0 || strcmp(r->path, "/healthz") == 0 ||
+                strcmp(r->path, "/metrics") == 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double ms = ((double)ts.tv_sec + (double)ts.tv_nsec / 1e9 - r->started) * 1000;
+    sg_log(quiet ? SG_LOG_DEBUG : SG_LOG_INFO, "request", "rid=%s %s %s -> %u in %.1f ms",
+           r->request_id, r->method ? r->method : "-", r->path, status, ms);
+}
+
+/* ---- start-up --------------------------------------------------------------------------- */
+
+static void provider_observer(void *ctx, const char *endpoint, const char *result,
+                              double seconds)
+{
+    const char *app = ctx;
+    char labels[160];
+    snprintf(labels, sizeof(labels), "app=\"%s\",endpoint=\"%s\",result=\"%s\"", app, endpoint,
+             result);
+    sg_metrics_inc("scopegate_provider_requests_total", labels);
+    snprintf(labels, sizeof(labels), "app=\"%s\",endpoint=\"%s\"", app, endpoint);
+    sg_histogram_observe(sg_metrics_histogram("scopegate_provider_request_seconds", labels),
+                         seconds);
+}
+
+static void declare_metrics(sg_gateway_t *gw)
+{
+    sg_metrics_family("scopegate_signins_total", "counter", "Sign-ins by result.");
+    sg_metrics_family("scopegate_sessions_active", "gauge", "Sessions alive now.");
+    sg_metrics_family("scopegate_auth_requests_total", "counter",
+                      "Forward-auth checks by result.");
+    sg_metrics_family("scopegate_logouts_total", "counter", "Sign-outs.");
+    sg_metrics_family("scopegate_provider_requests_total", "counter",
+                      "Calls to identity providers by app, endpoint and result.");
+    sg_metrics_family("scopegate_provider_request_seconds", "histogram",
+                      "Latency of calls to identity providers.");
+    sg_metrics_family("scopegate_signin_refresh_tokens_total", "counter",
+                      "Refresh tokens the sign-in app issued although it should not (each was "
+                      "revoked at once).");
+    sg_metrics_family("scopegate_policy_reload_total", "counter", "Policy reloads by result.");
+    gw->auth_ok = sg_metrics_counter("scopegate_auth_requests_total", "result=\"ok\"");
+    gw->auth_denied = sg_metrics_counter("scopegate_auth_requests_total", "result=\"denied\"");
+    gw->sessions_active = sg_metrics_counter("scopegate_sessions_active", NULL);
+    sg_metrics_counter("scopegate_signins_total", "result=\"ok\"");
+    sg_metrics_counter("scopegate_signin_refresh_tokens_total", "action=\"revoked\"");
+}
+
+static int ensure_state_dir(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0)
+        return S_ISDIR(st.st_mode) ? 0 : -1;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static sg_policy_t *load_policy(sg_gateway_t *gw, const char *why)
+{
+    const char *apps[65];
+    size_t n = 0;
+    for (; n < gw->cfg.napps && n < 64; n++)
+        apps[n] = gw->cfg.apps[n].name;
+    apps[n] = NULL;
+    sg_policy_opts_t opts = {.known_apps = apps};
+    sg_diags_t d;
+    sg_diags_init(&d);
+    sg_policy_t *p = NULL;
+    sg_rc rc = sg_policy_load(gw->cfg.policy_file, &opts, &p, &d);
+    for (size_t i = 0; i < d.n; i++)
+        sg_log(d.item[i].severity == SG_DIAG_ERROR ? SG_LOG_ERROR : SG_LOG_WARN, "policy",
+               "%s:%d: %s: %s", d.item[i].file, d.item[i].line,
+               sg_diag_severity_str(d.item[i].severity), d.item[i].message);
+    sg_diags_free(&d);
+    sg_metrics_inc("scopegate_policy_reload_total",
+                   rc == SG_OK ? "result=\"ok\"" : "result=\"error\"");
+    if (rc == SG_OK)
+        sg_log(SG_LOG_INFO, "policy_loaded", "%s policy %s (sha256 %s)", why,
+               sg_policy_source(p), sg_policy_hash(p));
+    else
+        sg_log(SG_LOG_ERROR, "policy_rejected", "%s: %s has errors (listed above)%s", why,
+               gw->cfg.policy_file,
+               sg_gw_policy(gw) ? "; the last good policy stays in force" : "");
+    return rc == SG_OK ? p : NULL;
+}
+
+static void reload_policy(sg_gateway_t *gw, const char *why)
+{
+    pthread_mutex_lock(&gw->reload_lock);
+    sg_policy_t *p = load_policy(gw, why);
+    if (p) {
+        sg_policy_t **r = realloc(gw->retired, (gw->nretired + 1) * sizeof(*r));
+        if (r) {
+            gw->retired = r;
+            gw->retired[gw->nretired++] = atomic_exchange(&gw->policy, p);
+        } else {
+            sg_policy_free(p);
+        }
+    }
+    pthread_mutex_unlock(&gw->reload_lock);
+}
+
+static int start(sg_gateway_t *gw, const char *config_path)
+{
+    char err[4096];
+    if (sg_config_load(config_path, &gw->cfg, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    sg_log_set_level((sg_log_level)gw->cfg.log_level);
+    snprintf(gw->login_cookie, sizeof(gw->login_cookie), "%s",
+             gw->cfg.secure_cookies ? "__Host-scopegate_login" : "scopegate_login");
+    declare_metrics(gw);
+    if (ensure_state_dir(gw->cfg.state_dir)) {
+        fprintf(stderr, "%s: error: state_dir %s is not a folder that can be created\n",
+                config_path, gw->cfg.state_dir);
+        return 1;
+    }
+    sg_policy_t *p = load_policy(gw, "start");
+    if (!p) {
+        fprintf(stderr, "%s: error: the policy %s is not usable (errors above)\n", config_path,
+                gw->cfg.policy_file);
+        return 1;
+    }
+    atomic_store(&gw->policy, p);
+
+    char *csrf = NULL, path[4200];
+    snprintf(path, sizeof(path), "%s/csrf.key", gw->cfg.state_dir);
+    if (sg_read_key_file(gw->cfg.internal_key_file, 32, &gw->internal_key, err, sizeof(err)) ||
+        sg_read_key_file(path, 32, &csrf, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        free(csrf);
+        return 1;
+    }
+    sg_sha256(csrf, strlen(csrf), gw->csrf_key);
+    free(csrf);
+
+    gw->providers = calloc(gw->cfg.napps, sizeof(sg_oidc_t *));
+    if (!gw->providers)
+        return 1;
+    for (size_t i = 0; i < gw->cfg.napps; i++) {
+        const sg_app_config_t *a = &gw->cfg.apps[i];
+        sg_oidc_opts_t o = {.issuer = a->issuer,
+                            .client_id = a->client_id,
+                            .client_secret = a->client_secret,
+                            .timeout_ms = gw->cfg.provider_timeout_ms,
+                            .clock_skew = gw->cfg.clock_skew,
+                            .allow_http = gw->cfg.allow_http_issuer};
+        if (sg_oidc_new(&o, &gw->providers[i])) {
+            fprintf(stderr, "%s: error: app '%s' cannot be set up\n", config_path, a->name);
+            return 1;
+        }
+        sg_oidc_set_observer(gw->providers[i], provider_observer, a->name);
+        sg_oidc_err_t oe = {0};
+        /* Not fatal: the provider may be down at start; sign-ins retry discovery. */
+        if (sg_oidc_discover(gw->providers[i], &oe))
+            sg_log(SG_LOG_WARN, "discovery", "app %s: %s not usable yet: %s %s", a->name,
+                   a->issuer, oe.error, oe.description);
+    }
+
+    snprintf(path, sizeof(path), "%s/scopegate.db", gw->cfg.state_dir);
+    if (sg_store_open_sqlite(path, &gw->store, err, sizeof(err)) ||
+        sg_sessions_open(gw->store, &gw->sessions)) {
+        fprintf(stderr, "error: %s: %s\n", path, err);
+        return 1;
+    }
+    gw->pending = calloc(SG_LOGIN_MAX_PENDING, sizeof(sg_pending_t));
+    if (!gw->pending)
+        return 1;
+
+    sg_httpd_opts_t pub = {.listen = gw->cfg.listen,
+                           .max_body = 16 * 1024,
+                           .handler = public_handler,
+                           .app = gw,
+                           .done = request_done};
+    sg_httpd_opts_t in = {.listen = gw->cfg.internal_listen,
+                          .max_body = 16 * 1024,
+                          .handler = internal_handler,
+                          .app = gw,
+                          .done = request_done};
+    if (sg_httpd_start(&pub, &gw->public_httpd, err, sizeof(err)) ||
+        sg_httpd_start(&in, &gw->internal_httpd, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
+    printf("scopegate listening on %s (internal %s)\n", sg_httpd_url(gw->public_httpd),
+           sg_httpd_url(gw->internal_httpd));
+    fflush(stdout);
+    sg_log(SG_LOG_INFO, "listening", "public %s, internal %s, public_url %s, %zu sessions",
+           sg_httpd_url(gw->public_httpd), sg_httpd_url(gw->internal_httpd),
+           gw->cfg.public_url, sg_sessions_count(gw->sessions));
+    return 0;
+}
+
+static void stop(sg_gateway_t *gw)
+{
+    sg_httpd_stop(gw->public_httpd, 5000);
+    sg_httpd_stop(gw->internal_httpd, 5000);
+    if (gw->sessions)
+        sg_sessions_close(gw->sessions);
+    if (gw->store)
+        gw->store->ops->close(gw->store);
+    for (size_t i = 0; gw->providers && i < gw->cfg.napps; i++)
+        sg_oidc_free(gw->providers[i]);
+    free(gw->providers);
+    sg_policy_free(atomic_load(&gw->policy));
+    for (size_t i = 0; i < gw->nretired; i++)
+        sg_policy_free(gw->retired[i]);
+    free(gw->retired);
+    free(gw->pending);
+    if (gw->internal_key) {
+        OPENSSL_cleanse(gw->internal_key, strlen(gw->internal_key));
+        free(gw->internal_key);
+    }
+    OPENSSL_cleanse(gw->csrf_key, sizeof(gw->csrf_key));
+    sg_config_free(&gw->cfg);
+    sg_metrics_reset();
+}
+
+/* ---- housekeeping and signals ------------------------------------------------------------ */
+
+static pthread_mutex_t hk_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hk_cond = PTHREAD_COND_INITIALIZER;
+static int hk_stop;
+
+static void *housekeeping(void *arg)
+{
+    sg_gateway_t *gw = arg;
+    pthread_mutex_lock(&hk_lock);
+    while (!hk_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += HOUSEKEEPING_SECONDS;
+        pthread_cond_timedwait(&hk_cond, &hk_lock, &until);
+        if (hk_stop)
+            break;
+        pthread_mutex_unlock(&hk_lock);
+        long long now = sg_gw_now();
+        if (sg_sessions_flush(gw->sessions, now))
+            sg_log(SG_LOG_ERROR, "sessions_flush", "writing session activity failed");
+        sg_pending_expire(gw, now);
+        sg_counter_set(gw->sessions_active, (long long)sg_sessions_count(gw->sessions));
+        pthread_mutex_lock(&hk_lock);
+    }
+    pthread_mutex_unlock(&hk_lock);
+    return NULL;
+}
+
+int sg_cmd_serve(int argc, char **argv)
+{
+    const char *config = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            config = argv[++i];
+        else {
+            fprintf(stderr, "usage: scopegate serve --config FILE\n");
+            return 2;
+        }
+    }
+    if (!config) {
+        fprintf(stderr, "usage: scopegate serve --config FILE\n");
+        return 2;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    umask(077);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    sg_gateway_t *gw = calloc(1, sizeof(*gw));
+    if (!gw)
+        return 1;
+    pthread_mutex_init(&gw->pending_lock, NULL);
+    pthread_mutex_init(&gw->reload_lock, NULL);
+    int rc = start(gw, config);
+    pthread_t hk;
+    int hk_started = 0;
+    if (rc == 0)
+        hk_started = pthread_create(&hk, NULL, housekeeping, gw) == 0;
+    int sig = 0;
+    while (rc == 0 && sigwait(&set, &sig) == 0) {
+        if (sig != SIGHUP)
+            break;
+        reload_policy(gw, "SIGHUP");
+    }
+    if (rc == 0)
+        sg_log(SG_LOG_INFO, "stopping", "signal %d: draining requests", sig);
+    if (hk_started) {
+        pthread_mutex_lock(&hk_lock);
+        hk_stop = 1;
+        pthread_cond_signal(&hk_cond);
+        pthread_mutex_unlock(&hk_lock);
+        pthread_join(hk, NULL);
+    }
+    stop(gw);
+    pthread_mutex_destroy(&gw->pending_lock);
+    pthread_mutex_destroy(&gw->reload_lock);
+    free(gw);
+    curl_global_cleanup();
+    if (rc == 0)
+        sg_log(SG_LOG_INFO, "stopped", "clean exit");
+    return rc;
+}

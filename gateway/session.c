@@ -1,0 +1,641 @@
+/*
+ * Sessions: an in-memory index in front of the store.
+ *
+ * The index is a chained hash table keyed by SHA-256(cookie), the raw 32 bytes; the store
+ * keeps the same digest in hex. The cookie itself is never kept anywhere.
+ *
+ * Locking: one rwlock over the table. Lookups (the /auth hot path) take the read lock and
+ * allocate nothing: the cookie is checked, hashed on the stack, found, and copied into the
+ * caller's fixed buffers. The activity they record is an atomic max on last_seen plus an
+ * atomic dirty flag, so readers never write shared data under the read lock otherwise.
+ * Create, destroy, expiry and flush take the write lock, but never across store I/O, so a
+ * lookup never waits on the disk. The rwlock prefers writers, so a stream of /auth requests
+ * cannot starve sign-ins.
+ *
+ * Expiry: idle (now - last_seen > idle_timeout) or absolute (now - created > max_lifetime).
+ * A lookup that finds an expired session removes it from the index (write lock, only then)
+ * and parks it on a list that the next flush deletes from the store. sg_sessions_flush writes
+ * the batched last_seen values, sweeps expired sessions, and deletes them from the store.
+ *
+ * Consistency with the store: a session not marked dirty has the same last_seen in memory and
+ * in the store. flush takes its snapshot (dirty values, expired entries) under the write lock
+ * with one `now`, so the store's own expiry at that `now` removes only sessions that the index
+ * also considers expired (or does not hold).
+ */
+#include "scopegate/session.h"
+#include "scopegate/crypto.h"
+#include "scopegate/log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/*
+ * OpenSSL 3.0's EVP digests allocate a context on every call; the low-level SHA-256 (deprecated
+ * in 3.0, still built by distributions) works on the stack. The hot path uses it so a lookup
+ * allocates nothing; without it, sg_sha256 gives the same digest.
+ */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
+
+#define MIN_BUCKETS 256
+
+typedef struct entry {
+    struct entry *next;
+    unsigned char key[SG_SHA256_LEN]; /* SHA-256 of the cookie */
+    char id_hash[SG_ID_HASH_LEN + 1]; /* the same, hex, as the store keys it */
+    _Atomic long long last_seen;
+    atomic_int dirty; /* last_seen differs from the store's */
+    long long created, idle_timeout, max_lifetime;
+    /* Offsets into strs of NUL-terminated strings; user_id is at 0. */
+    unsigned short org_id, username, email, role;
+    char strs[];
+} entry_t;
+
+struct sg_sessions {
+    sg_store_t *store;
+    pthread_rwlock_t lock;
+    entry_t **buckets;
+    size_t nbuckets; /* a power of two */
+    size_t count;
+    entry_t *graveyard; /* out of the index, still in the store; under the write lock */
+};
+
+/* ---- small helpers ------------------------------------------------------------------ */
+
+static int b64url_char(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
+}
+
+/* Exactly SG_SESSION_ID_LEN base64url characters; reads at most one byte past them. */
+static int cookie_valid(const char *cookie)
+{
+    if (!cookie)
+        return 0;
+    for (size_t i = 0; i < SG_SESSION_ID_LEN; i++)
+        if (!b64url_char((unsigned char)cookie[i]))
+            return 0;
+    return cookie[SG_SESSION_ID_LEN] == '\0';
+}
+
+static void digest(const char *cookie, unsigned char key[SG_SHA256_LEN])
+{
+#ifndef OPENSSL_NO_DEPRECATED_3_0
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    SHA256_Update(&ctx, cookie, SG_SESSION_ID_LEN);
+    SHA256_Final(key, &ctx);
+    /* The context holds only the digest of a value whose digest is public to the store. */
+#else
+    sg_sha256(cookie, SG_SESSION_ID_LEN, key);
+#endif
+}
+
+static void to_hex(const unsigned char key[SG_SHA256_LEN], char out[SG_ID_HASH_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < SG_SHA256_LEN; i++) {
+        out[2 * i] = hex[key[i] >> 4];
+        out[2 * i + 1] = hex[key[i] & 15];
+    }
+    out[SG_ID_HASH_LEN] = '\0';
+}
+
+static int hex_val(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+static int from_hex(const char *hexs, unsigned char key[SG_SHA256_LEN])
+{
+    for (size_t i = 0; i < SG_SHA256_LEN; i++) {
+        int hi = hex_val(hexs[2 * i]), lo = hi < 0 ? -1 : hex_val(hexs[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        key[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return hexs[SG_ID_HASH_LEN] == '\0' ? 0 : -1;
+}
+
+/* The digest is uniform, so its first bytes are a good bucket index. */
+static size_t bucket_of(const unsigned char key[SG_SHA256_LEN], size_t nbuckets)
+{
+    uint64_t h;
+    memcpy(&h, key, sizeof(h));
+    return (size_t)(h & (nbuckets - 1));
+}
+
+static int expired(const entry_t *e, long long last_seen, long long now)
+{
+    return now - last_seen > e->idle_timeout || now - e->created > e->max_lifetime;
+}
+
+static long long expires_at(const entry_t *e, long long last_seen)
+{
+    long long idle = last_seen + e->idle_timeout, max = e->created + e->max_lifetime;
+    return idle < max ? idle : max;
+}
+
+/* Raises last_seen to now (never lowers it: lookups race with different clocks). */
+static long long touch(entry_t *e, long long now)
+{
+    long long cur = atomic_load_explicit(&e->last_seen, memory_order_relaxed);
+    while (cur < now) {
+        if (atomic_compare_exchange_weak_explicit(&e->last_seen, &cur, now, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            atomic_store_explicit(&e->dirty, 1, memory_order_relaxed);
+            return now;
+        }
+    }
+    return cur;
+}
+
+/* ---- entries ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *user_id, *org_id, *username, *email, *role;
+} strings_t;
+
+/* Builds an entry when every string fits the view's buffer; NULL strings become "". */
+static sg_rc entry_new(const unsigned char key[SG_SHA256_LEN], const strings_t *in,
+                       long long created, long long last_seen, long long idle, long long max,
+                       entry_t **out)
+{
+    const char *s[5] = {in->user_id, in->org_id ? in->org_id : "", in->username ? in->username : "",
+                        in->email ? in->email : "", in->role};
+    static const size_t cap[5] = {
+        sizeof(((sg_session_view_t *)0)->user_id), sizeof(((sg_session_view_t *)0)->org_id),
+        sizeof(((sg_session_view_t *)0)->username), sizeof(((sg_session_view_t *)0)->email),
+        sizeof(((sg_session_view_t *)0)->role)};
+    size_t len[5], total = 0;
+    for (size_t i = 0; i < 5; i++) {
+        len[i] = strnlen(s[i], cap[i]);
+        if (len[i] >= cap[i])
+            return SG_ERR_TOO_BIG;
+        total += len[i] + 1;
+    }
+    entry_t *e = calloc(1, sizeof(*e) + total);
+    if (!e)
+        return SG_ERR_NOMEM;
+    memcpy(e->key, key, SG_SHA256_LEN);
+    to_hex(key, e->id_hash);
+    atomic_init(&e->last_seen, last_seen);
+    atomic_init(&e->dirty, 0);
+    e->created = created;
+    e->idle_timeout = idle;
+    e->max_lifetime = max;
+    unsigned short off[5];
+    size_t pos = 0;
+    for (size_t i = 0; i < 5; i++) {
+        off[i] = (unsigned short)pos;
+        memcpy(e->strs + pos, s[i], len[i] + 1);
+        pos += len[i] + 1;
+    }
+    e->org_id = off[1];
+    e->username = off[2];
+    e->email = off[3];
+    e->role = off[4];
+    *out = e;
+    return SG_OK;
+}
+
+static void free_list(entry_t *e)
+{
+    while (e) {
+        entry_t *next = e->next;
+        free(e);
+        e = next;
+    }
+}
+
+/* Called with the lock held (either kind). */
+static entry_t *find(sg_sessions_t *s, const unsigned char key[SG_SHA256_LEN])
+{
+    /* memcmp is fine: the key is a digest, and finding it already needs the preimage. */
+    for (entry_t *e = s->buckets[bucket_of(key, s->nbuckets)]; e; e = e->next)
+        if (memcmp(e->key, key, SG_SHA256_LEN) == 0)
+            return e;
+    return NULL;
+}
+
+/* Unlinks e from the index (write lock held). */
+static void unlink_entry(sg_sessions_t *s, entry_t *e)
+{
+    entry_t **pp = &s->buckets[bucket_of(e->key, s->nbuckets)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->next;
+    if (*pp) {
+        *pp = e->next;
+        s->count--;
+    }
+    e->next = NULL;
+}
+
+/* Doubles the table when it is full; a failed allocation only costs longer chains. */
+static void maybe_grow(sg_sessions_t *s)
+{
+    if (s->count < s->nbuckets || s->nbuckets > SIZE_MAX / 2 / sizeof(entry_t *))
+        return;
+    size_t n = s->nbuckets * 2;
+    entry_t **nb = calloc(n, sizeof(*nb));
+    if (!nb)
+        return;
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        entry_t *e = s->buckets[i];
+        while (e) {
+            entry_t *next = e->next;
+            size_t b = bucket_of(e->key, n);
+            e->next = nb[b];
+            nb[b] = e;
+            e = next;
+        }
+    }
+    free(s->buckets);
+    s->buckets = nb;
+    s->nbuckets = n;
+}
+
+/* Inserts e (write lock held); an entry with the same key is replaced and returned. */
+static entry_t *insert(sg_sessions_t *s, entry_t *e)
+{
+    entry_t *old = find(s, e->key);
+    if (old)
+        unlink_entry(s, old);
+    maybe_grow(s);
+    size_t b = bucket_of(e->key, s->nbuckets);
+    e->next = s->buckets[b];
+    s->buckets[b] = e;
+    s->count++;
+    return old;
+}
+
+static void fill_view(const entry_t *e, long long last_seen, sg_session_view_t *v)
+{
+    memcpy(v->id_hash, e->id_hash, sizeof(v->id_hash));
+    /* entry_new checked that each string fits its buffer. */
+    strcpy(v->user_id, e->strs);
+    strcpy(v->org_id, e->strs + e->org_id);
+    strcpy(v->username, e->strs + e->username);
+    strcpy(v->email, e->strs + e->email);
+    strcpy(v->role, e->strs + e->role);
+    v->created = e->created;
+    v->last_seen = last_seen;
+    v->expires_at = expires_at(e, last_seen);
+}
+
+/* ---- opening and closing ------------------------------------------------------------ */
+
+typedef struct {
+    sg_sessions_t *s;
+    long long now;
+    size_t loaded, skipped;
+    sg_rc rc;
+} load_ctx_t;
+
+static int load_one(void *ctx, const sg_session_rec_t *rec)
+{
+    load_ctx_t *lc = ctx;
+    unsigned char key[SG_SHA256_LEN];
+    if (from_hex(rec->id_hash, key) != 0 || rec->idle_timeout <= 0 || rec->max_lifetime <= 0) {
+        lc->skipped++;
+        return 0;
+    }
+    entry_t *e = NULL;
+    strings_t in = {rec->user_id, rec->org_id, rec->username, rec->email, rec->role};
+    sg_rc rc =
+        entry_new(key, &in, rec->created, rec->last_seen, rec->idle_timeout, rec->max_lifetime, &e);
+    if (rc == SG_ERR_NOMEM) {
+        lc->rc = rc;
+        return 1;
+    }
+    if (rc || expired(e, rec->last_seen, lc->now)) {
+        free(e);
+        lc->skipped++;
+        return 0;
+    }
+    free(insert(lc->s, e));
+    lc->loaded++;
+    return 0;
+}
+
+static sg_rc load(sg_sessions_t *s, long long now)
+{
+    size_t n = 0;
+    sg_rc rc = s->store->ops->session_expire(s->store, now, &n);
+    if (rc)
+        return rc;
+    load_ctx_t lc = {.s = s, .now = now};
+    rc = s->store->ops->session_each(s->store, load_one, &lc);
+    if (!rc)
+        rc = lc.rc;
+    if (rc)
+        return rc;
+    sg_log(SG_LOG_INFO, "sessions_loaded", "%zu live sessions loaded, %zu expired removed%s",
+           lc.loaded, n, lc.skipped ? ", some records unusable and skipped" : "");
+    return SG_OK;
+}
+
+static void free_all(sg_sessions_t *s)
+{
+    if (s->buckets)
+        for (size_t i = 0; i < s->nbuckets; i++)
+            free_list(s->buckets[i]);
+    free_list(s->graveyard);
+    free(s->buckets);
+    pthread_rwlock_destroy(&s->lock);
+    free(s);
+}
+
+sg_rc sg_sessions_open(sg_store_t *store, sg_sessions_t **out)
+{
+    if (!out)
+        return SG_ERR_PARSE;
+    *out = NULL;
+    if (!store || !store->ops)
+        return SG_ERR_PARSE;
+    sg_sessions_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return SG_ERR_NOMEM;
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int err = pthread_rwlock_init(&s->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (err) {
+        free(s);
+        return SG_ERR_NOMEM;
+    }
+    s->store = store;
+    s->nbuckets = MIN_BUCKETS;
+    s->buckets = calloc(s->nbuckets, sizeof(*s->buckets));
+    if (!s->buckets) {
+        free_all(s);
+        return SG_ERR_NOMEM;
+    }
+    /* Not yet shared: no lock needed while loading. */
+    sg_rc rc = load(s, (long long)time(NULL));
+    if (rc) {
+        free_all(s);
+        return rc;
+    }
+    *out = s;
+    return SG_OK;
+}
+
+static sg_rc flush(sg_sessions_t *s, long long now, int sweep);
+
+void sg_sessions_close(sg_sessions_t *s)
+{
+    if (!s)
+        return;
+    /* No sweep: expiry needs a clock, and the next open expires with its own. */
+    flush(s, 0, 0);
+    free_all(s);
+}
+
+/* ---- the operations ----------------------------------------------------------------- */
+
+sg_rc sg_session_create(sg_sessions_t *s, const sg_session_new_t *info, long long now,
+                        char cookie_out[SG_SESSION_ID_LEN + 1])
+{
+    if (!s || !info || !cookie_out || !info->user_id || !*info->user_id || !info->role ||
+        !*info->role)
+        return SG_ERR_PARSE;
+    if (info->idle_timeout <= 0 || info->max_lifetime <= 0)
+        return SG_ERR_CONFIG;
+
+    char *tok = sg_random_token(32);
+    if (!tok)
+        return SG_ERR_CRYPTO;
+    if (!cookie_valid(tok)) { /* 32 bytes are always 43 base64url characters */
+        explicit_bzero(tok, strlen(tok));
+        free(tok);
+        return SG_ERR_CRYPTO;
+    }
+    unsigned char key[SG_SHA256_LEN];
+    digest(tok, key);
+    entry_t *e = NULL;
+    strings_t in = {info->user_id, info->org_id, info->username, info->email, info->role};
+    sg_rc rc = entry_new(key, &in, now, now, info->idle_timeout, info->max_lifetime, &e);
+    if (rc)
+        goto done;
+
+    /* The store first: a session exists only once it would survive a restart. */
+    sg_session_rec_t rec = {
+        .user_id = (char *)info->user_id,
+        .org_id = (char *)info->org_id,
+        .username = (char *)info->username,
+        .email = (char *)info->email,
+        .role = (char *)info->role,
+        .claims = (char *)(info->claims_json ? info->claims_json : "{}"),
+        .created = now,
+        .last_seen = now,
+        .idle_timeout = info->idle_timeout,
+        .max_lifetime = info->max_lifetime,
+    };
+    memcpy(rec.id_hash, e->id_hash, sizeof(rec.id_hash));
+    rc = s->store->ops->session_put(s->store, &rec);
+    if (rc) {
+        free(e);
+        goto done;
+    }
+    pthread_rwlock_wrlock(&s->lock);
+    entry_t *old = insert(s, e); /* a 256-bit random collision: not in this universe */
+    pthread_rwlock_unlock(&s->lock);
+    free(old);
+    memcpy(cookie_out, tok, SG_SESSION_ID_LEN + 1);
+done:
+    explicit_bzero(tok, strlen(tok));
+    free(tok);
+    return rc;
+}
+
+/* Removes e if it is still indexed and still expired at now; it waits for flush. */
+static void remove_expired(sg_sessions_t *s, const unsigned char key[SG_SHA256_LEN], long long now)
+{
+    pthread_rwlock_wrlock(&s->lock);
+    entry_t *e = find(s, key);
+    if (e && expired(e, atomic_load_explicit(&e->last_seen, memory_order_relaxed), now)) {
+        unlink_entry(s, e);
+        e->next = s->graveyard;
+        s->graveyard = e;
+    }
+    pthread_rwlock_unlock(&s->lock);
+}
+
+sg_rc sg_session_lookup(sg_sessions_t *s, const char *cookie, long long now,
+                        sg_session_view_t *view)
+{
+    if (!s || !view || !cookie_valid(cookie))
+        return SG_ERR_NOTFOUND;
+    unsigned char key[SG_SHA256_LEN];
+    digest(cookie, key);
+
+    pthread_rwlock_rdlock(&s->lock);
+    entry_t *e = find(s, key);
+    if (!e) {
+        pthread_rwlock_unlock(&s->lock);
+        return SG_ERR_NOTFOUND;
+    }
+    long long seen = atomic_load_explicit(&e->last_seen, memory_order_relaxed);
+    if (expired(e, seen, now)) {
+        pthread_rwlock_unlock(&s->lock);
+        remove_expired(s, key, now);
+        return SG_ERR_NOTFOUND;
+    }
+    seen = touch(e, now);
+    fill_view(e, seen, view);
+    pthread_rwlock_unlock(&s->lock);
+    return SG_OK;
+}
+
+sg_rc sg_session_destroy(sg_sessions_t *s, const char *cookie)
+{
+    if (!s || !cookie_valid(cookie))
+        return SG_ERR_NOTFOUND;
+    unsigned char key[SG_SHA256_LEN];
+    digest(cookie, key);
+    pthread_rwlock_wrlock(&s->lock);
+    entry_t *e = find(s, key);
+    if (e)
+        unlink_entry(s, e);
+    pthread_rwlock_unlock(&s->lock);
+    if (!e)
+        return SG_ERR_NOTFOUND;
+    sg_rc rc = s->store->ops->session_delete(s->store, e->id_hash);
+    if (rc && rc != SG_ERR_NOTFOUND) {
+        /* The session has ended in memory; the store's copy goes at the next flush. */
+        sg_log(SG_LOG_WARN, "session_delete_deferred", "store delete failed (%s); will retry",
+               sg_rc_str(rc));
+        pthread_rwlock_wrlock(&s->lock);
+        e->next = s->graveyard;
+        s->graveyard = e;
+        pthread_rwlock_unlock(&s->lock);
+        return SG_OK;
+    }
+    free(e);
+    return SG_OK;
+}
+
+/*
+ * Writes dirty last_seen values and deletes parked sessions from the store. With sweep, also
+ * moves sessions expired at now out of the index and lets the store expire its own at now.
+ */
+static sg_rc flush(sg_sessions_t *s, long long now, int sweep)
+{
+    sg_rc rc = SG_OK;
+    char(*hashes)[SG_ID_HASH_LEN + 1] = NULL;
+    const char **ptrs = NULL;
+    long long *seen = NULL;
+    size_t n = 0;
+
+    pthread_rwlock_wrlock(&s->lock);
+    if (s->count) {
+        hashes = malloc(s->count * sizeof(*hashes));
+        ptrs = malloc(s->count * sizeof(*ptrs));
+        seen = malloc(s->count * sizeof(*seen));
+        if (!hashes || !ptrs || !seen) {
+            pthread_rwlock_unlock(&s->lock);
+            rc = SG_ERR_NOMEM;
+            goto done;
+        }
+    }
+    for (size_t b = 0; b < s->nbuckets; b++) {
+        entry_t **pp = &s->buckets[b];
+        while (*pp) {
+            entry_t *e = *pp;
+            long long ls = atomic_load_explicit(&e->last_seen, memory_order_relaxed);
+            if (sweep && expired(e, ls, now)) {
+                *pp = e->next;
+                s->count--;
+                e->next = s->graveyard;
+                s->graveyard = e;
+                continue;
+            }
+            if (atomic_load_explicit(&e->dirty, memory_order_relaxed)) {
+                atomic_store_explicit(&e->dirty, 0, memory_order_relaxed);
+                memcpy(hashes[n], e->id_hash, sizeof(hashes[n]));
+                ptrs[n] = hashes[n];
+                seen[n] = ls;
+                n++;
+            }
+            pp = &e->next;
+        }
+    }
+    entry_t *dead = s->graveyard;
+    s->graveyard = NULL;
+    pthread_rwlock_unlock(&s->lock);
+
+    rc = s->store->ops->session_touch(s->store, ptrs, seen, n);
+    if (rc) {
+        /* Mark them dirty again so the next flush retries. */
+        pthread_rwlock_rdlock(&s->lock);
+        for (size_t i = 0; i < n; i++) {
+            unsigned char key[SG_SHA256_LEN];
+            entry_t *e = from_hex(hashes[i], key) == 0 ? find(s, key) : NULL;
+            if (e)
+                atomic_store_explicit(&e->dirty, 1, memory_order_relaxed);
+        }
+        pthread_rwlock_unlock(&s->lock);
+    }
+    /* Parked sessions: delete from the store, keep those that failed for the next flush. */
+    entry_t *retry = NULL;
+    while (dead) {
+        entry_t *e = dead;
+        dead = e->next;
+        sg_rc drc = s->store->ops->session_delete(s->store, e->id_hash);
+        if (drc && drc != SG_ERR_NOTFOUND) {
+            e->next = retry;
+            retry = e;
+            if (!rc)
+                rc = drc;
+        } else {
+            free(e);
+        }
+    }
+    if (retry) {
+        pthread_rwlock_wrlock(&s->lock);
+        entry_t *last = retry;
+        while (last->next)
+            last = last->next;
+        last->next = s->graveyard;
+        s->graveyard = retry;
+        pthread_rwlock_unlock(&s->lock);
+    }
+    /* Only after the touches landed: the store must not expire on stale last_seen values. */
+    if (sweep && !rc) {
+        size_t gone = 0;
+        rc = s->store->ops->session_expire(s->store, now, &gone);
+    }
+done:
+    free(hashes);
+    free(ptrs);
+    free(seen);
+    return rc;
+}
+
+sg_rc sg_sessions_flush(sg_sessions_t *s, long long now)
+{
+    if (!s)
+        return SG_ERR_PARSE;
+    return flush(s, now, 1);
+}
+
+size_t sg_sessions_count(sg_sessions_t *s)
+{
+    if (!s)
+        return 0;
+    pthread_rwlock_rdlock(&s->lock);
+    size_t n = s->count;
+    pthread_rwlock_unlock(&s->lock);
+    return n;
+}

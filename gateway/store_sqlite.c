@@ -1,0 +1,616 @@
+/*
+ * The SQLite store backend.
+ *
+ * One connection, one mutex: every operation runs with the mutex held, so callers on any
+ * thread see whole operations, and SQLite's own serialization is not needed (NOMUTEX).
+ * busy_timeout covers a second process (the CLI, another instance during a restart) holding
+ * the write lock for a moment.
+ *
+ * The database file holds secrets' digests now and encrypted refresh tokens later, so it is
+ * created by us with open(O_CREAT, 0600) before SQLite sees it, and an existing file that is
+ * readable by others is tightened. SQLite gives the -wal and -shm files the database file's
+ * mode (and fchmods away the umask), and we tighten them again after the first write.
+ *
+ * synchronous=FULL: with WAL it costs one fsync per commit, session updates are batched, and
+ * the vault must not lose a rotated refresh token that it has already used.
+ *
+ * Schema changes are numbered migrations, applied in order in one transaction each and
+ * recorded in schema_version. Add new ones at the end of the list; never edit a released one.
+ */
+#include "scopegate/store.h"
+#include "scopegate/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#define BUSY_TIMEOUT_MS 5000
+
+typedef struct {
+    int version;
+    const char *sql;
+} migration_t;
+
+static const migration_t migrations[] = {
+    {1, "CREATE TABLE sessions ("
+        "  id_hash      TEXT PRIMARY KEY NOT NULL CHECK (length(id_hash) = 64),"
+        "  user_id      TEXT NOT NULL,"
+        "  org_id       TEXT,"
+        "  username     TEXT,"
+        "  email        TEXT,"
+        "  role         TEXT NOT NULL,"
+        "  claims       TEXT,"
+        "  created      INTEGER NOT NULL,"
+        "  last_seen    INTEGER NOT NULL,"
+        "  idle_timeout INTEGER NOT NULL,"
+        "  max_lifetime INTEGER NOT NULL"
+        ") WITHOUT ROWID;"
+        "CREATE INDEX sessions_user ON sessions (user_id);"},
+};
+
+#define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
+
+typedef struct {
+    sg_store_t base; /* first: the public handle is a pointer to it */
+    pthread_mutex_t mu;
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *put, *del, *touch, *each, *expire;
+} sqlite_store_t;
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static sg_rc rc_of(int src)
+{
+    switch (src & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_DONE:
+    case SQLITE_ROW:
+        return SG_OK;
+    case SQLITE_NOMEM:
+        return SG_ERR_NOMEM;
+    case SQLITE_TOOBIG:
+        return SG_ERR_TOO_BIG;
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+        return SG_ERR_PARSE;
+    default:
+        return SG_ERR_IO;
+    }
+}
+
+/* Logs the connection's last error (SQL and messages only: values are always bound). */
+static sg_rc fail(sqlite_store_t *st, const char *what, int src)
+{
+    sg_log(SG_LOG_ERROR, "store_error", "%s: %s (%d)", what, sqlite3_errmsg(st->db), src);
+    return rc_of(src);
+}
+
+static sqlite_store_t *impl(sg_store_t *s)
+{
+    return (sqlite_store_t *)s;
+}
+
+/* 64 lower-case hex digits: what a session id's SHA-256 looks like, and nothing else. */
+static int is_id_hash(const char *s)
+{
+    if (!s)
+        return 0;
+    size_t i = 0;
+    for (; s[i]; i++)
+        if (i >= SG_ID_HASH_LEN || !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return i == SG_ID_HASH_LEN;
+}
+
+static int bind_text(sqlite3_stmt *stmt, int idx, const char *s)
+{
+    if (!s)
+        return sqlite3_bind_null(stmt, idx);
+    return sqlite3_bind_text(stmt, idx, s, -1, SQLITE_STATIC);
+}
+
+/* Runs a statement that returns no rows, then resets it and clears its bindings. */
+static int step_done(sqlite3_stmt *stmt)
+{
+    int src = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return src == SQLITE_DONE ? SQLITE_OK : src;
+}
+
+/* ---- operations --------------------------------------------------------------------- */
+
+/* Records are backend-neutral; this file is the one store implementation for now. */
+void sg_session_rec_free(sg_session_rec_t *rec)
+{
+    if (!rec)
+        return;
+    free(rec->user_id);
+    free(rec->org_id);
+    free(rec->username);
+    free(rec->email);
+    free(rec->role);
+    free(rec->claims);
+    memset(rec, 0, sizeof(*rec));
+}
+
+static sg_rc op_session_put(sg_store_t *s, const sg_session_rec_t *rec)
+{
+    sqlite_store_t *st = impl(s);
+    if (!rec || !is_id_hash(rec->id_hash) || !rec->user_id || !rec->role)
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    sqlite3_stmt *q = st->put;
+    int src = bind_text(q, 1, rec->id_hash);
+    if (src == SQLITE_OK)
+        src = bind_text(q, 2, rec->user_id);
+    if (src == SQLITE_OK)
+        src = bind_text(q, 3, rec->org_id);
+    if (src == SQLITE_OK)
+        src = bind_text(q, 4, rec->username);
+    if (src == SQLITE_OK)
+        src = bind_text(q, 5, rec->email);
+    if (src == SQLITE_OK)
+        src = bind_text(q, 6, rec->role);
+    if (src == SQLITE_OK)
+        src = bind_text(q, 7, rec->claims);
+    if (src == SQLITE_OK)
+        src = sqlite3_bind_int64(q, 8, rec->created);
+    if (src == SQLITE_OK)
+        src = sqlite3_bind_int64(q, 9, rec->last_seen);
+    if (src == SQLITE_OK)
+        src = sqlite3_bind_int64(q, 10, rec->idle_timeout);
+    if (src == SQLITE_OK)
+        src = sqlite3_bind_int64(q, 11, rec->max_lifetime);
+    if (src == SQLITE_OK) {
+        src = step_done(q);
+    } else {
+        sqlite3_reset(q);
+        sqlite3_clear_bindings(q);
+    }
+    sg_rc rc = src == SQLITE_OK ? SG_OK : fail(st, "session_put", src);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static sg_rc op_session_delete(sg_store_t *s, const char *id_hash)
+{
+    sqlite_store_t *st = impl(s);
+    if (!is_id_hash(id_hash))
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    int src = bind_text(st->del, 1, id_hash);
+    if (src == SQLITE_OK)
+        src = step_done(st->del);
+    sg_rc rc;
+    if (src != SQLITE_OK)
+        rc = fail(st, "session_delete", src);
+    else
+        rc = sqlite3_changes(st->db) > 0 ? SG_OK : SG_ERR_NOTFOUND;
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int exec_locked(sqlite_store_t *st, const char *sql)
+{
+    return sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+}
+
+static sg_rc op_session_touch(sg_store_t *s, const char *const *id_hashes, const long long *seen,
+                              size_t n)
+{
+    sqlite_store_t *st = impl(s);
+    if (n == 0)
+        return SG_OK;
+    if (!id_hashes || !seen)
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    int src = exec_locked(st, "BEGIN IMMEDIATE");
+    if (src != SQLITE_OK) {
+        sg_rc rc = fail(st, "session_touch begin", src);
+        pthread_mutex_unlock(&st->mu);
+        return rc;
+    }
+    for (size_t i = 0; i < n && src == SQLITE_OK; i++) {
+        if (!is_id_hash(id_hashes[i]))
+            continue; /* not a session of ours: nothing to update */
+        src = bind_text(st->touch, 1, id_hashes[i]);
+        if (src == SQLITE_OK)
+            src = sqlite3_bind_int64(st->touch, 2, seen[i]);
+        if (src == SQLITE_OK)
+            src = step_done(st->touch);
+    }
+    sg_rc rc = SG_OK;
+    if (src == SQLITE_OK)
+        src = exec_locked(st, "COMMIT");
+    if (src != SQLITE_OK) {
+        rc = fail(st, "session_touch", src);
+        sqlite3_reset(st->touch);
+        sqlite3_clear_bindings(st->touch);
+        exec_locked(st, "ROLLBACK");
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* Column text as the record's char *: valid until the next step, and the visitor copies. */
+static char *col_text(sqlite3_stmt *q, int i)
+{
+    return (char *)sqlite3_column_text(q, i);
+}
+
+static sg_rc op_session_each(sg_store_t *s, sg_session_visit_fn visit, void *ctx)
+{
+    sqlite_store_t *st = impl(s);
+    if (!visit)
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    sqlite3_stmt *q = st->each;
+    int src;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        sg_session_rec_t rec = {.org_id = NULL};
+        const char *h = col_text(q, 0);
+        if (!is_id_hash(h))
+            continue;
+        memcpy(rec.id_hash, h, SG_ID_HASH_LEN + 1);
+        rec.user_id = col_text(q, 1);
+        rec.org_id = col_text(q, 2);
+        rec.username = col_text(q, 3);
+        rec.email = col_text(q, 4);
+        rec.role = col_text(q, 5);
+        rec.claims = col_text(q, 6);
+        rec.created = sqlite3_column_int64(q, 7);
+        rec.last_seen = sqlite3_column_int64(q, 8);
+        rec.idle_timeout = sqlite3_column_int64(q, 9);
+        rec.max_lifetime = sqlite3_column_int64(q, 10);
+        if (!rec.user_id || !rec.role) /* NOT NULL in the schema; NULL here means no memory */
+            continue;
+        if (visit(ctx, &rec)) {
+            src = SQLITE_DONE;
+            break;
+        }
+    }
+    sg_rc rc = src == SQLITE_DONE ? SG_OK : fail(st, "session_each", src);
+    sqlite3_reset(q);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static sg_rc op_session_expire(sg_store_t *s, long long now, size_t *n)
+{
+    sqlite_store_t *st = impl(s);
+    pthread_mutex_lock(&st->mu);
+    int src = sqlite3_bind_int64(st->expire, 1, now);
+    if (src == SQLITE_OK)
+        src = step_done(st->expire);
+    sg_rc rc = SG_OK;
+    if (src != SQLITE_OK)
+        rc = fail(st, "session_expire", src);
+    if (n)
+        *n = rc ? 0 : (size_t)sqlite3_changes(st->db);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static void op_close(sg_store_t *s)
+{
+    sqlite_store_t *st = impl(s);
+    if (!st)
+        return;
+    sqlite3_finalize(st->put);
+    sqlite3_finalize(st->del);
+    sqlite3_finalize(st->touch);
+    sqlite3_finalize(st->each);
+    sqlite3_finalize(st->expire);
+    if (st->db && sqlite3_close(st->db) != SQLITE_OK)
+        sg_log(SG_LOG_ERROR, "store_error", "close: %s", sqlite3_errmsg(st->db));
+    pthread_mutex_destroy(&st->mu);
+    free(st->path);
+    free(st);
+}
+
+static const sg_store_ops_t sqlite_ops = {
+    .session_put = op_session_put,
+    .session_delete = op_session_delete,
+    .session_touch = op_session_touch,
+    .session_each = op_session_each,
+    .session_expire = op_session_expire,
+    .close = op_close,
+};
+
+/* ---- opening ------------------------------------------------------------------------ */
+
+/*
+ * Creates the database file 0600 when missing (so it never exists with a looser mode, whatever
+ * the umask), refuses what is not a regular file, and tightens an existing file's mode.
+ */
+static sg_rc prepare_file(const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0) {
+        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        return SG_ERR_IO;
+    }
+    sg_rc rc = SG_OK;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        rc = SG_ERR_IO;
+    } else if (!S_ISREG(sb.st_mode)) {
+        set_err(err, errlen, "%s: not a regular file", path);
+        rc = SG_ERR_IO;
+    } else if ((sb.st_mode & 07777) != 0600) {
+        if (fchmod(fd, 0600) != 0) {
+            set_err(err, errlen, "%s: cannot set mode 0600: %s", path, strerror(errno));
+            rc = SG_ERR_IO;
+        } else {
+            sg_log(SG_LOG_WARN, "store_mode_fixed", "%s had mode %04o; set to 0600", path,
+                   (unsigned)(sb.st_mode & 07777));
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+/* Tightens the -wal and -shm files when they exist. */
+static sg_rc tighten_sidecars(const char *path, char *err, size_t errlen)
+{
+    static const char *const suffix[] = {"-wal", "-shm"};
+    for (size_t i = 0; i < 2; i++) {
+        char side[4096];
+        int len = snprintf(side, sizeof(side), "%s%s", path, suffix[i]);
+        if (len < 0 || (size_t)len >= sizeof(side)) {
+            set_err(err, errlen, "%s: path too long", path);
+            return SG_ERR_TOO_BIG;
+        }
+        struct stat sb;
+        if (stat(side, &sb) != 0)
+            continue;
+        if ((sb.st_mode & 07777) != 0600 && chmod(side, 0600) != 0) {
+            set_err(err, errlen, "%s: cannot set mode 0600: %s", side, strerror(errno));
+            return SG_ERR_IO;
+        }
+    }
+    return SG_OK;
+}
+
+static int current_version(sqlite3 *db, int *version)
+{
+    sqlite3_stmt *q = NULL;
+    int src = sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_version", -1, &q,
+                                 NULL);
+    if (src != SQLITE_OK)
+        return src;
+    src = sqlite3_step(q);
+    if (src == SQLITE_ROW) {
+        *version = sqlite3_column_int(q, 0);
+        src = SQLITE_OK;
+    }
+    sqlite3_finalize(q);
+    return src;
+}
+
+static sg_rc apply_migration(sqlite3 *db, const migration_t *m, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    int src = sqlite3_exec(db, m->sql, NULL, NULL, &msg);
+    if (src == SQLITE_OK) {
+        sqlite3_stmt *q = NULL;
+        src = sqlite3_prepare_v2(db,
+                                 "INSERT INTO schema_version (version, applied_at) "
+                                 "VALUES (?1, CAST(strftime('%s', 'now') AS INTEGER))",
+                                 -1, &q, NULL);
+        if (src == SQLITE_OK)
+            src = sqlite3_bind_int(q, 1, m->version);
+        if (src == SQLITE_OK)
+            src = sqlite3_step(q) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
+        sqlite3_finalize(q);
+    }
+    if (src != SQLITE_OK) {
+        set_err(err, errlen, "migration %d: %s", m->version, msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return rc_of(src);
+    }
+    return SG_OK;
+}
+
+/*
+ * Brings the schema up to date. BEGIN IMMEDIATE takes the write lock before the version is
+ * read, so two processes starting together do not both apply the same migration.
+ */
+static sg_rc migrate(sqlite3 *db, char *err, size_t errlen)
+{
+    int src = sqlite3_exec(db,
+                           "CREATE TABLE IF NOT EXISTS schema_version ("
+                           "  version    INTEGER PRIMARY KEY NOT NULL,"
+                           "  applied_at INTEGER NOT NULL)",
+                           NULL, NULL, NULL);
+    if (src != SQLITE_OK) {
+        set_err(err, errlen, "schema_version: %s", sqlite3_errmsg(db));
+        return rc_of(src);
+    }
+    src = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (src != SQLITE_OK) {
+        set_err(err, errlen, "migrate: %s", sqlite3_errmsg(db));
+        return rc_of(src);
+    }
+    int version = 0;
+    sg_rc rc = SG_OK;
+    src = current_version(db, &version);
+    if (src != SQLITE_OK) {
+        set_err(err, errlen, "schema_version: %s", sqlite3_errmsg(db));
+        rc = rc_of(src);
+        goto fail;
+    }
+    if (version > migrations[N_MIGRATIONS - 1].version) {
+        set_err(err, errlen,
+                "database schema version %d is newer than this scopegate knows (%d); "
+                "refusing to use it",
+                version, migrations[N_MIGRATIONS - 1].version);
+        rc = SG_ERR_CONFIG;
+        goto fail;
+    }
+    for (size_t i = 0; i < N_MIGRATIONS; i++) {
+        if (migrations[i].version <= version)
+            continue;
+        rc = apply_migration(db, &migrations[i], err, errlen);
+        if (rc)
+            goto fail;
+    }
+    src = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (src != SQLITE_OK) {
+        set_err(err, errlen, "migrate: %s", sqlite3_errmsg(db));
+        rc = rc_of(src);
+        goto fail;
+    }
+    if (version < migrations[N_MIGRATIONS - 1].version)
+        sg_log(SG_LOG_INFO, "store_migrated", "schema version %d -> %d", version,
+               migrations[N_MIGRATIONS - 1].version);
+    return SG_OK;
+fail:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+static sg_rc pragma(sqlite3 *db, const char *sql, const char *want, char *err, size_t errlen)
+{
+    sqlite3_stmt *q = NULL;
+    int src = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
+    if (src == SQLITE_OK) {
+        src = sqlite3_step(q);
+        if (src == SQLITE_ROW && want) {
+            const char *got = (const char *)sqlite3_column_text(q, 0);
+            if (!got || strcmp(got, want) != 0) {
+                set_err(err, errlen, "%s: got %s, want %s", sql, got ? got : "NULL", want);
+                sqlite3_finalize(q);
+                return SG_ERR_IO;
+            }
+        }
+        src = src == SQLITE_ROW || src == SQLITE_DONE ? SQLITE_OK : src;
+    }
+    sqlite3_finalize(q);
+    if (src != SQLITE_OK) {
+        set_err(err, errlen, "%s: %s", sql, sqlite3_errmsg(db));
+        return rc_of(src);
+    }
+    return SG_OK;
+}
+
+static sg_rc prepare_all(sqlite_store_t *st, char *err, size_t errlen)
+{
+    static const struct {
+        size_t offset;
+        const char *sql;
+    } stmts[] = {
+        {offsetof(sqlite_store_t, put),
+         "INSERT OR REPLACE INTO sessions (id_hash, user_id, org_id, username, email, role, "
+         "claims, created, last_seen, idle_timeout, max_lifetime) "
+         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
+        {offsetof(sqlite_store_t, del), "DELETE FROM sessions WHERE id_hash = ?1"},
+        /* max(): a late flush never moves last_seen back. */
+        {offsetof(sqlite_store_t, touch),
+         "UPDATE sessions SET last_seen = max(last_seen, ?2) WHERE id_hash = ?1"},
+        {offsetof(sqlite_store_t, each),
+         "SELECT id_hash, user_id, org_id, username, email, role, claims, created, last_seen, "
+         "idle_timeout, max_lifetime FROM sessions"},
+        /* The same rule as the in-memory index: expired when strictly past either limit. */
+        {offsetof(sqlite_store_t, expire),
+         "DELETE FROM sessions WHERE ?1 - last_seen > idle_timeout "
+         "OR ?1 - created > max_lifetime"},
+    };
+    for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
+        sqlite3_stmt **slot = (sqlite3_stmt **)((char *)st + stmts[i].offset);
+        int src =
+            sqlite3_prepare_v3(st->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
+        if (src != SQLITE_OK) {
+            set_err(err, errlen, "prepare: %s", sqlite3_errmsg(st->db));
+            return rc_of(src);
+        }
+    }
+    return SG_OK;
+}
+
+sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (!out)
+        return SG_ERR_PARSE;
+    *out = NULL;
+    if (!path || !*path) {
+        set_err(err, errlen, "no database path");
+        return SG_ERR_CONFIG;
+    }
+    if (!sqlite3_threadsafe()) {
+        set_err(err, errlen, "SQLite was built without thread support");
+        return SG_ERR_CONFIG;
+    }
+    sg_rc rc = prepare_file(path, err, errlen);
+    if (rc)
+        return rc;
+
+    sqlite_store_t *st = calloc(1, sizeof(*st));
+    if (!st) {
+        set_err(err, errlen, "out of memory");
+        return SG_ERR_NOMEM;
+    }
+    st->base.ops = &sqlite_ops;
+    st->path = strdup(path);
+    if (!st->path || pthread_mutex_init(&st->mu, NULL) != 0) {
+        free(st->path);
+        free(st);
+        set_err(err, errlen, "out of memory");
+        return SG_ERR_NOMEM;
+    }
+
+    /* No SQLITE_OPEN_CREATE: the file exists, made 0600 above. */
+    int src = sqlite3_open_v2(
+        path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL);
+    if (src != SQLITE_OK) {
+        set_err(err, errlen, "%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
+        rc = rc_of(src);
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+    rc = pragma(st->db, "PRAGMA journal_mode = WAL", "wal", err, errlen);
+    if (!rc)
+        rc = pragma(st->db, "PRAGMA synchronous = FULL", NULL, err, errlen);
+    if (!rc)
+        rc = pragma(st->db, "PRAGMA foreign_keys = ON", NULL, err, errlen);
+    /* Deleted rows (ended sessions, revoked grants) are overwritten, not left in free pages. */
+    if (!rc)
+        rc = pragma(st->db, "PRAGMA secure_delete = ON", NULL, err, errlen);
+    if (!rc)
+        rc = migrate(st->db, err, errlen);
+    if (!rc)
+        rc = tighten_sidecars(path, err, errlen);
+    if (!rc)
+        rc = prepare_all(st, err, errlen);
+    if (rc)
+        goto fail;
+    *out = &st->base;
+    return SG_OK;
+fail:
+    op_close(&st->base);
+    return rc ? rc : SG_ERR_IO;
+}
