@@ -26,8 +26,23 @@ void sg_route_auth(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_session_view_t v;
     if (lookup(gw, r, &v)) {
         sg_counter_inc(gw->auth_denied);
-        sg_resp_text(w, 401, "text/plain", "not signed in\n");
         w->no_store = 1;
+        /*
+         * Proxies that pass the auth answer straight to the browser (Caddy forward_auth,
+         * Traefik ForwardAuth) ask with ?mode=redirect: then a 302 to /login, returning to
+         * the page the browser wanted (X-Forwarded-Uri) when that is a safe path.
+         */
+        const char *mode = sg_form_get(&r->query, "mode");
+        if (mode && strcmp(mode, "redirect") == 0) {
+            const char *want = sg_req_header(r, "X-Forwarded-Uri");
+            char *enc = sg_url_encode(want && sg_rd_is_safe(want) ? want : "/");
+            char loc[SG_RD_MAX * 3 + 300];
+            snprintf(loc, sizeof(loc), "%s/login?rd=%s", gw->cfg.public_url, enc ? enc : "%2F");
+            free(enc);
+            sg_resp_redirect(w, loc);
+            return;
+        }
+        sg_resp_text(w, 401, "text/plain", "not signed in\n");
         return;
     }
     sg_counter_inc(gw->auth_ok);

@@ -35,7 +35,9 @@ typedef struct {
     /* Updates last_seen of many sessions in one transaction. */
     sg_rc (*session_touch)(sg_store_t *st, const char *const *id_hashes, const long long *seen,
                            size_t n);
-    /* Calls visit for every stored session; a non-zero return stops the walk. */
+    /* Calls visit for every stored session; a non-zero return stops the walk. rec and its
+     * strings are valid only during the call (copy what you keep), and visit must not call
+     * the store: the SQLite backend holds its lock during the walk. */
     sg_rc (*session_each)(sg_store_t *st, sg_session_visit_fn visit, void *ctx);
     /* Deletes sessions past their idle or absolute lifetime at time now; *n gets how many. */
     sg_rc (*session_expire)(sg_store_t *st, long long now, size_t *n);
