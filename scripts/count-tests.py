@@ -6,7 +6,7 @@ import json
 import re
 import sys
 
-passed = failed = 0
+passed = failed = skipped = 0
 problems = []
 with open(sys.argv[1], encoding="utf-8", errors="replace") as f:
     for line in f:
@@ -15,16 +15,20 @@ with open(sys.argv[1], encoding="utf-8", errors="replace") as f:
             continue
         t = json.loads(line)
         out = t.get("stdout") or ""
-        ok = len(re.findall(r"^ok \d+", out, re.M))
-        bad = len(re.findall(r"^not ok \d+", out, re.M))
+        skip = len(re.findall(r"^(?:not )?ok \d+.*#\s*SKIP", out, re.M | re.I))
+        ok = len(re.findall(r"^ok \d+", out, re.M)) - len(
+            re.findall(r"^ok \d+.*#\s*SKIP", out, re.M | re.I))
+        bad = len(re.findall(r"^not ok \d+", out, re.M)) - len(
+            re.findall(r"^not ok \d+.*#\s*SKIP", out, re.M | re.I))
         passed += ok
         failed += bad
+        skipped += skip
         if t.get("result") not in ("OK", "EXPECTEDFAIL", "SKIP") and bad == 0:
             failed += 1
             problems.append(f"{t.get('name')}: {t.get('result')} with no failing test line")
-        if ok + bad == 0 and t.get("result") == "OK":
+        if ok + bad + skip == 0 and t.get("result") == "OK":
             passed += 1  # a plain exit-code test
 for p in problems:
     print(p)
-print(f"{passed} passed, {failed} failed")
+print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
 sys.exit(1 if failed else 0)
