@@ -38,20 +38,20 @@
 #include "scopegate/jose.h"
 #include "scopegate/log.h"
 
-#define MAX_KEYS     32        /* keys kept from one JWKS; more are ignored */
-#define FORM_MAX     (64 * 1024)
-#define URL_MAX      (16 * 1024)
-#define ISSUER_MAX   1024
+#define MAX_KEYS           32 /* keys kept from one JWKS; more are ignored */
+#define FORM_MAX           (64 * 1024)
+#define URL_MAX            (16 * 1024)
+#define ISSUER_MAX         1024
 #define DEFAULT_TIMEOUT_MS 10000
-#define DEFAULT_SKEW 60
+#define DEFAULT_SKEW       60
 
 typedef struct {
     char *authorization_endpoint;
     char *token_endpoint;
     char *jwks_uri;
-    char *userinfo_endpoint;      /* NULL when absent */
-    char *revocation_endpoint;    /* NULL when absent */
-    char *introspection_endpoint; /* NULL when absent */
+    char *userinfo_endpoint;                         /* NULL when absent */
+    char *revocation_endpoint;                       /* NULL when absent */
+    char *introspection_endpoint;                    /* NULL when absent */
     int token_basic, revoke_basic, introspect_basic; /* client_secret_basic, else _post */
 } disco_t;
 
@@ -75,8 +75,8 @@ struct sg_oidc {
     jwk_t keys[MAX_KEYS];
     size_t nkeys;
     int jwks_loaded;
-    int jwks_refetched;      /* an unknown-kid refetch happened ... */
-    double jwks_refetch_at;  /* ... at this monotonic time */
+    int jwks_refetched;     /* an unknown-kid refetch happened ... */
+    double jwks_refetch_at; /* ... at this monotonic time */
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -279,8 +279,8 @@ void sg_oidc_map_error(long status, const char *body, size_t len, const char *ww
         if (d && *d)
             copy_clean(err->description, sizeof err->description, d);
         else
-            snprintf(err->description, sizeof err->description, "%s answered HTTP %ld",
-                     endpoint, status);
+            snprintf(err->description, sizeof err->description, "%s answered HTTP %ld", endpoint,
+                     status);
         cJSON_Delete(j);
         return;
     }
@@ -289,8 +289,8 @@ void sg_oidc_map_error(long status, const char *body, size_t len, const char *ww
         auth_param(www_authenticate, "error", err->error, sizeof err->error)) {
         if (!auth_param(www_authenticate, "error_description", err->description,
                         sizeof err->description))
-            snprintf(err->description, sizeof err->description, "%s answered HTTP %ld",
-                     endpoint, status);
+            snprintf(err->description, sizeof err->description, "%s answered HTTP %ld", endpoint,
+                     status);
         return;
     }
     int wl = body ? is_word(body, len) : 0;
@@ -303,8 +303,7 @@ void sg_oidc_map_error(long status, const char *body, size_t len, const char *ww
     /* No OAuth error in the body (e.g. Salesforce's 503 array): the status is all we say;
      * the body itself is never copied, it might echo something secret. */
     snprintf(err->error, sizeof err->error, "http_error");
-    snprintf(err->description, sizeof err->description, "%s answered HTTP %ld", endpoint,
-             status);
+    snprintf(err->description, sizeof err->description, "%s answered HTTP %ld", endpoint, status);
 }
 
 /* ---- HTTP with the client's settings ---------------------------------------------------- */
@@ -458,8 +457,7 @@ static sg_rc parse_discovery(sg_oidc_t *op, const char *body, size_t len, disco_
     if (!rc)
         rc = take_endpoint(op, doc, "revocation_endpoint", 0, &d->revocation_endpoint, err);
     if (!rc)
-        rc = take_endpoint(op, doc, "introspection_endpoint", 0, &d->introspection_endpoint,
-                           err);
+        rc = take_endpoint(op, doc, "introspection_endpoint", 0, &d->introspection_endpoint, err);
     if (rc)
         goto fail;
     d->token_basic = wants_basic(doc, "token_endpoint_auth_methods_supported", -1);
@@ -499,14 +497,14 @@ static sg_rc fetch_discovery(sg_oidc_t *op, disco_t **out, sg_oidc_err_t *err)
     return rc;
 }
 
-/* The discovery document, fetched on first use. NULL with err filled on failure. */
-static const disco_t *get_disco(sg_oidc_t *op, sg_oidc_err_t *err)
+/* The discovery document, fetched on first use; on failure *out is NULL and err says why. */
+static sg_rc get_disco(sg_oidc_t *op, const disco_t **out, sg_oidc_err_t *err)
 {
     pthread_mutex_lock(&op->lock);
-    const disco_t *d = op->disco;
+    *out = op->disco;
     pthread_mutex_unlock(&op->lock);
-    if (d)
-        return d;
+    if (*out)
+        return SG_OK;
 
     double t0 = mono_now();
     disco_t *fresh = NULL;
@@ -515,27 +513,17 @@ static const disco_t *get_disco(sg_oidc_t *op, sg_oidc_err_t *err)
     if (rc) {
         sg_log(SG_LOG_WARN, "oidc_discovery_failed", "issuer %.200s: %s: %s", op->issuer,
                err->error, err->description);
-        return NULL;
+        return rc;
     }
     pthread_mutex_lock(&op->lock);
     if (!op->disco) {
         op->disco = fresh;
         fresh = NULL;
     }
-    d = op->disco;
+    *out = op->disco;
     pthread_mutex_unlock(&op->lock);
     disco_free(fresh); /* another thread published first */
-    return d;
-}
-
-/* The rc for a discovery failure get_disco reported in err. */
-static sg_rc disco_rc(const sg_oidc_err_t *err)
-{
-    if (!strcmp(err->error, "timeout") || !strcmp(err->error, "transport"))
-        return SG_ERR_IO;
-    if (!strcmp(err->error, "malformed") || !strcmp(err->error, "bad_discovery"))
-        return SG_ERR_PARSE;
-    return SG_ERR_DENIED;
+    return SG_OK;
 }
 
 sg_rc sg_oidc_discover(sg_oidc_t *op, sg_oidc_err_t *err)
@@ -544,28 +532,29 @@ sg_rc sg_oidc_discover(sg_oidc_t *op, sg_oidc_err_t *err)
     if (!err)
         err = &local;
     memset(err, 0, sizeof *err);
-    return get_disco(op, err) ? SG_OK : disco_rc(err);
+    const disco_t *d;
+    return get_disco(op, &d, err);
 }
 
 int sg_oidc_can_revoke(sg_oidc_t *op)
 {
     sg_oidc_err_t err = {0};
-    const disco_t *d = get_disco(op, &err);
-    return d && d->revocation_endpoint;
+    const disco_t *d;
+    return get_disco(op, &d, &err) == SG_OK && d->revocation_endpoint;
 }
 
 int sg_oidc_can_introspect(sg_oidc_t *op)
 {
     sg_oidc_err_t err = {0};
-    const disco_t *d = get_disco(op, &err);
-    return d && d->introspection_endpoint;
+    const disco_t *d;
+    return get_disco(op, &d, &err) == SG_OK && d->introspection_endpoint;
 }
 
 int sg_oidc_can_userinfo(sg_oidc_t *op)
 {
     sg_oidc_err_t err = {0};
-    const disco_t *d = get_disco(op, &err);
-    return d && d->userinfo_endpoint;
+    const disco_t *d;
+    return get_disco(op, &d, &err) == SG_OK && d->userinfo_endpoint;
 }
 
 /* ---- life cycle ------------------------------------------------------------------------- */
@@ -589,8 +578,8 @@ static int issuer_ok(const char *iss, int allow_http)
 sg_rc sg_oidc_new(const sg_oidc_opts_t *opts, sg_oidc_t **out)
 {
     *out = NULL;
-    if (!opts || !opts->issuer || !issuer_ok(opts->issuer, opts->allow_http) ||
-        !opts->client_id || !*opts->client_id || opts->timeout_ms < 0 || opts->clock_skew < 0)
+    if (!opts || !opts->issuer || !issuer_ok(opts->issuer, opts->allow_http) || !opts->client_id ||
+        !*opts->client_id || opts->timeout_ms < 0 || opts->clock_skew < 0)
         return SG_ERR_CONFIG;
     sg_oidc_t *op = calloc(1, sizeof *op);
     if (!op)
@@ -656,8 +645,8 @@ char *sg_oidc_authorize_url(sg_oidc_t *op, const char *redirect_uri, const char 
     if (!err)
         err = &local;
     memset(err, 0, sizeof *err);
-    const disco_t *d = get_disco(op, err);
-    if (!d)
+    const disco_t *d;
+    if (get_disco(op, &d, err))
         return NULL;
     sg_buf_t b;
     sg_buf_init(&b, URL_MAX);
@@ -768,8 +757,9 @@ static sg_rc take_str(const cJSON *j, const char *key, char **out, sg_oidc_err_t
     return SG_OK;
 }
 
-sg_rc sg_oidc_parse_tokens(long status, const char *body, size_t len, const char *refresh_token_sent,
-                           long long now, sg_tokens_t *out, sg_oidc_err_t *err)
+sg_rc sg_oidc_parse_tokens(long status, const char *body, size_t len,
+                           const char *refresh_token_sent, long long now, sg_tokens_t *out,
+                           sg_oidc_err_t *err)
 {
     memset(out, 0, sizeof *out);
     out->expires_in = -1;
@@ -857,10 +847,11 @@ static sg_rc token_request(sg_oidc_t *op, sg_buf_t *form, const char *refresh_se
 {
     memset(out, 0, sizeof *out);
     out->expires_in = -1;
-    const disco_t *d = get_disco(op, err);
-    if (!d) {
+    const disco_t *d;
+    sg_rc drc = get_disco(op, &d, err);
+    if (drc) {
         form_free(form);
-        return disco_rc(err);
+        return drc;
     }
     double t0 = mono_now();
     char *auth = NULL;
@@ -996,8 +987,8 @@ static sg_rc fetch_jwks(sg_oidc_t *op, const disco_t *d, sg_oidc_err_t *err)
     }
     observe(op, "jwks", t0, rc, err);
     if (rc) {
-        sg_log(SG_LOG_WARN, "oidc_jwks_failed", "issuer %.200s: %s: %s", op->issuer,
-               err->error, err->description);
+        sg_log(SG_LOG_WARN, "oidc_jwks_failed", "issuer %.200s: %s: %s", op->issuer, err->error,
+               err->description);
         return rc;
     }
     jwk_t old[MAX_KEYS];
@@ -1066,7 +1057,8 @@ static int claim_time(const cJSON *claims, const char *name, long long *out)
     return 1;
 }
 
-static sg_rc bad_token(sg_oidc_err_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static sg_rc bad_token(sg_oidc_err_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static sg_rc bad_token(sg_oidc_err_t *err, const char *fmt, ...)
 {
@@ -1128,8 +1120,7 @@ sg_rc sg_oidc_check_claims(const cJSON *claims, const char *issuer, const char *
     if (!claim_time(claims, "exp", &exp))
         return bad_token(err, "ID token has no numeric exp");
     if (now >= exp + skew)
-        return bad_token(err, "ID token expired at %lld (now %lld, skew %lld s)", exp, now,
-                         skew);
+        return bad_token(err, "ID token expired at %lld (now %lld, skew %lld s)", exp, now, skew);
     if (!claim_time(claims, "iat", &iat))
         return bad_token(err, "ID token has no numeric iat");
     if (iat > now + skew)
@@ -1162,8 +1153,10 @@ static sg_rc verify_signature(sg_oidc_t *op, const disco_t *d, const sg_jws_t *j
         int fetch = !loaded || claim_refetch(op);
         if (fetch) {
             if (loaded)
-                sg_log(SG_LOG_INFO, "oidc_jwks_refetch", "issuer %.200s: unknown kid, "
-                       "fetching the key set again", op->issuer);
+                sg_log(SG_LOG_INFO, "oidc_jwks_refetch",
+                       "issuer %.200s: unknown kid, "
+                       "fetching the key set again",
+                       op->issuer);
             sg_rc rc = fetch_jwks(op, d, err);
             if (rc && !loaded)
                 return rc; /* err says why the keys could not be read */
@@ -1215,11 +1208,10 @@ sg_rc sg_oidc_validate_id_token(sg_oidc_t *op, const char *id_token, const char 
         rc = bad_token(err, "ID token kid is not a string");
         goto done;
     }
-    const disco_t *d = get_disco(op, err);
-    if (!d) {
-        rc = disco_rc(err);
+    const disco_t *d;
+    rc = get_disco(op, &d, err);
+    if (rc)
         goto done;
-    }
     rc = verify_signature(op, d, &jws, err);
     if (rc)
         goto done;
@@ -1238,17 +1230,17 @@ done:
 
 /* ---- userinfo, revocation, introspection ------------------------------------------------ */
 
-sg_rc sg_oidc_userinfo(sg_oidc_t *op, const char *access_token, cJSON **claims,
-                       sg_oidc_err_t *err)
+sg_rc sg_oidc_userinfo(sg_oidc_t *op, const char *access_token, cJSON **claims, sg_oidc_err_t *err)
 {
     sg_oidc_err_t local;
     if (!err)
         err = &local;
     memset(err, 0, sizeof *err);
     *claims = NULL;
-    const disco_t *d = get_disco(op, err);
-    if (!d)
-        return disco_rc(err);
+    const disco_t *d;
+    sg_rc drc = get_disco(op, &d, err);
+    if (drc)
+        return drc;
     if (!d->userinfo_endpoint) {
         sg_oidc_err_set(err, 0, "no_endpoint", "the provider has no userinfo endpoint");
         return SG_ERR_NOTFOUND;
@@ -1322,17 +1314,18 @@ sg_rc sg_oidc_revoke(sg_oidc_t *op, const char *token, const char *hint, sg_oidc
     if (!err)
         err = &local;
     memset(err, 0, sizeof *err);
-    const disco_t *d = get_disco(op, err);
-    if (!d)
-        return disco_rc(err);
+    const disco_t *d;
+    sg_rc drc = get_disco(op, &d, err);
+    if (drc)
+        return drc;
     if (!d->revocation_endpoint) {
         sg_oidc_err_set(err, 0, "no_endpoint", "the provider has no revocation endpoint");
         return SG_ERR_NOTFOUND;
     }
     double t0 = mono_now();
     sg_oidc_resp_t resp;
-    sg_rc rc = token_post(op, "revocation endpoint", d->revocation_endpoint, d->revoke_basic,
-                          token, hint, &resp, err);
+    sg_rc rc = token_post(op, "revocation endpoint", d->revocation_endpoint, d->revoke_basic, token,
+                          hint, &resp, err);
     if (!rc) {
         if (resp.status != 200) {
             sg_oidc_map_error(resp.status, resp.body.ptr, resp.body.len, NULL,
@@ -1353,9 +1346,10 @@ sg_rc sg_oidc_introspect(sg_oidc_t *op, const char *token, const char *hint, cJS
         err = &local;
     memset(err, 0, sizeof *err);
     *result = NULL;
-    const disco_t *d = get_disco(op, err);
-    if (!d)
-        return disco_rc(err);
+    const disco_t *d;
+    sg_rc drc = get_disco(op, &d, err);
+    if (drc)
+        return drc;
     if (!d->introspection_endpoint) {
         sg_oidc_err_set(err, 0, "no_endpoint", "the provider has no introspection endpoint");
         return SG_ERR_NOTFOUND;

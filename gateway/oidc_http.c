@@ -59,8 +59,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
         c->resp->www_authenticate[0] = '\0';
         return len;
     }
-    keep_header(data, len, "Content-Type", c->resp->content_type,
-                sizeof c->resp->content_type);
+    keep_header(data, len, "Content-Type", c->resp->content_type, sizeof c->resp->content_type);
     keep_header(data, len, "WWW-Authenticate", c->resp->www_authenticate,
                 sizeof c->resp->www_authenticate);
     return len;
@@ -155,7 +154,8 @@ sg_rc sg_oidc_http(const sg_oidc_req_t *req, sg_oidc_resp_t *resp, sg_oidc_err_t
 
     CURLcode code = curl_easy_perform(curl);
     performed = 1;
-    if (code == CURLE_FILESIZE_EXCEEDED || (code == CURLE_WRITE_ERROR && c.body_rc == SG_ERR_TOO_BIG)) {
+    if (code == CURLE_FILESIZE_EXCEEDED ||
+        (code == CURLE_WRITE_ERROR && c.body_rc == SG_ERR_TOO_BIG)) {
         sg_oidc_err_set(err, 0, "malformed", "response body larger than %d bytes (refused)",
                         SG_OIDC_MAX_BODY);
         rc = SG_ERR_TOO_BIG;

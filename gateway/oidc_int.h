@@ -30,9 +30,9 @@ typedef struct {
 } sg_oidc_req_t;
 
 typedef struct {
-    long status;             /* HTTP status of the answer */
-    sg_buf_t body;           /* at most SG_OIDC_MAX_BODY bytes */
-    char content_type[128];  /* "" when absent (cut when longer) */
+    long status;            /* HTTP status of the answer */
+    sg_buf_t body;          /* at most SG_OIDC_MAX_BODY bytes */
+    char content_type[128]; /* "" when absent (cut when longer) */
     char www_authenticate[256];
 } sg_oidc_resp_t;
 
@@ -64,8 +64,9 @@ sg_rc sg_oidc_check_claims(const cJSON *claims, const char *issuer, const char *
  * token response) or "http_error". refresh_token_sent is the token a refresh grant presented
  * (NULL for other grants): an echo of it is not a rotation, so out->refresh_token stays NULL.
  */
-sg_rc sg_oidc_parse_tokens(long status, const char *body, size_t len, const char *refresh_token_sent,
-                           long long now, sg_tokens_t *out, sg_oidc_err_t *err);
+sg_rc sg_oidc_parse_tokens(long status, const char *body, size_t len,
+                           const char *refresh_token_sent, long long now, sg_tokens_t *out,
+                           sg_oidc_err_t *err);
 
 /* A provider's error answer into err (http_status, error, description); never fails. */
 void sg_oidc_map_error(long status, const char *body, size_t len, const char *www_authenticate,

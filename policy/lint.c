@@ -3,6 +3,7 @@
  * and the assign rules against each other and against the roles.
  */
 #include "policy_int.h"
+#include "scopegate/salesforce.h"
 
 #include "scopegate/buf.h"
 
@@ -13,47 +14,12 @@
 #define WARN SG_DIAG_WARNING
 
 /*
- * The one list of scope names a policy may use without a warning: Salesforce's
- * scopes_supported (shared/salesforce-oauth.md, section 1.3 and 2), plus `groups`, which
- * other OpenID Providers (Keycloak, Okta, Dex) use to release group membership.
+ * The scope names a policy may use without a warning: Salesforce's scopes_supported
+ * (sg_salesforce_scopes, shared/salesforce-oauth.md 1.3 and 2), plus `groups`, which other
+ * OpenID Providers (Keycloak, Okta, Dex) use to release group membership.
  */
-static const char *const known_scopes[] = {"openid",
-                                           "id",
-                                           "profile",
-                                           "email",
-                                           "address",
-                                           "phone",
-                                           "api",
-                                           "web",
-                                           "full",
-                                           "refresh_token",
-                                           "offline_access",
-                                           "visualforce",
-                                           "chatter_api",
-                                           "custom_permissions",
-                                           "content",
-                                           "lightning",
-                                           "wave_api",
-                                           "eclair_api",
-                                           "pardot_api",
-                                           "interaction_api",
-                                           "chatbot_api",
-                                           "cdp_profile_api",
-                                           "cdp_query_api",
-                                           "cdp_ingest_api",
-                                           "cdp_segment_api",
-                                           "cdp_identityresolution_api",
-                                           "cdp_calculated_insight_api",
-                                           "cdp_api",
-                                           "einstein_gpt_api",
-                                           "sfap_api",
-                                           "mcp_api",
-                                           "user_registration_api",
-                                           "pwdless_login_api",
-                                           "forgot_password",
-                                           "data_cloud_user_claims",
-                                           "groups",
-                                           NULL};
+static const char *const other_scopes[] = {"groups", NULL};
+static const char *const *const scope_lists[] = {sg_salesforce_scopes, other_scopes};
 
 /* Scopes with which the provider issues a refresh token (Salesforce: synonyms). */
 static int issues_refresh_token(const char *scope)
@@ -63,9 +29,10 @@ static int issues_refresh_token(const char *scope)
 
 static int known_scope(const char *scope)
 {
-    for (size_t i = 0; known_scopes[i]; i++)
-        if (strcmp(known_scopes[i], scope) == 0)
-            return 1;
+    for (size_t l = 0; l < 2; l++)
+        for (size_t i = 0; scope_lists[l][i]; i++)
+            if (strcmp(scope_lists[l][i], scope) == 0)
+                return 1;
     return 0;
 }
 
@@ -73,8 +40,9 @@ static void unknown_scope(sg_policy_ctx_t *c, const char *scope, int line)
 {
     sg_suggest_t sug;
     sg_suggest_init(&sug, scope);
-    for (size_t i = 0; known_scopes[i]; i++)
-        sg_suggest_try(&sug, known_scopes[i]);
+    for (size_t l = 0; l < 2; l++)
+        for (size_t i = 0; scope_lists[l][i]; i++)
+            sg_suggest_try(&sug, scope_lists[l][i]);
     if (sug.best) {
         sg_policy_diag(c, line, WARN, "unknown scope '%s' (did you mean '%s'?)", scope, sug.best);
         return;
@@ -82,8 +50,9 @@ static void unknown_scope(sg_policy_ctx_t *c, const char *scope, int line)
     sg_buf_t b;
     sg_buf_init(&b, 4096);
     sg_rc rc = SG_OK;
-    for (size_t i = 0; known_scopes[i] && !rc; i++)
-        rc = sg_buf_printf(&b, "%s%s", i ? " " : "", known_scopes[i]);
+    for (size_t l = 0; l < 2; l++)
+        for (size_t i = 0; scope_lists[l][i] && !rc; i++)
+            rc = sg_buf_printf(&b, "%s%s", b.len ? " " : "", scope_lists[l][i]);
     if (rc)
         c->nomem = 1;
     else

@@ -2,7 +2,7 @@
 SG_PACKAGES="meson ninja-build pkg-config gcc python3 curl libcurl4-openssl-dev libssl-dev
 libcjson-dev libconfig-dev libmicrohttpd-dev libsqlite3-dev libcmocka-dev"
 # Only the tests need these: the browser tests drive headless Chromium through chromedriver.
-SG_TEST_PACKAGES="chromium chromium-driver"
+SG_TEST_PACKAGES="chromium chromium-driver nginx caddy"
 
 # sg_install_deps PACKAGE... : installs those of the packages that are not installed yet.
 sg_install_deps()

@@ -122,4 +122,7 @@ sg_rc sg_oidc_identity(const cJSON *claims, char **user_id, char **org_id);
  * claims the ID token lacks). */
 int sg_oidc_can_userinfo(sg_oidc_t *op);
 
+/* Provider calls go through libcurl: the process calls curl_global_init(CURL_GLOBAL_DEFAULT)
+ * once at start, before any thread makes an sg_oidc_* call (the daemon's main, or the test). */
+
 #endif

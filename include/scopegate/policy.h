@@ -34,7 +34,7 @@
 
 #define SG_POLICY_VERSION             1
 #define SG_POLICY_MAX_BYTES           (1024 * 1024) /* larger files are refused unread */
-#define SG_POLICY_MAX_DIAGS           200           /* after this many, loading stops */
+#define SG_POLICY_MAX_DIAGS           200           /* reported at most; the last says so */
 #define SG_POLICY_DEFAULT_GRANT_LIMIT 5             /* Salesforce's per-user, per-app limit */
 #define SG_POLICY_DEFAULT_IDLE        (30 * 60)     /* a role without session = { idle } */
 #define SG_POLICY_DEFAULT_MAX         (8 * 3600)    /* a role without session = { max } */
@@ -127,7 +127,7 @@ typedef struct {
  */
 sg_rc sg_policy_load(const char *path, const sg_policy_opts_t *opts, sg_policy_t **out,
                      sg_diags_t *diags);
-/* The same from text in memory; name stands for the file in diagnostics. */
+/* The same from text in memory; name (NULL: "policy") stands for the file in diagnostics. */
 sg_rc sg_policy_parse(const char *text, size_t len, const char *name, const sg_policy_opts_t *opts,
                       sg_policy_t **out, sg_diags_t *diags);
 void sg_policy_free(sg_policy_t *p);

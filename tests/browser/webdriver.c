@@ -795,6 +795,52 @@ char *wd_wait_url(wd_driver_t *d, const char *prefix, int timeout_ms)
     return NULL;
 }
 
+char *wd_script_string(wd_driver_t *d, const char *script)
+{
+    char path[512];
+    cJSON *body = cJSON_CreateObject(), *v = NULL;
+    char *out = NULL;
+    if (body && cJSON_AddStringToObject(body, "script", script) &&
+        cJSON_AddArrayToObject(body, "args") &&
+        session_path(d, path, sizeof path, "/execute/sync", NULL, NULL) == 0 &&
+        call(d, "POST", path, body, &v) == 0) {
+        if (cJSON_IsString(v))
+            out = strdup(v->valuestring);
+        else
+            fprintf(stderr, "webdriver: the script \"%.200s\" did not return a string\n", script);
+    }
+    cJSON_Delete(body);
+    cJSON_Delete(v);
+    return out;
+}
+
+cJSON *wd_cookies(wd_driver_t *d)
+{
+    char path[512];
+    cJSON *v = NULL;
+    if (session_path(d, path, sizeof path, "/cookie", NULL, NULL) ||
+        call(d, "GET", path, NULL, &v))
+        return NULL;
+    if (!cJSON_IsArray(v)) {
+        fprintf(stderr, "webdriver: GET %s: expected an array of cookies\n", path);
+        cJSON_Delete(v);
+        return NULL;
+    }
+    return v;
+}
+
+const cJSON *wd_cookie_in(const cJSON *cookies, const char *name)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cookies)
+    {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(c, "name");
+        if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0)
+            return c;
+    }
+    return NULL;
+}
+
 int wd_screenshot(wd_driver_t *d, const char *path)
 {
     char *b64 = string_command(d, "/screenshot", NULL, NULL);

@@ -29,6 +29,8 @@
 #define WD_CHROMIUM "/usr/bin/chromium"
 #endif
 
+#include <cjson/cJSON.h>
+
 typedef struct wd_driver wd_driver_t;
 
 /*
@@ -69,6 +71,17 @@ char *wd_title(wd_driver_t *d);
 /* Polls the current URL until it starts with prefix (timeout_ms max); the URL (heap) or NULL
  * after printing the URL and title the browser was left on. */
 char *wd_wait_url(wd_driver_t *d, const char *prefix, int timeout_ms);
+
+/* Runs script (a function body, no arguments) in the page; its return value when that is a
+ * string (heap), else NULL after a message. */
+char *wd_script_string(wd_driver_t *d, const char *script);
+/* Every cookie the browser would send to the current page, as WebDriver's GET
+ * /session/{id}/cookie gives them: a JSON array of objects with "name", "value", "path",
+ * "domain", "secure", "httpOnly", "sameSite" and, for persistent cookies, "expiry" (heap:
+ * cJSON_Delete it), or NULL on error. */
+cJSON *wd_cookies(wd_driver_t *d);
+/* The cookie called name in wd_cookies' array, or NULL (no message) when there is none. */
+const cJSON *wd_cookie_in(const cJSON *cookies, const char *name);
 
 /* Saves a PNG of the viewport to path. */
 int wd_screenshot(wd_driver_t *d, const char *path);

@@ -12,6 +12,10 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <libconfig.h>
+#include <libgen.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -20,6 +24,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1561,4 +1566,626 @@ cJSON *th_sim_get(const char *base, const char *path_and_query)
     th_resp_free(&r);
     free(url);
     return json;
+}
+
+/* ---- the gateway stack ------------------------------------------------------------------ */
+
+const char th_default_policy[] =
+    "# The e2e tests' policy: DESIGN.md's shape for the demo org (tests/e2e/harness.h).\n"
+    "version = 1;\n"
+    "signin = { app = \"signin\"; scopes = [\"openid\", \"profile\", \"email\"]; };\n"
+    "roles = {\n"
+    "  user = { session = { idle = \"30m\"; max = \"8h\"; }; };\n"
+    "  admin = { offline = { app = \"api\"; scopes = [\"api\", \"refresh_token\", "
+    "\"offline_access\"]; };\n"
+    "            session = { idle = \"15m\"; max = \"4h\"; }; };\n"
+    "  auditor = { session = { idle = \"30m\"; max = \"8h\"; }; };\n"
+    "};\n"
+    "assign = (\n"
+    "  { role = \"admin\"; claim = \"preferred_username\"; in = [\"admin@demo.example\"]; },\n"
+    "  { role = \"auditor\"; claim = \"custom_attributes.role\"; in = [\"admin\"]; },\n"
+    "  { role = \"user\"; }\n"
+    ");\n";
+
+#define STACK_SIGNIN_ID     "demo-signin"
+#define STACK_SIGNIN_SECRET "demo-signin-secret"
+#define STACK_API_ID        "demo-api"
+#define STACK_API_SECRET    "demo-api-secret"
+#define STACK_LOG_TAIL      16384
+
+int th_write_file(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        fprintf(stderr, "harness: cannot create %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    size_t len = strlen(text), off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, text + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            fprintf(stderr, "harness: cannot write %s: %s\n", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    /* O_CREAT honours the umask; the mode asked for is the mode wanted. */
+    if (fchmod(fd, mode) != 0 || close(fd) != 0) {
+        fprintf(stderr, "harness: cannot finish %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+char *th_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "harness: cannot read %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    sg_buf_t b;
+    sg_buf_init(&b, (size_t)256 << 20);
+    sg_rc rc = sg_buf_add_file(&b, f);
+    fclose(f);
+    if (rc != SG_OK) {
+        fprintf(stderr, "harness: cannot read all of %s\n", path);
+        sg_buf_free(&b);
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return sg_buf_steal(&b);
+}
+
+/* A loopback socket bound to a free port and kept open (close-on-exec, so no child holds it),
+ * so nothing else started meanwhile can take the port; -1 on failure. */
+static int probe_port(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        perror("harness: socket");
+        return -1;
+    }
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &alen) != 0) {
+        perror("harness: bind 127.0.0.1:0");
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+int th_free_port(void)
+{
+    int port = -1;
+    int fd = probe_port(&port);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return port;
+}
+
+/* A relative path setting made absolute against dir (sfsim resolves it against the config's
+ * folder, and the copy lives elsewhere). */
+static int absolutize_setting(config_setting_t *group, const char *name, const char *dir)
+{
+    const char *value = NULL;
+    if (!group || !config_setting_lookup_string(group, name, &value) || !*value || value[0] == '/')
+        return 0;
+    char *abs = th_fmt("%s/%s", dir, value);
+    config_setting_t *s = config_setting_get_member(group, name);
+    int rc = abs && s && config_setting_set_string(s, abs) ? 0 : -1;
+    free(abs);
+    return rc;
+}
+
+static int set_callback(config_setting_t *app, const char *callback)
+{
+    const char *client_id = NULL;
+    if (!config_setting_lookup_string(app, "client_id", &client_id) ||
+        (strcmp(client_id, STACK_SIGNIN_ID) != 0 && strcmp(client_id, STACK_API_ID) != 0))
+        return 0;
+    if (config_setting_get_member(app, "callbacks") && !config_setting_remove(app, "callbacks"))
+        return -1;
+    config_setting_t *list = config_setting_add(app, "callbacks", CONFIG_TYPE_ARRAY);
+    return list && config_setting_set_string_elem(list, -1, callback) ? 0 : -1;
+}
+
+/* Writes to path a copy of $SFSIM_DEMO_CFG whose demo-signin and demo-api callbacks are
+ * callback only. */
+static int write_org_copy(const char *path, const char *callback)
+{
+    const char *src = getenv("SFSIM_DEMO_CFG");
+    if (!src || !*src) {
+        fprintf(stderr, "harness: SFSIM_DEMO_CFG is not set (meson's test_env sets it)\n");
+        return -1;
+    }
+    char *src_copy = strdup(src);
+    const char *dir = src_copy ? dirname(src_copy) : NULL;
+    config_t cfg;
+    config_init(&cfg);
+    int rc = -1;
+    if (!dir)
+        goto done;
+    if (!config_read_file(&cfg, src)) {
+        fprintf(stderr, "harness: %s:%d: %s\n", src, config_error_line(&cfg),
+                config_error_text(&cfg));
+        goto done;
+    }
+    config_setting_t *apps = config_lookup(&cfg, "apps");
+    int napps = apps ? config_setting_length(apps) : 0;
+    for (int i = 0; i < napps; i++) {
+        config_setting_t *app = config_setting_get_elem(apps, (unsigned)i);
+        if (set_callback(app, callback) || absolutize_setting(app, "jwt_certificate", dir))
+            goto done;
+    }
+    if (absolutize_setting(config_lookup(&cfg, "settings"), "key_file", dir))
+        goto done;
+    if (!config_write_file(&cfg, path)) {
+        fprintf(stderr, "harness: cannot write %s\n", path);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (rc)
+        fprintf(stderr, "harness: could not write a copy of %s with the callback %s\n", src,
+                callback);
+    config_destroy(&cfg);
+    free(src_copy);
+    return rc;
+}
+
+char *th_stack_log(const th_stack_t *s)
+{
+    return th_proc_log(&s->gw);
+}
+
+/* Prints the end of the gateway's log, for a test that has to say why it failed. */
+static void print_gateway_log(const th_stack_t *s, const char *why)
+{
+    char *log = th_stack_log(s);
+    size_t len = log ? strlen(log) : 0;
+    const char *from = len > STACK_LOG_TAIL ? log + len - STACK_LOG_TAIL : (log ? log : "");
+    fprintf(stderr, "harness: %s; the gateway's stderr%s:\n%s\n", why,
+            len > STACK_LOG_TAIL ? " (its end)" : "", from);
+    free(log);
+}
+
+/* Starts $SCOPEGATE serve --config s->gw_cfg, its stderr appended to s->gw_log, and waits for
+ * "scopegate listening on URL (internal URL)". */
+static int gateway_spawn(th_stack_t *s)
+{
+    th_proc_t *p = &s->gw;
+    memset(p, 0, sizeof *p);
+    p->pid = -1;
+    const char *exe = getenv("SCOPEGATE");
+    if (!exe || !*exe) {
+        fprintf(stderr, "harness: SCOPEGATE must name the gateway binary (meson's test_env "
+                        "sets it)\n");
+        return -1;
+    }
+    snprintf(p->log_path, sizeof p->log_path, "%s", s->gw_log);
+    int logfd = open(s->gw_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (logfd < 0) {
+        fprintf(stderr, "harness: cannot open %s: %s\n", s->gw_log, strerror(errno));
+        return -1;
+    }
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        perror("harness: pipe");
+        close(logfd);
+        return -1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("harness: fork");
+        close(pipefd[0]);
+        close(pipefd[1]);
+        close(logfd);
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (dup2(pipefd[1], STDOUT_FILENO) < 0 || dup2(logfd, STDERR_FILENO) < 0)
+            _exit(126);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) {
+            dup2(devnull, STDIN_FILENO);
+            close(devnull);
+        }
+        execl(exe, exe, "serve", "--config", s->gw_cfg, (char *)NULL);
+        dprintf(STDERR_FILENO, "harness: exec %s: %s\n", exe, strerror(errno));
+        _exit(127);
+    }
+    close(pipefd[1]);
+    close(logfd);
+    p->pid = pid;
+
+    char line[FIRST_LINE_MAX];
+    static const char prefix[] = "scopegate listening on ";
+    static const char internal[] = " (internal ";
+    const char *pub = NULL, *in = NULL, *pub_end = NULL, *in_end = NULL;
+    if (read_first_line(pipefd[0], line, sizeof line, START_TIMEOUT_MS) == 0 &&
+        strncmp(line, prefix, sizeof prefix - 1) == 0) {
+        pub = line + sizeof prefix - 1;
+        pub_end = strstr(pub, internal);
+        in = pub_end ? pub_end + sizeof internal - 1 : NULL;
+        in_end = in ? strchr(in, ')') : NULL;
+    }
+    if (!in_end || pub_end - pub >= (long)sizeof p->url ||
+        in_end - in >= (long)sizeof s->internal_url) {
+        close(pipefd[0]);
+        print_gateway_log(s, "the gateway did not start (expected the first stdout line "
+                             "\"scopegate listening on URL (internal URL)\")");
+        char keep[sizeof p->log_path];
+        memcpy(keep, p->log_path, sizeof keep);
+        p->log_path[0] = '\0'; /* the log is the stack's, not th_proc_stop's to remove */
+        th_proc_stop(p);
+        memcpy(p->log_path, keep, sizeof keep);
+        return -1;
+    }
+    snprintf(p->url, sizeof p->url, "%.*s", (int)(pub_end - pub), pub);
+    snprintf(s->internal_url, sizeof s->internal_url, "%.*s", (int)(in_end - in), in);
+    remember_fd(pid, pipefd[0]);
+    if (strcmp(p->url, s->url) != 0) {
+        fprintf(stderr, "harness: the gateway listens on %s, expected %s (its listen key)\n",
+                p->url, s->url);
+        return -1;
+    }
+    return 0;
+}
+
+/* SIGTERM to the gateway; its exit status (see th_proc_stop). Keeps the log. */
+static int gateway_stop(th_stack_t *s)
+{
+    if (s->gw.pid <= 0)
+        return 0;
+    char keep[sizeof s->gw.log_path];
+    memcpy(keep, s->gw.log_path, sizeof keep);
+    s->gw.log_path[0] = '\0';
+    int status = th_proc_stop(&s->gw);
+    memcpy(s->gw.log_path, keep, sizeof keep);
+    if (status != 0)
+        print_gateway_log(s, "the gateway did not exit 0 after SIGTERM");
+    return status;
+}
+
+static int stack_path(char *out, size_t cap, const char *dir, const char *name)
+{
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= cap) {
+        fprintf(stderr, "harness: path %s/%s is too long\n", dir, name);
+        return -1;
+    }
+    return 0;
+}
+
+int th_stack_start(th_stack_t *s, const char *policy_text)
+{
+    th_stack_opts_t o = {.policy = policy_text};
+    return th_stack_start_opts(s, &o);
+}
+
+int th_stack_start_opts(th_stack_t *s, const th_stack_opts_t *opts)
+{
+    memset(s, 0, sizeof *s);
+    s->sim.pid = s->gw.pid = -1;
+    th_stack_opts_t none = {0};
+    if (!opts)
+        opts = &none;
+    const char *tmp = getenv("TMPDIR");
+    int probe = -1;
+    char *callback = NULL, *gw_text = NULL, *path = NULL;
+    int n = snprintf(s->dir, sizeof s->dir, "%s/sg-stack-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (n < 0 || (size_t)n >= sizeof s->dir || !mkdtemp(s->dir)) {
+        fprintf(stderr, "harness: cannot make a temporary folder: %s\n", strerror(errno));
+        s->dir[0] = '\0';
+        return -1;
+    }
+    if (stack_path(s->gw_cfg, sizeof s->gw_cfg, s->dir, "gateway.cfg") ||
+        stack_path(s->policy, sizeof s->policy, s->dir, "policy.cfg") ||
+        stack_path(s->state_dir, sizeof s->state_dir, s->dir, "state") ||
+        stack_path(s->db, sizeof s->db, s->state_dir, "scopegate.db") ||
+        stack_path(s->sim_cfg, sizeof s->sim_cfg, s->dir, "org.cfg") ||
+        stack_path(s->gw_log, sizeof s->gw_log, s->dir, "gw.log"))
+        goto fail;
+
+    probe = probe_port(&s->port);
+    if (probe < 0)
+        goto fail;
+    snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
+    callback = th_fmt("%s/oauth/callback", s->url);
+    if (!callback || write_org_copy(s->sim_cfg, callback) || th_sfsim_start(&s->sim, s->sim_cfg))
+        goto fail;
+
+    gw_text = th_fmt("# written by tests/e2e/harness.c\n"
+                     "listen = \"127.0.0.1:%d\";\n"
+                     "public_url = \"%s\";\n"
+                     "internal_listen = \"127.0.0.1:0\";\n"
+                     "policy_file = \"policy.cfg\";\n"
+                     "state_dir = \"state\";\n"
+                     "allow_http_issuer = true;\n"
+                     "provider_timeout = \"%s\";\n"
+                     "log_level = \"%s\";\n"
+                     "apps = {\n"
+                     "  signin = { issuer = \"%s\"; client_id = \"" STACK_SIGNIN_ID "\";\n"
+                     "             client_secret_file = \"signin.secret\"; };\n"
+                     "  api = { issuer = \"%s\"; client_id = \"" STACK_API_ID "\";\n"
+                     "          client_secret_file = \"api.secret\"; };\n"
+                     "};\n%s%s",
+                     s->port, s->url,
+                     opts->provider_timeout ? opts->provider_timeout : "2s",
+                     opts->log_level ? opts->log_level : "debug", s->sim.url, s->sim.url,
+                     opts->extra_config ? opts->extra_config : "",
+                     opts->extra_config ? "\n" : "");
+    if (!gw_text || th_write_file(s->gw_cfg, gw_text, 0600) ||
+        th_write_file(s->policy, opts->policy ? opts->policy : th_default_policy, 0600))
+        goto fail;
+    path = th_fmt("%s/signin.secret", s->dir);
+    if (!path || th_write_file(path, STACK_SIGNIN_SECRET "\n", 0600))
+        goto fail;
+    free(path);
+    path = th_fmt("%s/api.secret", s->dir);
+    if (!path || th_write_file(path, STACK_API_SECRET "\n", 0600))
+        goto fail;
+
+    close(probe); /* the gateway binds the port now */
+    probe = -1;
+    if (gateway_spawn(s))
+        goto fail;
+    free(callback);
+    free(gw_text);
+    free(path);
+    return 0;
+fail:
+    if (probe >= 0)
+        close(probe);
+    free(callback);
+    free(gw_text);
+    free(path);
+    th_stack_stop(s);
+    return -1;
+}
+
+int th_stack_restart_gateway(th_stack_t *s)
+{
+    if (gateway_stop(s) != 0) {
+        fprintf(stderr, "harness: restart: the gateway did not exit 0 after SIGTERM\n");
+        return -1;
+    }
+    return gateway_spawn(s);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    if (remove(path) != 0)
+        fprintf(stderr, "harness: cannot remove %s: %s\n", path, strerror(errno));
+    return 0;
+}
+
+int th_stack_stop(th_stack_t *s)
+{
+    int rc = 0;
+    if (s->gw.pid > 0 && gateway_stop(s) != 0)
+        rc = -1;
+    if (s->sim.pid > 0 && th_proc_stop(&s->sim) != 0) {
+        fprintf(stderr, "harness: sfsim did not exit 0 after SIGTERM\n");
+        rc = -1;
+    }
+    if (s->dir[0]) {
+        const char *keep = getenv("TH_KEEP_STACK");
+        if (keep && *keep && strcmp(keep, "0") != 0)
+            fprintf(stderr, "harness: kept the stack's folder %s\n", s->dir);
+        else
+            nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        s->dir[0] = '\0';
+    }
+    s->gw.log_path[0] = '\0';
+    return rc;
+}
+
+/* ---- the gateway's sign-in, as a browser does it ---------------------------------------- */
+
+static int has_prefix(const char *s, const char *prefix)
+{
+    return s && strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+char *th_gateway_authorize(th_client_t *c, const th_stack_t *s, const char *rd, const char *user,
+                           const char *password, th_resp_t *login_out)
+{
+    th_resp_t login, fin;
+    memset(&login, 0, sizeof login);
+    memset(&fin, 0, sizeof fin);
+    char *erd = rd ? th_enc(rd) : NULL;
+    char *url = rd ? (erd ? th_fmt("%s/login?rd=%s", s->url, erd) : NULL)
+                   : th_fmt("%s/login", s->url);
+    char *authorize = th_fmt("%s/services/oauth2/authorize?", s->sim.url);
+    char *callback = th_fmt("%s/oauth/callback?", s->url);
+    char *result = NULL;
+    if (!url || !authorize || !callback) {
+        fprintf(stderr, "harness: out of memory\n");
+        goto done;
+    }
+    if (th_get(c, url, &login))
+        goto done;
+    if (login.status != 302 || !has_prefix(login.location, authorize)) {
+        fprintf(stderr,
+                "harness: GET %s: expected 302 to %s..., got %ld (Location %s)\n%.1000s\n", url,
+                authorize, login.status, login.location ? login.location : "none", login.body);
+        goto done;
+    }
+    if (th_browser_authorize(c, login.location, user, password, 1, &fin)) {
+        fprintf(stderr, "harness: the sign-in at sfsim as %s did not come back to the gateway\n",
+                user);
+        goto done;
+    }
+    if (!has_prefix(fin.location, callback)) {
+        fprintf(stderr, "harness: sfsim sent the browser to %s, expected %s...\n",
+                fin.location ? fin.location : "(nowhere)", callback);
+        goto done;
+    }
+    result = strdup(fin.location);
+done:
+    if (login_out)
+        *login_out = login;
+    else
+        th_resp_free(&login);
+    th_resp_free(&fin);
+    free(erd);
+    free(url);
+    free(authorize);
+    free(callback);
+    return result;
+}
+
+int th_gateway_signin(th_client_t *c, const th_stack_t *s, const char *rd, const char *user,
+                      const char *password, th_resp_t *final)
+{
+    resp_empty(final);
+    char *cb = th_gateway_authorize(c, s, rd, user, password, NULL);
+    if (!cb)
+        return -1;
+    th_resp_free(final);
+    int rc = th_get(c, cb, final);
+    char *sid = rc == 0 ? th_resp_set_cookie(final, TH_SESSION_COOKIE) : NULL;
+    if (rc == 0 && (final->status != 302 || !sid || !*sid)) {
+        fprintf(stderr,
+                "harness: the gateway's callback for %s: expected 302 with a %s cookie, got %ld "
+                "(Location %s, %s)\n%.1500s\n",
+                user, TH_SESSION_COOKIE, final->status,
+                final->location ? final->location : "none", sid ? "cookie empty" : "no cookie",
+                final->body);
+        rc = -1;
+    }
+    free(sid);
+    free(cb);
+    return rc;
+}
+
+long th_gateway_status(th_client_t *c, const th_stack_t *s, const char *path)
+{
+    char *url = th_fmt("%s%s", s->url, path);
+    if (!url)
+        return 0;
+    th_resp_t r;
+    long status = th_get(c, url, &r) == 0 ? r.status : 0;
+    th_resp_free(&r);
+    free(url);
+    return status;
+}
+
+/* ---- cookies and metrics ------------------------------------------------------------------ */
+
+char *th_client_cookie(th_client_t *c, const char *name)
+{
+    if (!c || !name)
+        return NULL;
+    CURL *h = curl_easy_init();
+    if (!h)
+        return NULL;
+    curl_easy_setopt(h, CURLOPT_SHARE, c->share);
+    curl_easy_setopt(h, CURLOPT_COOKIEFILE, "");
+    struct curl_slist *list = NULL;
+    char *value = NULL;
+    if (curl_easy_getinfo(h, CURLINFO_COOKIELIST, &list) == CURLE_OK) {
+        /* Netscape format: domain, tailmatch, path, secure, expires, name, value (tabs). */
+        for (struct curl_slist *it = list; it && !value; it = it->next) {
+            const char *f = it->data;
+            for (int i = 0; i < 5 && f; i++) {
+                f = strchr(f, '\t');
+                if (f)
+                    f++;
+            }
+            if (!f)
+                continue;
+            const char *tab = strchr(f, '\t');
+            if (!tab || (size_t)(tab - f) != strlen(name) || strncmp(f, name, strlen(name)) != 0)
+                continue;
+            value = strdup(tab + 1);
+        }
+    }
+    curl_slist_free_all(list);
+    curl_easy_cleanup(h);
+    return value;
+}
+
+char *th_resp_set_cookie(const th_resp_t *r, const char *name)
+{
+    if (!r || !r->headers || !name)
+        return NULL;
+    static const char hname[] = "Set-Cookie:";
+    size_t nl = strlen(name);
+    const char *line = r->headers;
+    while (*line) {
+        const char *eol = strstr(line, "\r\n");
+        if (!eol)
+            eol = line + strlen(line);
+        if ((size_t)(eol - line) > sizeof hname - 1 &&
+            strncasecmp(line, hname, sizeof hname - 1) == 0) {
+            const char *v = line + sizeof hname - 1;
+            while (v < eol && (*v == ' ' || *v == '\t'))
+                v++;
+            if ((size_t)(eol - v) > nl && strncmp(v, name, nl) == 0 && v[nl] == '=') {
+                const char *val = v + nl + 1;
+                const char *end = val;
+                while (end < eol && *end != ';')
+                    end++;
+                while (end > val && (end[-1] == ' ' || end[-1] == '\t'))
+                    end--;
+                return strndup(val, (size_t)(end - val));
+            }
+        }
+        line = *eol ? eol + 2 : eol;
+    }
+    return NULL;
+}
+
+double th_metric(const char *text, const char *name, const char *const *labels)
+{
+    double sum = -1;
+    size_t nl = strlen(name);
+    const char *line = text;
+    while (line && *line) {
+        const char *eol = strchr(line, '\n');
+        if (!eol)
+            eol = line + strlen(line);
+        if (*line != '#' && (size_t)(eol - line) > nl && strncmp(line, name, nl) == 0 &&
+            (line[nl] == '{' || line[nl] == ' ')) {
+            const char *lab = line + nl, *lab_end = lab;
+            if (*lab == '{') {
+                lab_end = memchr(lab, '}', (size_t)(eol - lab));
+                if (!lab_end)
+                    lab_end = lab;
+            }
+            int match = 1;
+            for (size_t i = 0; labels && labels[i] && match; i++) {
+                size_t ll = strlen(labels[i]);
+                match = 0;
+                for (const char *p = lab; p + ll <= lab_end && !match; p++)
+                    match = strncmp(p, labels[i], ll) == 0;
+            }
+            if (match) {
+                const char *v = lab_end == lab ? lab : lab_end + 1;
+                char *end = NULL;
+                double d = strtod(v, &end);
+                if (end && end != v)
+                    sum = (sum < 0 ? 0 : sum) + d;
+            }
+        }
+        line = *eol ? eol + 1 : eol;
+    }
+    return sum;
 }

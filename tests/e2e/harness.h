@@ -129,4 +129,90 @@ cJSON *th_sim_get(const char *base, const char *path_and_query);
 #define TH_OPS "ops@demo.example"
 #define TH_BOB "bob@demo.example"
 
+/* ---- the gateway stack: sfsim and scopegate together ------------------------------------ */
+
+/*
+ * One stack is a temporary folder holding a copy of demo.cfg whose demo-signin and demo-api
+ * callbacks are the gateway's (public_url + "/oauth/callback"), the gateway's config, the two
+ * client-secret files (0600), the policy and state_dir; sfsim runs on the org copy and
+ * $SCOPEGATE serve on the config. The gateway's stderr goes to gw.log in the folder and is
+ * appended to across restarts, so a test can grep everything one stack's gateway ever logged.
+ * Set TH_KEEP_STACK=1 to keep the folder after th_stack_stop (its path is printed).
+ */
+
+/* Cookie names of a gateway whose public_url is http:// (https adds the __Host- prefix). */
+#define TH_SESSION_COOKIE "scopegate"
+#define TH_LOGIN_COOKIE   "scopegate_login"
+
+/* The stack's policy when none is given: DESIGN.md's shape for the demo org. admin@ is admin
+ * by preferred_username; a custom_attributes.role of "admin" (ops@) gives "auditor", so a test
+ * can tell which rule matched; everyone else is "user". */
+extern const char th_default_policy[];
+
+typedef struct {
+    const char *policy;           /* policy text; NULL: th_default_policy */
+    const char *provider_timeout; /* NULL: "2s" */
+    const char *log_level;        /* NULL: "debug" (the most the log-secrets checks can see) */
+    const char *extra_config;     /* raw lines appended to the gateway config, or NULL */
+} th_stack_opts_t;
+
+typedef struct {
+    th_proc_t sim, gw;
+    char dir[256];          /* the temporary folder */
+    char url[128];          /* the gateway's public URL, "http://127.0.0.1:PORT" */
+    char internal_url[128]; /* its internal listener (a new port after each restart) */
+    char gw_cfg[300];       /* gateway config file */
+    char policy[300];       /* policy file */
+    char state_dir[300];
+    char db[300];           /* state_dir/scopegate.db */
+    char sim_cfg[300];      /* the org copy */
+    char gw_log[256];       /* the gateway's stderr, all runs (th_proc_t.log_path size) */
+    int port;               /* the gateway's public port */
+} th_stack_t;
+
+/* Writes the folder, starts sfsim then the gateway. policy_text NULL: th_default_policy. */
+int th_stack_start(th_stack_t *s, const char *policy_text);
+int th_stack_start_opts(th_stack_t *s, const th_stack_opts_t *opts);
+/* SIGTERM to the gateway (it must exit 0), then the same config and state again. */
+int th_stack_restart_gateway(th_stack_t *s);
+/* Stops the gateway then sfsim and removes the folder. 0 only when both exited 0 after
+ * SIGTERM (a sanitizer report makes the exit status non-zero); the gateway's log is printed
+ * when it did not. Safe on a stack that never started (all zero) or half started. */
+int th_stack_stop(th_stack_t *s);
+/* Everything the gateway wrote on stderr so far (heap). */
+char *th_stack_log(const th_stack_t *s);
+
+/*
+ * The browser's way in, up to the callback: GET /login (?rd= when rd is not NULL, encoded
+ * here), follow the redirect to sfsim, log in as user/password there and press "Allow".
+ * Returns the callback URL sfsim sent the browser to (heap: the gateway's
+ * /oauth/callback?code=...&state=...) without requesting it, or NULL. login_out, when not
+ * NULL, gets /login's answer (the authorize URL is its Location); the caller frees it.
+ */
+char *th_gateway_authorize(th_client_t *c, const th_stack_t *s, const char *rd, const char *user,
+                           const char *password, th_resp_t *login_out);
+/* th_gateway_authorize, then GET the callback: 0 when the gateway answered it with a redirect
+ * and a session cookie. *final gets the callback's answer whatever happened. */
+int th_gateway_signin(th_client_t *c, const th_stack_t *s, const char *rd, const char *user,
+                      const char *password, th_resp_t *final);
+/* GET s->url + path with the client's cookies; the status (0 when no answer). */
+long th_gateway_status(th_client_t *c, const th_stack_t *s, const char *path);
+
+/* The value of cookie name in the client's jar (heap) or NULL. */
+char *th_client_cookie(th_client_t *c, const char *name);
+/* The value a Set-Cookie header of the response gives cookie name (heap; "" for a cookie
+ * being cleared), or NULL when the response sets no such cookie. */
+char *th_resp_set_cookie(const th_resp_t *r, const char *name);
+
+/* The sum of the samples of a Prometheus metric whose label set contains every string in
+ * labels (NULL-terminated, may be NULL), or -1 when no sample matches. */
+double th_metric(const char *text, const char *name, const char *const *labels);
+
+/* A free loopback TCP port, or -1. */
+int th_free_port(void);
+/* Writes text to path with mode (created or truncated). */
+int th_write_file(const char *path, const char *text, mode_t mode);
+/* The whole file (heap, NUL-terminated; *len its size when len is not NULL), or NULL. */
+char *th_read_file(const char *path, size_t *len);
+
 #endif

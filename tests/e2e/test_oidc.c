@@ -98,8 +98,8 @@ static long sim_stat(const char *name, const char *sub)
 static void expect_ok(sg_rc rc, const sg_oidc_err_t *err, const char *what)
 {
     if (rc != SG_OK)
-        fail_msg("%s: expected ok, got %s (HTTP %d, %s: %s)", what, sg_rc_str(rc),
-                 err->http_status, err->error, err->description);
+        fail_msg("%s: expected ok, got %s (HTTP %d, %s: %s)", what, sg_rc_str(rc), err->http_status,
+                 err->error, err->description);
 }
 
 /* The call failed with this rc, status and error, and the description contains desc. */
@@ -115,9 +115,9 @@ static void expect_err(sg_rc rc, const sg_oidc_err_t *err, sg_rc want_rc, int wa
 
 static void fault(const char *endpoint, const char *mode, int count, int ms)
 {
-    char *q = ms ? th_fmt("/_sim/fault?endpoint=%s&mode=%s&count=%d&ms=%d", endpoint, mode,
-                          count, ms)
-                 : th_fmt("/_sim/fault?endpoint=%s&mode=%s&count=%d", endpoint, mode, count);
+    char *q =
+        ms ? th_fmt("/_sim/fault?endpoint=%s&mode=%s&count=%d&ms=%d", endpoint, mode, count, ms)
+           : th_fmt("/_sim/fault?endpoint=%s&mode=%s&count=%d", endpoint, mode, count);
     assert_non_null(q);
     if (th_sim_post(B, q))
         fail_msg("POST %s failed", q);
@@ -130,8 +130,8 @@ static void sign_in(sg_oidc_t *op, const char *client_id, const char *scope, con
 {
     char *verifier, *challenge;
     assert_int_equal(SG_OK, sg_oidc_pkce_pair(&verifier, &challenge));
-    th_authz_t a = {.client_id = client_id, .scope = scope, .nonce = nonce,
-                    .code_challenge = challenge};
+    th_authz_t a = {
+        .client_id = client_id, .scope = scope, .nonce = nonce, .code_challenge = challenge};
     char *code = th_get_code(B, &a, user, pw);
     if (!code)
         fail_msg("no authorization code for %s at %s", user, client_id);
@@ -537,8 +537,8 @@ static void test_authorize_url_drives_a_real_sign_in(void **state)
     char *verifier, *challenge;
     assert_int_equal(SG_OK, sg_oidc_pkce_pair(&verifier, &challenge));
     sg_oidc_err_t err;
-    char *url = sg_oidc_authorize_url(op, TH_DEMO_CALLBACK, "openid profile email", "st-9",
-                                      "n-9", challenge, NULL, &err);
+    char *url = sg_oidc_authorize_url(op, TH_DEMO_CALLBACK, "openid profile email", "st-9", "n-9",
+                                      challenge, NULL, &err);
     assert_non_null(url);
     th_resp_t final;
     assert_int_equal(0, th_browser_authorize(NULL, url, TH_ALICE, "alice", 1, &final));
@@ -639,7 +639,8 @@ static void test_wrong_secret_or_verifier_is_mapped(void **state)
                "exchange with a wrong client secret");
     sg_oidc_free(bad);
 
-    code = (free(code), th_get_code(B, &a, TH_ALICE, "alice"));
+    free(code);
+    code = th_get_code(B, &a, TH_ALICE, "alice");
     assert_non_null(code);
     sg_oidc_t *op = client(SIGNIN, SIGNIN_SEC);
     rc = sg_oidc_exchange_code(op, code, TH_DEMO_CALLBACK,
@@ -878,8 +879,11 @@ static void test_expired_id_token_is_rejected(void **state)
     th_proc_t short_sim;
     assert_int_equal(0, th_sfsim_start(&short_sim, dst));
 
-    sg_oidc_opts_t o = {.issuer = short_sim.url, .client_id = SIGNIN,
-                        .client_secret = SIGNIN_SEC, .timeout_ms = 5000, .clock_skew = 1,
+    sg_oidc_opts_t o = {.issuer = short_sim.url,
+                        .client_id = SIGNIN,
+                        .client_secret = SIGNIN_SEC,
+                        .timeout_ms = 5000,
+                        .clock_skew = 1,
                         .allow_http = 1};
     sg_oidc_t *op = NULL;
     assert_int_equal(SG_OK, sg_oidc_new(&o, &op));

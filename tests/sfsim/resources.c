@@ -12,6 +12,7 @@
 
 #include "scopegate/crypto.h"
 #include "scopegate/jose.h"
+#include "scopegate/salesforce.h"
 
 static cJSON *string_array(const char *const *items)
 {
@@ -50,13 +51,13 @@ void sim_route_discovery(sim_req_t *r, sg_resp_t *w)
     add_url(d, "jwks_uri", r->base, "/id/keys");
     add_url(d, "registration_endpoint", r->base, "/services/oauth2/register");
     add_url(d, "introspection_endpoint", r->base, "/services/oauth2/introspect");
-    cJSON_AddItemToObject(d, "scopes_supported", string_array(sim_known_scopes));
+    cJSON_AddItemToObject(d, "scopes_supported", string_array(sg_salesforce_scopes));
     cJSON_AddItemToObject(d, "response_types_supported", string_array(response_types));
     cJSON_AddItemToObject(d, "subject_types_supported", string_array(subject_types));
     cJSON_AddItemToObject(d, "id_token_signing_alg_values_supported", string_array(algs));
     cJSON_AddItemToObject(d, "display_values_supported", string_array(display));
     cJSON_AddItemToObject(d, "token_endpoint_auth_methods_supported", string_array(auth_methods));
-    cJSON_AddItemToObject(d, "claims_supported", string_array(sim_known_claims));
+    cJSON_AddItemToObject(d, "claims_supported", string_array(sg_salesforce_claims));
     sim_resp_json(w, 200, d);
 }
 

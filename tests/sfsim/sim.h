@@ -264,8 +264,6 @@ size_t sim_grant_live_count(size_t user, size_t app);
 int sim_scope_has(const char *scopes, const char *scope);
 int sim_scope_known(const char *scope);
 int sim_app_has_scope(const sim_app_t *app, const char *scope);
-extern const char *const sim_known_scopes[];
-extern const char *const sim_known_claims[];
 
 /* ---- requests and responses ------------------------------------------------------------ */
 

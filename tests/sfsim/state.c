@@ -6,6 +6,7 @@
 #include <sys/time.h>
 
 #include "scopegate/crypto.h"
+#include "scopegate/salesforce.h"
 
 sim_config_t sim_cfg;
 sim_state_t sim_st;
@@ -19,74 +20,6 @@ const char *const sim_endpoint_names[EP_COUNT] = {
 const char *const sim_grant_type_names[SIM_GRANT_TYPES] = {
     "authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer",
     "password",           "unsupported",
-};
-
-/* scopes_supported of login.salesforce.com's discovery document (reference 1.3). */
-const char *const sim_known_scopes[] = {
-    "openid",
-    "id",
-    "profile",
-    "email",
-    "address",
-    "phone",
-    "api",
-    "web",
-    "full",
-    "refresh_token",
-    "offline_access",
-    "visualforce",
-    "chatter_api",
-    "custom_permissions",
-    "content",
-    "lightning",
-    "wave_api",
-    "eclair_api",
-    "pardot_api",
-    "interaction_api",
-    "chatbot_api",
-    "cdp_profile_api",
-    "cdp_query_api",
-    "cdp_ingest_api",
-    "cdp_segment_api",
-    "cdp_identityresolution_api",
-    "cdp_calculated_insight_api",
-    "cdp_api",
-    "einstein_gpt_api",
-    "sfap_api",
-    "mcp_api",
-    "user_registration_api",
-    "pwdless_login_api",
-    "forgot_password",
-    "data_cloud_user_claims",
-    NULL,
-};
-
-const char *const sim_known_claims[] = {
-    "active",
-    "address",
-    "email",
-    "email_verified",
-    "family_name",
-    "given_name",
-    "is_app_installed",
-    "language",
-    "locale",
-    "name",
-    "nickname",
-    "organization_id",
-    "phone_number",
-    "phone_number_verified",
-    "photos",
-    "picture",
-    "preferred_username",
-    "profile",
-    "sub",
-    "updated_at",
-    "urls",
-    "user_id",
-    "user_type",
-    "zoneinfo",
-    NULL,
 };
 
 long long sim_now_ms(void)
@@ -178,10 +111,7 @@ int sim_scope_has(const char *scopes, const char *scope)
 
 int sim_scope_known(const char *scope)
 {
-    for (size_t i = 0; sim_known_scopes[i]; i++)
-        if (strcmp(sim_known_scopes[i], scope) == 0)
-            return 1;
-    return 0;
+    return sg_salesforce_scope_known(scope);
 }
 
 int sim_app_has_scope(const sim_app_t *app, const char *scope)

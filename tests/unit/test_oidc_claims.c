@@ -286,13 +286,13 @@ static void test_tokens_standard_shape_with_expires_in(void **state)
     assert_null(t.instance_url);
     assert_null(t.id_url);
     sg_tokens_free(&t);
-    assert_int_equal(SG_OK,
-                     parse(200, "{\"access_token\":\"at\",\"expires_in\":\"300\"}", NULL, &t, &err));
+    assert_int_equal(
+        SG_OK, parse(200, "{\"access_token\":\"at\",\"expires_in\":\"300\"}", NULL, &t, &err));
     assert_int_equal(t.expires_in, 300);
     sg_tokens_free(&t);
     /* issued_at in seconds (not Salesforce) stays seconds */
-    assert_int_equal(SG_OK,
-                     parse(200, "{\"access_token\":\"at\",\"issued_at\":1700000000}", NULL, &t, &err));
+    assert_int_equal(
+        SG_OK, parse(200, "{\"access_token\":\"at\",\"issued_at\":1700000000}", NULL, &t, &err));
     assert_int_equal(t.issued_at, 1700000000LL);
     sg_tokens_free(&t);
 }
@@ -333,12 +333,13 @@ static void test_tokens_provider_errors_are_mapped(void **state)
                        "{\"error\":\"invalid_grant\",\"error_description\":\"expired authorization "
                        "code\"}",
                        SG_ERR_DENIED, 400, "invalid_grant", "expired authorization code");
-    expect_token_error(500, "{\"error\":\"unknown_error\",\"error_description\":\"retry your "
-                            "request\"}",
+    expect_token_error(500,
+                       "{\"error\":\"unknown_error\",\"error_description\":\"retry your "
+                       "request\"}",
                        SG_ERR_DENIED, 500, "unknown_error", "retry your request");
-    expect_token_error(503,
-                       "[{\"message\":\"Service Unavailable\",\"errorCode\":\"SERVER_UNAVAILABLE\"}]",
-                       SG_ERR_DENIED, 503, "http_error", "HTTP 503");
+    expect_token_error(
+        503, "[{\"message\":\"Service Unavailable\",\"errorCode\":\"SERVER_UNAVAILABLE\"}]",
+        SG_ERR_DENIED, 503, "http_error", "HTTP 503");
     expect_token_error(401, "", SG_ERR_DENIED, 401, "http_error", "HTTP 401");
     expect_token_error(200, "{\"error\":\"invalid_client\"}", SG_ERR_DENIED, 200, "invalid_client",
                        NULL);
@@ -430,8 +431,8 @@ static void expect_identity(const char *json, const char *user, const char *org)
     if (rc != SG_OK)
         fail_msg("%s: expected ok, got %s", json, sg_rc_str(rc));
     if (strcmp(u, user) != 0 || (org ? !o || strcmp(o, org) != 0 : o != NULL))
-        fail_msg("%s: expected user %s org %s, got user %s org %s", json, user,
-                 org ? org : "NULL", u, o ? o : "NULL");
+        fail_msg("%s: expected user %s org %s, got user %s org %s", json, user, org ? org : "NULL",
+                 u, o ? o : "NULL");
     free(u);
     free(o);
 }

@@ -1,0 +1,284 @@
+/*
+ * What the gateway's end-to-end tests share (test_gateway_*.c): assertions that say what was
+ * expected and what came, per-test memory that a failing assertion cannot leak (cmocka jumps
+ * out of the test; the teardown frees what was kept), and shorthands for the requests every
+ * test makes. Include after <cmocka.h> and "harness.h"; each test file has one stack, GW.
+ */
+#ifndef SG_GW_TEST_H
+#define SG_GW_TEST_H
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "harness.h"
+
+static th_stack_t GW;
+
+/* ---- failing with a message ------------------------------------------------------------- */
+
+static inline void gw_failf(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
+static inline void gw_failf(const char *file, int line, const char *fmt, ...)
+{
+    char msg[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    print_error("%s\n", msg);
+    _fail(file, line);
+    abort(); /* _fail does not return; this tells the compiler so */
+}
+#define FAILF(...) gw_failf(__FILE__, __LINE__, __VA_ARGS__)
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            FAILF(__VA_ARGS__);                                                                    \
+    } while (0)
+
+/* ---- per-test memory -------------------------------------------------------------------- */
+
+enum { KEPT_STR, KEPT_JSON, KEPT_RESP, KEPT_CLIENT };
+#define GW_MAX_KEPT 4096
+static struct {
+    void *ptr;
+    int kind;
+} gw_kept[GW_MAX_KEPT];
+static size_t gw_nkept;
+
+static inline void gw_release(void *ptr, int kind)
+{
+    if (kind == KEPT_JSON) {
+        cJSON_Delete(ptr);
+    } else if (kind == KEPT_RESP) {
+        th_resp_free(ptr);
+        free(ptr);
+    } else if (kind == KEPT_CLIENT) {
+        th_client_free(ptr);
+    } else {
+        free(ptr);
+    }
+}
+
+static inline void *gw_keep(void *ptr, int kind)
+{
+    if (!ptr)
+        return NULL;
+    if (gw_nkept == GW_MAX_KEPT) {
+        gw_release(ptr, kind);
+        FAILF("a test keeps more than %d allocations", GW_MAX_KEPT);
+    }
+    gw_kept[gw_nkept].ptr = ptr;
+    gw_kept[gw_nkept].kind = kind;
+    gw_nkept++;
+    return ptr;
+}
+
+static inline void gw_free_kept(void)
+{
+    while (gw_nkept > 0) {
+        gw_nkept--;
+        gw_release(gw_kept[gw_nkept].ptr, gw_kept[gw_nkept].kind);
+    }
+}
+
+static inline char *keep_str(char *s)
+{
+    return gw_keep(s, KEPT_STR);
+}
+
+static inline cJSON *keep_json(cJSON *j)
+{
+    return gw_keep(j, KEPT_JSON);
+}
+
+/* A fresh browser (its own cookie jar), freed after the test. */
+static inline th_client_t *browser(void)
+{
+    th_client_t *c = gw_keep(th_client_new(), KEPT_CLIENT);
+    CHECK(c != NULL, "could not make an HTTP client");
+    return c;
+}
+
+static inline th_resp_t *new_resp(void)
+{
+    th_resp_t *r = gw_keep(calloc(1, sizeof(th_resp_t)), KEPT_RESP);
+    CHECK(r != NULL, "out of memory");
+    return r;
+}
+
+/* printf into a string freed after the test. */
+#define FMT(...) keep_str(th_fmt(__VA_ARGS__))
+
+/* ---- requests --------------------------------------------------------------------------- */
+
+/* Any request; fails the test when no answer came. */
+static inline th_resp_t *req(th_client_t *c, const char *method, const char *url,
+                             const char *content_type, const char *body,
+                             const char *const *headers)
+{
+    th_resp_t *r = new_resp();
+    CHECK(th_http(c, method, url, content_type, body, headers, r) == 0,
+          "%s %s: no answer (see above)", method, url);
+    return r;
+}
+
+/* GET a path of the gateway's public listener. */
+static inline th_resp_t *gw_get(th_client_t *c, const char *path)
+{
+    return req(c, "GET", FMT("%s%s", GW.url, path), NULL, NULL, NULL);
+}
+
+/* GET a path with only this Cookie header (no jar): what a forged or stolen cookie does. */
+static inline th_resp_t *gw_get_with_cookie(const char *path, const char *cookie_value)
+{
+    const char *hdrs[] = {FMT("Cookie: %s=%s", TH_SESSION_COOKIE, cookie_value), NULL};
+    return req(NULL, "GET", FMT("%s%s", GW.url, path), NULL, NULL, hdrs);
+}
+
+static inline cJSON *sim_json(const char *path)
+{
+    cJSON *j = keep_json(th_sim_get(GW.sim.url, path));
+    CHECK(j != NULL, "GET %s on sfsim: expected JSON (see above)", path);
+    return j;
+}
+
+static inline void sim_post(const char *path)
+{
+    CHECK(th_sim_post(GW.sim.url, path) == 0, "POST %s on sfsim: expected 200 (see above)",
+          path);
+}
+
+/* ---- expectations ----------------------------------------------------------------------- */
+
+static inline void expect_status(const th_resp_t *r, long want, const char *what)
+{
+    CHECK(r->status == want, "%s: expected HTTP %ld, got %ld (Location %s); body: %.1500s", what,
+          want, r->status, r->location ? r->location : "none", r->body ? r->body : "");
+}
+
+static inline void expect_html(const th_resp_t *r, const char *what)
+{
+    CHECK(r->content_type && strncasecmp(r->content_type, "text/html", 9) == 0,
+          "%s: expected an HTML page (Content-Type text/html), got Content-Type %s; body: "
+          "%.500s",
+          what, r->content_type ? r->content_type : "none", r->body ? r->body : "");
+    CHECK(strstr(r->body, "<html") || strstr(r->body, "<!doctype"),
+          "%s: expected an HTML document, got: %.500s", what, r->body);
+}
+
+/* An HTML error page with this status, and no session cookie handed out with it. */
+static inline void expect_error_page(const th_resp_t *r, long status, const char *what)
+{
+    expect_status(r, status, what);
+    expect_html(r, what);
+    char *sid = keep_str(th_resp_set_cookie(r, TH_SESSION_COOKIE));
+    CHECK(!sid || !*sid, "%s: expected no session cookie, got Set-Cookie %s=%s", what,
+          TH_SESSION_COOKIE, sid ? sid : "");
+}
+
+static inline void expect_header(const th_resp_t *r, const char *name, const char *want)
+{
+    char *got = keep_str(th_resp_header(r, name));
+    CHECK(got && strcmp(got, want) == 0, "header %s: expected \"%s\", got %s%s%s", name, want,
+          got ? "\"" : "", got ? got : "nothing", got ? "\"" : "");
+}
+
+static inline void expect_in(const char *hay, const char *needle, const char *what)
+{
+    CHECK(hay && strstr(hay, needle), "%s: expected to find \"%s\" in: %.2000s", what, needle,
+          hay ? hay : "(nothing)");
+}
+
+/* /auth for this browser: the status. */
+static inline long auth_status(th_client_t *c)
+{
+    th_resp_t *r = gw_get(c, "/auth");
+    return r->status;
+}
+
+static inline void expect_signed_out(th_client_t *c, const char *what)
+{
+    th_resp_t *r = gw_get(c, "/auth");
+    const char *role = keep_str(th_resp_header(r, "X-Auth-Request-Role"));
+    CHECK(r->status == 401, "%s: expected /auth 401 (no session), got %ld with role %s", what,
+          r->status, role ? role : "none");
+}
+
+/* Signs c in as user and fails the test when that did not work; the session cookie's value. */
+static inline const char *sign_in(th_client_t *c, const char *rd, const char *user,
+                                  const char *password)
+{
+    th_resp_t *fin = new_resp();
+    CHECK(th_gateway_signin(c, &GW, rd, user, password, fin) == 0,
+          "sign-in as %s through the gateway failed (see above)", user);
+    char *sid = keep_str(th_client_cookie(c, TH_SESSION_COOKIE));
+    CHECK(sid && *sid, "after signing in as %s the browser holds no %s cookie", user,
+          TH_SESSION_COOKIE);
+    return sid;
+}
+
+/* A string field of a JSON object, or NULL. */
+static inline const char *jstr(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* A number at a path of JSON objects ("token.authorization_code"), or 0 when absent. */
+static inline double jnum_path(const cJSON *o, const char *path)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    const cJSON *cur = o;
+    for (char *save = NULL, *part = strtok_r(buf, ".", &save); part && cur;
+         part = strtok_r(NULL, ".", &save))
+        cur = cJSON_GetObjectItemCaseSensitive(cur, part);
+    return cJSON_IsNumber(cur) ? cur->valuedouble : 0;
+}
+
+static inline double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- fixtures ----------------------------------------------------------------------------- */
+
+/* Each test starts from a clean org (grants, stats, faults, tamper all reset); the gateway and
+ * its sessions live for the whole file. */
+static inline int gw_setup(void **state)
+{
+    (void)state;
+    if (th_sim_post(GW.sim.url, "/_sim/reset")) {
+        fprintf(stderr, "POST /_sim/reset: expected 200\n");
+        return -1;
+    }
+    return 0;
+}
+
+static inline int gw_teardown(void **state)
+{
+    (void)state;
+    gw_free_kept();
+    return 0;
+}
+
+static inline int gw_group_teardown(void **state)
+{
+    (void)state;
+    gw_free_kept();
+    if (th_stack_stop(&GW) != 0) {
+        fprintf(stderr, "the stack did not stop cleanly: the gateway and sfsim must exit 0 "
+                        "after SIGTERM (see above)\n");
+        return -1;
+    }
+    return 0;
+}
+
+#endif
