@@ -68,8 +68,7 @@ static const char *str(loader_t *L, const config_setting_t *g, const char *key, 
     return v;
 }
 
-static long long duration(loader_t *L, const config_setting_t *g, const char *key,
-                          long long dflt)
+static long long duration(loader_t *L, const config_setting_t *g, const char *key, long long dflt)
 {
     const config_setting_t *s = config_setting_get_member(g, key);
     if (!s)
@@ -103,9 +102,10 @@ static int boolean(loader_t *L, const config_setting_t *g, const char *key, int 
 }
 
 static const char *const top_keys[] = {
-    "listen",         "public_url",       "internal_listen", "policy_file",
-    "state_dir",      "internal_key_file", "apps",           "provider_timeout",
-    "login_timeout",  "clock_skew",       "allow_http_issuer", "log_level",
+    "listen",      "public_url",        "internal_listen",
+    "policy_file", "state_dir",         "internal_key_file",
+    "apps",        "provider_timeout",  "login_timeout",
+    "clock_skew",  "allow_http_issuer", "log_level",
     NULL,
 };
 static const char *const app_keys[] = {"issuer", "client_id", "client_secret_file", NULL};
@@ -125,9 +125,10 @@ static void check_keys(loader_t *L, const config_setting_t *g, const char *const
 static void load_apps(loader_t *L, const config_setting_t *apps, sg_config_t *cfg)
 {
     if (!apps || !config_setting_is_group(apps) || config_setting_length(apps) == 0) {
-        fail_at(L, apps, "'apps' must be a group naming at least one app, e.g. "
-                         "apps = { signin = { issuer = ...; client_id = ...; "
-                         "client_secret_file = ...; }; }");
+        fail_at(L, apps,
+                "'apps' must be a group naming at least one app, e.g. "
+                "apps = { signin = { issuer = ...; client_id = ...; "
+                "client_secret_file = ...; }; }");
         return;
     }
     int n = config_setting_length(apps);
@@ -149,8 +150,9 @@ static void load_apps(loader_t *L, const config_setting_t *apps, sg_config_t *cf
         const char *id = str(L, a, "client_id", 1);
         const char *secret_file = str(L, a, "client_secret_file", 0);
         if (issuer) {
-            size_t len = strlen(issuer);
-            app->issuer = strndup(issuer, len && issuer[len - 1] == '/' ? len - 1 : len);
+            /* Kept verbatim: issuers are compared exactly (OIDC Discovery 4.3), and some
+             * end in '/' (Auth0). The oidc module drops it only to build the discovery URL. */
+            app->issuer = strdup(issuer);
             if (strncmp(issuer, "https://", 8) != 0 && strncmp(issuer, "http://", 7) != 0)
                 fail_at(L, a, "app '%s': issuer must be an http(s) URL", app->name);
         }
@@ -308,8 +310,7 @@ static sg_rc make_parent(const char *path, char *err, size_t errlen)
     return SG_OK;
 }
 
-sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *err,
-                       size_t errlen)
+sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *err, size_t errlen)
 {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -326,8 +327,8 @@ sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *
             return SG_ERR_IO;
         }
         size_t len = strlen(key);
-        int ok = write(wfd, key, len) == (ssize_t)len && write(wfd, "\n", 1) == 1 &&
-                 fsync(wfd) == 0;
+        int ok =
+            write(wfd, key, len) == (ssize_t)len && write(wfd, "\n", 1) == 1 && fsync(wfd) == 0;
         close(wfd);
         if (!ok) {
             snprintf(err, errlen, "cannot write %s", path);

@@ -124,11 +124,13 @@ void sg_route_login(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (!rd || !*rd)
         rd = "/";
     if (!sg_rd_is_safe(rd)) {
-        sg_log(SG_LOG_WARN, "login_bad_rd", "rid=%s refused a return address that is not a "
-                                            "path on this site",
+        sg_log(SG_LOG_WARN, "login_bad_rd",
+               "rid=%s refused a return address that is not a "
+               "path on this site",
                r->request_id);
-        sg_page_error(w, 400, "The address to return to after sign-in is not a page of this "
-                              "site, so it was refused.",
+        sg_page_error(w, 400,
+                      "The address to return to after sign-in is not a page of this "
+                      "site, so it was refused.",
                       "Open the application again and sign in from there.");
         return;
     }
@@ -153,8 +155,8 @@ void sg_route_login(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     }
     url = sg_oidc_authorize_url(op, cb, scopes, state, nonce, challenge, NULL, &err);
     if (!url) {
-        sg_log(SG_LOG_ERROR, "login_provider", "rid=%s provider %s unusable: %s %s",
-               r->request_id, si->app, err.error, err.description);
+        sg_log(SG_LOG_ERROR, "login_provider", "rid=%s provider %s unusable: %s %s", r->request_id,
+               si->app, err.error, err.description);
         signin_metric("provider_error");
         sg_page_error(w, 502, "The sign-in provider cannot be reached right now.",
                       "Try again in a minute; if it persists, tell the operators.");
@@ -236,8 +238,9 @@ static void drop_provider_tokens(sg_oidc_t *op, const sg_tokens_t *t, const char
     if (t->access_token && sg_oidc_can_revoke(op)) {
         sg_rc rc = sg_oidc_revoke(op, t->access_token, "access_token", &err);
         if (rc != SG_OK)
-            sg_log(SG_LOG_WARN, "signin_revoke", "rid=%s revoking the sign-in access token "
-                                                 "failed: %s %s",
+            sg_log(SG_LOG_WARN, "signin_revoke",
+                   "rid=%s revoking the sign-in access token "
+                   "failed: %s %s",
                    rid, err.error, err.description);
     }
 }
@@ -250,14 +253,16 @@ static void provider_failed(sg_resp_t *w, const char *rid, const char *step,
     if (strcmp(err->error, "timeout") == 0 || strcmp(err->error, "transport") == 0 ||
         strcmp(err->error, "malformed") == 0 || err->http_status >= 500) {
         signin_metric("provider_error");
-        sg_page_error(w, 502, "The sign-in provider did not answer properly, so you could not "
-                              "be signed in.",
+        sg_page_error(w, 502,
+                      "The sign-in provider did not answer properly, so you could not "
+                      "be signed in.",
                       "Try again in a minute; if it persists, tell the operators.");
     } else {
         signin_metric("provider_refused");
         char what[400];
-        snprintf(what, sizeof(what), "The sign-in provider refused to complete the sign-in (%s%s%s).",
-                 err->error, *err->description ? ": " : "", err->description);
+        snprintf(what, sizeof(what),
+                 "The sign-in provider refused to complete the sign-in (%s%s%s).", err->error,
+                 *err->description ? ": " : "", err->description);
         sg_page_error(w, 400, what, "Start the sign-in again.");
     }
 }
@@ -291,15 +296,41 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         sg_page_error(w, 400,
                       tr == TAKE_OTHER_BROWSER
                           ? "This sign-in was started in another browser (or its cookie is gone)."
-                      : tr == TAKE_EXPIRED
-                          ? "This sign-in took too long and expired."
-                          : "This sign-in link is unknown or was already used.",
+                      : tr == TAKE_EXPIRED ? "This sign-in took too long and expired."
+                                           : "This sign-in link is unknown or was already used.",
+                      "Start the sign-in again from the application.");
+        return;
+    }
+    sg_policy_t *pol = sg_gw_policy(gw);
+    const sg_policy_signin_t *si = sg_policy_signin(pol);
+    sg_oidc_t *op = sg_gw_provider(gw, si->app);
+    const sg_app_config_t *app = sg_config_app(&gw->cfg, si->app);
+    const char *iss = sg_form_get(q, "iss");
+    if (iss && (!app || strcmp(iss, app->issuer) != 0)) {
+        /* RFC 9207: the answer names its issuer; another one means a mix-up attack. */
+        signin_metric("bad_state");
+        sg_log(SG_LOG_WARN, "callback_iss",
+               "rid=%s the answer names another issuer than the "
+               "sign-in app's; refused",
+               r->request_id);
+        sg_page_error(w, 400,
+                      "This sign-in answer comes from another identity provider than "
+                      "the one the sign-in was sent to.",
                       "Start the sign-in again from the application.");
         return;
     }
     if (perr) {
         const char *desc = sg_form_get(q, "error_description");
         signin_metric("provider_refused");
+        char clean[200];
+        snprintf(clean, sizeof(clean), "%.60s%s%.120s", perr, desc ? ": " : "", desc ? desc : "");
+        for (char *c = clean; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                *c = '?';
+        sg_log(SG_LOG_WARN, "callback_refused",
+               "rid=%s the provider did not sign the person "
+               "in: %s",
+               r->request_id, clean);
         char what[400];
         snprintf(what, sizeof(what), "The sign-in provider did not sign you in: %.60s%s%.200s.",
                  perr, desc ? " - " : "", desc ? desc : "");
@@ -313,9 +344,6 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         return;
     }
 
-    sg_policy_t *pol = sg_gw_policy(gw);
-    const sg_policy_signin_t *si = sg_policy_signin(pol);
-    sg_oidc_t *op = sg_gw_provider(gw, si->app);
     char *cb = redirect_uri(gw);
     sg_tokens_t tok = {0};
     sg_oidc_err_t err = {0};
@@ -332,31 +360,51 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (!tok.id_token) {
         signin_metric("bad_id_token");
         drop_provider_tokens(op, &tok, r->request_id);
-        sg_page_error(w, 502, "The sign-in provider sent no ID token (is 'openid' among the "
-                              "sign-in scopes?).",
+        sg_page_error(w, 502,
+                      "The sign-in provider sent no ID token (is 'openid' among the "
+                      "sign-in scopes?).",
                       "Tell the operators.");
         goto done;
     }
     if (sg_oidc_validate_id_token(op, tok.id_token, p.nonce, &claims, &err)) {
-        sg_log(SG_LOG_WARN, "callback_id_token", "rid=%s ID token rejected: %s: %s",
-               r->request_id, err.error, err.description);
-        signin_metric("bad_id_token");
+        sg_log(SG_LOG_WARN, "callback_id_token", "rid=%s ID token rejected: %s: %s", r->request_id,
+               err.error, err.description);
         drop_provider_tokens(op, &tok, r->request_id);
-        if (err.http_status >= 500 || strcmp(err.error, "timeout") == 0 ||
-            strcmp(err.error, "transport") == 0)
-            sg_page_error(w, 502, "The sign-in provider's keys could not be fetched, so its "
-                                  "answer could not be checked.",
+        /* The provider's key set unavailable is an outage, not a forged answer. */
+        if (strcmp(err.error, "bad_id_token") != 0) {
+            signin_metric("provider_error");
+            sg_page_error(w, 502,
+                          "The sign-in provider's keys could not be fetched, so its "
+                          "answer could not be checked.",
                           "Try again in a minute.");
-        else
-            sg_page_error(w, 401, "The sign-in provider's answer could not be verified, so you "
-                                  "were not signed in.",
+        } else {
+            signin_metric("bad_id_token");
+            sg_page_error(w, 401,
+                          "The sign-in provider's answer could not be verified, so you "
+                          "were not signed in.",
                           "Start the sign-in again; if it keeps failing, tell the operators.");
+        }
         goto done;
     }
     if (needs_userinfo(pol, claims)) {
         if (sg_oidc_userinfo(op, tok.access_token, &info, &err)) {
             drop_provider_tokens(op, &tok, r->request_id);
             provider_failed(w, r->request_id, "userinfo", &err);
+            goto done;
+        }
+        /* OIDC Core 5.3.2: userinfo must be about the person the ID token names. */
+        const char *isub = claim_str(claims, "sub"), *usub = claim_str(info, "sub");
+        if (!isub || !usub || strcmp(isub, usub) != 0) {
+            sg_log(SG_LOG_WARN, "callback_userinfo",
+                   "rid=%s userinfo names another subject "
+                   "than the ID token; sign-in refused",
+                   r->request_id);
+            signin_metric("bad_id_token");
+            drop_provider_tokens(op, &tok, r->request_id);
+            sg_page_error(w, 502,
+                          "The sign-in provider answered inconsistently (its user "
+                          "information is about someone else).",
+                          "Try again; if it keeps failing, tell the operators.");
             goto done;
         }
         merge_claims(claims, info);

@@ -126,7 +126,7 @@ void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (lookup(gw, r, &v)) {
         sg_page(w, 200, "Not signed in",
                 "<p>You are not signed in.</p>\n"
-                "<p><a class=\"button\" href=\"/login\">Sign in with Salesforce</a></p>");
+                "<p><a class=\"button\" href=\"/login\">Sign in</a></p>");
         return;
     }
     sg_buf_t b;

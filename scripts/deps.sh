@@ -3,6 +3,12 @@ SG_PACKAGES="meson ninja-build pkg-config gcc python3 curl libcurl4-openssl-dev 
 libcjson-dev libconfig-dev libmicrohttpd-dev libsqlite3-dev libcmocka-dev"
 # Only the tests need these: the browser tests drive headless Chromium through chromedriver.
 SG_TEST_PACKAGES="chromium chromium-driver nginx caddy"
+# The interoperability test runs a real OpenID Provider (tests/interop) on Node.js >= 18 with
+# npm. Debian's nodejs and npm only where there is no node yet: a machine whose node came from
+# elsewhere (NodeSource's nodejs bundles npm and conflicts with Debian's npm) keeps its own.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    SG_TEST_PACKAGES="$SG_TEST_PACKAGES nodejs npm"
+fi
 
 # sg_install_deps PACKAGE... : installs those of the packages that are not installed yet.
 sg_install_deps()

@@ -818,8 +818,7 @@ cJSON *wd_cookies(wd_driver_t *d)
 {
     char path[512];
     cJSON *v = NULL;
-    if (session_path(d, path, sizeof path, "/cookie", NULL, NULL) ||
-        call(d, "GET", path, NULL, &v))
+    if (session_path(d, path, sizeof path, "/cookie", NULL, NULL) || call(d, "GET", path, NULL, &v))
         return NULL;
     if (!cJSON_IsArray(v)) {
         fprintf(stderr, "webdriver: GET %s: expected an array of cookies\n", path);

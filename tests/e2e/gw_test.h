@@ -118,8 +118,7 @@ static inline th_resp_t *new_resp(void)
 
 /* Any request; fails the test when no answer came. */
 static inline th_resp_t *req(th_client_t *c, const char *method, const char *url,
-                             const char *content_type, const char *body,
-                             const char *const *headers)
+                             const char *content_type, const char *body, const char *const *headers)
 {
     th_resp_t *r = new_resp();
     CHECK(th_http(c, method, url, content_type, body, headers, r) == 0,
@@ -149,8 +148,7 @@ static inline cJSON *sim_json(const char *path)
 
 static inline void sim_post(const char *path)
 {
-    CHECK(th_sim_post(GW.sim.url, path) == 0, "POST %s on sfsim: expected 200 (see above)",
-          path);
+    CHECK(th_sim_post(GW.sim.url, path) == 0, "POST %s on sfsim: expected 200 (see above)", path);
 }
 
 /* ---- expectations ----------------------------------------------------------------------- */

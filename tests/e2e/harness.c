@@ -1875,7 +1875,33 @@ int th_stack_start(th_stack_t *s, const char *policy_text)
     return th_stack_start_opts(s, &o);
 }
 
+/* Did the gateway fail to start because its port was taken? Between the probe's close and
+ * the gateway's bind another process may take the port; then the whole stack starts again. */
+static int port_was_taken(const th_stack_t *s)
+{
+    if (!s->gw_log[0])
+        return 0;
+    char *log = th_stack_log(s);
+    int taken = log && strstr(log, "cannot listen on") != NULL;
+    free(log);
+    return taken;
+}
+
+static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, int *retry);
+
 int th_stack_start_opts(th_stack_t *s, const th_stack_opts_t *opts)
+{
+    for (int attempt = 1;; attempt++) {
+        int retry = 0;
+        if (stack_try(s, opts, &retry) == 0)
+            return 0;
+        if (!retry || attempt == 3)
+            return -1;
+        fprintf(stderr, "harness: the gateway's port was taken meanwhile; starting again\n");
+    }
+}
+
+static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, int *retry)
 {
     memset(s, 0, sizeof *s);
     s->sim.pid = s->gw.pid = -1;
@@ -1922,11 +1948,9 @@ int th_stack_start_opts(th_stack_t *s, const th_stack_opts_t *opts)
                      "  api = { issuer = \"%s\"; client_id = \"" STACK_API_ID "\";\n"
                      "          client_secret_file = \"api.secret\"; };\n"
                      "};\n%s%s",
-                     s->port, s->url,
-                     opts->provider_timeout ? opts->provider_timeout : "2s",
+                     s->port, s->url, opts->provider_timeout ? opts->provider_timeout : "2s",
                      opts->log_level ? opts->log_level : "debug", s->sim.url, s->sim.url,
-                     opts->extra_config ? opts->extra_config : "",
-                     opts->extra_config ? "\n" : "");
+                     opts->extra_config ? opts->extra_config : "", opts->extra_config ? "\n" : "");
     if (!gw_text || th_write_file(s->gw_cfg, gw_text, 0600) ||
         th_write_file(s->policy, opts->policy ? opts->policy : th_default_policy, 0600))
         goto fail;
@@ -1952,6 +1976,7 @@ fail:
     free(callback);
     free(gw_text);
     free(path);
+    *retry = port_was_taken(s);
     th_stack_stop(s);
     return -1;
 }
@@ -2010,8 +2035,8 @@ char *th_gateway_authorize(th_client_t *c, const th_stack_t *s, const char *rd, 
     memset(&login, 0, sizeof login);
     memset(&fin, 0, sizeof fin);
     char *erd = rd ? th_enc(rd) : NULL;
-    char *url = rd ? (erd ? th_fmt("%s/login?rd=%s", s->url, erd) : NULL)
-                   : th_fmt("%s/login", s->url);
+    char *url =
+        rd ? (erd ? th_fmt("%s/login?rd=%s", s->url, erd) : NULL) : th_fmt("%s/login", s->url);
     char *authorize = th_fmt("%s/services/oauth2/authorize?", s->sim.url);
     char *callback = th_fmt("%s/oauth/callback?", s->url);
     char *result = NULL;
@@ -2022,9 +2047,8 @@ char *th_gateway_authorize(th_client_t *c, const th_stack_t *s, const char *rd, 
     if (th_get(c, url, &login))
         goto done;
     if (login.status != 302 || !has_prefix(login.location, authorize)) {
-        fprintf(stderr,
-                "harness: GET %s: expected 302 to %s..., got %ld (Location %s)\n%.1000s\n", url,
-                authorize, login.status, login.location ? login.location : "none", login.body);
+        fprintf(stderr, "harness: GET %s: expected 302 to %s..., got %ld (Location %s)\n%.1000s\n",
+                url, authorize, login.status, login.location ? login.location : "none", login.body);
         goto done;
     }
     if (th_browser_authorize(c, login.location, user, password, 1, &fin)) {
@@ -2065,9 +2089,8 @@ int th_gateway_signin(th_client_t *c, const th_stack_t *s, const char *rd, const
         fprintf(stderr,
                 "harness: the gateway's callback for %s: expected 302 with a %s cookie, got %ld "
                 "(Location %s, %s)\n%.1500s\n",
-                user, TH_SESSION_COOKIE, final->status,
-                final->location ? final->location : "none", sid ? "cookie empty" : "no cookie",
-                final->body);
+                user, TH_SESSION_COOKIE, final->status, final->location ? final->location : "none",
+                sid ? "cookie empty" : "no cookie", final->body);
         rc = -1;
     }
     free(sid);
@@ -2188,4 +2211,90 @@ double th_metric(const char *text, const char *name, const char *const *labels)
         line = *eol ? eol + 1 : eol;
     }
     return sum;
+}
+
+/* ---- a stack behind a reverse proxy --------------------------------------------------------- */
+
+int th_stack_start_public(th_stack_t *s, const th_stack_opts_t *opts, const char *public_url)
+{
+    memset(s, 0, sizeof *s);
+    s->sim.pid = s->gw.pid = -1;
+    th_stack_opts_t none = {0};
+    if (!opts)
+        opts = &none;
+    if (!public_url || strncmp(public_url, "http", 4) != 0 ||
+        public_url[strlen(public_url) - 1] == '/') {
+        fprintf(stderr, "harness: public_url must be an http(s) URL without a trailing slash\n");
+        return -1;
+    }
+    const char *tmp = getenv("TMPDIR");
+    int probe = -1;
+    char *callback = NULL, *gw_text = NULL, *path = NULL;
+    int n = snprintf(s->dir, sizeof s->dir, "%s/sg-stack-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (n < 0 || (size_t)n >= sizeof s->dir || !mkdtemp(s->dir)) {
+        fprintf(stderr, "harness: cannot make a temporary folder: %s\n", strerror(errno));
+        s->dir[0] = '\0';
+        return -1;
+    }
+    if (stack_path(s->gw_cfg, sizeof s->gw_cfg, s->dir, "gateway.cfg") ||
+        stack_path(s->policy, sizeof s->policy, s->dir, "policy.cfg") ||
+        stack_path(s->state_dir, sizeof s->state_dir, s->dir, "state") ||
+        stack_path(s->db, sizeof s->db, s->state_dir, "scopegate.db") ||
+        stack_path(s->sim_cfg, sizeof s->sim_cfg, s->dir, "org.cfg") ||
+        stack_path(s->gw_log, sizeof s->gw_log, s->dir, "gw.log"))
+        goto fail;
+
+    probe = probe_port(&s->port);
+    if (probe < 0)
+        goto fail;
+    snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
+    callback = th_fmt("%s/oauth/callback", public_url);
+    if (!callback || write_org_copy(s->sim_cfg, callback) || th_sfsim_start(&s->sim, s->sim_cfg))
+        goto fail;
+
+    gw_text = th_fmt("# written by tests/e2e/harness.c (behind a proxy)\n"
+                     "listen = \"127.0.0.1:%d\";\n"
+                     "public_url = \"%s\";\n"
+                     "internal_listen = \"127.0.0.1:0\";\n"
+                     "policy_file = \"policy.cfg\";\n"
+                     "state_dir = \"state\";\n"
+                     "allow_http_issuer = true;\n"
+                     "provider_timeout = \"%s\";\n"
+                     "log_level = \"%s\";\n"
+                     "apps = {\n"
+                     "  signin = { issuer = \"%s\"; client_id = \"" STACK_SIGNIN_ID "\";\n"
+                     "             client_secret_file = \"signin.secret\"; };\n"
+                     "  api = { issuer = \"%s\"; client_id = \"" STACK_API_ID "\";\n"
+                     "          client_secret_file = \"api.secret\"; };\n"
+                     "};\n%s%s",
+                     s->port, public_url, opts->provider_timeout ? opts->provider_timeout : "2s",
+                     opts->log_level ? opts->log_level : "debug", s->sim.url, s->sim.url,
+                     opts->extra_config ? opts->extra_config : "", opts->extra_config ? "\n" : "");
+    if (!gw_text || th_write_file(s->gw_cfg, gw_text, 0600) ||
+        th_write_file(s->policy, opts->policy ? opts->policy : th_default_policy, 0600))
+        goto fail;
+    path = th_fmt("%s/signin.secret", s->dir);
+    if (!path || th_write_file(path, STACK_SIGNIN_SECRET "\n", 0600))
+        goto fail;
+    free(path);
+    path = th_fmt("%s/api.secret", s->dir);
+    if (!path || th_write_file(path, STACK_API_SECRET "\n", 0600))
+        goto fail;
+
+    close(probe); /* the gateway binds the port now */
+    probe = -1;
+    if (gateway_spawn(s))
+        goto fail;
+    free(callback);
+    free(gw_text);
+    free(path);
+    return 0;
+fail:
+    if (probe >= 0)
+        close(probe);
+    free(callback);
+    free(gw_text);
+    free(path);
+    th_stack_stop(s);
+    return -1;
 }

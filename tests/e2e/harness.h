@@ -215,4 +215,14 @@ int th_write_file(const char *path, const char *text, mode_t mode);
 /* The whole file (heap, NUL-terminated; *len its size when len is not NULL), or NULL. */
 char *th_read_file(const char *path, size_t *len);
 
+/*
+ * A stack behind a reverse proxy the test runs itself: like th_stack_start_opts, but the
+ * gateway's public_url is public_url (the proxy's address, e.g. "http://127.0.0.1:PORT", no
+ * trailing slash), and so is the callback registered at sfsim (public_url + "/oauth/callback").
+ * The gateway still listens on a free port of its own: s->url is that listener (what the
+ * proxy forwards to; th_gateway_* helpers talk to it directly, so their sign-in only works
+ * through the proxy), s->port its port. Stop it with th_stack_stop.
+ */
+int th_stack_start_public(th_stack_t *s, const th_stack_opts_t *opts, const char *public_url);
+
 #endif

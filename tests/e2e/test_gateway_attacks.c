@@ -96,8 +96,9 @@ static const char *begin_signin(th_client_t *c)
 static void expect_cookie_refused(const char *value, const char *what)
 {
     th_resp_t *r = gw_get_with_cookie("/auth", value);
-    CHECK(r->status == 401, "%s cookie \"%s\": expected /auth 401, got %ld (role %s)", what,
-          value, r->status, keep_str(th_resp_header(r, "X-Auth-Request-Role")));
+    const char *role = keep_str(th_resp_header(r, "X-Auth-Request-Role"));
+    CHECK(r->status == 401, "%s cookie \"%s\": expected /auth 401, got %ld (role %s)", what, value,
+          r->status, role ? role : "none");
     char *set = keep_str(th_resp_set_cookie(r, TH_SESSION_COOKIE));
     CHECK(!set || !*set, "%s cookie: /auth handed out a session cookie %s", what, set);
     th_resp_t *home = gw_get_with_cookie("/", value);
@@ -206,8 +207,8 @@ static void test_foreign_state_is_refused(void **state)
     const char *st = begin_signin(victim2);
     const char *code = keep_str(th_url_param(cb, "code"));
     th_resp_t *r = req(victim2, "GET",
-                       FMT("%s/oauth/callback?code=%s&state=%s", GW.url,
-                           keep_str(th_enc(code)), keep_str(th_enc(st))),
+                       FMT("%s/oauth/callback?code=%s&state=%s", GW.url, keep_str(th_enc(code)),
+                           keep_str(th_enc(st))),
                        NULL, NULL, NULL);
     CHECK(r->status == 400 || r->status == 401,
           "the attacker's code with the victim's state: expected 400 or 401, got %ld: %.1000s",
@@ -231,8 +232,8 @@ static void test_reused_code_is_refused(void **state)
     const char *st = begin_signin(first);
     const char *sid = keep_str(th_client_cookie(first, TH_SESSION_COOKIE));
     th_resp_t *r = req(first, "GET",
-                       FMT("%s/oauth/callback?code=%s&state=%s", GW.url,
-                           keep_str(th_enc(code)), keep_str(th_enc(st))),
+                       FMT("%s/oauth/callback?code=%s&state=%s", GW.url, keep_str(th_enc(code)),
+                           keep_str(th_enc(st))),
                        NULL, NULL, NULL);
     expect_error_page(r, 400, "a spent code with a fresh state");
     expect_status(gw_get_with_cookie("/auth", sid), 200,
@@ -250,14 +251,29 @@ static void test_reused_code_is_refused(void **state)
 
 /* ---- spoiled ID tokens ----------------------------------------------------------------- */
 
+/* How many times the gateway's log says it rejected an ID token. */
+static int id_token_rejections(void)
+{
+    char *log = keep_str(th_stack_log(&GW));
+    int n = 0;
+    for (const char *p = log; p && (p = strstr(p, "\"event\":\"callback_id_token\"")); p++)
+        n++;
+    return n;
+}
+
 static void id_token_refused(const char *mode)
 {
+    int before = id_token_rejections();
     sim_post(FMT("/_sim/tamper?id_token=%s&count=1", mode));
     th_client_t *c = browser();
     const char *cb = keep_str(th_gateway_authorize(c, &GW, "/", TH_ALICE, "alice", NULL));
     CHECK(cb != NULL, "alice's sign-in did not reach the callback (see above)");
     th_resp_t *r = req(c, "GET", cb, NULL, NULL, NULL);
     expect_refused(c, r, 401, FMT("an ID token spoiled with %s", mode));
+    CHECK(id_token_rejections() == before + 1,
+          "expected the gateway to log one ID-token rejection (event callback_id_token) for "
+          "%s, it logged %d",
+          mode, id_token_rejections() - before);
     /* The refusal was the token's fault: the next, clean sign-in works. */
     th_client_t *next = browser();
     sign_in(next, "/", TH_ALICE, "alice");
@@ -350,8 +366,8 @@ static void test_open_redirects_are_refused(void **state)
     size_t nfail = 0;
     for (size_t i = 0; i < sizeof bad_rd / sizeof bad_rd[0]; i++) {
         th_client_t *c = browser();
-        th_resp_t *r = req(c, "GET", FMT("%s/login?rd=%s", GW.url, bad_rd[i].wire), NULL, NULL,
-                           NULL);
+        th_resp_t *r =
+            req(c, "GET", FMT("%s/login?rd=%s", GW.url, bad_rd[i].wire), NULL, NULL, NULL);
         const char *why = NULL;
         if (r->status != 400)
             why = FMT("HTTP %ld (Location %s)", r->status, r->location ? r->location : "none");
@@ -362,15 +378,14 @@ static void test_open_redirects_are_refused(void **state)
             why = FMT("a Location header %s", r->location);
         else if (strcasestr(r->body, "evil") || strcasestr(r->body, "javascript:"))
             why = "the page repeats the address";
-        else if (th_client_cookie(c, TH_LOGIN_COOKIE) || th_client_cookie(c, TH_SESSION_COOKIE))
+        else if (keep_str(th_client_cookie(c, TH_LOGIN_COOKIE)) ||
+                 keep_str(th_client_cookie(c, TH_SESSION_COOKIE)))
             why = "a cookie was set (a sign-in was started)";
         if (why) {
             failures = FMT("%s\n  rd=%s (%s): %s", failures, bad_rd[i].wire, bad_rd[i].means, why);
             nfail++;
         }
     }
-    /* th_client_cookie's results above are never kept: strings that exist are a failure
-     * already reported; free nothing else. */
     CHECK(nfail == 0,
           "expected 400 with an HTML page, no Location and no cookie for each of these, "
           "%zu did not:%s",
@@ -388,6 +403,7 @@ static void test_same_site_return_path_works(void **state)
           "expected the callback to return to /app/page?x=1, got %s",
           fin->location ? fin->location : "nowhere");
     th_client_t *d = browser();
+    fin = new_resp();
     CHECK(th_gateway_signin(d, &GW, NULL, TH_ALICE, "alice", fin) == 0,
           "a sign-in without rd failed (see above)");
     CHECK(fin->location && strcmp(fin->location, "/") == 0,

@@ -65,8 +65,7 @@ static void expect_cookie_attr(const char *line, const char *attr)
 }
 
 /* /auth for c must be 200 with these identity headers. */
-static void expect_auth(th_client_t *c, const char *user_id, const char *username,
-                        const char *role)
+static void expect_auth(th_client_t *c, const char *user_id, const char *username, const char *role)
 {
     th_resp_t *r = gw_get(c, "/auth");
     expect_status(r, 200, "GET /auth with the session cookie");
@@ -358,6 +357,40 @@ static void test_new_signin_replaces_old_session(void **state)
     expect_status(r, 200, "/auth with the new session id");
 }
 
+static void test_parallel_tabs_both_sign_in(void **state)
+{
+    (void)state;
+    /* Two tabs of one browser start a sign-in each, then finish in the other order. */
+    th_client_t *c = browser();
+    th_resp_t *tab1 = gw_get(c, "/login?rd=%2Ftab1");
+    th_resp_t *tab2 = gw_get(c, "/login?rd=%2Ftab2");
+    expect_status(tab1, 302, "GET /login in tab 1");
+    expect_status(tab2, 302, "GET /login in tab 2");
+    const char *c1 = keep_str(th_resp_set_cookie(tab1, TH_LOGIN_COOKIE));
+    const char *c2 = keep_str(th_resp_set_cookie(tab2, TH_LOGIN_COOKIE));
+    CHECK(c1 && c2 && strcmp(c1, c2) == 0,
+          "the tabs of one browser should share one login cookie (old ones must not pile up), "
+          "got %s and %s",
+          c1 ? c1 : "none", c2 ? c2 : "none");
+    const char *cb[2];
+    const th_resp_t *tabs[2] = {tab2, tab1};
+    for (int i = 0; i < 2; i++) {
+        th_resp_t *fin = new_resp();
+        CHECK(th_browser_authorize(c, tabs[i]->location, TH_ALICE, "alice", 1, fin) == 0,
+              "tab %d: the sign-in at sfsim did not come back (see above)", 2 - i);
+        cb[i] = fin->location;
+    }
+    const char *want[2] = {"/tab2", "/tab1"};
+    for (int i = 0; i < 2; i++) {
+        th_resp_t *r = req(c, "GET", cb[i], NULL, NULL, NULL);
+        expect_status(r, 302, FMT("the callback of tab %d", 2 - i));
+        CHECK(r->location && strcmp(r->location, want[i]) == 0,
+              "the callback of tab %d should return to %s, it went to %s", 2 - i, want[i],
+              r->location ? r->location : "nowhere");
+    }
+    expect_auth(c, ALICE_ID, TH_ALICE, "user");
+}
+
 /* ---- acceptance 2: fifty admin sign-ins spend no grant ----------------------------------- */
 
 static void test_fifty_admin_signins_spend_no_grant(void **state)
@@ -395,8 +428,8 @@ static void test_fifty_admin_signins_spend_no_grant(void **state)
           sim_stat("token.authorization_code"));
     CHECK(sim_stat("token.refresh_token") == 0, "the gateway used a refresh token");
     CHECK(sim_stat("revoke") == FIFTY,
-          "expected each sign-in's access token revoked (%d revoke calls), sfsim counted %g",
-          FIFTY, sim_stat("revoke"));
+          "expected each sign-in's access token revoked (%d revoke calls), sfsim counted %g", FIFTY,
+          sim_stat("revoke"));
     double ok_after = signins_ok();
     CHECK(ok_after - ok_before == FIFTY,
           "scopegate_signins_total{result=\"ok\"} went from %g to %g, expected +%d", ok_before,
@@ -425,10 +458,16 @@ static void test_restart_keeps_sessions_and_nothing_secret_is_kept(void **state)
           "stop working)");
 
     /* The database: only hashes of the session ids, and none of the provider's tokens. */
-    const char *db_secrets[] = {sid_a,        sid_b,       login_a,
-                                login_b,      code_a,      code_b,
-                                "demo-signin-secret",      "demo-api-secret",
-                                ACCESS_TOKEN_SHAPE,        REFRESH_TOKEN_SHAPE};
+    const char *db_secrets[] = {sid_a,
+                                sid_b,
+                                login_a,
+                                login_b,
+                                code_a,
+                                code_b,
+                                "demo-signin-secret",
+                                "demo-api-secret",
+                                ACCESS_TOKEN_SHAPE,
+                                REFRESH_TOKEN_SHAPE};
     size_t nsec = sizeof db_secrets / sizeof db_secrets[0];
     const char *suffixes[] = {"", "-wal", "-shm", "-journal"};
     int seen_db = 0, hash_a = 0, hash_b = 0;
@@ -477,10 +516,9 @@ static void test_restart_keeps_sessions_and_nothing_secret_is_kept(void **state)
                                  REFRESH_TOKEN_SHAPE,
                                  JWT_SHAPE};
     char *log = keep_str(th_stack_log(&GW));
-    CHECK(strstr(log, "\"event\":\"signin\""), "expected sign-in lines in the log:\n%.3000s",
-          log);
-    const char *hits = found_in(log, strlen(log), log_secrets,
-                                sizeof log_secrets / sizeof log_secrets[0]);
+    CHECK(strstr(log, "\"event\":\"signin\""), "expected sign-in lines in the log:\n%.3000s", log);
+    const char *hits =
+        found_in(log, strlen(log), log_secrets, sizeof log_secrets / sizeof log_secrets[0]);
     CHECK(!*hits, "the gateway's log (level debug) holds what it must not:%s", hits);
 }
 
@@ -511,8 +549,9 @@ static void test_metrics_on_internal_listener_count_signins_and_provider_calls(v
     for (size_t i = 0; i < sizeof endpoints / sizeof endpoints[0]; i++) {
         const char *labels[] = {FMT("endpoint=\"%s\"", endpoints[i]), "result=\"ok\"", NULL};
         double n = th_metric(m, "scopegate_provider_requests_total", labels);
-        CHECK(n >= 1, "expected scopegate_provider_requests_total{endpoint=\"%s\",result=\"ok\"} "
-                      ">= 1, got %g in:\n%s",
+        CHECK(n >= 1,
+              "expected scopegate_provider_requests_total{endpoint=\"%s\",result=\"ok\"} "
+              ">= 1, got %g in:\n%s",
               endpoints[i], n, m);
     }
     const char *tok[] = {"endpoint=\"token\"", NULL};
@@ -523,8 +562,9 @@ static void test_metrics_on_internal_listener_count_signins_and_provider_calls(v
     CHECK(th_metric(m, "scopegate_sessions_active", NULL) >= 1,
           "expected scopegate_sessions_active >= 1 in:\n%s", m);
     th_resp_t *pub = gw_get(NULL, "/metrics");
-    CHECK(pub->status == 404, "/metrics must live on the internal listener only; the public one "
-                              "answered %ld",
+    CHECK(pub->status == 404,
+          "/metrics must live on the internal listener only; the public one "
+          "answered %ld",
           pub->status);
 }
 
@@ -541,8 +581,8 @@ static int group_setup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_plain_user_signs_in_with_signin_scopes_only,
-                                        gw_setup, gw_teardown),
+        cmocka_unit_test_setup_teardown(test_plain_user_signs_in_with_signin_scopes_only, gw_setup,
+                                        gw_teardown),
         cmocka_unit_test_setup_teardown(test_admin_role_from_preferred_username_rule, gw_setup,
                                         gw_teardown),
         cmocka_unit_test_setup_teardown(test_custom_attribute_rule_gives_its_role, gw_setup,
@@ -552,6 +592,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_logout_needs_csrf_token, gw_setup, gw_teardown),
         cmocka_unit_test_setup_teardown(test_new_signin_replaces_old_session, gw_setup,
                                         gw_teardown),
+        cmocka_unit_test_setup_teardown(test_parallel_tabs_both_sign_in, gw_setup, gw_teardown),
         cmocka_unit_test_setup_teardown(test_fifty_admin_signins_spend_no_grant, gw_setup,
                                         gw_teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_sessions_and_nothing_secret_is_kept,

@@ -8,7 +8,8 @@
 // PORT 0 picks a free port. The first line on stdout is
 // "oidc-provider listening on http://127.0.0.1:PORT"; the issuer is that URL. REDIRECT_URI
 // and CLIENT_SECRET may come from $INTEROP_REDIRECT_URIS and $INTEROP_CLIENT_SECRET instead;
-// $INTEROP_CLIENT_AUTH=client_secret_post registers the client with that method instead.
+// $INTEROP_CLIENT_AUTH=client_secret_post registers the client with that method instead;
+// $INTEROP_ISSUER_PATH (like "/realms/acme", or "/") puts a path after the issuer's origin.
 //
 // One client: client_id "interop-signin", client_secret_basic, authorization_code only, PKCE
 // S256 required. Accounts (the dev login form takes any password): "admin" (groups
@@ -18,6 +19,7 @@
 // what the gateway really did. SIGTERM/SIGINT close the server and exit 0.
 import { createServer } from 'node:http';
 import { generateKeyPairSync, createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import Provider from 'oidc-provider';
 
 const port = Number(process.argv[2] ?? 0);
@@ -28,8 +30,12 @@ const clientSecret = process.argv[4] ?? process.env.INTEROP_CLIENT_SECRET
 // client_secret_basic (the default), or client_secret_post: then the client is registered
 // with it and discovery offers nothing else, to check that the relying party follows discovery.
 const clientAuth = process.env.INTEROP_CLIENT_AUTH || 'client_secret_basic';
+// The issuer's path: none by default; "/realms/acme" as Keycloak's issuers have one, or "/"
+// for an issuer with a trailing slash as Auth0's have.
+const issuerPath = process.env.INTEROP_ISSUER_PATH || '';
 if (!Number.isInteger(port) || port < 0 || port > 65535 || redirectUris.length === 0
-  || !['client_secret_basic', 'client_secret_post'].includes(clientAuth)) {
+  || !['client_secret_basic', 'client_secret_post'].includes(clientAuth)
+  || !/^(\/[A-Za-z0-9._~-]*)*$/.test(issuerPath)) {
   console.error('usage: node provider.mjs PORT REDIRECT_URI[,REDIRECT_URI...] [CLIENT_SECRET]');
   process.exit(2);
 }
@@ -70,7 +76,7 @@ const jwks = {
 
 const server = createServer();
 server.listen(port, '127.0.0.1', () => {
-  const issuer = `http://127.0.0.1:${server.address().port}`;
+  const issuer = `http://127.0.0.1:${server.address().port}${issuerPath}`;
   const provider = new Provider(issuer, {
     clients: [{
       client_id: 'interop-signin',
@@ -144,7 +150,24 @@ server.listen(port, '127.0.0.1', () => {
       pkce: Boolean(ctx.oidc.params?.code_verifier) })}\n`);
   });
 
-  server.on('request', provider.callback());
+  // Mounted under the issuer's path, as behind a reverse proxy (oidc-provider derives its
+  // mount path from originalUrl, as under express).
+  const mount = issuerPath.replace(/\/$/, '');
+  const handle = provider.callback();
+  server.on('request', (req, res) => {
+    if (mount) {
+      if (req.url !== mount && !req.url.startsWith(`${mount}/`) && !req.url.startsWith(`${mount}?`)) {
+        res.writeHead(404).end();
+        return;
+      }
+      req.originalUrl = req.url;
+      req.url = req.url.slice(mount.length) || '/';
+    }
+    handle(req, res);
+  });
+  const { version } = createRequire(import.meta.url)('oidc-provider/package.json');
+  process.stderr.write(`interop-log ${JSON.stringify({ event: 'start', issuer,
+    oidc_provider: version, node: process.version })}\n`);
   process.stdout.write(`oidc-provider listening on ${issuer}\n`);
 });
 

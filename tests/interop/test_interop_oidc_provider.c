@@ -42,11 +42,11 @@
 
 #include "harness.h"
 
-#define CLIENT_ID     "interop-signin"
+#define CLIENT_ID "interop-signin"
 /* Characters that client_secret_basic must form-encode before base64 (RFC 6749 2.3.1). */
-#define CLIENT_SECRET "interop secret+/:%=~!"
-#define FLOW_MAX      16
-#define START_MS      20000
+#define CLIENT_SECRET  "interop secret+/:%=~!"
+#define FLOW_MAX       16
+#define START_MS       20000
 #define SESSION_COOKIE "scopegate" /* the cookie name of an http:// public_url */
 
 /* ---- processes ------------------------------------------------------------------------ */
@@ -135,8 +135,9 @@ static int spawn(th_proc_t *p, int *outfd, char *const argv[], const char *const
     if (first_line(pipefd[0], line, sizeof line) || strncmp(line, prefix, pl) != 0 ||
         strncmp(line + pl, " http://", 8) != 0) {
         char *log = th_proc_log(p);
-        fprintf(stderr, "interop: %s did not start (expected \"%s http://...\" on stdout); "
-                        "its stderr:\n%s\n",
+        fprintf(stderr,
+                "interop: %s did not start (expected \"%s http://...\" on stdout); "
+                "its stderr:\n%s\n",
                 argv[0], prefix, log ? log : "");
         free(log);
         close(pipefd[0]);
@@ -199,12 +200,14 @@ typedef struct {
     char dir[256];
     char gw_url[128];
     int started;
-    char node[256], script[512], redirect[200], authenv[80]; /* to start the provider again */
+    /* to start the provider again */
+    char node[256], script[512], redirect[200], authenv[80], pathenv[120];
 } ip_stack_t;
 
 typedef struct {
-    const char *gateway_secret;  /* NULL: CLIENT_SECRET (what the provider knows) */
-    const char *provider_auth;   /* NULL: client_secret_basic */
+    const char *gateway_secret; /* NULL: CLIENT_SECRET (what the provider knows) */
+    const char *provider_auth;  /* NULL: client_secret_basic */
+    const char *issuer_path;    /* NULL: none; "/realms/acme"; "/" (a trailing slash) */
 } stack_opts_t;
 
 static const char policy_text[] =
@@ -224,11 +227,12 @@ static int provider_start(ip_stack_t *s, int port)
 {
     char port_arg[16];
     snprintf(port_arg, sizeof port_arg, "%d", port);
-    const char *env[] = {s->authenv, NULL};
+    const char *env[] = {s->authenv, s->pathenv, NULL};
     char *argv[] = {s->node, s->script, port_arg, s->redirect, CLIENT_SECRET, NULL};
     if (spawn(&s->op, &s->op_fd, argv, env, "oidc-provider listening on")) {
-        fprintf(stderr, "interop: the OpenID Provider (%s %s) did not start; is node (>= 18) "
-                        "on PATH and `npm ci` done in tests/interop?\n",
+        fprintf(stderr,
+                "interop: the OpenID Provider (%s %s) did not start; is node (>= 18) "
+                "on PATH and `npm ci` done in tests/interop?\n",
                 s->node, s->script);
         return -1;
     }
@@ -252,8 +256,9 @@ static int stack_start(ip_stack_t *s, const stack_opts_t *o)
     snprintf(script, sizeof script, "%s/tests/interop/provider.mjs", root);
     snprintf(mod, sizeof mod, "%s/tests/interop/node_modules/oidc-provider/package.json", root);
     if (access(mod, R_OK) != 0) {
-        fprintf(stderr, "interop: %s is missing: run npm ci in tests/interop "
-                        "(cd tests/interop && npm ci)\n",
+        fprintf(stderr,
+                "interop: %s is missing: run npm ci in tests/interop "
+                "(cd tests/interop && npm ci)\n",
                 mod);
         return -1;
     }
@@ -275,6 +280,8 @@ static int stack_start(ip_stack_t *s, const stack_opts_t *o)
     snprintf(s->redirect, sizeof s->redirect, "%s/oauth/callback", s->gw_url);
     snprintf(s->authenv, sizeof s->authenv, "INTEROP_CLIENT_AUTH=%s",
              o && o->provider_auth ? o->provider_auth : "client_secret_basic");
+    snprintf(s->pathenv, sizeof s->pathenv, "INTEROP_ISSUER_PATH=%s",
+             o && o->issuer_path ? o->issuer_path : "");
     if (provider_start(s, 0))
         return -1;
 
@@ -343,8 +350,9 @@ static int stack_stop(ip_stack_t *s)
             char *log = th_proc_log(&s->op);
             op = th_proc_stop(&s->op);
             if (op != 0)
-                fprintf(stderr, "interop: the provider did not exit cleanly (%d); its stderr:\n%s\n",
-                        op, log ? log : "");
+                fprintf(stderr,
+                        "interop: the provider did not exit cleanly (%d); its stderr:\n%s\n", op,
+                        log ? log : "");
             free(log);
         }
         bad = gw != 0 || op != 0;
@@ -614,8 +622,7 @@ static void assert_header(const th_resp_t *r, const char *name, const char *want
 {
     char *v = th_resp_header(r, name);
     if (!v || strcmp(v, want) != 0)
-        fprintf(stderr, "interop: %s is \"%s\", expected \"%s\"\n", name, v ? v : "(none)",
-                want);
+        fprintf(stderr, "interop: %s is \"%s\", expected \"%s\"\n", name, v ? v : "(none)", want);
     assert_non_null(v);
     assert_string_equal(v, want);
     free(v);
@@ -652,8 +659,7 @@ static int sets_session(const th_resp_t *r)
 }
 
 /* A full successful sign-in as login; checks the callback's answer and /auth. */
-static void signin_as(ip_stack_t *s, th_client_t *c, const char *login, const char *role,
-                      flow_t *f)
+static void signin_as(ip_stack_t *s, th_client_t *c, const char *login, const char *role, flow_t *f)
 {
     assert_int_equal(0, signin(s, c, login, CONSENT_ACCEPT, "/app/page?x=1", f));
     if (f->callback.status != 302 && f->callback.status != 303)
@@ -934,6 +940,37 @@ static void test_client_secret_post_provider(void **state)
     assert_int_equal(0, stack_stop(s));
 }
 
+/* Issuers are not always a bare origin: Keycloak's have a path (/realms/NAME), Auth0's end
+ * with a slash. Discovery is at issuer + "/.well-known/openid-configuration" (without a
+ * doubled slash), and the issuer is compared exactly as the provider spells it. */
+static void signin_with_issuer_path(void **state, const char *path)
+{
+    ip_stack_t *s = *state;
+    stack_opts_t o = {.issuer_path = path};
+    assert_int_equal(0, stack_start(s, &o));
+    size_t ul = strlen(s->op.url), pl = strlen(path);
+    assert_true(ul > pl && strcmp(s->op.url + ul - pl, path) == 0);
+    th_client_t *c = th_client_new();
+    flow_t f;
+    signin_as(s, c, "admin", "admin", &f);
+    flow_free(&f);
+    cJSON *log = provider_log(s);
+    assert_int_equal(1, count_requests(log, "POST", "/token", 200));
+    cJSON_Delete(log);
+    th_client_free(c);
+    assert_int_equal(0, stack_stop(s));
+}
+
+static void test_issuer_with_path(void **state)
+{
+    signin_with_issuer_path(state, "/realms/acme");
+}
+
+static void test_issuer_with_trailing_slash(void **state)
+{
+    signin_with_issuer_path(state, "/");
+}
+
 /* The provider restarts with new signing keys (a key rotation) on the same issuer while the
  * gateway runs: the next ID token has an unknown kid, the gateway fetches the JWKS again once
  * and the sign-in works; the session made before stays valid. */
@@ -987,6 +1024,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_client_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_secret_post_provider, setup, teardown),
         cmocka_unit_test_setup_teardown(test_provider_key_rotation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_issuer_with_path, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_issuer_with_trailing_slash, setup, teardown),
     };
     return cmocka_run_group_tests_name("interop_oidc_provider", tests, NULL, NULL);
 }
