@@ -40,4 +40,24 @@ char *sg_b64_encode(const void *data, size_t len, sg_b64_alphabet alpha);
  */
 sg_rc sg_b64_decode(const char *in, size_t inlen, unsigned char **out, size_t *outlen);
 
+/* ---- authenticated encryption (the vault) ---------------------------------------------- */
+
+#define SG_AEAD_KEY_LEN 32 /* AES-256-GCM */
+#define SG_AEAD_OVERHEAD (12 + 16) /* random nonce in front, tag behind */
+
+/*
+ * AES-256-GCM with a fresh random 96-bit nonce: *out = nonce || ciphertext || tag (heap,
+ * *outlen = len + SG_AEAD_OVERHEAD). aad (may be NULL) is authenticated, not encrypted: the
+ * vault binds each ciphertext to its grant (user, app) so records cannot be swapped.
+ */
+sg_rc sg_aead_seal(const unsigned char key[SG_AEAD_KEY_LEN], const void *plain, size_t len,
+                   const void *aad, size_t aadlen, unsigned char **out, size_t *outlen);
+/* The reverse; SG_ERR_CRYPTO when the tag does not verify (wrong key, aad or tampering).
+ * *out is heap and NUL-terminated; the caller wipes (OPENSSL_cleanse) and frees it. */
+sg_rc sg_aead_open(const unsigned char key[SG_AEAD_KEY_LEN], const unsigned char *in,
+                   size_t inlen, const void *aad, size_t aadlen, unsigned char **out,
+                   size_t *outlen);
+/* The key id stored beside each record: first 16 hex chars of SHA-256("scopegate-vault" || key). */
+void sg_aead_key_id(const unsigned char key[SG_AEAD_KEY_LEN], char out[17]);
+
 #endif

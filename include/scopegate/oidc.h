@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <cjson/cJSON.h>
+#include <openssl/evp.h>
 #include "scopegate/rc.h"
 
 #define SG_OIDC_MAX_BODY (256 * 1024)
@@ -109,6 +110,14 @@ sg_rc sg_oidc_revoke(sg_oidc_t *op, const char *token, const char *hint, sg_oidc
 /* POST introspection; *result gets the JSON object ({"active":false} included). */
 sg_rc sg_oidc_introspect(sg_oidc_t *op, const char *token, const char *hint, cJSON **result,
                          sg_oidc_err_t *err);
+
+/*
+ * JWT-bearer grant (RFC 7523; Salesforce: reference section 6): an RS256 assertion with
+ * iss = client_id, sub = username, aud = the issuer, exp = now + lifetime (at most 300 s),
+ * signed with key, posted to the token endpoint. No refresh token comes back.
+ */
+sg_rc sg_oidc_jwt_bearer(sg_oidc_t *op, const char *username, EVP_PKEY *key, long long lifetime,
+                         sg_tokens_t *out, sg_oidc_err_t *err);
 
 /*
  * The person's ids from merged claims: user_id claim, else the last path segment of a

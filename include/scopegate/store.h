@@ -25,6 +25,40 @@ typedef struct {
 
 void sg_session_rec_free(sg_session_rec_t *rec);
 
+/* ---- offline grants (the vault's records) ----------------------------------------------- */
+
+typedef enum {
+    SG_GRANT_LIVE = 0,     /* usable */
+    SG_GRANT_DEAD = 1,     /* the provider refused it (dead_reason says why) */
+    SG_GRANT_REVOKED = 2,  /* disconnected on purpose (by the admin, at the gateway) */
+    SG_GRANT_REPLACED = 3, /* a reconnect stored a newer grant for the same person and app */
+} sg_grant_state;
+
+/*
+ * One offline grant: a person's refresh token for one app, encrypted. The store never sees a
+ * token in clear: rt_cipher is AES-256-GCM output (see sg_aead_seal in crypto.h) under the
+ * vault key named key_id.
+ */
+typedef struct {
+    long long id; /* assigned by grant_insert */
+    char *user_id;
+    char *org_id;      /* may be NULL (providers without orgs) */
+    char *username;    /* for pages and the JWT fallback; may be NULL */
+    char *app;         /* the policy's app name */
+    char *scopes;      /* granted, space-separated */
+    char *instance_url; /* Salesforce: where the API lives; may be NULL */
+    unsigned char *rt_cipher;
+    size_t rt_cipher_len;
+    char key_id[17];
+    long long created, last_refreshed, last_used, use_count;
+    int state;          /* sg_grant_state */
+    char *dead_reason;  /* the provider's error text, or why it was revoked; NULL while live */
+    long long dead_at;
+} sg_grant_rec_t;
+
+void sg_grant_rec_free(sg_grant_rec_t *rec);
+void sg_grant_recs_free(sg_grant_rec_t *recs, size_t n);
+
 typedef struct sg_store sg_store_t;
 
 typedef int (*sg_session_visit_fn)(void *ctx, const sg_session_rec_t *rec);
@@ -41,6 +75,27 @@ typedef struct {
     sg_rc (*session_each)(sg_store_t *st, sg_session_visit_fn visit, void *ctx);
     /* Deletes sessions past their idle or absolute lifetime at time now; *n gets how many. */
     sg_rc (*session_expire)(sg_store_t *st, long long now, size_t *n);
+
+    /* Grants. Every write is durable (synchronous=FULL) before it returns: a rotated refresh
+     * token must never be lost once the provider has invalidated the old one. */
+    sg_rc (*grant_insert)(sg_store_t *st, sg_grant_rec_t *rec); /* sets rec->id */
+    sg_rc (*grant_get)(sg_store_t *st, long long id, sg_grant_rec_t *out);
+    /* Grants of a person (user_id) or of an org (user_id NULL, org_id set) for app (NULL: any),
+     * newest first; live_only limits to SG_GRANT_LIVE. *out is an array of *n records. */
+    sg_rc (*grant_find)(sg_store_t *st, const char *user_id, const char *org_id, const char *app,
+                        int live_only, sg_grant_rec_t **out, size_t *n);
+    /* A refreshed (rotated) token: new ciphertext and last_refreshed. */
+    sg_rc (*grant_set_token)(sg_store_t *st, long long id, const unsigned char *ct, size_t ctlen,
+                             const char *key_id, long long refreshed_at);
+    /* Use accounting: last_used = at, use_count += uses. */
+    sg_rc (*grant_touch)(sg_store_t *st, long long id, long long at, long long uses);
+    sg_rc (*grant_set_state)(sg_store_t *st, long long id, int state, const char *reason,
+                             long long at);
+    /* The authorization ledger: every authorization the gateway started, per person and app. */
+    sg_rc (*ledger_add)(sg_store_t *st, const char *user_id, const char *app, const char *event,
+                        long long at);
+    sg_rc (*ledger_count)(sg_store_t *st, const char *user_id, const char *app, long long *n);
+
     void (*close)(sg_store_t *st);
 } sg_store_ops_t;
 

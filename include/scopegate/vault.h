@@ -1,0 +1,153 @@
+/*
+ * The vault: admins' offline grants, kept encrypted in the store, and the access tokens the
+ * web app's backend asks for (GET /v1/token). Its promises:
+ *
+ * - One live grant per person per app: connecting again stores the new grant first, then
+ *   revokes the one it replaces at the provider (never the other way round).
+ * - Refresh tokens exist in clear only in memory, briefly; at rest they are AES-256-GCM
+ *   (crypto.h sg_aead_*) under the vault key, with the key id stored beside each record so
+ *   keys can rotate (old keys decrypt, the current key encrypts).
+ * - Single flight: however many callers ask at once, at most one refresh per grant is in
+ *   flight; the others wait for its result (bounded by wait_ms) and share it.
+ * - Rotation-safe: the refresh token presented is always the one last stored; a rotated one
+ *   is written (durably) before the access token is handed out.
+ * - Access tokens are cached in memory until they expire: expires_in when the provider sends
+ *   it, else the provider's introspection answer (exp), else token_ttl. Salesforce sends no
+ *   expires_in, so the vault never relies on it.
+ * - When a refresh fails with invalid_grant the grant is marked dead with the provider's
+ *   description, an event is emitted (audit, metrics) and the webhook is called (JSON POST,
+ *   retried with backoff on a thread of its own, never on the request path); then the
+ *   fallback chain the query allows: another live grant of the same org, then a JWT-bearer
+ *   integration. When nothing is left the error says why (409 grant_unavailable).
+ *
+ * Thread-safe. Protocol work goes through the oidc module; storage through the store.
+ */
+#ifndef SCOPEGATE_VAULT_H
+#define SCOPEGATE_VAULT_H
+
+#include <stddef.h>
+#include <openssl/evp.h>
+
+#include "scopegate/crypto.h"
+#include "scopegate/oidc.h"
+#include "scopegate/rc.h"
+#include "scopegate/store.h"
+
+typedef struct sg_vault sg_vault_t;
+
+/* A JWT-bearer integration user: access tokens without any refresh token (reference 6). */
+typedef struct {
+    const char *name;     /* as in ?integration=NAME and the policy's fallback */
+    const char *app;      /* whose provider client (consumer key, issuer) signs */
+    const char *username; /* the assertion's sub */
+    const char *org_id;   /* the org it can stand in for (fallback); NULL: any */
+    EVP_PKEY *key;        /* private key; owned by the caller, outlives the vault */
+} sg_integration_t;
+
+/* What happened, for the audit log and metrics (strings valid during the call only). */
+typedef struct {
+    const char *kind;   /* "grant_connected", "grant_replaced", "grant_revoked", "grant_died",
+                           "token_served" */
+    long long grant_id; /* 0 for a JWT integration */
+    const char *user_id, *org_id, *app;
+    const char *reason; /* grant_died/grant_revoked: why; NULL otherwise */
+    const char *source; /* token_served: "cache", "refresh", "jwt" */
+    const char *caller; /* token_served: who asked (the key's name), may be NULL */
+} sg_vault_event_t;
+
+typedef struct {
+    sg_store_t *store;
+    const unsigned char *key;             /* current vault key, SG_AEAD_KEY_LEN bytes */
+    const unsigned char *const *old_keys; /* older keys that may still decrypt; may be NULL */
+    size_t nold;
+    /* The provider client of a policy app name (the gateway's sg_gw_provider). */
+    sg_oidc_t *(*provider)(void *ctx, const char *app);
+    void *ctx;
+    const sg_integration_t *integrations;
+    size_t nintegrations;
+    long long token_ttl;     /* seconds an access token is trusted when nothing else says;
+                                0 means 900 */
+    long wait_ms;            /* longest a caller waits for a refresh in flight; 0 means 15000 */
+    const char *webhook_url; /* NULL: no webhook */
+    long webhook_timeout_ms; /* 0 means 5000 */
+    void (*on_event)(void *ctx, const sg_vault_event_t *e); /* may be NULL */
+} sg_vault_opts_t;
+
+sg_rc sg_vault_open(const sg_vault_opts_t *opts, sg_vault_t **out);
+/* Stops the webhook thread (waiting up to its timeout for the message in flight). */
+void sg_vault_close(sg_vault_t *v);
+
+/* ---- connecting and disconnecting ------------------------------------------------------- */
+
+typedef struct {
+    const char *user_id, *org_id, *username, *app, *scopes, *instance_url;
+    const char *refresh_token; /* required */
+    const char *access_token;  /* may be NULL; cached when given */
+    long long expires_in;      /* -1 unknown */
+} sg_vault_new_t;
+
+/*
+ * Stores a freshly authorized grant. The person's previous live grant for the same app, if
+ * any, becomes SG_GRANT_REPLACED and its refresh token is revoked at the provider only after
+ * the new grant is safely stored. Records the authorization in the ledger.
+ */
+sg_rc sg_vault_connect(sg_vault_t *v, const sg_vault_new_t *g, long long *grant_id);
+/* The admin's "disconnect": revokes at the provider, marks SG_GRANT_REVOKED. Only the grant's
+ * owner (user_id) may; SG_ERR_DENIED otherwise, SG_ERR_NOTFOUND for no such live grant. */
+sg_rc sg_vault_disconnect(sg_vault_t *v, long long grant_id, const char *user_id);
+/* Records in the ledger that an authorization was started (the connect page's button). */
+sg_rc sg_vault_ledger_add(sg_vault_t *v, const char *user_id, const char *app,
+                          const char *event);
+/* How many authorizations the gateway has started for (user, app). */
+long long sg_vault_ledger_count(sg_vault_t *v, const char *user_id, const char *app);
+
+/* The person's grants (all states), newest first: for the connections page. */
+sg_rc sg_vault_grants(sg_vault_t *v, const char *user_id, sg_grant_rec_t **out, size_t *n);
+/* The person's live grant for app, or 0. */
+long long sg_vault_live_grant(sg_vault_t *v, const char *user_id, const char *app);
+/* The person's most recent grant for app that died (for "reconnect" pages): 1 and *rec
+ * filled (caller frees), or 0 when the newest grant is live or there is none. */
+int sg_vault_last_dead(sg_vault_t *v, const char *user_id, const char *app, sg_grant_rec_t *rec);
+
+/* ---- access tokens ------------------------------------------------------------------------- */
+
+typedef enum { SG_VAULT_BY_USER, SG_VAULT_BY_ORG, SG_VAULT_BY_INTEGRATION } sg_vault_by;
+
+typedef struct {
+    sg_vault_by by;
+    const char *id;                   /* user id, org id or integration name */
+    const char *app;                  /* the offline app; NULL: any */
+    int fallback_same_org;            /* policy: another live grant of the org may stand in */
+    const char *fallback_integration; /* policy: then this JWT integration; NULL: none */
+    const char *caller;               /* for events: which key asked */
+} sg_vault_query_t;
+
+typedef struct {
+    char *access_token;
+    char *instance_url;   /* may be NULL */
+    long long issued_at;  /* seconds */
+    long long expires_at; /* seconds, 0 when unknown */
+    const char *source;   /* "cache", "refresh" or "jwt" */
+    long long grant_id;   /* 0 for jwt */
+    int fallback;         /* 1 when a fallback served instead of the asked-for grant */
+} sg_vault_token_t;
+
+typedef struct {
+    int http_status; /* what the token API answers: 404 no grant, 409 grant_unavailable,
+                        502 provider error, 504 waited too long for a refresh in flight */
+    char error[64];  /* "no_grant", "grant_unavailable", "provider_error", "busy",
+                        "unknown_integration" */
+    char reason[256]; /* for people: the dead grant's provider text, or what went wrong */
+    long long grant_id;
+    char user_id[128]; /* whose grant died (for the reconnect URL), "" if none */
+    char app[64];
+} sg_vault_err_t;
+
+sg_rc sg_vault_token(sg_vault_t *v, const sg_vault_query_t *q, sg_vault_token_t *out,
+                     sg_vault_err_t *err);
+void sg_vault_token_free(sg_vault_token_t *t);
+/* The backend saw a 401 with this access token: drop it from the cache so the next call
+ * refreshes. SG_ERR_NOTFOUND when it is not a cached token. */
+sg_rc sg_vault_invalidate(sg_vault_t *v, const char *access_token);
+
+#endif
