@@ -605,8 +605,12 @@ static void fake_close(sg_store_t *st)
     (void)st;
 }
 
-static const sg_store_ops_t fake_ops = {fake_put,  fake_delete, fake_touch,
-                                        fake_each, fake_expire, fake_close};
+static const sg_store_ops_t fake_ops = {.session_put = fake_put,
+                                        .session_delete = fake_delete,
+                                        .session_touch = fake_touch,
+                                        .session_each = fake_each,
+                                        .session_expire = fake_expire,
+                                        .close = fake_close};
 
 static void test_store_failures_are_retried_by_flush(void **state)
 {
