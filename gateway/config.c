@@ -102,12 +102,26 @@ static int boolean(loader_t *L, const config_setting_t *g, const char *key, int 
 }
 
 static const char *const top_keys[] = {
-    "listen",      "public_url",        "internal_listen",
-    "policy_file", "state_dir",         "internal_key_file",
-    "apps",        "provider_timeout",  "login_timeout",
-    "clock_skew",  "allow_http_issuer", "log_level",
+    "listen",
+    "public_url",
+    "internal_listen",
+    "policy_file",
+    "state_dir",
+    "internal_key_file",
+    "apps",
+    "provider_timeout",
+    "login_timeout",
+    "clock_skew",
+    "allow_http_issuer",
+    "log_level",
+    "integrations",
+    "vault_key_file",
+    "vault_old_key_files",
+    "webhook_url",
     NULL,
 };
+static const char *const integration_keys[] = {"app", "username", "org_id", "private_key_file",
+                                               NULL};
 static const char *const app_keys[] = {"issuer", "client_id", "client_secret_file", NULL};
 
 static void check_keys(loader_t *L, const config_setting_t *g, const char *const *allowed)
@@ -167,6 +181,43 @@ static void load_apps(loader_t *L, const config_setting_t *apps, sg_config_t *cf
     }
 }
 
+static void load_integrations(loader_t *L, const config_setting_t *ints, sg_config_t *cfg)
+{
+    if (!ints)
+        return;
+    if (!config_setting_is_group(ints)) {
+        fail_at(L, ints,
+                "'integrations' must be a group: integrations = { NAME = { app = "
+                "\"api\"; username = ...; private_key_file = ...; }; }");
+        return;
+    }
+    int n = config_setting_length(ints);
+    cfg->integrations = calloc((size_t)n + 1, sizeof(sg_integration_config_t));
+    if (!cfg->integrations) {
+        fail_at(L, ints, "out of memory");
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *g = config_setting_get_elem(ints, (unsigned)i);
+        sg_integration_config_t *in = &cfg->integrations[cfg->nintegrations++];
+        in->name = strdup(config_setting_name(g));
+        if (!config_setting_is_group(g)) {
+            fail_at(L, g, "integration '%s' must be a group", in->name);
+            continue;
+        }
+        check_keys(L, g, integration_keys);
+        const char *v = str(L, g, "app", 1);
+        in->app = v ? strdup(v) : NULL;
+        v = str(L, g, "username", 1);
+        in->username = v ? strdup(v) : NULL;
+        v = str(L, g, "org_id", 0);
+        in->org_id = v ? strdup(v) : NULL;
+        in->private_key_file = resolve(L, str(L, g, "private_key_file", 1));
+        if (in->app && !sg_config_app(cfg, in->app))
+            fail_at(L, g, "integration '%s': app '%s' is not among apps", in->name, in->app);
+    }
+}
+
 sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -223,6 +274,35 @@ sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errle
             snprintf(cfg->internal_key_file, n, "%s/internal.key", cfg->state_dir);
     }
     load_apps(&L, config_setting_get_member(root, "apps"), cfg);
+    load_integrations(&L, config_setting_get_member(root, "integrations"), cfg);
+    v = str(&L, root, "vault_key_file", 0);
+    if (v) {
+        cfg->vault_key_file = resolve(&L, v);
+    } else if (cfg->state_dir) {
+        size_t n = strlen(cfg->state_dir) + 16;
+        cfg->vault_key_file = malloc(n);
+        if (cfg->vault_key_file)
+            snprintf(cfg->vault_key_file, n, "%s/vault.key", cfg->state_dir);
+    }
+    const config_setting_t *old = config_setting_get_member(root, "vault_old_key_files");
+    if (old) {
+        int n = config_setting_length(old);
+        cfg->vault_old_key_files = calloc((size_t)n + 1, sizeof(char *));
+        for (int i = 0; cfg->vault_old_key_files && i < n; i++) {
+            const char *f = config_setting_get_string_elem(old, i);
+            if (!f)
+                fail_at(&L, old, "'vault_old_key_files' must be a list of file names");
+            else
+                cfg->vault_old_key_files[cfg->nvault_old++] = resolve(&L, f);
+        }
+    }
+    v = str(&L, root, "webhook_url", 0);
+    if (v) {
+        if (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0)
+            fail_at(&L, config_setting_get_member(root, "webhook_url"),
+                    "'webhook_url' must be an http(s) URL");
+        cfg->webhook_url = strdup(v);
+    }
 
     cfg->provider_timeout_ms = (long)duration(&L, root, "provider_timeout", 10) * 1000;
     cfg->login_timeout = duration(&L, root, "login_timeout", 600);
@@ -279,6 +359,19 @@ void sg_config_free(sg_config_t *cfg)
         }
     }
     free(cfg->apps);
+    for (size_t i = 0; i < cfg->nintegrations; i++) {
+        free(cfg->integrations[i].name);
+        free(cfg->integrations[i].app);
+        free(cfg->integrations[i].username);
+        free(cfg->integrations[i].org_id);
+        free(cfg->integrations[i].private_key_file);
+    }
+    free(cfg->integrations);
+    free(cfg->vault_key_file);
+    for (size_t i = 0; i < cfg->nvault_old; i++)
+        free(cfg->vault_old_key_files[i]);
+    free(cfg->vault_old_key_files);
+    free(cfg->webhook_url);
     memset(cfg, 0, sizeof(*cfg));
 }
 

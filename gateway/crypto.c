@@ -182,3 +182,131 @@ sg_rc sg_b64_decode(const char *in, size_t inlen, unsigned char **out, size_t *o
     *outlen = n;
     return SG_OK;
 }
+
+/* ---- authenticated encryption ------------------------------------------------------------ */
+
+#define AEAD_NONCE_LEN 12
+#define AEAD_TAG_LEN 16
+
+/* EVP takes int lengths; anything near INT_MAX is not a refresh token anyway. */
+#define AEAD_MAX_LEN ((size_t)INT32_MAX - SG_AEAD_OVERHEAD)
+
+sg_rc sg_aead_seal(const unsigned char key[SG_AEAD_KEY_LEN], const void *plain, size_t len,
+                   const void *aad, size_t aadlen, unsigned char **out, size_t *outlen)
+{
+    if (!out || !outlen)
+        return SG_ERR_PARSE;
+    *out = NULL;
+    *outlen = 0;
+    if (!key || (!plain && len) || (!aad && aadlen))
+        return SG_ERR_PARSE;
+    if (len > AEAD_MAX_LEN || aadlen > AEAD_MAX_LEN)
+        return SG_ERR_TOO_BIG;
+
+    size_t total = len + SG_AEAD_OVERHEAD;
+    unsigned char *buf = malloc(total);
+    if (!buf)
+        return SG_ERR_NOMEM;
+    unsigned char *nonce = buf, *ct = buf + AEAD_NONCE_LEN, *tag = ct + len;
+    sg_rc rc = SG_ERR_CRYPTO;
+    int n = 0;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (!ctx) {
+        rc = SG_ERR_NOMEM;
+        goto fail;
+    }
+    rc = sg_random_bytes(nonce, AEAD_NONCE_LEN);
+    if (rc)
+        goto fail;
+    rc = SG_ERR_CRYPTO;
+    /* 12 bytes is GCM's default IV length: no EVP_CTRL_GCM_SET_IVLEN needed. */
+    if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
+        goto fail;
+    if (aadlen && EVP_EncryptUpdate(ctx, NULL, &n, aad, (int)aadlen) != 1)
+        goto fail;
+    if (len && EVP_EncryptUpdate(ctx, ct, &n, plain, (int)len) != 1)
+        goto fail;
+    if (EVP_EncryptFinal_ex(ctx, ct + len, &n) != 1 || n != 0)
+        goto fail;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, AEAD_TAG_LEN, tag) != 1)
+        goto fail;
+    EVP_CIPHER_CTX_free(ctx); /* cleanses the key schedule */
+    *out = buf;
+    *outlen = total;
+    return SG_OK;
+fail:
+    EVP_CIPHER_CTX_free(ctx);
+    OPENSSL_cleanse(buf, total);
+    free(buf);
+    return rc;
+}
+
+sg_rc sg_aead_open(const unsigned char key[SG_AEAD_KEY_LEN], const unsigned char *in,
+                   size_t inlen, const void *aad, size_t aadlen, unsigned char **out,
+                   size_t *outlen)
+{
+    if (!out || !outlen)
+        return SG_ERR_PARSE;
+    *out = NULL;
+    *outlen = 0;
+    if (!key || !in || (!aad && aadlen))
+        return SG_ERR_PARSE;
+    /* Too short to hold a nonce and a tag: truncated, which is tampering like any other. */
+    if (inlen < SG_AEAD_OVERHEAD)
+        return SG_ERR_CRYPTO;
+    if (inlen - SG_AEAD_OVERHEAD > AEAD_MAX_LEN || aadlen > AEAD_MAX_LEN)
+        return SG_ERR_TOO_BIG;
+
+    size_t len = inlen - SG_AEAD_OVERHEAD;
+    const unsigned char *nonce = in, *ct = in + AEAD_NONCE_LEN, *tag = ct + len;
+    unsigned char tagcopy[AEAD_TAG_LEN];
+    memcpy(tagcopy, tag, AEAD_TAG_LEN); /* EVP's SET_TAG takes a non-const pointer */
+    unsigned char *plain = malloc(len + 1);
+    if (!plain)
+        return SG_ERR_NOMEM;
+    sg_rc rc = SG_ERR_CRYPTO;
+    int n = 0;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (!ctx) {
+        rc = SG_ERR_NOMEM;
+        goto fail;
+    }
+    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
+        goto fail;
+    if (aadlen && EVP_DecryptUpdate(ctx, NULL, &n, aad, (int)aadlen) != 1)
+        goto fail;
+    if (len && EVP_DecryptUpdate(ctx, plain, &n, ct, (int)len) != 1)
+        goto fail;
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, AEAD_TAG_LEN, tagcopy) != 1)
+        goto fail;
+    /* OpenSSL compares the tag in constant time; nothing is returned unless it matches. */
+    if (EVP_DecryptFinal_ex(ctx, plain + len, &n) != 1 || n != 0)
+        goto fail;
+    EVP_CIPHER_CTX_free(ctx);
+    plain[len] = '\0';
+    *out = plain;
+    *outlen = len;
+    return SG_OK;
+fail:
+    EVP_CIPHER_CTX_free(ctx);
+    OPENSSL_cleanse(plain, len + 1); /* unauthenticated plaintext never leaves */
+    free(plain);
+    return rc;
+}
+
+void sg_aead_key_id(const unsigned char key[SG_AEAD_KEY_LEN], char out[17])
+{
+    static const char label[] = "scopegate-vault"; /* domain separation: the id is no key hash */
+    static const char hex[] = "0123456789abcdef";
+    unsigned char buf[sizeof(label) - 1 + SG_AEAD_KEY_LEN], md[SG_SHA256_LEN];
+    memcpy(buf, label, sizeof(label) - 1);
+    memcpy(buf + sizeof(label) - 1, key, SG_AEAD_KEY_LEN);
+    sg_sha256(buf, sizeof(buf), md);
+    for (size_t i = 0; i < 8; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[16] = '\0';
+    OPENSSL_cleanse(buf, sizeof(buf));
+    OPENSSL_cleanse(md, sizeof(md));
+}

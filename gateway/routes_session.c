@@ -46,13 +46,13 @@ void sg_route_auth(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         return;
     }
     sg_counter_inc(gw->auth_ok);
+    /* All five, empty when unknown: a proxy that copies headers must never pass one from the
+     * browser, nor a placeholder of its own (Caddy 2.6 does for a missing one). */
     sg_resp_header(w, "X-Auth-Request-User", v.user_id);
-    if (v.email[0])
-        sg_resp_header(w, "X-Auth-Request-Email", v.email);
+    sg_resp_header(w, "X-Auth-Request-Email", v.email);
     sg_resp_header(w, "X-Auth-Request-Preferred-Username", v.username);
     sg_resp_header(w, "X-Auth-Request-Role", v.role);
-    if (v.org_id[0])
-        sg_resp_header(w, "X-Auth-Request-Org", v.org_id);
+    sg_resp_header(w, "X-Auth-Request-Org", v.org_id);
     sg_resp_text(w, 200, "text/plain", "");
     w->no_store = 1;
 }
@@ -98,8 +98,9 @@ void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (!origin_ok(gw, r) || !got || !expect[0] || !sg_ct_streq(got, expect)) {
         sg_log(SG_LOG_WARN, "logout_csrf", "rid=%s sign-out refused: missing or wrong CSRF token",
                r->request_id);
-        sg_page_error(w, 403, "This sign-out request did not come from this site's sign-out "
-                              "button, so it was refused.",
+        sg_page_error(w, 403,
+                      "This sign-out request did not come from this site's sign-out "
+                      "button, so it was refused.",
                       "Use the sign-out button on the home page.");
         sg_form_free(&f);
         return;
@@ -154,8 +155,8 @@ void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_buf_add_html(&b, v.role);
     sg_buf_printf(&b,
                   "</b></td></tr>\n<tr><th>Signed in</th><td>%s</td></tr>\n"
-                  "<tr><th>Session ends</th><td id=\"expires\">%s (or after a period of "
-                  "inactivity)</td></tr>\n</table>\n",
+                  "<tr><th>Session ends</th><td id=\"expires\">%s if unused until then</td>"
+                  "</tr>\n</table>\n",
                   since, expires);
     sg_buf_printf(&b,
                   "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" "

@@ -54,6 +54,38 @@ static const migration_t migrations[] = {
         "  max_lifetime INTEGER NOT NULL"
         ") WITHOUT ROWID;"
         "CREATE INDEX sessions_user ON sessions (user_id);"},
+    /*
+     * The vault. AUTOINCREMENT: a grant id is never reused, so an id in an audit line or a
+     * webhook names one grant forever. rt_cipher is sg_aead_seal output, never a token in clear.
+     */
+    {2, "CREATE TABLE grants ("
+        "  id             INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  user_id        TEXT NOT NULL,"
+        "  org_id         TEXT,"
+        "  username       TEXT,"
+        "  app            TEXT NOT NULL,"
+        "  scopes         TEXT,"
+        "  instance_url   TEXT,"
+        "  rt_cipher      BLOB NOT NULL CHECK (length(rt_cipher) > 0),"
+        "  key_id         TEXT NOT NULL CHECK (length(key_id) BETWEEN 1 AND 16),"
+        "  created        INTEGER NOT NULL,"
+        "  last_refreshed INTEGER NOT NULL DEFAULT 0,"
+        "  last_used      INTEGER NOT NULL DEFAULT 0,"
+        "  use_count      INTEGER NOT NULL DEFAULT 0,"
+        "  state          INTEGER NOT NULL DEFAULT 0 CHECK (state BETWEEN 0 AND 3),"
+        "  dead_reason    TEXT,"
+        "  dead_at        INTEGER NOT NULL DEFAULT 0"
+        ");"
+        "CREATE INDEX grants_user_app ON grants (user_id, app);"
+        "CREATE INDEX grants_org_app ON grants (org_id, app);"
+        "CREATE TABLE ledger ("
+        "  id      INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  user_id TEXT NOT NULL,"
+        "  app     TEXT NOT NULL,"
+        "  event   TEXT NOT NULL,"
+        "  at      INTEGER NOT NULL"
+        ");"
+        "CREATE INDEX ledger_user_app ON ledger (user_id, app);"},
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -64,6 +96,8 @@ typedef struct {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *put, *del, *touch, *each, *expire;
+    sqlite3_stmt *g_insert, *g_get, *g_find_user, *g_find_org, *g_set_token, *g_touch, *g_state;
+    sqlite3_stmt *l_add, *l_count;
 } sqlite_store_t;
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -312,16 +346,14 @@ static sg_rc op_session_expire(sg_store_t *s, long long now, size_t *n)
     return rc;
 }
 
+static void finalize_all(sqlite_store_t *st);
+
 static void op_close(sg_store_t *s)
 {
     sqlite_store_t *st = impl(s);
     if (!st)
         return;
-    sqlite3_finalize(st->put);
-    sqlite3_finalize(st->del);
-    sqlite3_finalize(st->touch);
-    sqlite3_finalize(st->each);
-    sqlite3_finalize(st->expire);
+    finalize_all(st);
     if (st->db && sqlite3_close(st->db) != SQLITE_OK)
         sg_log(SG_LOG_ERROR, "store_error", "close: %s", sqlite3_errmsg(st->db));
     pthread_mutex_destroy(&st->mu);

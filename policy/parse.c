@@ -21,7 +21,9 @@
 static const char *const root_keys[] = {"version", "signin", "roles", "assign", NULL};
 static const char *const signin_keys[] = {"app", "scopes", NULL};
 static const char *const role_keys[] = {"offline", "session", "can_view_policy", NULL};
-static const char *const offline_keys[] = {"app", "scopes", "grant_limit", NULL};
+static const char *const offline_keys[] = {"app",       "scopes",   "grant_limit",
+                                           "token_ttl", "fallback", NULL};
+static const char *const fallback_keys[] = {"same_org", "integration", NULL};
 static const char *const session_keys[] = {"idle", "max", NULL};
 static const char *const rule_keys[] = {"role", "claim", "in", "contains", NULL};
 
@@ -299,6 +301,33 @@ static void parse_session(sg_policy_ctx_t *c, const config_setting_t *s, const c
     }
 }
 
+/* offline.fallback = { same_org = true; integration = "NAME"; }: who stands in when the
+ * person's grant dies. */
+static void parse_fallback(sg_policy_ctx_t *c, const config_setting_t *offline, const char *where,
+                           sg_policy_offline_t *o)
+{
+    const config_setting_t *f = config_setting_get_member(offline, "fallback");
+    if (!f)
+        return;
+    if (!config_setting_is_group(f)) {
+        sg_policy_diag(c, line_of(f), ERR,
+                       "'fallback' must be a group such as fallback = { same_org = true; "
+                       "integration = \"ops\"; }, not %s",
+                       type_name(f));
+        return;
+    }
+    char fwhere[200];
+    snprintf(fwhere, sizeof(fwhere), "%s.fallback", where);
+    check_keys(c, f, fallback_keys, fwhere);
+    const config_setting_t *so = config_setting_get_member(f, "same_org");
+    if (so && config_setting_type(so) != CONFIG_TYPE_BOOL)
+        sg_policy_diag(c, line_of(so), ERR, "'same_org' must be true or false, not %s",
+                       type_name(so));
+    else if (so)
+        o->fallback_same_org = config_setting_get_bool(so);
+    o->fallback_integration = get_string(c, f, "integration", fwhere, 0);
+}
+
 static void parse_offline(sg_policy_ctx_t *c, const config_setting_t *s, const char *where,
                           sg_policy_role_t *r)
 {
@@ -319,6 +348,10 @@ static void parse_offline(sg_policy_ctx_t *c, const config_setting_t *s, const c
                        "offline grants are kept apart from sign-ins",
                        o->app);
     get_scopes(c, s, where, SG_SCOPES_OFFLINE, &o->scopes, &o->nscopes);
+    long long ttl = get_duration(c, s, "token_ttl", 0);
+    if (ttl > 0)
+        o->token_ttl = ttl;
+    parse_fallback(c, s, where, o);
 
     const config_setting_t *gl = config_setting_get_member(s, "grant_limit");
     if (!gl)

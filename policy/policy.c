@@ -92,3 +92,12 @@ const sg_policy_rule_t *sg_policy_rules(const sg_policy_t *p, size_t *n)
     *n = p->nrules;
     return p->rules;
 }
+
+const sg_policy_offline_t *sg_policy_offline_for_app(const sg_policy_t *p, const char *app)
+{
+    for (size_t i = 0; app && i < p->nroles; i++)
+        if (p->roles[i].offline && p->roles[i].offline->app &&
+            strcmp(p->roles[i].offline->app, app) == 0)
+            return p->roles[i].offline;
+    return NULL;
+}

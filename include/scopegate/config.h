@@ -11,30 +11,45 @@
 #include "scopegate/rc.h"
 
 typedef struct {
-    char *name;          /* the key under apps = { ... }: what the policy names */
+    char *name; /* the key under apps = { ... }: what the policy names */
     char *issuer;
     char *client_id;
     char *client_secret; /* the contents of client_secret_file, trailing newline dropped */
 } sg_app_config_t;
 
+/* A JWT-bearer integration user (vault fallback, ?integration=NAME). */
 typedef struct {
-    char *path;             /* the file this came from */
-    char *listen;           /* "127.0.0.1:8080" */
-    char *public_url;       /* no trailing slash */
-    char *internal_listen;  /* "127.0.0.1:8081" */
+    char *name;
+    char *app;              /* the app whose consumer key signs (must be in apps) */
+    char *username;         /* the assertion's sub */
+    char *org_id;           /* the org it may stand in for; NULL: any */
+    char *private_key_file; /* PEM private key */
+} sg_integration_config_t;
+
+typedef struct {
+    char *path;            /* the file this came from */
+    char *listen;          /* "127.0.0.1:8080" */
+    char *public_url;      /* no trailing slash */
+    char *internal_listen; /* "127.0.0.1:8081" */
     char *policy_file;
     char *state_dir;
     char *internal_key_file;
     sg_app_config_t *apps;
     size_t napps;
+    sg_integration_config_t *integrations;
+    size_t nintegrations;
+    char *vault_key_file;       /* default state_dir/vault.key; created (0600) if missing */
+    char **vault_old_key_files; /* older keys that may still decrypt, NULL-terminated */
+    size_t nvault_old;
+    char *webhook_url; /* grant deaths are POSTed here; NULL: none */
 
-    long provider_timeout_ms;  /* provider_timeout, default "10s" */
-    long long login_timeout;   /* how long a sign-in may take (state lifetime), default "10m" */
-    long long clock_skew;      /* ID-token exp/iat leeway, default "60s" */
-    int allow_http_issuer;     /* default false: providers must be https */
-    int log_level;             /* sg_log_level, default info */
-    int secure_cookies;        /* derived: public_url is https */
-    char cookie_name[64];      /* derived: "__Host-scopegate" when secure, else "scopegate" */
+    long provider_timeout_ms; /* provider_timeout, default "10s" */
+    long long login_timeout;  /* how long a sign-in may take (state lifetime), default "10m" */
+    long long clock_skew;     /* ID-token exp/iat leeway, default "60s" */
+    int allow_http_issuer;    /* default false: providers must be https */
+    int log_level;            /* sg_log_level, default info */
+    int secure_cookies;       /* derived: public_url is https */
+    char cookie_name[64];     /* derived: "__Host-scopegate" when secure, else "scopegate" */
 } sg_config_t;
 
 /* Loads path. On failure *err holds "FILE:LINE: error: ..." lines and the config is empty. */
@@ -47,7 +62,6 @@ const sg_app_config_t *sg_config_app(const sg_config_t *cfg, const char *name);
  * missing and create_bytes > 0, creates it (mode 0600, parent folder 0700 if missing) with
  * create_bytes random bytes in base64url. Warns (log) when group or others may read it.
  */
-sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *err,
-                       size_t errlen);
+sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *err, size_t errlen);
 
 #endif

@@ -82,7 +82,11 @@ typedef struct {
     const char *app;
     const char *const *scopes;
     size_t nscopes;
-    int grant_limit; /* live grants per person the provider allows for app (default 5) */
+    int grant_limit;       /* live grants per person the provider allows for app (default 5) */
+    long long token_ttl;   /* seconds to trust an access token the provider says nothing
+                              about; 0: the vault's default */
+    int fallback_same_org; /* another live grant of the same org may stand in */
+    const char *fallback_integration; /* then this JWT-bearer integration; NULL: none */
 } sg_policy_offline_t;
 
 typedef struct {
@@ -141,6 +145,9 @@ const sg_policy_signin_t *sg_policy_signin(const sg_policy_t *p);
 const sg_policy_role_t *sg_policy_roles(const sg_policy_t *p, size_t *n);
 /* The role called name, or NULL (a session's stored role may be gone after a reload). */
 const sg_policy_role_t *sg_policy_role(const sg_policy_t *p, const char *name);
+/* The offline block of the first role whose offline app is app, or NULL: the token API's
+ * settings (TTL, fallbacks) for grants of that app. */
+const sg_policy_offline_t *sg_policy_offline_for_app(const sg_policy_t *p, const char *app);
 /* The assign rules in file order (rules after the default are kept: they never match). */
 const sg_policy_rule_t *sg_policy_rules(const sg_policy_t *p, size_t *n);
 

@@ -170,7 +170,9 @@ typedef struct {
     int port;               /* the gateway's public port */
 } th_stack_t;
 
-/* Writes the folder, starts sfsim then the gateway. policy_text NULL: th_default_policy. */
+/* Writes the folder, starts sfsim then the gateway. policy_text NULL: th_default_policy. The
+ * gateway's port is probed first and held until the gateway starts; when another process takes
+ * it in between, the whole stack starts again (three tries). */
 int th_stack_start(th_stack_t *s, const char *policy_text);
 int th_stack_start_opts(th_stack_t *s, const th_stack_opts_t *opts);
 /* SIGTERM to the gateway (it must exit 0), then the same config and state again. */

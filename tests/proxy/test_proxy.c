@@ -415,8 +415,12 @@ static char **child_env(const char *dir)
     }
     for (size_t m = 0; m < nmoved; m++) {
         env[k] = th_fmt("%s%s", moved[m], dir);
-        if (!env[k])
-            return NULL; /* leaks the few strings made so far: only on out of memory */
+        if (!env[k]) {
+            while (m-- > 0)
+                free(env[--k]);
+            free(env);
+            return NULL;
+        }
         k++;
     }
     return env;
