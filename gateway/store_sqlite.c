@@ -6,7 +6,7 @@
  * busy_timeout covers a second process (the CLI, another instance during a restart) holding
  * the write lock for a moment.
  *
- * The database file holds secrets' digests now and encrypted refresh tokens later, so it is
+ * The database file holds secrets' digests and encrypted refresh tokens, so it is
  * created by us with open(O_CREAT, 0600) before SQLite sees it, and an existing file that is
  * readable by others is tightened. SQLite gives the -wal and -shm files the database file's
  * mode (and fchmods away the umask), and we tighten them again after the first write.
@@ -188,6 +188,33 @@ void sg_session_rec_free(sg_session_rec_t *rec)
     memset(rec, 0, sizeof(*rec));
 }
 
+void sg_grant_rec_free(sg_grant_rec_t *rec)
+{
+    if (!rec)
+        return;
+    free(rec->user_id);
+    free(rec->org_id);
+    free(rec->username);
+    free(rec->app);
+    free(rec->scopes);
+    free(rec->instance_url);
+    /* Ciphertext, so not secret; wiping is cheap and keeps it out of freed heap anyway. */
+    if (rec->rt_cipher)
+        explicit_bzero(rec->rt_cipher, rec->rt_cipher_len);
+    free(rec->rt_cipher);
+    free(rec->dead_reason);
+    memset(rec, 0, sizeof(*rec));
+}
+
+void sg_grant_recs_free(sg_grant_rec_t *recs, size_t n)
+{
+    if (!recs)
+        return;
+    for (size_t i = 0; i < n; i++)
+        sg_grant_rec_free(&recs[i]);
+    free(recs);
+}
+
 static sg_rc op_session_put(sg_store_t *s, const sg_session_rec_t *rec)
 {
     sqlite_store_t *st = impl(s);
@@ -346,6 +373,333 @@ static sg_rc op_session_expire(sg_store_t *s, long long now, size_t *n)
     return rc;
 }
 
+/* ---- grants and the ledger ---------------------------------------------------------- */
+
+/*
+ * Every grant operation is one SQL statement in autocommit mode: SQLite applies it whole or
+ * not at all, and with synchronous=FULL the commit is on disk (WAL fsync'd) before we return.
+ */
+
+/* Bindings collect the first error, so a statement's parameters read as a list. */
+typedef struct {
+    sqlite3_stmt *q;
+    int src;
+} binder_t;
+
+static void b_text(binder_t *b, int idx, const char *s)
+{
+    if (b->src == SQLITE_OK)
+        b->src = bind_text(b->q, idx, s);
+}
+
+static void b_int(binder_t *b, int idx, long long v)
+{
+    if (b->src == SQLITE_OK)
+        b->src = sqlite3_bind_int64(b->q, idx, v);
+}
+
+static void b_blob(binder_t *b, int idx, const void *p, size_t n)
+{
+    if (b->src == SQLITE_OK)
+        b->src = sqlite3_bind_blob64(b->q, idx, p, (sqlite3_uint64)n, SQLITE_STATIC);
+}
+
+/*
+ * Runs a bound write and leaves the statement reset and unbound whatever happened. With
+ * must_change, a write that matched no row is SG_ERR_NOTFOUND. The caller holds the mutex.
+ */
+static sg_rc write_locked(sqlite_store_t *st, binder_t *b, const char *what, int must_change)
+{
+    int src = b->src;
+    if (src == SQLITE_OK) {
+        src = step_done(b->q);
+    } else {
+        sqlite3_reset(b->q);
+        sqlite3_clear_bindings(b->q);
+    }
+    if (src != SQLITE_OK)
+        return fail(st, what, src);
+    if (must_change && sqlite3_changes(st->db) == 0)
+        return SG_ERR_NOTFOUND;
+    return SG_OK;
+}
+
+static int nonempty(const char *s)
+{
+    return s && *s;
+}
+
+/* A key id fits the record's char[17] with its NUL. */
+static int valid_key_id(const char *k)
+{
+    return k && *k && memchr(k, '\0', 17) != NULL;
+}
+
+static int valid_state(int state)
+{
+    return state >= SG_GRANT_LIVE && state <= SG_GRANT_REPLACED;
+}
+
+/* The columns of GRANT_COLS in order, as read by read_grant. */
+#define GRANT_COLS                                                                               \
+    "id, user_id, org_id, username, app, scopes, instance_url, rt_cipher, key_id, created, "    \
+    "last_refreshed, last_used, use_count, state, dead_reason, dead_at"
+
+/* A heap copy of a text column; NULL stays NULL. Returns -1 when out of memory. */
+static int col_dup(sqlite3_stmt *q, int i, char **dst)
+{
+    *dst = NULL;
+    if (sqlite3_column_type(q, i) == SQLITE_NULL)
+        return 0;
+    const char *t = (const char *)sqlite3_column_text(q, i);
+    if (!t)
+        return -1;
+    *dst = strdup(t);
+    return *dst ? 0 : -1;
+}
+
+/* Copies the current row (GRANT_COLS) into out; on failure out is left empty. */
+static sg_rc read_grant(sqlite3_stmt *q, sg_grant_rec_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->id = sqlite3_column_int64(q, 0);
+    if (col_dup(q, 1, &out->user_id) || col_dup(q, 2, &out->org_id) ||
+        col_dup(q, 3, &out->username) || col_dup(q, 4, &out->app) ||
+        col_dup(q, 5, &out->scopes) || col_dup(q, 6, &out->instance_url) ||
+        col_dup(q, 14, &out->dead_reason))
+        goto nomem;
+    const void *blob = sqlite3_column_blob(q, 7);
+    int bloblen = sqlite3_column_bytes(q, 7);
+    if (!blob || bloblen <= 0) /* NOT NULL and non-empty in the schema: no memory */
+        goto nomem;
+    out->rt_cipher = malloc((size_t)bloblen);
+    if (!out->rt_cipher)
+        goto nomem;
+    memcpy(out->rt_cipher, blob, (size_t)bloblen);
+    out->rt_cipher_len = (size_t)bloblen;
+    const char *kid = (const char *)sqlite3_column_text(q, 8);
+    if (!kid)
+        goto nomem;
+    snprintf(out->key_id, sizeof(out->key_id), "%s", kid);
+    out->created = sqlite3_column_int64(q, 9);
+    out->last_refreshed = sqlite3_column_int64(q, 10);
+    out->last_used = sqlite3_column_int64(q, 11);
+    out->use_count = sqlite3_column_int64(q, 12);
+    out->state = sqlite3_column_int(q, 13);
+    out->dead_at = sqlite3_column_int64(q, 15);
+    if (!out->user_id || !out->app) /* NOT NULL in the schema */
+        goto nomem;
+    return SG_OK;
+nomem:
+    sg_grant_rec_free(out);
+    return SG_ERR_NOMEM;
+}
+
+static sg_rc op_grant_insert(sg_store_t *s, sg_grant_rec_t *rec)
+{
+    sqlite_store_t *st = impl(s);
+    if (!rec || !nonempty(rec->user_id) || !nonempty(rec->app) || !rec->rt_cipher ||
+        rec->rt_cipher_len == 0 || !valid_key_id(rec->key_id) || !valid_state(rec->state) ||
+        rec->use_count < 0)
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    binder_t b = {st->g_insert, SQLITE_OK};
+    b_text(&b, 1, rec->user_id);
+    b_text(&b, 2, rec->org_id);
+    b_text(&b, 3, rec->username);
+    b_text(&b, 4, rec->app);
+    b_text(&b, 5, rec->scopes);
+    b_text(&b, 6, rec->instance_url);
+    b_blob(&b, 7, rec->rt_cipher, rec->rt_cipher_len);
+    b_text(&b, 8, rec->key_id);
+    b_int(&b, 9, rec->created);
+    b_int(&b, 10, rec->last_refreshed);
+    b_int(&b, 11, rec->last_used);
+    b_int(&b, 12, rec->use_count);
+    b_int(&b, 13, rec->state);
+    b_text(&b, 14, rec->state == SG_GRANT_LIVE ? NULL : rec->dead_reason);
+    b_int(&b, 15, rec->state == SG_GRANT_LIVE ? 0 : rec->dead_at);
+    sg_rc rc = write_locked(st, &b, "grant_insert", 0);
+    if (!rc)
+        rec->id = (long long)sqlite3_last_insert_rowid(st->db);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static sg_rc op_grant_get(sg_store_t *s, long long id, sg_grant_rec_t *out)
+{
+    sqlite_store_t *st = impl(s);
+    if (!out)
+        return SG_ERR_PARSE;
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&st->mu);
+    sqlite3_stmt *q = st->g_get;
+    sg_rc rc;
+    int src = sqlite3_bind_int64(q, 1, id);
+    if (src == SQLITE_OK)
+        src = sqlite3_step(q);
+    if (src == SQLITE_ROW)
+        rc = read_grant(q, out);
+    else if (src == SQLITE_DONE)
+        rc = SG_ERR_NOTFOUND;
+    else
+        rc = fail(st, "grant_get", src);
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* Appends the current row to *recs (growing it); the caller frees on failure. */
+static sg_rc append_grant(sqlite3_stmt *q, sg_grant_rec_t **recs, size_t *n, size_t *cap)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? 2 * *cap : 4;
+        sg_grant_rec_t *grown = realloc(*recs, ncap * sizeof(*grown));
+        if (!grown)
+            return SG_ERR_NOMEM;
+        *recs = grown;
+        *cap = ncap;
+    }
+    sg_rc rc = read_grant(q, &(*recs)[*n]);
+    if (!rc)
+        (*n)++;
+    return rc;
+}
+
+static sg_rc op_grant_find(sg_store_t *s, const char *user_id, const char *org_id,
+                           const char *app, int live_only, sg_grant_rec_t **out, size_t *n)
+{
+    sqlite_store_t *st = impl(s);
+    if (!out || !n)
+        return SG_ERR_PARSE;
+    *out = NULL;
+    *n = 0;
+    if (!user_id && !org_id)
+        return SG_ERR_PARSE; /* never "every grant": a caller bug must not match all */
+    pthread_mutex_lock(&st->mu);
+    binder_t b = {user_id ? st->g_find_user : st->g_find_org, SQLITE_OK};
+    b_text(&b, 1, user_id);
+    b_text(&b, 2, org_id);
+    b_text(&b, 3, app);
+    b_int(&b, 4, live_only ? 1 : 0);
+    sg_grant_rec_t *recs = NULL;
+    size_t count = 0, cap = 0;
+    sg_rc rc = SG_OK;
+    int src = b.src;
+    if (src == SQLITE_OK) {
+        while ((src = sqlite3_step(b.q)) == SQLITE_ROW) {
+            rc = append_grant(b.q, &recs, &count, &cap);
+            if (rc)
+                break;
+        }
+    }
+    if (!rc && src != SQLITE_DONE)
+        rc = fail(st, "grant_find", src);
+    sqlite3_reset(b.q);
+    sqlite3_clear_bindings(b.q);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        sg_grant_recs_free(recs, count);
+        return rc;
+    }
+    *out = recs;
+    *n = count;
+    return SG_OK;
+}
+
+static sg_rc op_grant_set_token(sg_store_t *s, long long id, const unsigned char *ct,
+                                size_t ctlen, const char *key_id, long long refreshed_at)
+{
+    sqlite_store_t *st = impl(s);
+    if (!ct || ctlen == 0 || !valid_key_id(key_id))
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    binder_t b = {st->g_set_token, SQLITE_OK};
+    b_int(&b, 1, id);
+    b_blob(&b, 2, ct, ctlen);
+    b_text(&b, 3, key_id);
+    b_int(&b, 4, refreshed_at);
+    sg_rc rc = write_locked(st, &b, "grant_set_token", 1);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static sg_rc op_grant_touch(sg_store_t *s, long long id, long long at, long long uses)
+{
+    sqlite_store_t *st = impl(s);
+    if (uses < 0)
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    binder_t b = {st->g_touch, SQLITE_OK};
+    b_int(&b, 1, id);
+    b_int(&b, 2, at);
+    b_int(&b, 3, uses);
+    sg_rc rc = write_locked(st, &b, "grant_touch", 1);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static sg_rc op_grant_set_state(sg_store_t *s, long long id, int state, const char *reason,
+                                long long at)
+{
+    sqlite_store_t *st = impl(s);
+    if (!valid_state(state))
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    binder_t b = {st->g_state, SQLITE_OK};
+    b_int(&b, 1, id);
+    b_int(&b, 2, state);
+    b_text(&b, 3, reason);
+    b_int(&b, 4, at);
+    sg_rc rc = write_locked(st, &b, "grant_set_state", 1);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static sg_rc op_ledger_add(sg_store_t *s, const char *user_id, const char *app, const char *event,
+                           long long at)
+{
+    sqlite_store_t *st = impl(s);
+    if (!nonempty(user_id) || !nonempty(app) || !nonempty(event))
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    binder_t b = {st->l_add, SQLITE_OK};
+    b_text(&b, 1, user_id);
+    b_text(&b, 2, app);
+    b_text(&b, 3, event);
+    b_int(&b, 4, at);
+    sg_rc rc = write_locked(st, &b, "ledger_add", 0);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static sg_rc op_ledger_count(sg_store_t *s, const char *user_id, const char *app, long long *n)
+{
+    sqlite_store_t *st = impl(s);
+    if (!n)
+        return SG_ERR_PARSE;
+    *n = 0;
+    if (!user_id || !app)
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    binder_t b = {st->l_count, SQLITE_OK};
+    b_text(&b, 1, user_id);
+    b_text(&b, 2, app);
+    int src = b.src;
+    if (src == SQLITE_OK)
+        src = sqlite3_step(b.q);
+    sg_rc rc = SG_OK;
+    if (src == SQLITE_ROW)
+        *n = sqlite3_column_int64(b.q, 0);
+    else
+        rc = fail(st, "ledger_count", src);
+    sqlite3_reset(b.q);
+    sqlite3_clear_bindings(b.q);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
 static void finalize_all(sqlite_store_t *st);
 
 static void op_close(sg_store_t *s)
@@ -367,6 +721,14 @@ static const sg_store_ops_t sqlite_ops = {
     .session_touch = op_session_touch,
     .session_each = op_session_each,
     .session_expire = op_session_expire,
+    .grant_insert = op_grant_insert,
+    .grant_get = op_grant_get,
+    .grant_find = op_grant_find,
+    .grant_set_token = op_grant_set_token,
+    .grant_touch = op_grant_touch,
+    .grant_set_state = op_grant_set_state,
+    .ledger_add = op_ledger_add,
+    .ledger_count = op_ledger_count,
     .close = op_close,
 };
 
@@ -548,32 +910,74 @@ static sg_rc pragma(sqlite3 *db, const char *sql, const char *want, char *err, s
     return SG_OK;
 }
 
+/* Every prepared statement: prepared at open, finalized at close. */
+static const struct {
+    size_t offset;
+    const char *sql;
+} stmts[] = {
+    {offsetof(sqlite_store_t, put),
+     "INSERT OR REPLACE INTO sessions (id_hash, user_id, org_id, username, email, role, "
+     "claims, created, last_seen, idle_timeout, max_lifetime) "
+     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
+    {offsetof(sqlite_store_t, del), "DELETE FROM sessions WHERE id_hash = ?1"},
+    /* max(): a late flush never moves last_seen back. */
+    {offsetof(sqlite_store_t, touch),
+     "UPDATE sessions SET last_seen = max(last_seen, ?2) WHERE id_hash = ?1"},
+    {offsetof(sqlite_store_t, each),
+     "SELECT id_hash, user_id, org_id, username, email, role, claims, created, last_seen, "
+     "idle_timeout, max_lifetime FROM sessions"},
+    /* The same rule as the in-memory index: expired when strictly past either limit. */
+    {offsetof(sqlite_store_t, expire),
+     "DELETE FROM sessions WHERE ?1 - last_seen > idle_timeout "
+     "OR ?1 - created > max_lifetime"},
+    {offsetof(sqlite_store_t, g_insert),
+     "INSERT INTO grants (user_id, org_id, username, app, scopes, instance_url, rt_cipher, "
+     "key_id, created, last_refreshed, last_used, use_count, state, dead_reason, dead_at) "
+     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"},
+    {offsetof(sqlite_store_t, g_get), "SELECT " GRANT_COLS " FROM grants WHERE id = ?1"},
+    /* Newest first; id breaks ties between grants made in the same second. */
+    {offsetof(sqlite_store_t, g_find_user),
+     "SELECT " GRANT_COLS " FROM grants WHERE user_id = ?1 AND (?2 IS NULL OR org_id = ?2) "
+     "AND (?3 IS NULL OR app = ?3) AND (?4 = 0 OR state = 0) ORDER BY created DESC, id DESC"},
+    {offsetof(sqlite_store_t, g_find_org),
+     "SELECT " GRANT_COLS " FROM grants WHERE org_id = ?2 AND (?3 IS NULL OR app = ?3) "
+     "AND (?4 = 0 OR state = 0) ORDER BY created DESC, id DESC"},
+    {offsetof(sqlite_store_t, g_set_token),
+     "UPDATE grants SET rt_cipher = ?2, key_id = ?3, last_refreshed = ?4 WHERE id = ?1"},
+    /* max(): a late flush of use accounting never moves last_used back. */
+    {offsetof(sqlite_store_t, g_touch),
+     "UPDATE grants SET last_used = max(last_used, ?2), use_count = use_count + ?3 "
+     "WHERE id = ?1"},
+    /* A live grant has no reason and no time of death. */
+    {offsetof(sqlite_store_t, g_state),
+     "UPDATE grants SET state = ?2, dead_reason = CASE WHEN ?2 = 0 THEN NULL ELSE ?3 END, "
+     "dead_at = CASE WHEN ?2 = 0 THEN 0 ELSE ?4 END WHERE id = ?1"},
+    {offsetof(sqlite_store_t, l_add),
+     "INSERT INTO ledger (user_id, app, event, at) VALUES (?1, ?2, ?3, ?4)"},
+    {offsetof(sqlite_store_t, l_count),
+     "SELECT COUNT(*) FROM ledger WHERE user_id = ?1 AND app = ?2"},
+};
+
+#define N_STMTS (sizeof(stmts) / sizeof(stmts[0]))
+
+static sqlite3_stmt **stmt_slot(sqlite_store_t *st, size_t i)
+{
+    return (sqlite3_stmt **)((char *)st + stmts[i].offset);
+}
+
+static void finalize_all(sqlite_store_t *st)
+{
+    for (size_t i = 0; i < N_STMTS; i++) {
+        sqlite3_finalize(*stmt_slot(st, i)); /* NULL is a no-op */
+        *stmt_slot(st, i) = NULL;
+    }
+}
+
 static sg_rc prepare_all(sqlite_store_t *st, char *err, size_t errlen)
 {
-    static const struct {
-        size_t offset;
-        const char *sql;
-    } stmts[] = {
-        {offsetof(sqlite_store_t, put),
-         "INSERT OR REPLACE INTO sessions (id_hash, user_id, org_id, username, email, role, "
-         "claims, created, last_seen, idle_timeout, max_lifetime) "
-         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
-        {offsetof(sqlite_store_t, del), "DELETE FROM sessions WHERE id_hash = ?1"},
-        /* max(): a late flush never moves last_seen back. */
-        {offsetof(sqlite_store_t, touch),
-         "UPDATE sessions SET last_seen = max(last_seen, ?2) WHERE id_hash = ?1"},
-        {offsetof(sqlite_store_t, each),
-         "SELECT id_hash, user_id, org_id, username, email, role, claims, created, last_seen, "
-         "idle_timeout, max_lifetime FROM sessions"},
-        /* The same rule as the in-memory index: expired when strictly past either limit. */
-        {offsetof(sqlite_store_t, expire),
-         "DELETE FROM sessions WHERE ?1 - last_seen > idle_timeout "
-         "OR ?1 - created > max_lifetime"},
-    };
-    for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
-        sqlite3_stmt **slot = (sqlite3_stmt **)((char *)st + stmts[i].offset);
-        int src =
-            sqlite3_prepare_v3(st->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
+    for (size_t i = 0; i < N_STMTS; i++) {
+        int src = sqlite3_prepare_v3(st->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                     stmt_slot(st, i), NULL);
         if (src != SQLITE_OK) {
             set_err(err, errlen, "prepare: %s", sqlite3_errmsg(st->db));
             return rc_of(src);

@@ -436,6 +436,41 @@ static void test_fifty_admin_signins_spend_no_grant(void **state)
           ok_after, FIFTY);
 }
 
+/* A sign-in app that issues a refresh token anyway (misconfigured): revoked at once, never
+ * kept, warned about and counted. */
+static void test_unwanted_signin_refresh_token_is_revoked_at_once(void **state)
+{
+    (void)state;
+    const char *revoked[] = {"action=\"revoked\"", NULL};
+    double before = th_metric(metrics(), "scopegate_signin_refresh_tokens_total", revoked);
+    CHECK(th_sim_post(GW.sim.url, "/_sim/app?client_id=demo-signin&always_refresh=true") == 0,
+          "could not make sfsim's sign-in app issue refresh tokens");
+    th_client_t *c = th_client_new();
+    th_resp_t fin;
+    int rc = th_gateway_signin(c, &GW, "/", TH_ALICE, "alice", &fin);
+    long status = fin.status;
+    th_resp_free(&fin);
+    th_client_free(c);
+    CHECK(rc == 0 && status == 302, "expected the sign-in to work, got %ld", status);
+    cJSON *g = sim_json("/_sim/grants?client_id=demo-signin");
+    CHECK(cJSON_IsArray(g) && cJSON_GetArraySize(g) == 1,
+          "expected sfsim to show the one refresh-token grant it issued, got %s",
+          keep_str(cJSON_PrintUnformatted(g)));
+    const cJSON *one = cJSON_GetArrayItem(g, 0);
+    const cJSON *live = cJSON_GetObjectItemCaseSensitive(one, "live");
+    const cJSON *reason = cJSON_GetObjectItemCaseSensitive(one, "reason");
+    CHECK(cJSON_IsFalse(live) && cJSON_IsString(reason) &&
+              strcmp(reason->valuestring, "revoked") == 0,
+          "expected the unwanted refresh token revoked at once, got %s",
+          keep_str(cJSON_PrintUnformatted(one)));
+    double after = th_metric(metrics(), "scopegate_signin_refresh_tokens_total", revoked);
+    CHECK(after - before == 1, "expected the metric to count it (+1), went %g -> %g", before,
+          after);
+    char *log = keep_str(th_proc_log(&GW.gw));
+    CHECK(log && strstr(log, "\"signin_refresh_token\""),
+          "expected a warning line (event signin_refresh_token) in the gateway's log");
+}
+
 /* ---- acceptance 5: restart, database, files, logs ----------------------------------------- */
 
 static void test_restart_keeps_sessions_and_nothing_secret_is_kept(void **state)
@@ -598,6 +633,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_keeps_sessions_and_nothing_secret_is_kept,
                                         gw_setup, gw_teardown),
         cmocka_unit_test_setup_teardown(test_healthz_answers_ok, gw_setup, gw_teardown),
+        cmocka_unit_test_setup_teardown(test_unwanted_signin_refresh_token_is_revoked_at_once,
+                                        gw_setup, gw_teardown),
         cmocka_unit_test_setup_teardown(
             test_metrics_on_internal_listener_count_signins_and_provider_calls, gw_setup,
             gw_teardown),

@@ -306,6 +306,7 @@ static cJSON *app_json(const sim_app_t *a)
     cJSON_AddNumberToObject(j, "session_timeout", (double)a->session_timeout);
     cJSON_AddBoolToObject(j, "admin_preauthorized", a->admin_preauthorized);
     cJSON_AddBoolToObject(j, "blocked", a->blocked);
+    cJSON_AddBoolToObject(j, "always_refresh", a->always_refresh);
     return j;
 }
 
@@ -328,6 +329,8 @@ static void do_app(const sg_form_t *q, sg_resp_t *w)
             next.idle_ttl_limit = b;
         else if (strcmp(k, "admin_preauthorized") == 0 && (b = parse_bool(v)) >= 0)
             next.admin_preauthorized = b;
+        else if (strcmp(k, "always_refresh") == 0 && (b = parse_bool(v)) >= 0)
+            next.always_refresh = b;
         else if (strcmp(k, "refresh_token_policy") == 0 && (b = pick(v, policy_names)) >= 0)
             next.rt_policy = (sim_rt_policy)b;
         else if (strcmp(k, "ip_relaxation") == 0 && (b = pick(v, relax_names)) >= 0)

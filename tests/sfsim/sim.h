@@ -74,6 +74,7 @@ typedef struct {
     long long session_timeout;
     int require_secret;
     int blocked;
+    int always_refresh; /* test knob: a refresh token whatever the scopes (misconfigured app) */
 } sim_app_t;
 
 typedef struct {

@@ -412,7 +412,7 @@ static void grant_authorization_code(sim_req_t *r, const sg_form_t *f, out_t *o,
 
     /* A refresh token needs refresh_token/offline_access granted (reference 2, 10.9). */
     int want_refresh = sim_scope_has(code->scopes, "refresh_token") ||
-                       sim_scope_has(code->scopes, "offline_access");
+                       sim_scope_has(code->scopes, "offline_access") || c.app->always_refresh;
     int openid = sim_scope_has(code->scopes, "openid");
     sim_grant_t *g = NULL;
     if (want_refresh || (openid && sim_cfg.openid_signins_count)) {
