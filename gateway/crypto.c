@@ -186,7 +186,7 @@ sg_rc sg_b64_decode(const char *in, size_t inlen, unsigned char **out, size_t *o
 /* ---- authenticated encryption ------------------------------------------------------------ */
 
 #define AEAD_NONCE_LEN 12
-#define AEAD_TAG_LEN 16
+#define AEAD_TAG_LEN   16
 
 /* EVP takes int lengths; anything near INT_MAX is not a refresh token anyway. */
 #define AEAD_MAX_LEN ((size_t)INT32_MAX - SG_AEAD_OVERHEAD)
@@ -241,9 +241,8 @@ fail:
     return rc;
 }
 
-sg_rc sg_aead_open(const unsigned char key[SG_AEAD_KEY_LEN], const unsigned char *in,
-                   size_t inlen, const void *aad, size_t aadlen, unsigned char **out,
-                   size_t *outlen)
+sg_rc sg_aead_open(const unsigned char key[SG_AEAD_KEY_LEN], const unsigned char *in, size_t inlen,
+                   const void *aad, size_t aadlen, unsigned char **out, size_t *outlen)
 {
     if (!out || !outlen)
         return SG_ERR_PARSE;

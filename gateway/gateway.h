@@ -16,13 +16,23 @@
 #include "scopegate/policy.h"
 #include "scopegate/session.h"
 #include "scopegate/store.h"
+#include "scopegate/vault.h"
 
 #define SG_LOGIN_MAX_PENDING 10000 /* sign-ins in progress, all browsers */
-#define SG_LOGIN_PER_BROWSER 20     /* tabs of one browser signing in at once */
-#define SG_RD_MAX 2048              /* longest return path accepted */
+#define SG_LOGIN_PER_BROWSER 20    /* tabs of one browser signing in at once */
+#define SG_RD_MAX            2048  /* longest return path accepted */
 
-/* A sign-in between /login and /oauth/callback, kept in memory. */
+typedef enum {
+    SG_AUTHZ_SIGNIN,  /* everyone: the sign-in app */
+    SG_AUTHZ_CONNECT, /* an admin granting offline access through the role's offline app */
+} sg_authz_kind;
+
+/* An authorization between its start and /oauth/callback, kept in memory. */
 typedef struct {
+    sg_authz_kind kind;
+    char app[64];      /* the policy app the provider answers for */
+    char user_id[128]; /* CONNECT: the signed-in person who started it */
+    char org_id[64];
     unsigned char state_hash[32];   /* SHA-256 of the state sent to the provider */
     unsigned char browser_hash[32]; /* SHA-256 of the login cookie of the browser that began */
     char nonce[64];
@@ -44,8 +54,14 @@ typedef struct {
     sg_oidc_t **providers; /* one per cfg.apps[i], same index */
     sg_store_t *store;
     sg_sessions_t *sessions;
-    char *internal_key;          /* bearer key of the internal listener */
-    unsigned char csrf_key[32];  /* HMAC key for CSRF tokens (state_dir/csrf.key) */
+    sg_vault_t *vault;
+    sg_integration_t *integrations; /* from cfg.integrations, keys loaded */
+    size_t nintegrations;
+    unsigned char vault_key[SG_AEAD_KEY_LEN];
+    unsigned char (*vault_old)[SG_AEAD_KEY_LEN];
+    const unsigned char **vault_old_ptrs;
+    char *internal_key;         /* bearer key of the internal listener */
+    unsigned char csrf_key[32]; /* HMAC key for CSRF tokens (state_dir/csrf.key) */
 
     pthread_mutex_t pending_lock;
     sg_pending_t *pending;
@@ -72,11 +88,39 @@ void sg_route_auth(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_healthz(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_connect_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_connect_start(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_connections(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_disconnect(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 /* Routes of the internal listener. */
 void sg_route_metrics(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_token_invalid(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 
-/* Pending sign-ins (routes_login.c). */
+/* The signed-in person of this request (0), or -1. */
+int sg_gw_current_session(sg_gateway_t *gw, const sg_req_t *r, sg_session_view_t *v);
+/* A POST form from a signed-in page: parses the body into f and checks its CSRF token
+ * (and Origin). Returns 0, or -1 with an error page in w. */
+int sg_gw_check_form(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg_session_view_t *v,
+                     sg_form_t *f);
+
+/* Pending authorizations (routes_login.c). */
 void sg_pending_expire(sg_gateway_t *gw, long long now);
+/*
+ * Starts an authorization at app's provider and answers with the redirect: state, nonce and
+ * PKCE kept in a pending entry bound to this browser by the login cookie. tmpl gives kind,
+ * app, rd and (CONNECT) the person; scopes are space-separated; prompt may be NULL.
+ * Returns 0, or -1 with an error page already in w.
+ */
+int sg_begin_authorization(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg_pending_t *tmpl,
+                           const char *scopes, const char *prompt);
+/* The callback of a CONNECT authorization (routes_connect.c). */
+void sg_connect_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg_pending_t *p,
+                         const char *code);
+/* "a b c" from a list (heap). */
+char *sg_join_scopes(const char *const *scopes, size_t n);
+/* public_url + "/oauth/callback" (heap). */
+char *sg_gw_redirect_uri(sg_gateway_t *gw);
 
 /* Pages (pages.c): a whole HTML document with title and body (body is trusted HTML). */
 void sg_page(sg_resp_t *w, unsigned status, const char *title, const char *body_html);

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "scopegate/crypto.h"
+#include "scopegate/log.h"
 
 static const char page_style[] =
     "body{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;"
@@ -34,8 +35,9 @@ void sg_page(sg_resp_t *w, unsigned status, const char *title, const char *body_
     sg_buf_free(&b);
     w->no_store = 1;
     sg_resp_header(w, "X-Frame-Options", "DENY");
-    sg_resp_header(w, "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
-                                                 "form-action 'self'; frame-ancestors 'none'");
+    sg_resp_header(w, "Content-Security-Policy",
+                   "default-src 'none'; style-src 'unsafe-inline'; "
+                   "form-action 'self'; frame-ancestors 'none'");
 }
 
 void sg_page_error(sg_resp_t *w, unsigned status, const char *what, const char *todo)
@@ -47,7 +49,7 @@ void sg_page_error(sg_resp_t *w, unsigned status, const char *what, const char *
     sg_buf_adds(&b, "</p>\n<p>");
     sg_buf_add_html(&b, todo);
     sg_buf_adds(&b, "</p>\n<p><a href=\"/login\">Sign in again</a></p>");
-    const char *title = status >= 500 ? "Sign-in is not working right now"
+    const char *title = status >= 500   ? "Sign-in is not working right now"
                         : status == 403 ? "Not allowed"
                                         : "Sign-in failed";
     sg_page(w, status, title, b.ptr ? b.ptr : "");
@@ -148,4 +150,43 @@ void sg_csrf_token(sg_gateway_t *gw, const char *id_hash, char *out, size_t outl
 long long sg_gw_now(void)
 {
     return (long long)time(NULL);
+}
+
+int sg_gw_current_session(sg_gateway_t *gw, const sg_req_t *r, sg_session_view_t *v)
+{
+    char sid[SG_SESSION_ID_LEN + 8];
+    if (!sg_gw_session_cookie(gw, r, sid, sizeof(sid)))
+        return -1;
+    return sg_session_lookup(gw->sessions, sid, sg_gw_now(), v) == SG_OK ? 0 : -1;
+}
+
+int sg_gw_check_form(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg_session_view_t *v,
+                     sg_form_t *f)
+{
+    memset(f, 0, sizeof(*f));
+    if (!sg_content_type_is(sg_req_header(r, "Content-Type"),
+                            "application/x-www-form-urlencoded") ||
+        sg_form_parse(r->body.ptr ? r->body.ptr : "", r->body.len, f)) {
+        sg_page_error(w, 400, "The form was not sent properly.",
+                      "Use the buttons on this site's pages.");
+        return -1;
+    }
+    /* A cross-site POST carries another site's Origin: refuse it before anything else. Not
+     * every client sends one; the CSRF token still guards those. */
+    const char *origin = sg_req_header(r, "Origin");
+    char expect[64];
+    sg_csrf_token(gw, v->id_hash, expect, sizeof(expect));
+    const char *got = sg_form_get(f, "csrf");
+    if ((origin && strcmp(origin, gw->cfg.public_url) != 0) || !got || !expect[0] ||
+        !sg_ct_streq(got, expect) || sg_form_first_dup(f)) {
+        sg_log(SG_LOG_WARN, "csrf", "rid=%s %s %s refused: missing or wrong CSRF token",
+               r->request_id, r->method, r->path);
+        sg_page_error(w, 403,
+                      "This request did not come from this site's own button, so it was "
+                      "refused.",
+                      "Go back to the page and use its button.");
+        sg_form_free(f);
+        return -1;
+    }
+    return 0;
 }

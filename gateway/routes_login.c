@@ -94,7 +94,7 @@ static void signin_metric(const char *result)
 
 /* ---- GET /login ------------------------------------------------------------------------ */
 
-static char *redirect_uri(sg_gateway_t *gw)
+char *sg_gw_redirect_uri(sg_gateway_t *gw)
 {
     size_t n = strlen(gw->cfg.public_url) + 32;
     char *u = malloc(n);
@@ -103,14 +103,75 @@ static char *redirect_uri(sg_gateway_t *gw)
     return u;
 }
 
-static char *join_scopes(const sg_policy_signin_t *s)
+char *sg_join_scopes(const char *const *scopes, size_t n)
 {
     sg_buf_t b;
     sg_buf_init(&b, 4096);
-    for (size_t i = 0; i < s->nscopes; i++)
-        if (sg_buf_printf(&b, "%s%s", i ? " " : "", s->scopes[i]))
+    for (size_t i = 0; i < n; i++)
+        if (sg_buf_printf(&b, "%s%s", i ? " " : "", scopes[i]))
             return NULL;
     return sg_buf_steal(&b);
+}
+
+int sg_begin_authorization(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg_pending_t *tmpl,
+                           const char *scopes, const char *prompt)
+{
+    sg_oidc_t *op = sg_gw_provider(gw, tmpl->app);
+    char *verifier = NULL, *challenge = NULL, *state = sg_random_token(32);
+    char *nonce = sg_random_token(24), *cb = sg_gw_redirect_uri(gw);
+    char *browser = NULL, *url = NULL;
+    int rc = -1;
+
+    size_t blen = 0;
+    const char *have = sg_cookie_find(sg_req_header(r, "Cookie"), gw->login_cookie, &blen);
+    browser = have && blen >= 32 && blen <= 64 ? strndup(have, blen) : sg_random_token(32);
+
+    sg_oidc_err_t err = {0};
+    if (!op || !state || !nonce || !scopes || !cb || !browser ||
+        sg_oidc_pkce_pair(&verifier, &challenge)) {
+        sg_page_error(w, 500, "The gateway could not start the sign-in.",
+                      "Try again in a moment; if it persists, tell the operators.");
+        goto done;
+    }
+    url = sg_oidc_authorize_url(op, cb, scopes, state, nonce, challenge, prompt, &err);
+    if (!url) {
+        sg_log(SG_LOG_ERROR, "login_provider", "rid=%s provider %s unusable: %s %s", r->request_id,
+               tmpl->app, err.error, err.description);
+        if (tmpl->kind == SG_AUTHZ_SIGNIN)
+            signin_metric("provider_error");
+        sg_page_error(w, 502, "The sign-in provider cannot be reached right now.",
+                      "Try again in a minute; if it persists, tell the operators.");
+        goto done;
+    }
+
+    sg_pending_t p = *tmpl;
+    p.created = sg_gw_now();
+    p.used = 0;
+    sg_sha256(state, strlen(state), p.state_hash);
+    sg_sha256(browser, strlen(browser), p.browser_hash);
+    snprintf(p.nonce, sizeof(p.nonce), "%s", nonce);
+    snprintf(p.verifier, sizeof(p.verifier), "%s", verifier);
+    pending_add(gw, &p);
+
+    /* One login cookie per browser, shared by its tabs: old ones cannot pile up. Lax, since
+     * the provider's redirect back is a top-level GET from another site. */
+    char cookie[256];
+    snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Lax%s",
+             gw->login_cookie, browser, gw->cfg.login_timeout,
+             gw->cfg.secure_cookies ? "; Secure" : "");
+    sg_resp_header(w, "Set-Cookie", cookie);
+    sg_resp_redirect(w, url);
+    w->no_store = 1;
+    rc = 0;
+done:
+    free(verifier);
+    free(challenge);
+    free(state);
+    free(nonce);
+    free(cb);
+    free(browser);
+    free(url);
+    return rc;
 }
 
 void sg_route_login(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
@@ -134,61 +195,13 @@ void sg_route_login(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                       "Open the application again and sign in from there.");
         return;
     }
-
-    sg_policy_t *pol = sg_gw_policy(gw);
-    const sg_policy_signin_t *si = sg_policy_signin(pol);
-    sg_oidc_t *op = sg_gw_provider(gw, si->app);
-    char *verifier = NULL, *challenge = NULL, *state = sg_random_token(32);
-    char *nonce = sg_random_token(24), *scopes = join_scopes(si), *cb = redirect_uri(gw);
-    char *browser = NULL, *url = NULL;
-
-    size_t blen = 0;
-    const char *have = sg_cookie_find(sg_req_header(r, "Cookie"), gw->login_cookie, &blen);
-    browser = have && blen >= 32 && blen <= 64 ? strndup(have, blen) : sg_random_token(32);
-
-    sg_oidc_err_t err = {0};
-    if (!op || !state || !nonce || !scopes || !cb || !browser ||
-        sg_oidc_pkce_pair(&verifier, &challenge)) {
-        sg_page_error(w, 500, "The gateway could not start the sign-in.",
-                      "Try again in a moment; if it persists, tell the operators.");
-        goto done;
-    }
-    url = sg_oidc_authorize_url(op, cb, scopes, state, nonce, challenge, NULL, &err);
-    if (!url) {
-        sg_log(SG_LOG_ERROR, "login_provider", "rid=%s provider %s unusable: %s %s", r->request_id,
-               si->app, err.error, err.description);
-        signin_metric("provider_error");
-        sg_page_error(w, 502, "The sign-in provider cannot be reached right now.",
-                      "Try again in a minute; if it persists, tell the operators.");
-        goto done;
-    }
-
-    sg_pending_t p = {.created = sg_gw_now()};
-    sg_sha256(state, strlen(state), p.state_hash);
-    sg_sha256(browser, strlen(browser), p.browser_hash);
-    snprintf(p.nonce, sizeof(p.nonce), "%s", nonce);
-    snprintf(p.verifier, sizeof(p.verifier), "%s", verifier);
-    snprintf(p.rd, sizeof(p.rd), "%s", rd);
-    pending_add(gw, &p);
-
-    /* One login cookie per browser, shared by its tabs: old ones cannot pile up. Lax, since
-     * the provider's redirect back is a top-level GET from another site. */
-    char cookie[256];
-    snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Lax%s",
-             gw->login_cookie, browser, gw->cfg.login_timeout,
-             gw->cfg.secure_cookies ? "; Secure" : "");
-    sg_resp_header(w, "Set-Cookie", cookie);
-    sg_resp_redirect(w, url);
-    w->no_store = 1;
-done:
-    free(verifier);
-    free(challenge);
-    free(state);
-    free(nonce);
+    const sg_policy_signin_t *si = sg_policy_signin(sg_gw_policy(gw));
+    sg_pending_t tmpl = {.kind = SG_AUTHZ_SIGNIN};
+    snprintf(tmpl.app, sizeof(tmpl.app), "%s", si->app);
+    snprintf(tmpl.rd, sizeof(tmpl.rd), "%s", rd);
+    char *scopes = sg_join_scopes(si->scopes, si->nscopes);
+    sg_begin_authorization(gw, r, w, &tmpl, scopes, NULL);
     free(scopes);
-    free(cb);
-    free(browser);
-    free(url);
 }
 
 /* ---- GET /oauth/callback -------------------------------------------------------------- */
@@ -302,9 +315,8 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         return;
     }
     sg_policy_t *pol = sg_gw_policy(gw);
-    const sg_policy_signin_t *si = sg_policy_signin(pol);
-    sg_oidc_t *op = sg_gw_provider(gw, si->app);
-    const sg_app_config_t *app = sg_config_app(&gw->cfg, si->app);
+    sg_oidc_t *op = sg_gw_provider(gw, p.app);
+    const sg_app_config_t *app = sg_config_app(&gw->cfg, p.app);
     const char *iss = sg_form_get(q, "iss");
     if (iss && (!app || strcmp(iss, app->issuer) != 0)) {
         /* RFC 9207: the answer names its issuer; another one means a mix-up attack. */
@@ -343,8 +355,12 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         sg_page_error(w, 400, "The sign-in answer carries no code.", "Start the sign-in again.");
         return;
     }
+    if (p.kind == SG_AUTHZ_CONNECT) {
+        sg_connect_callback(gw, r, w, &p, code);
+        return;
+    }
 
-    char *cb = redirect_uri(gw);
+    char *cb = sg_gw_redirect_uri(gw);
     sg_tokens_t tok = {0};
     sg_oidc_err_t err = {0};
     cJSON *claims = NULL, *info = NULL;
@@ -448,7 +464,20 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     signin_metric("ok");
     sg_log(SG_LOG_INFO, "signin", "rid=%s user %s signed in with role %s (rule %zu, line %d)",
            r->request_id, user_id, res.role->name, res.rule_index, res.rule->line);
-    sg_resp_redirect(w, p.rd);
+    /* A role with offline access and no live grant: the connect page first (it says why when
+     * the last grant died), then where the person was going. */
+    const sg_policy_offline_t *off = res.role->offline;
+    if (off && gw->vault && !sg_vault_live_grant(gw->vault, user_id, off->app)) {
+        char *app_enc = sg_url_encode(off->app), *rd_enc = sg_url_encode(p.rd);
+        char loc[SG_RD_MAX * 3 + 200];
+        snprintf(loc, sizeof(loc), "/connect?app=%s&rd=%s", app_enc ? app_enc : "",
+                 rd_enc ? rd_enc : "%2F");
+        free(app_enc);
+        free(rd_enc);
+        sg_resp_redirect(w, loc);
+    } else {
+        sg_resp_redirect(w, p.rd);
+    }
     w->no_store = 1;
 done:
     free(cb);

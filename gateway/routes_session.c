@@ -13,18 +13,10 @@
 #include "scopegate/crypto.h"
 #include "scopegate/log.h"
 
-static int lookup(sg_gateway_t *gw, const sg_req_t *r, sg_session_view_t *v)
-{
-    char sid[SG_SESSION_ID_LEN + 8];
-    if (!sg_gw_session_cookie(gw, r, sid, sizeof(sid)))
-        return -1;
-    return sg_session_lookup(gw->sessions, sid, sg_gw_now(), v) == SG_OK ? 0 : -1;
-}
-
 void sg_route_auth(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
     sg_session_view_t v;
-    if (lookup(gw, r, &v)) {
+    if (sg_gw_current_session(gw, r, &v)) {
         sg_counter_inc(gw->auth_denied);
         w->no_store = 1;
         /*
@@ -65,15 +57,6 @@ static void clear_cookie(sg_gateway_t *gw, sg_resp_t *w)
     sg_resp_header(w, "Set-Cookie", cookie);
 }
 
-/* A cross-site POST carries an Origin of another site: refuse it before anything else. */
-static int origin_ok(sg_gateway_t *gw, const sg_req_t *r)
-{
-    const char *origin = sg_req_header(r, "Origin");
-    if (!origin)
-        return 1; /* not every client sends one; the CSRF token still guards */
-    return strcmp(origin, gw->cfg.public_url) == 0;
-}
-
 void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
     char sid[SG_SESSION_ID_LEN + 8];
@@ -85,26 +68,8 @@ void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         sg_resp_redirect(w, "/");
         return;
     }
-    if (!sg_content_type_is(sg_req_header(r, "Content-Type"),
-                            "application/x-www-form-urlencoded") ||
-        sg_form_parse(r->body.ptr ? r->body.ptr : "", r->body.len, &f)) {
-        sg_page_error(w, 400, "The sign-out form was not sent properly.",
-                      "Use the sign-out button on the home page.");
+    if (sg_gw_check_form(gw, r, w, &v, &f))
         return;
-    }
-    char expect[64];
-    sg_csrf_token(gw, v.id_hash, expect, sizeof(expect));
-    const char *got = sg_form_get(&f, "csrf");
-    if (!origin_ok(gw, r) || !got || !expect[0] || !sg_ct_streq(got, expect)) {
-        sg_log(SG_LOG_WARN, "logout_csrf", "rid=%s sign-out refused: missing or wrong CSRF token",
-               r->request_id);
-        sg_page_error(w, 403,
-                      "This sign-out request did not come from this site's sign-out "
-                      "button, so it was refused.",
-                      "Use the sign-out button on the home page.");
-        sg_form_free(&f);
-        return;
-    }
     sg_form_free(&f);
     sg_session_destroy(gw->sessions, cookie);
     sg_metrics_inc("scopegate_logouts_total", NULL);
@@ -124,7 +89,7 @@ static void fmt_time(long long t, char *out, size_t n)
 void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
     sg_session_view_t v;
-    if (lookup(gw, r, &v)) {
+    if (sg_gw_current_session(gw, r, &v)) {
         sg_page(w, 200, "Not signed in",
                 "<p>You are not signed in.</p>\n"
                 "<p><a class=\"button\" href=\"/login\">Sign in</a></p>");

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "scopegate/crypto.h"
+#include "scopegate/jose.h"
 #include "cli.h"
 #include "scopegate/log.h"
 
@@ -53,10 +54,16 @@ static const route_t public_routes[] = {
     {"POST", "/logout", sg_route_logout},
     {"GET", "/healthz", sg_route_healthz},
     {"GET", "/", sg_route_home},
+    {"GET", "/connect", sg_route_connect_page},
+    {"POST", "/connect", sg_route_connect_start},
+    {"GET", "/connections", sg_route_connections},
+    {"POST", "/connections/disconnect", sg_route_disconnect},
     {NULL, NULL, NULL},
 };
 
 static const route_t internal_routes[] = {
+    {"GET", "/v1/token", sg_route_token},
+    {"POST", "/v1/token/invalid", sg_route_token_invalid},
     {"GET", "/metrics", sg_route_metrics},
     {"GET", "/healthz", sg_route_healthz},
     {NULL, NULL, NULL},
@@ -106,8 +113,7 @@ static void request_done(void *app, const sg_req_t *r, unsigned status)
 
 /* ---- start-up --------------------------------------------------------------------------- */
 
-static void provider_observer(void *ctx, const char *endpoint, const char *result,
-                              double seconds)
+static void provider_observer(void *ctx, const char *endpoint, const char *result, double seconds)
 {
     const char *app = ctx;
     char labels[160];
@@ -123,8 +129,7 @@ static void declare_metrics(sg_gateway_t *gw)
 {
     sg_metrics_family("scopegate_signins_total", "counter", "Sign-ins by result.");
     sg_metrics_family("scopegate_sessions_active", "gauge", "Sessions alive now.");
-    sg_metrics_family("scopegate_auth_requests_total", "counter",
-                      "Forward-auth checks by result.");
+    sg_metrics_family("scopegate_auth_requests_total", "counter", "Forward-auth checks by result.");
     sg_metrics_family("scopegate_logouts_total", "counter", "Sign-outs.");
     sg_metrics_family("scopegate_provider_requests_total", "counter",
                       "Calls to identity providers by app, endpoint and result.");
@@ -134,6 +139,10 @@ static void declare_metrics(sg_gateway_t *gw)
                       "Refresh tokens the sign-in app issued although it should not (each was "
                       "revoked at once).");
     sg_metrics_family("scopegate_policy_reload_total", "counter", "Policy reloads by result.");
+    sg_metrics_family("scopegate_token_requests_total", "counter",
+                      "Token API requests by result and source.");
+    sg_metrics_family("scopegate_grant_events_total", "counter",
+                      "Offline grants connected, replaced, revoked and died, by app.");
     gw->auth_ok = sg_metrics_counter("scopegate_auth_requests_total", "result=\"ok\"");
     gw->auth_denied = sg_metrics_counter("scopegate_auth_requests_total", "result=\"denied\"");
     gw->sessions_active = sg_metrics_counter("scopegate_sessions_active", NULL);
@@ -171,8 +180,8 @@ static sg_policy_t *load_policy(sg_gateway_t *gw, const char *why)
     sg_metrics_inc("scopegate_policy_reload_total",
                    rc == SG_OK ? "result=\"ok\"" : "result=\"error\"");
     if (rc == SG_OK)
-        sg_log(SG_LOG_INFO, "policy_loaded", "%s policy %s (sha256 %s)", why,
-               sg_policy_source(p), sg_policy_hash(p));
+        sg_log(SG_LOG_INFO, "policy_loaded", "%s policy %s (sha256 %s)", why, sg_policy_source(p),
+               sg_policy_hash(p));
     else
         sg_log(SG_LOG_ERROR, "policy_rejected", "%s: %s has errors (listed above)%s", why,
                gw->cfg.policy_file,
@@ -194,6 +203,86 @@ static void reload_policy(sg_gateway_t *gw, const char *why)
         }
     }
     pthread_mutex_unlock(&gw->reload_lock);
+}
+
+static sg_oidc_t *vault_provider(void *ctx, const char *app)
+{
+    return sg_gw_provider(ctx, app);
+}
+
+/* Grant events: one log line each (never a token) and a counter. */
+static void vault_event(void *ctx, const sg_vault_event_t *e)
+{
+    if (strcmp(e->kind, "token_served") == 0)
+        return; /* counted by the token route; a line per hand-out would drown the log */
+    char labels[160];
+    snprintf(labels, sizeof(labels), "kind=\"%s\",app=\"%s\"", e->kind, e->app ? e->app : "");
+    sg_metrics_inc("scopegate_grant_events_total", labels);
+    sg_log(strcmp(e->kind, "grant_died") == 0 ? SG_LOG_WARN : SG_LOG_INFO, e->kind,
+           "grant %lld of user %s (org %s, app %s)%s%s", e->grant_id, e->user_id ? e->user_id : "-",
+           e->org_id ? e->org_id : "-", e->app ? e->app : "-", e->reason ? ": " : "",
+           e->reason ? e->reason : "");
+}
+
+/* The vault key is SHA-256 of the key file's text, so any long random text works as a key. */
+static int read_vault_key(const char *path, int create, unsigned char out[SG_AEAD_KEY_LEN],
+                          char *err, size_t errlen)
+{
+    char *text = NULL;
+    if (sg_read_key_file(path, create ? 32 : 0, &text, err, errlen))
+        return -1;
+    sg_sha256(text, strlen(text), out);
+    OPENSSL_cleanse(text, strlen(text));
+    free(text);
+    return 0;
+}
+
+static int open_vault(sg_gateway_t *gw, char *err, size_t errlen)
+{
+    if (read_vault_key(gw->cfg.vault_key_file, 1, gw->vault_key, err, errlen))
+        return -1;
+    size_t nold = gw->cfg.nvault_old;
+    gw->vault_old = calloc(nold + 1, sizeof(*gw->vault_old));
+    gw->vault_old_ptrs = calloc(nold + 1, sizeof(*gw->vault_old_ptrs));
+    gw->integrations = calloc(gw->cfg.nintegrations + 1, sizeof(*gw->integrations));
+    if (!gw->vault_old || !gw->vault_old_ptrs || !gw->integrations)
+        return -1;
+    for (size_t i = 0; i < nold; i++) {
+        if (read_vault_key(gw->cfg.vault_old_key_files[i], 0, gw->vault_old[i], err, errlen))
+            return -1;
+        gw->vault_old_ptrs[i] = gw->vault_old[i];
+    }
+    for (size_t i = 0; i < gw->cfg.nintegrations; i++) {
+        const sg_integration_config_t *c = &gw->cfg.integrations[i];
+        sg_integration_t *in = &gw->integrations[gw->nintegrations];
+        in->key = sg_pem_load_private(c->private_key_file);
+        if (!in->key) {
+            snprintf(err, errlen, "integration %s: cannot read the private key %s", c->name,
+                     c->private_key_file);
+            return -1;
+        }
+        in->name = c->name;
+        in->app = c->app;
+        in->username = c->username;
+        in->org_id = c->org_id;
+        gw->nintegrations++;
+    }
+    sg_vault_opts_t vo = {.store = gw->store,
+                          .key = gw->vault_key,
+                          .old_keys = gw->vault_old_ptrs,
+                          .nold = nold,
+                          .provider = vault_provider,
+                          .ctx = gw,
+                          .integrations = gw->integrations,
+                          .nintegrations = gw->nintegrations,
+                          .wait_ms = gw->cfg.provider_timeout_ms + 5000,
+                          .webhook_url = gw->cfg.webhook_url,
+                          .on_event = vault_event};
+    if (sg_vault_open(&vo, &gw->vault)) {
+        snprintf(err, errlen, "the vault cannot be opened");
+        return -1;
+    }
+    return 0;
 }
 
 static int start(sg_gateway_t *gw, const char *config_path)
@@ -250,8 +339,8 @@ static int start(sg_gateway_t *gw, const char *config_path)
         sg_oidc_err_t oe = {0};
         /* Not fatal: the provider may be down at start; sign-ins retry discovery. */
         if (sg_oidc_discover(gw->providers[i], &oe))
-            sg_log(SG_LOG_WARN, "discovery", "app %s: %s not usable yet: %s %s", a->name,
-                   a->issuer, oe.error, oe.description);
+            sg_log(SG_LOG_WARN, "discovery", "app %s: %s not usable yet: %s %s", a->name, a->issuer,
+                   oe.error, oe.description);
     }
 
     snprintf(path, sizeof(path), "%s/scopegate.db", gw->cfg.state_dir);
@@ -263,6 +352,10 @@ static int start(sg_gateway_t *gw, const char *config_path)
     gw->pending = calloc(SG_LOGIN_MAX_PENDING, sizeof(sg_pending_t));
     if (!gw->pending)
         return 1;
+    if (open_vault(gw, err, sizeof(err))) {
+        fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
 
     sg_httpd_opts_t pub = {.listen = gw->cfg.listen,
                            .max_body = 16 * 1024,
@@ -283,8 +376,8 @@ static int start(sg_gateway_t *gw, const char *config_path)
            sg_httpd_url(gw->internal_httpd));
     fflush(stdout);
     sg_log(SG_LOG_INFO, "listening", "public %s, internal %s, public_url %s, %zu sessions",
-           sg_httpd_url(gw->public_httpd), sg_httpd_url(gw->internal_httpd),
-           gw->cfg.public_url, sg_sessions_count(gw->sessions));
+           sg_httpd_url(gw->public_httpd), sg_httpd_url(gw->internal_httpd), gw->cfg.public_url,
+           sg_sessions_count(gw->sessions));
     return 0;
 }
 
@@ -292,6 +385,16 @@ static void stop(sg_gateway_t *gw)
 {
     sg_httpd_stop(gw->public_httpd, 5000);
     sg_httpd_stop(gw->internal_httpd, 5000);
+    if (gw->vault)
+        sg_vault_close(gw->vault);
+    for (size_t i = 0; i < gw->nintegrations; i++)
+        EVP_PKEY_free(gw->integrations[i].key);
+    free(gw->integrations);
+    if (gw->vault_old)
+        OPENSSL_cleanse(gw->vault_old, (gw->cfg.nvault_old + 1) * sizeof(*gw->vault_old));
+    free(gw->vault_old);
+    free(gw->vault_old_ptrs);
+    OPENSSL_cleanse(gw->vault_key, sizeof(gw->vault_key));
     if (gw->sessions)
         sg_sessions_close(gw->sessions);
     if (gw->store)

@@ -432,7 +432,7 @@ static int nonempty(const char *s)
 /* A key id fits the record's char[17] with its NUL. */
 static int valid_key_id(const char *k)
 {
-    return k && *k && memchr(k, '\0', 17) != NULL;
+    return k && *k && strnlen(k, 17) < 17;
 }
 
 static int valid_state(int state)
@@ -440,9 +440,9 @@ static int valid_state(int state)
     return state >= SG_GRANT_LIVE && state <= SG_GRANT_REPLACED;
 }
 
-/* The columns of GRANT_COLS in order, as read by read_grant. */
-#define GRANT_COLS                                                                               \
-    "id, user_id, org_id, username, app, scopes, instance_url, rt_cipher, key_id, created, "    \
+/* A grant row, in the order read_grant reads it. */
+#define GRANT_COLS                                                                                 \
+    "id, user_id, org_id, username, app, scopes, instance_url, rt_cipher, key_id, created, "       \
     "last_refreshed, last_used, use_count, state, dead_reason, dead_at"
 
 /* A heap copy of a text column; NULL stays NULL. Returns -1 when out of memory. */
@@ -464,9 +464,8 @@ static sg_rc read_grant(sqlite3_stmt *q, sg_grant_rec_t *out)
     memset(out, 0, sizeof(*out));
     out->id = sqlite3_column_int64(q, 0);
     if (col_dup(q, 1, &out->user_id) || col_dup(q, 2, &out->org_id) ||
-        col_dup(q, 3, &out->username) || col_dup(q, 4, &out->app) ||
-        col_dup(q, 5, &out->scopes) || col_dup(q, 6, &out->instance_url) ||
-        col_dup(q, 14, &out->dead_reason))
+        col_dup(q, 3, &out->username) || col_dup(q, 4, &out->app) || col_dup(q, 5, &out->scopes) ||
+        col_dup(q, 6, &out->instance_url) || col_dup(q, 14, &out->dead_reason))
         goto nomem;
     const void *blob = sqlite3_column_blob(q, 7);
     int bloblen = sqlite3_column_bytes(q, 7);
@@ -567,8 +566,8 @@ static sg_rc append_grant(sqlite3_stmt *q, sg_grant_rec_t **recs, size_t *n, siz
     return rc;
 }
 
-static sg_rc op_grant_find(sg_store_t *s, const char *user_id, const char *org_id,
-                           const char *app, int live_only, sg_grant_rec_t **out, size_t *n)
+static sg_rc op_grant_find(sg_store_t *s, const char *user_id, const char *org_id, const char *app,
+                           int live_only, sg_grant_rec_t **out, size_t *n)
 {
     sqlite_store_t *st = impl(s);
     if (!out || !n)
@@ -608,8 +607,8 @@ static sg_rc op_grant_find(sg_store_t *s, const char *user_id, const char *org_i
     return SG_OK;
 }
 
-static sg_rc op_grant_set_token(sg_store_t *s, long long id, const unsigned char *ct,
-                                size_t ctlen, const char *key_id, long long refreshed_at)
+static sg_rc op_grant_set_token(sg_store_t *s, long long id, const unsigned char *ct, size_t ctlen,
+                                const char *key_id, long long refreshed_at)
 {
     sqlite_store_t *st = impl(s);
     if (!ct || ctlen == 0 || !valid_key_id(key_id))
@@ -928,8 +927,8 @@ static const struct {
      "idle_timeout, max_lifetime FROM sessions"},
     /* The same rule as the in-memory index: expired when strictly past either limit. */
     {offsetof(sqlite_store_t, expire),
-     "DELETE FROM sessions WHERE ?1 - last_seen > idle_timeout "
-     "OR ?1 - created > max_lifetime"},
+     "DELETE FROM sessions "
+     "WHERE ?1 - last_seen > idle_timeout OR ?1 - created > max_lifetime"},
     {offsetof(sqlite_store_t, g_insert),
      "INSERT INTO grants (user_id, org_id, username, app, scopes, instance_url, rt_cipher, "
      "key_id, created, last_refreshed, last_used, use_count, state, dead_reason, dead_at) "

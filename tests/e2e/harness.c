@@ -1888,6 +1888,8 @@ static int port_was_taken(const th_stack_t *s)
 }
 
 static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, int *retry);
+/* The jwt app's and the integration's config text (appended section below). */
+static int jwt_parts(const th_stack_t *s, const th_stack_opts_t *opts, char **app, char **integ);
 
 int th_stack_start_opts(th_stack_t *s, const th_stack_opts_t *opts)
 {
@@ -1911,6 +1913,7 @@ static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, int *retry)
     const char *tmp = getenv("TMPDIR");
     int probe = -1;
     char *callback = NULL, *gw_text = NULL, *path = NULL;
+    char *jwt_app = NULL, *jwt_integ = NULL;
     int n = snprintf(s->dir, sizeof s->dir, "%s/sg-stack-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (n < 0 || (size_t)n >= sizeof s->dir || !mkdtemp(s->dir)) {
         fprintf(stderr, "harness: cannot make a temporary folder: %s\n", strerror(errno));
@@ -1933,6 +1936,8 @@ static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, int *retry)
     if (!callback || write_org_copy(s->sim_cfg, callback) || th_sfsim_start(&s->sim, s->sim_cfg))
         goto fail;
 
+    if (jwt_parts(s, opts, &jwt_app, &jwt_integ))
+        goto fail;
     gw_text = th_fmt("# written by tests/e2e/harness.c\n"
                      "listen = \"127.0.0.1:%d\";\n"
                      "public_url = \"%s\";\n"
@@ -1947,10 +1952,12 @@ static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, int *retry)
                      "             client_secret_file = \"signin.secret\"; };\n"
                      "  api = { issuer = \"%s\"; client_id = \"" STACK_API_ID "\";\n"
                      "          client_secret_file = \"api.secret\"; };\n"
-                     "};\n%s%s",
+                     "%s"
+                     "};\n%s%s%s",
                      s->port, s->url, opts->provider_timeout ? opts->provider_timeout : "2s",
                      opts->log_level ? opts->log_level : "debug", s->sim.url, s->sim.url,
-                     opts->extra_config ? opts->extra_config : "", opts->extra_config ? "\n" : "");
+                     jwt_app ? jwt_app : "", opts->extra_config ? opts->extra_config : "",
+                     opts->extra_config ? "\n" : "", jwt_integ ? jwt_integ : "");
     if (!gw_text || th_write_file(s->gw_cfg, gw_text, 0600) ||
         th_write_file(s->policy, opts->policy ? opts->policy : th_default_policy, 0600))
         goto fail;
@@ -1969,6 +1976,8 @@ static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, int *retry)
     free(callback);
     free(gw_text);
     free(path);
+    free(jwt_app);
+    free(jwt_integ);
     return 0;
 fail:
     if (probe >= 0)
@@ -1976,6 +1985,8 @@ fail:
     free(callback);
     free(gw_text);
     free(path);
+    free(jwt_app);
+    free(jwt_integ);
     *retry = port_was_taken(s);
     th_stack_stop(s);
     return -1;
@@ -2230,6 +2241,7 @@ int th_stack_start_public(th_stack_t *s, const th_stack_opts_t *opts, const char
     const char *tmp = getenv("TMPDIR");
     int probe = -1;
     char *callback = NULL, *gw_text = NULL, *path = NULL;
+    char *jwt_app = NULL, *jwt_integ = NULL;
     int n = snprintf(s->dir, sizeof s->dir, "%s/sg-stack-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (n < 0 || (size_t)n >= sizeof s->dir || !mkdtemp(s->dir)) {
         fprintf(stderr, "harness: cannot make a temporary folder: %s\n", strerror(errno));
@@ -2252,6 +2264,8 @@ int th_stack_start_public(th_stack_t *s, const th_stack_opts_t *opts, const char
     if (!callback || write_org_copy(s->sim_cfg, callback) || th_sfsim_start(&s->sim, s->sim_cfg))
         goto fail;
 
+    if (jwt_parts(s, opts, &jwt_app, &jwt_integ))
+        goto fail;
     gw_text = th_fmt("# written by tests/e2e/harness.c (behind a proxy)\n"
                      "listen = \"127.0.0.1:%d\";\n"
                      "public_url = \"%s\";\n"
@@ -2266,10 +2280,12 @@ int th_stack_start_public(th_stack_t *s, const th_stack_opts_t *opts, const char
                      "             client_secret_file = \"signin.secret\"; };\n"
                      "  api = { issuer = \"%s\"; client_id = \"" STACK_API_ID "\";\n"
                      "          client_secret_file = \"api.secret\"; };\n"
-                     "};\n%s%s",
+                     "%s"
+                     "};\n%s%s%s",
                      s->port, public_url, opts->provider_timeout ? opts->provider_timeout : "2s",
                      opts->log_level ? opts->log_level : "debug", s->sim.url, s->sim.url,
-                     opts->extra_config ? opts->extra_config : "", opts->extra_config ? "\n" : "");
+                     jwt_app ? jwt_app : "", opts->extra_config ? opts->extra_config : "",
+                     opts->extra_config ? "\n" : "", jwt_integ ? jwt_integ : "");
     if (!gw_text || th_write_file(s->gw_cfg, gw_text, 0600) ||
         th_write_file(s->policy, opts->policy ? opts->policy : th_default_policy, 0600))
         goto fail;
@@ -2288,6 +2304,8 @@ int th_stack_start_public(th_stack_t *s, const th_stack_opts_t *opts, const char
     free(callback);
     free(gw_text);
     free(path);
+    free(jwt_app);
+    free(jwt_integ);
     return 0;
 fail:
     if (probe >= 0)
@@ -2295,6 +2313,117 @@ fail:
     free(callback);
     free(gw_text);
     free(path);
+    free(jwt_app);
+    free(jwt_integ);
     th_stack_stop(s);
     return -1;
+}
+
+/* ---- the vault's tests (appended) ------------------------------------------------------- */
+
+static int jwt_parts(const th_stack_t *s, const th_stack_opts_t *opts, char **app, char **integ)
+{
+    *app = *integ = NULL;
+    if (!opts->jwt_integration)
+        return 0;
+    const char *demo = getenv("SFSIM_DEMO_CFG");
+    char *demo_copy = demo ? strdup(demo) : NULL;
+    char *secret = th_fmt("%s/jwt.secret", s->dir);
+    int rc = -1;
+    if (!demo_copy || !secret) {
+        fprintf(stderr, "harness: SFSIM_DEMO_CFG is not set (it names jwt-demo.key's folder)\n");
+        goto done;
+    }
+    if (th_write_file(secret, "demo-jwt-secret\n", 0600))
+        goto done;
+    *app = th_fmt("  jwt = { issuer = \"%s\"; client_id = \"demo-jwt\";\n"
+                  "          client_secret_file = \"jwt.secret\"; };\n",
+                  s->sim.url);
+    *integ = th_fmt("integrations = {\n"
+                    "  %s = { app = \"jwt\"; username = \"%s\"; org_id = \"" TH_DEMO_ORG_ID "\";\n"
+                    "         private_key_file = \"%s/jwt-demo.key\"; };\n"
+                    "};\n",
+                    opts->jwt_integration, opts->jwt_username ? opts->jwt_username : TH_ADMIN,
+                    dirname(demo_copy));
+    rc = *app && *integ ? 0 : -1;
+done:
+    if (rc) {
+        free(*app);
+        free(*integ);
+        *app = *integ = NULL;
+    }
+    free(demo_copy);
+    free(secret);
+    return rc;
+}
+
+int th_stack_kill_gateway(th_stack_t *s)
+{
+    if (s->gw.pid <= 0) {
+        fprintf(stderr, "harness: kill: the gateway is not running\n");
+        return -1;
+    }
+    pid_t pid = s->gw.pid;
+    int status = 0;
+    kill(pid, SIGKILL);
+    int w = wait_for(pid, &status, STOP_TIMEOUT_MS);
+    forget_fd(pid);
+    s->gw.pid = -1;
+    if (w != 1 || !WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
+        fprintf(stderr, "harness: kill: the gateway (pid %d) did not die from SIGKILL\n",
+                (int)pid);
+        return -1;
+    }
+    return 0;
+}
+
+int th_stack_crash_restart_gateway(th_stack_t *s)
+{
+    if (th_stack_kill_gateway(s))
+        return -1;
+    return gateway_spawn(s);
+}
+
+char *th_stack_internal_key(const th_stack_t *s)
+{
+    char *path = th_fmt("%s/internal.key", s->state_dir);
+    char *key = path ? th_read_file(path, NULL) : NULL;
+    free(path);
+    if (!key)
+        return NULL;
+    size_t n = strlen(key);
+    while (n > 0 && (key[n - 1] == '\n' || key[n - 1] == '\r' || key[n - 1] == ' '))
+        key[--n] = '\0';
+    return key;
+}
+
+char *th_html_form(const char *html, const char *action)
+{
+    const char *p = html;
+    while (p && *p) {
+        const char *start = strchr(p, '<');
+        if (!start)
+            break;
+        if (strncmp(start, "<!--", 4) == 0) {
+            const char *end = strstr(start + 4, "-->");
+            p = end ? end + 3 : NULL;
+            continue;
+        }
+        if (!tag_is(start + 1, "form")) {
+            p = start + 1;
+            continue;
+        }
+        form_t f;
+        const char *next = NULL;
+        if (parse_form(start, &next, &f))
+            return NULL;
+        if (strcmp(f.action, action) == 0) {
+            char *body = form_body(&f, -1, NULL, NULL);
+            form_free(&f);
+            return body;
+        }
+        form_free(&f);
+        p = next;
+    }
+    return NULL;
 }

@@ -154,6 +154,13 @@ typedef struct {
     const char *provider_timeout; /* NULL: "2s" */
     const char *log_level;        /* NULL: "debug" (the most the log-secrets checks can see) */
     const char *extra_config;     /* raw lines appended to the gateway config, or NULL */
+    /* A JWT-bearer integration (appended for the vault's tests): when not NULL, apps gets
+     * jwt = { issuer = sfsim; client_id = "demo-jwt"; client_secret_file = "jwt.secret"; }
+     * and the config gets integrations = { NAME = { app = "jwt"; username = jwt_username;
+     * org_id = TH_DEMO_ORG_ID; private_key_file = <demo.cfg's folder>/jwt-demo.key; }; }.
+     * extra_config must then not set integrations itself. */
+    const char *jwt_integration;
+    const char *jwt_username; /* NULL: admin@demo.example */
 } th_stack_opts_t;
 
 typedef struct {
@@ -226,5 +233,26 @@ char *th_read_file(const char *path, size_t *len);
  * through the proxy), s->port its port. Stop it with th_stack_stop.
  */
 int th_stack_start_public(th_stack_t *s, const th_stack_opts_t *opts, const char *public_url);
+
+/* ---- the vault's tests (appended) ------------------------------------------------------- */
+
+/* The demo org's id (tests/sfsim/demo.cfg). */
+#define TH_DEMO_ORG_ID "00D8d000001DeMoEAK"
+
+/* SIGKILL to the gateway (no clean shutdown: what a crash or the OOM killer does), reaped;
+ * its state_dir is left as the kill left it. 0 when it died from SIGKILL. */
+int th_stack_kill_gateway(th_stack_t *s);
+/* th_stack_kill_gateway, then the same config and state again (s->internal_url changes). */
+int th_stack_crash_restart_gateway(th_stack_t *s);
+/* The internal listener's bearer key (state_dir/internal.key, trailing newline dropped; heap)
+ * or NULL. */
+char *th_stack_internal_key(const th_stack_t *s);
+
+/*
+ * The first <form> in html whose action attribute is action (entity-decoded, compared
+ * exactly): its fields (hidden and other valued inputs, in order) as an
+ * application/x-www-form-urlencoded body (heap), or NULL when there is no such form.
+ */
+char *th_html_form(const char *html, const char *action);
 
 #endif

@@ -1,0 +1,869 @@
+/*
+ * store (SQLite backend): the vault's records. Grants (insert, get, find, rotation, use
+ * accounting, state), the authorization ledger, migration from a version-1 database, and no
+ * refresh token in clear on disk when callers store sg_aead_seal output.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "scopegate/crypto.h"
+#include "scopegate/store.h"
+
+#define ALICE "005000000000001AAA"
+#define OPS   "005000000000002AAA"
+#define BOB   "005000000000003AAA"
+#define ORG   "00D000000000001EAA"
+#define ORG2  "00D000000000002EAA"
+
+/* ---- fixture: a fresh directory per test -------------------------------------------- */
+
+typedef struct {
+    char dir[512];
+    char path[600];
+    sg_store_t *st;
+} fx_t;
+
+static int setup(void **state)
+{
+    fx_t *fx = calloc(1, sizeof(*fx));
+    if (!fx)
+        return -1;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(fx->dir, sizeof(fx->dir), "%s/sg_grants_XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(fx->dir)) {
+        free(fx);
+        return -1;
+    }
+    snprintf(fx->path, sizeof(fx->path), "%s/scopegate.db", fx->dir);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *fx = *state;
+    if (fx->st)
+        fx->st->ops->close(fx->st);
+    DIR *d = opendir(fx->dir);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (de->d_name[0] == '.')
+                continue;
+            char p[1024];
+            snprintf(p, sizeof(p), "%s/%s", fx->dir, de->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(fx->dir);
+    free(fx);
+    return 0;
+}
+
+static void open_store(fx_t *fx)
+{
+    char err[256] = "";
+    sg_rc rc = sg_store_open_sqlite(fx->path, &fx->st, err, sizeof(err));
+    if (rc)
+        print_error("opening %s: got %s: %s\n", fx->path, sg_rc_str(rc), err);
+    assert_int_equal(rc, SG_OK);
+    assert_non_null(fx->st);
+}
+
+static void close_store(fx_t *fx)
+{
+    fx->st->ops->close(fx->st);
+    fx->st = NULL;
+}
+
+static long long query_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *q = NULL;
+    int src = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
+    if (src != SQLITE_OK)
+        print_error("%s: %s\n", sql, sqlite3_errmsg(db));
+    assert_int_equal(src, SQLITE_OK);
+    long long v = -1;
+    if (sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return v;
+}
+
+static void exec_sql(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL),
+                     SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    char *msg = NULL;
+    int src = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (src != SQLITE_OK)
+        print_error("%s: %s\n", sql, msg ? msg : "?");
+    sqlite3_free(msg);
+    sqlite3_close(db);
+    assert_int_equal(src, SQLITE_OK);
+}
+
+static unsigned file_mode(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return 0;
+    return (unsigned)(sb.st_mode & 07777);
+}
+
+static void expect_mode_0600(const char *path)
+{
+    unsigned m = file_mode(path);
+    if (m != 0600)
+        print_error("%s: expected mode 0600, got %04o\n", path, m);
+    assert_int_equal(m, 0600);
+}
+
+/* A live grant whose "ciphertext" is the given bytes (the store does not look inside). */
+static sg_grant_rec_t grant_of(const char *user, const char *org, const char *app,
+                               long long created, const char *ct)
+{
+    sg_grant_rec_t g = {
+        .user_id = (char *)user,
+        .org_id = (char *)org,
+        .username = (char *)"admin@demo.example",
+        .app = (char *)app,
+        .scopes = (char *)"api refresh_token offline_access",
+        .instance_url = (char *)"https://demo.my.salesforce.com",
+        .rt_cipher = (unsigned char *)ct,
+        .rt_cipher_len = strlen(ct),
+        .created = created,
+        .state = SG_GRANT_LIVE,
+    };
+    snprintf(g.key_id, sizeof(g.key_id), "%s", "0123456789abcdef");
+    return g;
+}
+
+static long long insert(fx_t *fx, sg_grant_rec_t *g)
+{
+    g->id = 0;
+    sg_rc rc = fx->st->ops->grant_insert(fx->st, g);
+    if (rc)
+        print_error("grant_insert: expected ok, got %s\n", sg_rc_str(rc));
+    assert_int_equal(rc, SG_OK);
+    assert_true(g->id > 0);
+    return g->id;
+}
+
+static sg_grant_rec_t get(fx_t *fx, long long id)
+{
+    sg_grant_rec_t g;
+    sg_rc rc = fx->st->ops->grant_get(fx->st, id, &g);
+    if (rc)
+        print_error("grant_get %lld: expected ok, got %s\n", id, sg_rc_str(rc));
+    assert_int_equal(rc, SG_OK);
+    return g;
+}
+
+/* The ids grant_find returns, in order, as "3,2,1". */
+static void expect_find(fx_t *fx, const char *user, const char *org, const char *app, int live_only,
+                        const char *want)
+{
+    sg_grant_rec_t *recs = NULL;
+    size_t n = 99;
+    sg_rc rc = fx->st->ops->grant_find(fx->st, user, org, app, live_only, &recs, &n);
+    assert_int_equal(rc, SG_OK);
+    char got[256] = "";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(got + o, sizeof(got) - o, "%s%lld", i ? "," : "", recs[i].id);
+    if (strcmp(got, want) != 0)
+        print_error("find user=%s org=%s app=%s live_only=%d: expected [%s], got [%s]\n",
+                    user ? user : "-", org ? org : "-", app ? app : "-", live_only, want, got);
+    assert_string_equal(got, want);
+    if (n == 0)
+        assert_null(recs);
+    sg_grant_recs_free(recs, n);
+}
+
+/* ---- records ------------------------------------------------------------------------ */
+
+static void test_insert_then_get_returns_every_field(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 1000, "\x01\x02\x00\x03 cipher");
+    g.rt_cipher_len = 12; /* binary, with a NUL inside */
+    g.last_refreshed = 1001;
+    g.last_used = 1002;
+    g.use_count = 3;
+    long long id = insert(fx, &g);
+
+    sg_grant_rec_t r = get(fx, id);
+    assert_int_equal(r.id, id);
+    assert_string_equal(r.user_id, ALICE);
+    assert_string_equal(r.org_id, ORG);
+    assert_string_equal(r.username, "admin@demo.example");
+    assert_string_equal(r.app, "api");
+    assert_string_equal(r.scopes, "api refresh_token offline_access");
+    assert_string_equal(r.instance_url, "https://demo.my.salesforce.com");
+    assert_int_equal(r.rt_cipher_len, 12);
+    assert_memory_equal(r.rt_cipher, "\x01\x02\x00\x03 cipher", 12);
+    assert_string_equal(r.key_id, "0123456789abcdef");
+    assert_int_equal(r.created, 1000);
+    assert_int_equal(r.last_refreshed, 1001);
+    assert_int_equal(r.last_used, 1002);
+    assert_int_equal(r.use_count, 3);
+    assert_int_equal(r.state, SG_GRANT_LIVE);
+    assert_null(r.dead_reason);
+    assert_int_equal(r.dead_at, 0);
+    sg_grant_rec_free(&r);
+
+    /* Optional fields stay NULL. */
+    sg_grant_rec_t h = grant_of(BOB, NULL, "api", 1, "ct");
+    h.username = NULL;
+    h.scopes = NULL;
+    h.instance_url = NULL;
+    long long id2 = insert(fx, &h);
+    assert_true(id2 > id);
+    r = get(fx, id2);
+    assert_null(r.org_id);
+    assert_null(r.username);
+    assert_null(r.scopes);
+    assert_null(r.instance_url);
+    sg_grant_rec_free(&r);
+}
+
+static void test_get_of_unknown_id_is_not_found(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t r;
+    memset(&r, 0x5a, sizeof(r));
+    assert_int_equal(fx->st->ops->grant_get(fx->st, 42, &r), SG_ERR_NOTFOUND);
+    assert_null(r.user_id); /* cleared, so freeing it is safe */
+    sg_grant_rec_free(&r);
+}
+
+static void test_insert_refuses_incomplete_records_and_stores_nothing(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    struct {
+        const char *what;
+        sg_grant_rec_t g;
+    } bad[8];
+    for (size_t i = 0; i < 8; i++)
+        bad[i].g = grant_of(ALICE, ORG, "api", 1, "ct");
+    bad[0].what = "no user";
+    bad[0].g.user_id = NULL;
+    bad[1].what = "empty user";
+    bad[1].g.user_id = (char *)"";
+    bad[2].what = "no app";
+    bad[2].g.app = NULL;
+    bad[3].what = "no ciphertext";
+    bad[3].g.rt_cipher = NULL;
+    bad[4].what = "empty ciphertext";
+    bad[4].g.rt_cipher_len = 0;
+    bad[5].what = "no key id";
+    bad[5].g.key_id[0] = '\0';
+    bad[6].what = "unknown state";
+    bad[6].g.state = 7;
+    bad[7].what = "key id without its NUL";
+    memset(bad[7].g.key_id, 'a', sizeof(bad[7].g.key_id));
+    for (size_t i = 0; i < 8; i++) {
+        sg_rc rc = fx->st->ops->grant_insert(fx->st, &bad[i].g);
+        if (rc != SG_ERR_PARSE)
+            print_error("%s: expected parse, got %s\n", bad[i].what, sg_rc_str(rc));
+        assert_int_equal(rc, SG_ERR_PARSE);
+    }
+    assert_int_equal(fx->st->ops->grant_insert(fx->st, NULL), SG_ERR_PARSE);
+    close_store(fx);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM grants"), 0);
+}
+
+/* ---- find --------------------------------------------------------------------------- */
+
+static void test_find_by_user_is_newest_first_and_filters_app(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g1 = grant_of(ALICE, ORG, "api", 100, "c1");
+    sg_grant_rec_t g2 = grant_of(ALICE, ORG, "api", 300, "c2");
+    sg_grant_rec_t g3 = grant_of(ALICE, ORG, "api", 200, "c3");
+    sg_grant_rec_t g4 = grant_of(ALICE, ORG, "api", 300, "c4"); /* same second as g2 */
+    sg_grant_rec_t g5 = grant_of(ALICE, ORG, "reports", 400, "c5");
+    sg_grant_rec_t g6 = grant_of(BOB, ORG, "api", 500, "c6");
+    long long i1 = insert(fx, &g1), i2 = insert(fx, &g2), i3 = insert(fx, &g3);
+    long long i4 = insert(fx, &g4), i5 = insert(fx, &g5), i6 = insert(fx, &g6);
+    char want[128];
+    snprintf(want, sizeof(want), "%lld,%lld,%lld,%lld", i4, i2, i3, i1);
+    expect_find(fx, ALICE, NULL, "api", 0, want);
+    snprintf(want, sizeof(want), "%lld,%lld,%lld,%lld,%lld", i5, i4, i2, i3, i1);
+    expect_find(fx, ALICE, NULL, NULL, 0, want); /* any app */
+    snprintf(want, sizeof(want), "%lld", i5);
+    expect_find(fx, ALICE, NULL, "reports", 0, want);
+    snprintf(want, sizeof(want), "%lld", i6);
+    expect_find(fx, BOB, NULL, "api", 0, want);
+    expect_find(fx, "nobody", NULL, "api", 0, "");
+    expect_find(fx, ALICE, NULL, "nothing", 0, "");
+    /* user and org together: that person in that org only */
+    expect_find(fx, ALICE, ORG2, "api", 0, "");
+    snprintf(want, sizeof(want), "%lld,%lld,%lld,%lld", i4, i2, i3, i1);
+    expect_find(fx, ALICE, ORG, "api", 0, want);
+
+    /* The records come back whole. */
+    sg_grant_rec_t *recs = NULL;
+    size_t n = 0;
+    assert_int_equal(fx->st->ops->grant_find(fx->st, ALICE, NULL, "api", 0, &recs, &n), SG_OK);
+    assert_int_equal(n, 4);
+    assert_memory_equal(recs[0].rt_cipher, "c4", 2);
+    assert_string_equal(recs[3].scopes, "api refresh_token offline_access");
+    sg_grant_recs_free(recs, n);
+}
+
+static void test_find_by_org_spans_people_of_that_org_only(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t a = grant_of(ALICE, ORG, "api", 100, "a");
+    sg_grant_rec_t o = grant_of(OPS, ORG, "api", 200, "o");
+    sg_grant_rec_t b = grant_of(BOB, ORG2, "api", 300, "b");
+    sg_grant_rec_t n = grant_of(BOB, NULL, "api", 400, "n");
+    long long ia = insert(fx, &a), io = insert(fx, &o);
+    insert(fx, &b);
+    insert(fx, &n);
+    char want[64];
+    snprintf(want, sizeof(want), "%lld,%lld", io, ia);
+    expect_find(fx, NULL, ORG, "api", 0, want);
+    expect_find(fx, NULL, ORG, "other", 0, "");
+    expect_find(fx, NULL, "00Dunknown", NULL, 0, "");
+}
+
+static void test_find_live_only_skips_dead_revoked_and_replaced(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    long long ids[4];
+    for (int i = 0; i < 4; i++) {
+        sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100 + i, "ct");
+        ids[i] = insert(fx, &g);
+    }
+    const sg_store_ops_t *ops = fx->st->ops;
+    assert_int_equal(
+        ops->grant_set_state(fx->st, ids[1], SG_GRANT_DEAD, "expired access/refresh token", 500),
+        SG_OK);
+    assert_int_equal(ops->grant_set_state(fx->st, ids[2], SG_GRANT_REVOKED, "disconnected", 501),
+                     SG_OK);
+    assert_int_equal(ops->grant_set_state(fx->st, ids[3], SG_GRANT_REPLACED, NULL, 502), SG_OK);
+    char want[64];
+    snprintf(want, sizeof(want), "%lld", ids[0]);
+    expect_find(fx, ALICE, NULL, "api", 1, want);
+    expect_find(fx, NULL, ORG, "api", 1, want);
+    snprintf(want, sizeof(want), "%lld,%lld,%lld,%lld", ids[3], ids[2], ids[1], ids[0]);
+    expect_find(fx, ALICE, NULL, "api", 0, want);
+    assert_int_equal(ops->grant_set_state(fx->st, ids[0], SG_GRANT_DEAD, "user deactivated", 503),
+                     SG_OK);
+    expect_find(fx, ALICE, NULL, "api", 1, "");
+    expect_find(fx, NULL, ORG, NULL, 1, "");
+}
+
+static void test_find_needs_a_user_or_an_org(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 1, "ct");
+    insert(fx, &g);
+    sg_grant_rec_t *recs = (sg_grant_rec_t *)0x1;
+    size_t n = 99;
+    assert_int_equal(fx->st->ops->grant_find(fx->st, NULL, NULL, "api", 0, &recs, &n),
+                     SG_ERR_PARSE);
+    assert_null(recs);
+    assert_int_equal(n, 0);
+    assert_int_equal(fx->st->ops->grant_find(fx->st, ALICE, NULL, NULL, 0, NULL, &n), SG_ERR_PARSE);
+}
+
+/* ---- updates ------------------------------------------------------------------------ */
+
+static void test_set_token_replaces_the_ciphertext_and_key_id(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "old-ciphertext");
+    long long id = insert(fx, &g);
+    const unsigned char fresh[] = "new-ciphertext, longer than the old one";
+    assert_int_equal(
+        fx->st->ops->grant_set_token(fx->st, id, fresh, sizeof(fresh) - 1, "fedcba9876543210", 777),
+        SG_OK);
+    sg_grant_rec_t r = get(fx, id);
+    assert_int_equal(r.rt_cipher_len, sizeof(fresh) - 1);
+    assert_memory_equal(r.rt_cipher, fresh, sizeof(fresh) - 1);
+    assert_string_equal(r.key_id, "fedcba9876543210");
+    assert_int_equal(r.last_refreshed, 777);
+    assert_int_equal(r.created, 100); /* the rest untouched */
+    assert_int_equal(r.state, SG_GRANT_LIVE);
+    sg_grant_rec_free(&r);
+
+    assert_int_equal(fx->st->ops->grant_set_token(fx->st, id + 1, fresh, 3, "k", 1),
+                     SG_ERR_NOTFOUND);
+    assert_int_equal(fx->st->ops->grant_set_token(fx->st, id, NULL, 3, "k", 1), SG_ERR_PARSE);
+    assert_int_equal(fx->st->ops->grant_set_token(fx->st, id, fresh, 0, "k", 1), SG_ERR_PARSE);
+    assert_int_equal(fx->st->ops->grant_set_token(fx->st, id, fresh, 3, "", 1), SG_ERR_PARSE);
+    assert_int_equal(fx->st->ops->grant_set_token(fx->st, id, fresh, 3, "0123456789abcdef0", 1),
+                     SG_ERR_PARSE); /* 17 characters: would not fit the record */
+    r = get(fx, id);
+    assert_string_equal(r.key_id, "fedcba9876543210");
+    sg_grant_rec_free(&r);
+}
+
+static void test_touch_counts_uses_and_never_moves_last_used_back(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "ct");
+    long long id = insert(fx, &g);
+    const sg_store_ops_t *ops = fx->st->ops;
+    assert_int_equal(ops->grant_touch(fx->st, id, 200, 1), SG_OK);
+    assert_int_equal(ops->grant_touch(fx->st, id, 300, 5), SG_OK);
+    assert_int_equal(ops->grant_touch(fx->st, id, 250, 2), SG_OK); /* a late flush */
+    sg_grant_rec_t r = get(fx, id);
+    assert_int_equal(r.last_used, 300);
+    assert_int_equal(r.use_count, 8);
+    sg_grant_rec_free(&r);
+    assert_int_equal(ops->grant_touch(fx->st, id + 1, 300, 1), SG_ERR_NOTFOUND);
+    assert_int_equal(ops->grant_touch(fx->st, id, 300, -1), SG_ERR_PARSE);
+}
+
+static void test_set_state_records_reason_and_time(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "ct");
+    long long id = insert(fx, &g);
+    const sg_store_ops_t *ops = fx->st->ops;
+    assert_int_equal(
+        ops->grant_set_state(fx->st, id, SG_GRANT_DEAD, "expired access/refresh token", 900),
+        SG_OK);
+    sg_grant_rec_t r = get(fx, id);
+    assert_int_equal(r.state, SG_GRANT_DEAD);
+    assert_string_equal(r.dead_reason, "expired access/refresh token");
+    assert_int_equal(r.dead_at, 900);
+    sg_grant_rec_free(&r);
+
+    /* Back to live (an operator's repair): no reason, no time of death. */
+    assert_int_equal(ops->grant_set_state(fx->st, id, SG_GRANT_LIVE, "ignored", 950), SG_OK);
+    r = get(fx, id);
+    assert_int_equal(r.state, SG_GRANT_LIVE);
+    assert_null(r.dead_reason);
+    assert_int_equal(r.dead_at, 0);
+    sg_grant_rec_free(&r);
+
+    assert_int_equal(ops->grant_set_state(fx->st, id, 4, "x", 1), SG_ERR_PARSE);
+    assert_int_equal(ops->grant_set_state(fx->st, id, -1, "x", 1), SG_ERR_PARSE);
+    assert_int_equal(ops->grant_set_state(fx->st, id + 1, SG_GRANT_DEAD, "x", 1), SG_ERR_NOTFOUND);
+}
+
+/* A write the database refuses changes nothing, and the next write works. */
+static void test_failed_write_leaves_the_record_as_it_was(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "before");
+    long long id = insert(fx, &g);
+    exec_sql(fx->path, "CREATE TRIGGER refuse BEFORE UPDATE ON grants "
+                       "BEGIN SELECT RAISE(ABORT, 'refused by test'); END");
+    const sg_store_ops_t *ops = fx->st->ops;
+    sg_rc rc = ops->grant_set_token(fx->st, id, (const unsigned char *)"after", 5, "k2", 500);
+    if (rc == SG_OK)
+        print_error("expected the trigger to refuse the update\n");
+    assert_int_not_equal(rc, SG_OK);
+    assert_int_not_equal(ops->grant_set_state(fx->st, id, SG_GRANT_DEAD, "x", 5), SG_OK);
+    sg_grant_rec_t r = get(fx, id);
+    assert_int_equal(r.rt_cipher_len, 6);
+    assert_memory_equal(r.rt_cipher, "before", 6);
+    assert_string_equal(r.key_id, "0123456789abcdef");
+    assert_int_equal(r.last_refreshed, 0);
+    assert_int_equal(r.state, SG_GRANT_LIVE);
+    sg_grant_rec_free(&r);
+
+    exec_sql(fx->path, "DROP TRIGGER refuse");
+    assert_int_equal(ops->grant_set_token(fx->st, id, (const unsigned char *)"after", 5, "k2", 500),
+                     SG_OK);
+    r = get(fx, id);
+    assert_memory_equal(r.rt_cipher, "after", 5);
+    sg_grant_rec_free(&r);
+}
+
+static void test_grants_survive_close_and_reopen(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "ct");
+    long long id = insert(fx, &g);
+    assert_int_equal(
+        fx->st->ops->grant_set_token(fx->st, id, (const unsigned char *)"rotated", 7, "k", 200),
+        SG_OK);
+    assert_int_equal(fx->st->ops->ledger_add(fx->st, ALICE, "api", "authorize", 100), SG_OK);
+    close_store(fx);
+    open_store(fx);
+    sg_grant_rec_t r = get(fx, id);
+    assert_memory_equal(r.rt_cipher, "rotated", 7);
+    assert_int_equal(r.last_refreshed, 200);
+    sg_grant_rec_free(&r);
+    long long n = 0;
+    assert_int_equal(fx->st->ops->ledger_count(fx->st, ALICE, "api", &n), SG_OK);
+    assert_int_equal(n, 1);
+    /* AUTOINCREMENT: a new grant never takes an old id, even after the newest is gone. */
+    exec_sql(fx->path, "DELETE FROM grants");
+    sg_grant_rec_t h = grant_of(ALICE, ORG, "api", 300, "ct");
+    assert_true(insert(fx, &h) > id);
+}
+
+typedef struct {
+    sg_store_t *st;
+    long long id;
+    int failures;
+} toucher_t;
+
+static void *toucher(void *arg)
+{
+    toucher_t *t = arg;
+    for (int i = 0; i < 50; i++) {
+        if (t->st->ops->grant_touch(t->st, t->id, 1000 + i, 1))
+            t->failures++;
+        if (t->st->ops->ledger_add(t->st, ALICE, "api", "authorize", i))
+            t->failures++;
+    }
+    return NULL;
+}
+
+static void test_concurrent_touches_are_all_counted(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "ct");
+    long long id = insert(fx, &g);
+    pthread_t th[8];
+    toucher_t t[8];
+    for (int i = 0; i < 8; i++) {
+        t[i] = (toucher_t){.st = fx->st, .id = id};
+        assert_int_equal(pthread_create(&th[i], NULL, toucher, &t[i]), 0);
+    }
+    int failures = 0;
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        failures += t[i].failures;
+    }
+    assert_int_equal(failures, 0);
+    sg_grant_rec_t r = get(fx, id);
+    assert_int_equal(r.use_count, 8 * 50);
+    assert_int_equal(r.last_used, 1049);
+    sg_grant_rec_free(&r);
+    long long n = 0;
+    assert_int_equal(fx->st->ops->ledger_count(fx->st, ALICE, "api", &n), SG_OK);
+    assert_int_equal(n, 8 * 50);
+}
+
+/* ---- ledger ------------------------------------------------------------------------- */
+
+static void test_ledger_counts_per_person_and_app(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    const sg_store_ops_t *ops = fx->st->ops;
+    long long n = -1;
+    assert_int_equal(ops->ledger_count(fx->st, ALICE, "api", &n), SG_OK);
+    assert_int_equal(n, 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(ops->ledger_add(fx->st, ALICE, "api", "authorize", 100 + i), SG_OK);
+    assert_int_equal(ops->ledger_add(fx->st, ALICE, "reports", "authorize", 200), SG_OK);
+    assert_int_equal(ops->ledger_add(fx->st, BOB, "api", "authorize", 300), SG_OK);
+    assert_int_equal(ops->ledger_count(fx->st, ALICE, "api", &n), SG_OK);
+    assert_int_equal(n, 5);
+    assert_int_equal(ops->ledger_count(fx->st, ALICE, "reports", &n), SG_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(ops->ledger_count(fx->st, BOB, "api", &n), SG_OK);
+    assert_int_equal(n, 1);
+
+    assert_int_equal(ops->ledger_add(fx->st, NULL, "api", "authorize", 1), SG_ERR_PARSE);
+    assert_int_equal(ops->ledger_add(fx->st, ALICE, "", "authorize", 1), SG_ERR_PARSE);
+    assert_int_equal(ops->ledger_add(fx->st, ALICE, "api", NULL, 1), SG_ERR_PARSE);
+    assert_int_equal(ops->ledger_count(fx->st, ALICE, "api", NULL), SG_ERR_PARSE);
+    assert_int_equal(ops->ledger_count(fx->st, NULL, "api", &n), SG_ERR_PARSE);
+    close_store(fx);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM ledger"), 7);
+    assert_int_equal(
+        query_int(fx->path, "SELECT COUNT(*) FROM ledger WHERE event = 'authorize' AND at = 104"),
+        1);
+}
+
+/* ---- schema and the file ------------------------------------------------------------ */
+
+/* The schema scopegate 0.1 wrote (migration 1), with one session in it. */
+static void make_version_1_database(const char *path)
+{
+    exec_sql(path, "PRAGMA journal_mode = WAL;"
+                   "CREATE TABLE schema_version ("
+                   "  version    INTEGER PRIMARY KEY NOT NULL,"
+                   "  applied_at INTEGER NOT NULL);"
+                   "INSERT INTO schema_version VALUES (1, 1700000000);"
+                   "CREATE TABLE sessions ("
+                   "  id_hash      TEXT PRIMARY KEY NOT NULL CHECK (length(id_hash) = 64),"
+                   "  user_id      TEXT NOT NULL,"
+                   "  org_id       TEXT,"
+                   "  username     TEXT,"
+                   "  email        TEXT,"
+                   "  role         TEXT NOT NULL,"
+                   "  claims       TEXT,"
+                   "  created      INTEGER NOT NULL,"
+                   "  last_seen    INTEGER NOT NULL,"
+                   "  idle_timeout INTEGER NOT NULL,"
+                   "  max_lifetime INTEGER NOT NULL"
+                   ") WITHOUT ROWID;"
+                   "CREATE INDEX sessions_user ON sessions (user_id);"
+                   "INSERT INTO sessions VALUES ("
+                   "  '00000000000000000000000000000000000000000000000000000000000000aa',"
+                   "  '005000000000001AAA', '00D000000000001EAA', 'alice@demo.example',"
+                   "  NULL, 'admin', '{}', 10, 20, 900, 14400);");
+    chmod(path, 0600);
+}
+
+typedef struct {
+    int n;
+    char role[16];
+    long long last_seen;
+} session_seen_t;
+
+static int count_session(void *ctx, const sg_session_rec_t *rec)
+{
+    session_seen_t *s = ctx;
+    s->n++;
+    snprintf(s->role, sizeof(s->role), "%s", rec->role);
+    s->last_seen = rec->last_seen;
+    return 0;
+}
+
+static void test_version_1_database_gains_grants_and_keeps_sessions(void **state)
+{
+    fx_t *fx = *state;
+    make_version_1_database(fx->path);
+    assert_int_equal(
+        query_int(fx->path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'grants'"), 0);
+
+    open_store(fx);
+    session_seen_t s = {0};
+    assert_int_equal(fx->st->ops->session_each(fx->st, count_session, &s), SG_OK);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.role, "admin");
+    assert_int_equal(s.last_seen, 20);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "ct");
+    long long id = insert(fx, &g);
+    assert_int_equal(fx->st->ops->ledger_add(fx->st, ALICE, "api", "authorize", 100), SG_OK);
+    sg_grant_rec_t r = get(fx, id);
+    assert_string_equal(r.user_id, ALICE);
+    sg_grant_rec_free(&r);
+    close_store(fx);
+
+    assert_int_equal(query_int(fx->path, "SELECT MAX(version) FROM schema_version"), 2);
+    assert_int_equal(query_int(fx->path, "SELECT applied_at FROM schema_version WHERE version = 1"),
+                     1700000000); /* the old record is kept */
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
+                                         "AND name IN ('grants_user_app', 'grants_org_app', "
+                                         "'ledger_user_app')"),
+                     3);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM sessions"), 1);
+    expect_mode_0600(fx->path);
+
+    open_store(fx); /* a second start applies nothing and loses nothing */
+    close_store(fx);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM schema_version"), 2);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM grants"), 1);
+}
+
+static void test_database_with_grants_stays_0600(void **state)
+{
+    fx_t *fx = *state;
+    mode_t old = umask(0);
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "ct");
+    insert(fx, &g);
+    assert_int_equal(fx->st->ops->ledger_add(fx->st, ALICE, "api", "authorize", 100), SG_OK);
+    umask(old);
+    expect_mode_0600(fx->path);
+    char side[700];
+    snprintf(side, sizeof(side), "%s-wal", fx->path);
+    assert_int_not_equal(file_mode(side), 0);
+    expect_mode_0600(side);
+    snprintf(side, sizeof(side), "%s-shm", fx->path);
+    expect_mode_0600(side);
+    close_store(fx);
+    expect_mode_0600(fx->path);
+}
+
+/* ---- no token in clear on disk ------------------------------------------------------ */
+
+/* Whether needle occurs in the file's bytes (a missing file holds nothing). */
+static int file_contains(const char *path, const void *needle, size_t len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *buf = malloc(cap);
+    assert_non_null(buf);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    fclose(f);
+    int found = memmem(buf, n, needle, len) != NULL;
+    free(buf);
+    return found;
+}
+
+static int on_disk(const fx_t *fx, const char *needle)
+{
+    char wal[700];
+    snprintf(wal, sizeof(wal), "%s-wal", fx->path);
+    return file_contains(fx->path, needle, strlen(needle)) ||
+           file_contains(wal, needle, strlen(needle));
+}
+
+/*
+ * What the vault does: seal the refresh token under the vault key with (user, app) as AAD,
+ * store the ciphertext, rotate it. Neither token appears in the database or its WAL, before
+ * or after a checkpoint. A control grant stored in clear proves the search sees the bytes.
+ */
+static void test_sealed_refresh_tokens_never_reach_the_disk_in_clear(void **state)
+{
+    fx_t *fx = *state;
+    static const char rt1[] = "5Aep861TSESvWeug_xvFHRBTTbf_YrTWgEyjBJrmSz1ud2X1uz4uWFXeLmO1xsR";
+    static const char rt2[] = "5Aep861rotatedRefreshTokenNumberTwo_4tqGtsnNTmJNo1FgmTM8U3ea";
+    static const char control[] = "CONTROL-plain-bytes-the-search-must-find";
+    unsigned char key[SG_AEAD_KEY_LEN];
+    assert_int_equal(sg_random_bytes(key, sizeof(key)), SG_OK);
+    char kid[17];
+    sg_aead_key_id(key, kid);
+    const char aad[] = ALICE "\napi";
+
+    open_store(fx);
+    unsigned char *ct = NULL;
+    size_t ctlen = 0;
+    assert_int_equal(sg_aead_seal(key, rt1, strlen(rt1), aad, strlen(aad), &ct, &ctlen), SG_OK);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "x");
+    g.rt_cipher = ct;
+    g.rt_cipher_len = ctlen;
+    snprintf(g.key_id, sizeof(g.key_id), "%s", kid);
+    long long id = insert(fx, &g);
+    free(ct);
+
+    assert_int_equal(sg_aead_seal(key, rt2, strlen(rt2), aad, strlen(aad), &ct, &ctlen), SG_OK);
+    assert_int_equal(fx->st->ops->grant_set_token(fx->st, id, ct, ctlen, kid, 200), SG_OK);
+    free(ct);
+
+    sg_grant_rec_t c = grant_of(BOB, ORG, "api", 100, control);
+    insert(fx, &c);
+
+    assert_true(on_disk(fx, control)); /* the search reads what was written */
+    assert_true(on_disk(fx, kid));
+    if (on_disk(fx, rt1) || on_disk(fx, rt2))
+        print_error("found a refresh token in clear in %s or its WAL\n", fx->path);
+    assert_false(on_disk(fx, rt1));
+    assert_false(on_disk(fx, rt2));
+    assert_false(on_disk(fx, "5Aep861")); /* not even the prefix they share */
+
+    /* The stored ciphertext opens to the rotated token, and only with its AAD. */
+    sg_grant_rec_t r = get(fx, id);
+    unsigned char *pt = NULL;
+    size_t ptlen = 0;
+    assert_int_equal(sg_aead_open(key, r.rt_cipher, r.rt_cipher_len, aad, strlen(aad), &pt, &ptlen),
+                     SG_OK);
+    assert_int_equal(ptlen, strlen(rt2));
+    assert_memory_equal(pt, rt2, ptlen);
+    free(pt);
+    const char bob_aad[] = BOB "\napi";
+    assert_int_equal(
+        sg_aead_open(key, r.rt_cipher, r.rt_cipher_len, bob_aad, strlen(bob_aad), &pt, &ptlen),
+        SG_ERR_CRYPTO);
+    sg_grant_rec_free(&r);
+
+    close_store(fx); /* checkpoints the WAL into the database file */
+    assert_true(on_disk(fx, control));
+    assert_false(on_disk(fx, rt1));
+    assert_false(on_disk(fx, rt2));
+}
+
+static void test_rec_free_releases_and_clears(void **state)
+{
+    (void)state;
+    sg_grant_rec_t r = {
+        .user_id = strdup("u"),
+        .app = strdup("api"),
+        .dead_reason = strdup("gone"),
+        .rt_cipher = malloc(4),
+        .rt_cipher_len = 4,
+    };
+    assert_non_null(r.rt_cipher);
+    memcpy(r.rt_cipher, "abcd", 4);
+    sg_grant_rec_free(&r);
+    assert_null(r.user_id);
+    assert_null(r.rt_cipher);
+    assert_int_equal(r.rt_cipher_len, 0);
+    sg_grant_rec_free(NULL);
+
+    sg_grant_rec_t *recs = calloc(2, sizeof(*recs));
+    assert_non_null(recs);
+    recs[0].user_id = strdup("a");
+    recs[1].scopes = strdup("api");
+    sg_grant_recs_free(recs, 2); /* LeakSanitizer checks the rest */
+    sg_grant_recs_free(NULL, 0);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_insert_then_get_returns_every_field),
+        T(test_get_of_unknown_id_is_not_found),
+        T(test_insert_refuses_incomplete_records_and_stores_nothing),
+        T(test_find_by_user_is_newest_first_and_filters_app),
+        T(test_find_by_org_spans_people_of_that_org_only),
+        T(test_find_live_only_skips_dead_revoked_and_replaced),
+        T(test_find_needs_a_user_or_an_org),
+        T(test_set_token_replaces_the_ciphertext_and_key_id),
+        T(test_touch_counts_uses_and_never_moves_last_used_back),
+        T(test_set_state_records_reason_and_time),
+        T(test_failed_write_leaves_the_record_as_it_was),
+        T(test_grants_survive_close_and_reopen),
+        T(test_concurrent_touches_are_all_counted),
+        T(test_ledger_counts_per_person_and_app),
+        T(test_version_1_database_gains_grants_and_keeps_sessions),
+        T(test_database_with_grants_stays_0600),
+        T(test_sealed_refresh_tokens_never_reach_the_disk_in_clear),
+        T(test_rec_free_releases_and_clears),
+    };
+    return cmocka_run_group_tests_name("store_grants", tests, NULL, NULL);
+}
