@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "scopegate/audit.h"
 #include "scopegate/config.h"
 #include "scopegate/http.h"
 #include "scopegate/metrics.h"
@@ -55,6 +56,7 @@ typedef struct {
     sg_store_t *store;
     sg_sessions_t *sessions;
     sg_vault_t *vault;
+    sg_audit_t *audit;              /* state_dir/audit.log */
     sg_integration_t *integrations; /* from cfg.integrations, keys loaded */
     size_t nintegrations;
     unsigned char vault_key[SG_AEAD_KEY_LEN];

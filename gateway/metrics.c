@@ -9,8 +9,8 @@
 #include "scopegate/buf.h"
 
 #define MAX_FAMILIES 64
-#define MAX_SERIES 512
-#define NBUCKETS 10
+#define MAX_SERIES   512
+#define NBUCKETS     10
 
 static const double bucket_le[NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30};
 
@@ -128,8 +128,8 @@ static void render_series(sg_buf_t *b, const series_t *s)
     }
     const char *sep = *s->labels ? "," : "";
     for (int i = 0; i < NBUCKETS; i++)
-        sg_buf_printf(b, "%s_bucket{%s%sle=\"%g\"} %lld\n", s->name, s->labels, sep,
-                      bucket_le[i], (long long)atomic_load(&s->h.bucket[i]));
+        sg_buf_printf(b, "%s_bucket{%s%sle=\"%g\"} %lld\n", s->name, s->labels, sep, bucket_le[i],
+                      (long long)atomic_load(&s->h.bucket[i]));
     long long count = atomic_load(&s->h.count);
     sg_buf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %lld\n", s->name, s->labels, sep, count);
     sg_buf_printf(b, "%s_sum%s%s%s %.6f\n", s->name, *s->labels ? "{" : "", s->labels,

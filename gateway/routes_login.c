@@ -85,11 +85,15 @@ static take_result pending_take(sg_gateway_t *gw, const char *state, const char 
     return res;
 }
 
-static void signin_metric(const char *result)
+/* Counts a sign-in's outcome; failures also go to the audit log (successes are audited with
+ * the person and role where they happen). */
+static void signin_outcome(sg_gateway_t *gw, const char *result)
 {
     char labels[64];
     snprintf(labels, sizeof(labels), "result=\"%s\"", result);
     sg_metrics_inc("scopegate_signins_total", labels);
+    if (strcmp(result, "ok") != 0)
+        sg_audit(gw->audit, "signin", "result", result, NULL);
 }
 
 /* ---- GET /login ------------------------------------------------------------------------ */
@@ -138,7 +142,7 @@ int sg_begin_authorization(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg
         sg_log(SG_LOG_ERROR, "login_provider", "rid=%s provider %s unusable: %s %s", r->request_id,
                tmpl->app, err.error, err.description);
         if (tmpl->kind == SG_AUTHZ_SIGNIN)
-            signin_metric("provider_error");
+            signin_outcome(gw, "provider_error");
         sg_page_error(w, 502, "The sign-in provider cannot be reached right now.",
                       "Try again in a minute; if it persists, tell the operators.");
         goto done;
@@ -258,20 +262,20 @@ static void drop_provider_tokens(sg_oidc_t *op, const sg_tokens_t *t, const char
     }
 }
 
-static void provider_failed(sg_resp_t *w, const char *rid, const char *step,
+static void provider_failed(sg_gateway_t *gw, sg_resp_t *w, const char *rid, const char *step,
                             const sg_oidc_err_t *err)
 {
     sg_log(SG_LOG_WARN, "callback_provider", "rid=%s %s failed: status %d, %s: %s", rid, step,
            err->http_status, err->error, err->description);
     if (strcmp(err->error, "timeout") == 0 || strcmp(err->error, "transport") == 0 ||
         strcmp(err->error, "malformed") == 0 || err->http_status >= 500) {
-        signin_metric("provider_error");
+        signin_outcome(gw, "provider_error");
         sg_page_error(w, 502,
                       "The sign-in provider did not answer properly, so you could not "
                       "be signed in.",
                       "Try again in a minute; if it persists, tell the operators.");
     } else {
-        signin_metric("provider_refused");
+        signin_outcome(gw, "provider_refused");
         char what[400];
         snprintf(what, sizeof(what),
                  "The sign-in provider refused to complete the sign-in (%s%s%s).", err->error,
@@ -293,7 +297,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         browser[blen] = '\0';
     }
     if (r->query_bad || sg_form_first_dup(q) || !state || !*state || strlen(state) > 256) {
-        signin_metric("bad_state");
+        signin_outcome(gw, "bad_state");
         sg_page_error(w, 400, "This sign-in answer is incomplete or malformed (no valid state).",
                       "Start the sign-in again from the application.");
         return;
@@ -301,7 +305,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_pending_t p;
     take_result tr = pending_take(gw, state, browser[0] ? browser : NULL, sg_gw_now(), &p);
     if (tr != TAKE_OK) {
-        signin_metric("bad_state");
+        signin_outcome(gw, "bad_state");
         sg_log(SG_LOG_WARN, "callback_state", "rid=%s state %s", r->request_id,
                tr == TAKE_OTHER_BROWSER ? "belongs to another browser"
                : tr == TAKE_EXPIRED     ? "expired"
@@ -320,7 +324,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     const char *iss = sg_form_get(q, "iss");
     if (iss && (!app || strcmp(iss, app->issuer) != 0)) {
         /* RFC 9207: the answer names its issuer; another one means a mix-up attack. */
-        signin_metric("bad_state");
+        signin_outcome(gw, "bad_state");
         sg_log(SG_LOG_WARN, "callback_iss",
                "rid=%s the answer names another issuer than the "
                "sign-in app's; refused",
@@ -333,7 +337,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     }
     if (perr) {
         const char *desc = sg_form_get(q, "error_description");
-        signin_metric("provider_refused");
+        signin_outcome(gw, "provider_refused");
         char clean[200];
         snprintf(clean, sizeof(clean), "%.60s%s%.120s", perr, desc ? ": " : "", desc ? desc : "");
         for (char *c = clean; *c; c++)
@@ -351,7 +355,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         return;
     }
     if (!code || !*code) {
-        signin_metric("bad_request");
+        signin_outcome(gw, "bad_request");
         sg_page_error(w, 400, "The sign-in answer carries no code.", "Start the sign-in again.");
         return;
     }
@@ -370,11 +374,11 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         goto done;
     }
     if (sg_oidc_exchange_code(op, code, cb, p.verifier, &tok, &err)) {
-        provider_failed(w, r->request_id, "code exchange", &err);
+        provider_failed(gw, w, r->request_id, "code exchange", &err);
         goto done;
     }
     if (!tok.id_token) {
-        signin_metric("bad_id_token");
+        signin_outcome(gw, "bad_id_token");
         drop_provider_tokens(op, &tok, r->request_id);
         sg_page_error(w, 502,
                       "The sign-in provider sent no ID token (is 'openid' among the "
@@ -388,13 +392,13 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         drop_provider_tokens(op, &tok, r->request_id);
         /* The provider's key set unavailable is an outage, not a forged answer. */
         if (strcmp(err.error, "bad_id_token") != 0) {
-            signin_metric("provider_error");
+            signin_outcome(gw, "provider_error");
             sg_page_error(w, 502,
                           "The sign-in provider's keys could not be fetched, so its "
                           "answer could not be checked.",
                           "Try again in a minute.");
         } else {
-            signin_metric("bad_id_token");
+            signin_outcome(gw, "bad_id_token");
             sg_page_error(w, 401,
                           "The sign-in provider's answer could not be verified, so you "
                           "were not signed in.",
@@ -405,7 +409,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (needs_userinfo(pol, claims)) {
         if (sg_oidc_userinfo(op, tok.access_token, &info, &err)) {
             drop_provider_tokens(op, &tok, r->request_id);
-            provider_failed(w, r->request_id, "userinfo", &err);
+            provider_failed(gw, w, r->request_id, "userinfo", &err);
             goto done;
         }
         /* OIDC Core 5.3.2: userinfo must be about the person the ID token names. */
@@ -415,7 +419,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                    "rid=%s userinfo names another subject "
                    "than the ID token; sign-in refused",
                    r->request_id);
-            signin_metric("bad_id_token");
+            signin_outcome(gw, "bad_id_token");
             drop_provider_tokens(op, &tok, r->request_id);
             sg_page_error(w, 502,
                           "The sign-in provider answered inconsistently (its user "
@@ -429,7 +433,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 
     sg_policy_result_t res;
     if (sg_oidc_identity(claims, &user_id, &org_id) || sg_policy_resolve(pol, claims, &res)) {
-        signin_metric("no_role");
+        signin_outcome(gw, "no_role");
         sg_page_error(w, 403, "You were identified, but the access policy gives you no role.",
                       "Ask an administrator for access.");
         goto done;
@@ -452,7 +456,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                            .max_lifetime = res.role->max};
     char sid[SG_SESSION_ID_LEN + 1];
     if (sg_session_create(gw->sessions, &sn, sg_gw_now(), sid)) {
-        signin_metric("error");
+        signin_outcome(gw, "error");
         sg_page_error(w, 500, "The gateway could not store your session.",
                       "Try again; if it persists, tell the operators.");
         goto done;
@@ -461,7 +465,12 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Lax%s",
              gw->cfg.cookie_name, sid, res.role->max, gw->cfg.secure_cookies ? "; Secure" : "");
     sg_resp_header(w, "Set-Cookie", cookie);
-    signin_metric("ok");
+    signin_outcome(gw, "ok");
+    char line[16];
+    snprintf(line, sizeof(line), "%d", res.rule->line);
+    sg_audit(gw->audit, "signin", "result", "ok", "user_id", user_id, "org_id", org_id, "username",
+             sn.username, "role", res.role->name, "rule", res.rule->text, "rule_line", line,
+             "policy", sg_policy_hash(pol), NULL);
     sg_log(SG_LOG_INFO, "signin", "rid=%s user %s signed in with role %s (rule %zu, line %d)",
            r->request_id, user_id, res.role->name, res.rule_index, res.rule->line);
     /* A role with offline access and no live grant: the connect page first (it says why when

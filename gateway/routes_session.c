@@ -73,6 +73,7 @@ void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_form_free(&f);
     sg_session_destroy(gw->sessions, cookie);
     sg_metrics_inc("scopegate_logouts_total", NULL);
+    sg_audit(gw->audit, "logout", "user_id", v.user_id, "role", v.role, NULL);
     sg_log(SG_LOG_INFO, "logout", "rid=%s user %s signed out", r->request_id, v.user_id);
     clear_cookie(gw, w);
     sg_resp_redirect(w, "/");

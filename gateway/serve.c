@@ -179,6 +179,9 @@ static sg_policy_t *load_policy(sg_gateway_t *gw, const char *why)
     sg_diags_free(&d);
     sg_metrics_inc("scopegate_policy_reload_total",
                    rc == SG_OK ? "result=\"ok\"" : "result=\"error\"");
+    sg_audit(gw->audit, rc == SG_OK ? "policy_loaded" : "policy_rejected", "file",
+             gw->cfg.policy_file, "sha256", rc == SG_OK ? sg_policy_hash(p) : NULL, "trigger", why,
+             NULL);
     if (rc == SG_OK)
         sg_log(SG_LOG_INFO, "policy_loaded", "%s policy %s (sha256 %s)", why, sg_policy_source(p),
                sg_policy_hash(p));
@@ -213,8 +216,14 @@ static sg_oidc_t *vault_provider(void *ctx, const char *app)
 /* Grant events: one log line each (never a token) and a counter. */
 static void vault_event(void *ctx, const sg_vault_event_t *e)
 {
+    sg_gateway_t *gw = ctx;
+    char id[32];
+    snprintf(id, sizeof(id), "%lld", e->grant_id);
+    sg_audit(gw->audit, e->kind, "grant_id", e->grant_id ? id : NULL, "user_id", e->user_id,
+             "org_id", e->org_id, "app", e->app, "reason", e->reason, "source", e->source, "caller",
+             e->caller, NULL);
     if (strcmp(e->kind, "token_served") == 0)
-        return; /* counted by the token route; a line per hand-out would drown the log */
+        return; /* counted by the token route; a log line per hand-out would drown the log */
     char labels[160];
     snprintf(labels, sizeof(labels), "kind=\"%s\",app=\"%s\"", e->kind, e->app ? e->app : "");
     sg_metrics_inc("scopegate_grant_events_total", labels);
@@ -299,6 +308,12 @@ static int start(sg_gateway_t *gw, const char *config_path)
     if (ensure_state_dir(gw->cfg.state_dir)) {
         fprintf(stderr, "%s: error: state_dir %s is not a folder that can be created\n",
                 config_path, gw->cfg.state_dir);
+        return 1;
+    }
+    char audit_path[4200];
+    snprintf(audit_path, sizeof(audit_path), "%s/audit.log", gw->cfg.state_dir);
+    if (sg_audit_open(audit_path, &gw->audit)) {
+        fprintf(stderr, "error: cannot open the audit log %s\n", audit_path);
         return 1;
     }
     sg_policy_t *p = load_policy(gw, "start");
@@ -412,6 +427,7 @@ static void stop(sg_gateway_t *gw)
         free(gw->internal_key);
     }
     OPENSSL_cleanse(gw->csrf_key, sizeof(gw->csrf_key));
+    sg_audit_close(gw->audit);
     sg_config_free(&gw->cfg);
     sg_metrics_reset();
 }
@@ -484,6 +500,8 @@ int sg_cmd_serve(int argc, char **argv)
     while (rc == 0 && sigwait(&set, &sig) == 0) {
         if (sig != SIGHUP)
             break;
+        if (sg_audit_reopen(gw->audit))
+            sg_log(SG_LOG_ERROR, "audit_reopen", "could not reopen the audit log");
         reload_policy(gw, "SIGHUP");
     }
     if (rc == 0)

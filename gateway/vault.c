@@ -1106,6 +1106,21 @@ sg_rc sg_vault_connect(sg_vault_t *v, const sg_vault_new_t *g, long long *grant_
                           "grant_replaced");
         sg_grant_recs_free(old, n);
     }
+    /*
+     * Grants that died of a refusal that need not be final at the provider (inactive user, IP
+     * restriction) may come back to life there: revoke them too, so the person holds one
+     * approval, not two. Revoking a token the provider already killed is harmless (and a
+     * reconnect is rare, so repeating it for old dead grants costs little).
+     */
+    if (v->store->ops->grant_find(v->store, g->user_id, NULL, g->app, 0, &old, &n) == SG_OK) {
+        for (size_t i = 0; i < n; i++) {
+            if (old[i].id == id || old[i].state != SG_GRANT_DEAD)
+                continue;
+            /* It stays "dead" with its reason: the connections page keeps the history. */
+            revoke_at_provider(v, old[i].id, "grant_replaced");
+        }
+        sg_grant_recs_free(old, n);
+    }
     rc = v->store->ops->ledger_add(v->store, g->user_id, g->app, "connected", now);
     if (rc)
         sg_log(SG_LOG_WARN, "ledger_failed", "user %s (app %s): ledger not updated: %s", g->user_id,
