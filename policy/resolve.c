@@ -204,10 +204,19 @@ static cJSON *offline_json(const sg_policy_offline_t *off)
     if (!off)
         return cJSON_CreateNull();
     cJSON *o = app_json(off->app, off->scopes, off->nscopes);
-    if (o && !cJSON_AddNumberToObject(o, "grant_limit", off->grant_limit)) {
+    cJSON *fb = o ? cJSON_CreateObject() : NULL;
+    if (!o || !fb || !cJSON_AddNumberToObject(o, "grant_limit", off->grant_limit) ||
+        !(off->token_ttl ? cJSON_AddNumberToObject(o, "token_ttl", (double)off->token_ttl)
+                         : cJSON_AddNullToObject(o, "token_ttl")) ||
+        !cJSON_AddBoolToObject(fb, "same_org", off->fallback_same_org) ||
+        !(off->fallback_integration
+              ? cJSON_AddStringToObject(fb, "integration", off->fallback_integration)
+              : cJSON_AddNullToObject(fb, "integration"))) {
+        cJSON_Delete(fb);
         cJSON_Delete(o);
         return NULL;
     }
+    cJSON_AddItemToObject(o, "fallback", fb);
     return o;
 }
 

@@ -189,7 +189,8 @@ int sg_policy_rule_why_not(const sg_policy_rule_t *rule, const cJSON *claims, ch
  * What `scopegate policy explain` prints: the resolution as a JSON object
  *   {"role":"admin","rule":{"index":0,"line":12,"text":"..."},
  *    "signin":{"app":"signin","scopes":[...]},
- *    "offline":{"app":"api","scopes":[...],"grant_limit":5} or null,
+ *    "offline":{"app":"api","scopes":[...],"grant_limit":5,"token_ttl":900 or null,
+ *               "fallback":{"same_org":true,"integration":"NAME" or null}} or null,
  *    "session":{"idle":900,"max":14400},"can_view_policy":false,
  *    "skipped":[{"index":0,"line":10,"text":"...","why":"claim 'groups' missing"}, ...]}
  * where skipped lists each rule before the match and why it did not match. The caller

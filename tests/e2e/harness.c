@@ -2370,8 +2370,7 @@ int th_stack_kill_gateway(th_stack_t *s)
     forget_fd(pid);
     s->gw.pid = -1;
     if (w != 1 || !WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
-        fprintf(stderr, "harness: kill: the gateway (pid %d) did not die from SIGKILL\n",
-                (int)pid);
+        fprintf(stderr, "harness: kill: the gateway (pid %d) did not die from SIGKILL\n", (int)pid);
         return -1;
     }
     return 0;

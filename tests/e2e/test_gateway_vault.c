@@ -128,7 +128,8 @@ static void *hook_main(void *arg)
         if (c < 0)
             continue;
         char *body = hook_read(c);
-        static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        static const char ok[] =
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         ssize_t w = write(c, ok, sizeof ok - 1);
         (void)w;
         close(c);
@@ -283,7 +284,8 @@ static int teardown(void **state)
     return rc;
 }
 
-/* ---- sfsim ------------------------------------------------------------------------------------ */
+/* ---- sfsim ------------------------------------------------------------------------------------
+ */
 
 static double sim_stat(const char *path)
 {
@@ -354,9 +356,8 @@ static cJSON *token_ok(const char *query, const char *source)
     CHECK(j && jstr(j, "access_token") && *jstr(j, "access_token"),
           "%s: expected a JSON object with an access_token, got %.500s", what, r->body);
     const char *src = jstr(j, "source");
-    CHECK(src && (!source || strcmp(src, source) == 0),
-          "%s: expected source \"%s\", got %s (%s)", what, source ? source : "any",
-          src ? src : "none", r->body);
+    CHECK(src && (!source || strcmp(src, source) == 0), "%s: expected source \"%s\", got %s (%s)",
+          what, source ? source : "any", src ? src : "none", r->body);
     CHECK(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "issued_at")),
           "%s: expected a numeric issued_at: %s", what, r->body);
     CHECK(jstr(j, "instance_url") && strncmp(jstr(j, "instance_url"), "http", 4) == 0,
@@ -391,8 +392,7 @@ static void token_invalid(const char *access_token)
 {
     cJSON *b = keep_json(cJSON_CreateObject());
     cJSON_AddStringToObject(b, "access_token", access_token);
-    th_resp_t *r =
-        internal("POST", "/v1/token/invalid", "application/json", json_text(b), KEY);
+    th_resp_t *r = internal("POST", "/v1/token/invalid", "application/json", json_text(b), KEY);
     expect_status(r, 200, "POST /v1/token/invalid with a token /v1/token handed out");
     cJSON *j = keep_json(th_resp_json(r));
     CHECK(j && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "invalidated")),
@@ -400,7 +400,8 @@ static void token_invalid(const char *access_token)
           r->body);
 }
 
-/* ---- browsers --------------------------------------------------------------------------------- */
+/* ---- browsers ---------------------------------------------------------------------------------
+ */
 
 /* Signs c in as user; the gateway's redirect after the callback (kept). */
 static const char *signin_to(th_client_t *c, const char *user, const char *password)
@@ -437,8 +438,8 @@ static long long connect_flow(th_client_t *c, const char *user, const char *pass
     if (died_reason) {
         expect_in(page->body, "id=\"grant-died\"", "the connect page after the grant died");
         const char *at = strstr(page->body, "id=\"grant-died\"");
-        CHECK(strstr(at, died_reason), "the grant-died notice should give the reason \"%s\": %.1500s",
-              died_reason, at);
+        CHECK(strstr(at, died_reason),
+              "the grant-died notice should give the reason \"%s\": %.1500s", died_reason, at);
     } else {
         CHECK(!strstr(page->body, "grant-died"),
               "the first connect page should not say a grant died: %.1500s", page->body);
@@ -451,11 +452,12 @@ static long long connect_flow(th_client_t *c, const char *user, const char *pass
                   "the connect page lists what will be granted");
     }
     const char *form = keep_str(th_html_form(page->body, "/connect"));
-    CHECK(form && strstr(form, "csrf="), "the connect page has no POST /connect form with a csrf "
-                                         "field: %.2000s",
+    CHECK(form && strstr(form, "csrf="),
+          "the connect page has no POST /connect form with a csrf "
+          "field: %.2000s",
           page->body);
-    th_resp_t *start = req(c, "POST", FMT("%s/connect", GW.url),
-                           "application/x-www-form-urlencoded", form, NULL);
+    th_resp_t *start =
+        req(c, "POST", FMT("%s/connect", GW.url), "application/x-www-form-urlencoded", form, NULL);
     const char *authz = FMT("%s/services/oauth2/authorize?", GW.sim.url);
     CHECK(start->status == 302 && start->location &&
               strncmp(start->location, authz, strlen(authz)) == 0,
@@ -557,7 +559,8 @@ static void test_connect_once_then_hundred_signins(void **state)
           "a refresh after POST /v1/token/invalid handed out the invalidated token again");
     expect_token_valid(jstr(t2, "access_token"), "the refreshed token");
     CHECK(sim_stat("token.refresh_token") == refreshes + 1,
-          "expected one refresh at sfsim, it counted %g", sim_stat("token.refresh_token") - refreshes);
+          "expected one refresh at sfsim, it counted %g",
+          sim_stat("token.refresh_token") - refreshes);
     cJSON *t3 = token_ok("user=" ADMIN_ID, "cache");
     CHECK(strcmp(jstr(t3, "access_token"), jstr(t2, "access_token")) == 0,
           "the next call should serve the refreshed token from the cache");
@@ -573,7 +576,8 @@ static void test_connect_once_then_hundred_signins(void **state)
           sim_stat("token.authorization_code"));
 }
 
-/* ---- 2: parallel callers share one refresh ------------------------------------------------------ */
+/* ---- 2: parallel callers share one refresh ------------------------------------------------------
+ */
 
 typedef struct {
     const char *url, *auth;
@@ -632,16 +636,16 @@ static const char *parallel_round(const char *what)
     double refreshes = sim_stat("token.refresh_token") - before;
     const char *first = callers[0].token;
     for (int i = 0; i < PARALLEL; i++) {
-        CHECK(callers[i].status == 200 && callers[i].token,
-              "%s: caller %d got HTTP %ld: %s", what, i, callers[i].status,
-              callers[i].body ? callers[i].body : "");
+        CHECK(callers[i].status == 200 && callers[i].token, "%s: caller %d got HTTP %ld: %s", what,
+              i, callers[i].status, callers[i].body ? callers[i].body : "");
         CHECK(strcmp(callers[i].token, first) == 0,
               "%s: callers got different tokens (caller 0 and caller %d)", what, i);
         CHECK(strcmp(callers[i].source, "refresh") == 0 || strcmp(callers[i].source, "cache") == 0,
               "%s: caller %d got source %s", what, i, callers[i].source);
     }
-    CHECK(refreshes == 1, "%s: %d parallel calls for a grant with no cached token should cause "
-                          "exactly one refresh at sfsim, it counted %g",
+    CHECK(refreshes == 1,
+          "%s: %d parallel calls for a grant with no cached token should cause "
+          "exactly one refresh at sfsim, it counted %g",
           what, PARALLEL, refreshes);
     expect_token_valid(first, what);
     return first;
@@ -690,8 +694,8 @@ static const char *death_reason(death_t d)
 static const char *death_name(death_t d)
 {
     static const char *const names[] = {"revoked by the org admin",
-                                        "expired under expire_if_unused",
-                                        "user deactivated", "IP restriction"};
+                                        "expired under expire_if_unused", "user deactivated",
+                                        "IP restriction"};
     return names[d];
 }
 
@@ -728,12 +732,13 @@ static void expect_webhook_died(long long gid, const char *reason)
 {
     const char *needles[] = {"\"grant_died\"", ADMIN_ID, NULL};
     cJSON *j = hook_wait(10, needles);
-    CHECK(j, "the webhook should receive {\"event\":\"grant_died\",...} for the admin within 10 s; "
-             "it received: %s",
+    CHECK(j,
+          "the webhook should receive {\"event\":\"grant_died\",...} for the admin within 10 s; "
+          "it received: %s",
           hook_all());
-    CHECK(jstr(j, "event") && strcmp(jstr(j, "event"), "grant_died") == 0 &&
-              jstr(j, "user_id") && strcmp(jstr(j, "user_id"), ADMIN_ID) == 0 &&
-              grant_id_of(j) == gid && jstr(j, "reason") && strcmp(jstr(j, "reason"), reason) == 0,
+    CHECK(jstr(j, "event") && strcmp(jstr(j, "event"), "grant_died") == 0 && jstr(j, "user_id") &&
+              strcmp(jstr(j, "user_id"), ADMIN_ID) == 0 && grant_id_of(j) == gid &&
+              jstr(j, "reason") && strcmp(jstr(j, "reason"), reason) == 0,
           "the webhook's grant_died should name grant %lld of %s with reason \"%s\": %s", gid,
           ADMIN_ID, reason, json_text(j));
 }
@@ -825,8 +830,8 @@ static void expect_no_more_refreshes_of_dead(const char *what)
     double uses = jnum_path(nth(before, 0), "use_count");
     for (int i = 0; i < 3; i++) {
         th_resp_t *r = token_call("user=" ADMIN_ID);
-        CHECK(r->status == 200 || r->status == 409, "%s: /v1/token again: %ld %s", what,
-              r->status, r->body);
+        CHECK(r->status == 200 || r->status == 409, "%s: /v1/token again: %ld %s", what, r->status,
+              r->body);
     }
     cJSON *after = api_grants(TH_ADMIN);
     CHECK(jnum_path(nth(after, 0), "use_count") == uses,
@@ -901,8 +906,9 @@ static void test_revoked_grant_without_fallback_is_409(void **state)
     kill_and_report(DIE_REVOKE, gid);
     for (int i = 0; i < 2; i++) {
         th_resp_t *r = token_call("user=" ADMIN_ID);
-        cJSON *j = expect_json_error(r, 409, "grant_unavailable",
-                                     "GET /v1/token?user=admin with its grant dead and no fallback");
+        cJSON *j =
+            expect_json_error(r, 409, "grant_unavailable",
+                              "GET /v1/token?user=admin with its grant dead and no fallback");
         CHECK(jstr(j, "reason") && strcmp(jstr(j, "reason"), DEAD_TEXT) == 0,
               "the 409 should give the provider's reason \"%s\": %s", DEAD_TEXT, r->body);
         const char *want = FMT("%s/connect?app=api", GW.url);
@@ -981,8 +987,8 @@ static void test_plain_user_never_connects(void **state)
         const char *body = FMT("%s%s", csrf, posts[i][1]);
         th_resp_t *r = req(c, "POST", FMT("%s%s", GW.url, posts[i][0]),
                            "application/x-www-form-urlencoded", body, NULL);
-        expect_error_page(r, 403, FMT("alice: POST %s with her valid CSRF token (%s)", posts[i][0],
-                                      body));
+        expect_error_page(r, 403,
+                          FMT("alice: POST %s with her valid CSRF token (%s)", posts[i][0], body));
         CHECK(!r->location, "alice: POST %s redirected to %s", posts[i][0], r->location);
     }
     CHECK(auth_status(c) == 200, "the refused requests ended alice's session");
@@ -997,11 +1003,11 @@ static void test_plain_user_never_connects(void **state)
               sim_stat("token.authorization_code") == 1,
           "only alice's sign-in should have exchanged a code, sfsim counted %g",
           sim_stat("token.authorization_code"));
-    expect_json_error(token_call("user=" ALICE_ID), 404, "no_grant",
-                      "GET /v1/token?user=alice");
+    expect_json_error(token_call("user=" ALICE_ID), 404, "no_grant", "GET /v1/token?user=alice");
 }
 
-/* ---- 5: kill -9 in a refresh storm ------------------------------------------------------------ */
+/* ---- 5: kill -9 in a refresh storm ------------------------------------------------------------
+ */
 
 typedef struct {
     char url[256], invalid_url[256], auth[256];
@@ -1136,8 +1142,8 @@ static void test_kill_during_refresh_storm(void **state)
         const char *q = FMT("user=%s", ids[u]);
         cJSON *t = token_ok(q, NULL);
         CHECK(grant_id_of(t) == gids[u] && !is_fallback(t),
-              "after kill -9 and a restart, /v1/token?%s should serve grant %lld: %s", q,
-              gids[u], json_text(t));
+              "after kill -9 and a restart, /v1/token?%s should serve grant %lld: %s", q, gids[u],
+              json_text(t));
         expect_token_valid(jstr(t, "access_token"), FMT("%s after the restart", q));
         for (size_t k = 0; k < nseen[1 - u]; k++)
             CHECK(strcmp(seen[1 - u][k], jstr(t, "access_token")) != 0,
@@ -1225,8 +1231,7 @@ static void test_no_token_at_rest_and_api_needs_key(void **state)
     CHECK(!*found, "the state folder holds tokens in clear after a restart:%s", found);
     char *log = keep_str(th_stack_log(&GW));
     for (size_t i = 0; i < nt; i++)
-        CHECK(!strstr(log, tokens[i]), "the gateway's log holds a token (\"%.24s...\")",
-              tokens[i]);
+        CHECK(!strstr(log, tokens[i]), "the gateway's log holds a token (\"%.24s...\")", tokens[i]);
     /* The grants survived the restart encrypted, and decrypt. */
     cJSON *t = token_ok("user=" ADMIN_ID, "refresh");
     expect_token_valid(jstr(t, "access_token"), "after the restart");
@@ -1236,8 +1241,8 @@ static void test_no_token_at_rest_and_api_needs_key(void **state)
     CHECK(!strstr(r->body, "access_token\":"), "a 401 carried a token: %s", r->body);
     r = internal("GET", "/v1/token?user=" ADMIN_ID, NULL, NULL, "not-the-key");
     expect_json_error(r, 401, "unauthorized", "GET /v1/token with a wrong key");
-    r = internal("GET", "/v1/token?user=" ADMIN_ID, NULL, NULL, FMT("%.*s", (int)strlen(KEY) - 1,
-                                                                     KEY));
+    r = internal("GET", "/v1/token?user=" ADMIN_ID, NULL, NULL,
+                 FMT("%.*s", (int)strlen(KEY) - 1, KEY));
     expect_json_error(r, 401, "unauthorized", "GET /v1/token with the key less one character");
     const char *hdrs[] = {FMT("Authorization: Basic %s", KEY), NULL};
     r = req(NULL, "GET", FMT("%s/v1/token?user=" ADMIN_ID, GW.internal_url), NULL, NULL, hdrs);
@@ -1261,7 +1266,8 @@ static void test_no_token_at_rest_and_api_needs_key(void **state)
     token_ok("user=" ADMIN_ID, "cache");
 }
 
-/* ---- 7: bad input gets a clear JSON error ----------------------------------------------------- */
+/* ---- 7: bad input gets a clear JSON error -----------------------------------------------------
+ */
 
 static void test_token_api_bad_input(void **state)
 {
@@ -1315,8 +1321,8 @@ static void test_token_api_bad_input(void **state)
         {NULL, ""},
     };
     for (size_t i = 0; i < sizeof bad_reports / sizeof bad_reports[0]; i++) {
-        th_resp_t *r = internal("POST", "/v1/token/invalid", bad_reports[i].ctype,
-                                bad_reports[i].body, KEY);
+        th_resp_t *r =
+            internal("POST", "/v1/token/invalid", bad_reports[i].ctype, bad_reports[i].body, KEY);
         expect_json_error(r, 400, "invalid_request",
                           FMT("POST /v1/token/invalid (%s) %s",
                               bad_reports[i].ctype ? bad_reports[i].ctype : "no type",
