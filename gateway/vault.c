@@ -72,6 +72,7 @@ typedef struct entry {
     long long issued_at, expires_at;
     long long pending_uses, pending_at; /* hand-outs not yet written (grant_touch) */
     int touching;
+    double last_fetch; /* monotonic seconds when the last successful fetch finished */
     /* owned by the refresher (refreshing == 1) */
     char *rt_unsaved;
 } entry_t;
@@ -175,6 +176,21 @@ static sg_rc rc_of_status(int status)
 }
 
 /* Deadline wait_ms ahead on the monotonic clock (the condition variables use it). */
+#define MIN_REFRESH_GAP 1.0 /* seconds between two refreshes of one grant */
+
+static double monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Is a later than b? */
+static int timespec_after(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
+}
+
 static struct timespec deadline_in(long ms)
 {
     struct timespec ts;
@@ -480,8 +496,29 @@ static sg_rc single_flight(sg_vault_t *v, entry_t *e, fetch_fn fetch, const void
             waited = 0; /* it worked, but the token was invalidated since: start over */
             continue;
         }
-        if (!e->refreshing)
-            break;
+        if (!e->refreshing) {
+            /*
+             * At most one refresh per grant per MIN_REFRESH_GAP: a backend that reports tokens
+             * invalid in a loop must not turn into a refresh storm at the provider (which
+             * rate-limits its token endpoint), and under refresh-token rotation every refresh
+             * is a moment where a crash between the provider's answer and our durable write
+             * loses the grant, so fewer refreshes mean less exposure. Wait out the gap, then
+             * look again: someone else may have refreshed meanwhile.
+             */
+            double gap = e->last_fetch + MIN_REFRESH_GAP - monotonic_s();
+            if (gap <= 0)
+                break;
+            struct timespec until = deadline_in((long)(gap * 1000) + 1);
+            if (timespec_after(&until, &dl)) {
+                pthread_mutex_unlock(&e->mu);
+                outcome_set(oc, 504, "busy",
+                            "the grant was refreshed moments ago; ask again "
+                            "in a second");
+                return SG_ERR_IO;
+            }
+            pthread_cond_timedwait(&e->cv, &e->mu, &until);
+            continue;
+        }
         if (!waited) {
             waited = 1;
             my_gen = e->gen;
@@ -505,6 +542,7 @@ static sg_rc single_flight(sg_vault_t *v, entry_t *e, fetch_fn fetch, const void
     if (!f.oc.failed && e->retired) /* disconnected or replaced meanwhile */
         f.oc = e->gone;
     if (!f.oc.failed) {
+        e->last_fetch = monotonic_s();
         cache_set(e, f.access_token, f.instance_url, f.issued_at, f.expires_at);
         f.access_token = f.instance_url = NULL;
         rc = hand_out(e, fresh_source, out);
