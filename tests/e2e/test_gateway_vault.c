@@ -51,7 +51,7 @@
 #define DEAD_TEXT           "expired access/refresh token"
 #define OFFLINE_SCOPES      "api refresh_token offline_access"
 #define SIGNINS             100
-#define PARALLEL            50
+#define PARALLEL            200 /* issue 4, acceptance 2 */
 #define STORM_THREADS       20
 
 /* ---- the stack of one test ------------------------------------------------------------------- */
