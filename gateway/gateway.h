@@ -50,7 +50,12 @@ typedef struct {
     _Atomic(sg_policy_t *) policy;
     sg_policy_t **retired;
     size_t nretired;
-    pthread_mutex_t reload_lock;
+    pthread_mutex_t reload_lock; /* also guards the reload facts below */
+    long long policy_loaded_at;  /* when the policy in force was loaded */
+    long long last_reload_at;
+    int last_reload_ok;
+    char last_reload_trigger[32];
+    char last_reload_errors[4096]; /* "FILE:LINE: error: ..." lines of the last failed load */
 
     sg_oidc_t **providers; /* one per cfg.apps[i], same index */
     sg_store_t *store;
@@ -76,6 +81,25 @@ typedef struct {
     /* Hot-path counters, created once. */
     sg_counter_t *auth_ok, *auth_denied, *sessions_active;
 } sg_gateway_t;
+
+/* What a reload did (POST /v1/reload answers it). */
+typedef struct {
+    int ok;
+    char sha256[65];
+    size_t sessions_changed, sessions_ended;
+} sg_reload_result_t;
+
+/* Loads the policy file again; a bad one keeps the last good policy. Then every session's
+ * role is decided again from its stored claims (audited as role_changed / session_ended). */
+void sg_gw_reload(sg_gateway_t *gw, const char *trigger, sg_reload_result_t *res);
+/* Does the current policy give this person's role offline access for app? Decided from the
+ * claims of their latest sign-in; 1 when they are unknown (grants made before people were
+ * recorded). */
+int sg_gw_role_allows_offline(void *gw, const char *user_id, const char *app);
+void sg_route_reload(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* The internal listener's bearer key, compared in constant time: 1, or 0 with a 401 in w. */
+int sg_gw_internal_auth(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w);
+void sg_route_policy_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 
 /* The current policy (never NULL while serving). */
 sg_policy_t *sg_gw_policy(sg_gateway_t *gw);

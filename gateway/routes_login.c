@@ -465,6 +465,9 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Lax%s",
              gw->cfg.cookie_name, sid, res.role->max, gw->cfg.secure_cookies ? "; Secure" : "");
     sg_resp_header(w, "Set-Cookie", cookie);
+    if (gw->store->ops->person_put(gw->store, user_id, sn.claims_json, sg_gw_now()))
+        sg_log(SG_LOG_WARN, "person_store", "rid=%s the person's claims were not stored",
+               r->request_id);
     signin_outcome(gw, "ok");
     char line[16];
     snprintf(line, sizeof(line), "%d", res.rule->line);

@@ -25,8 +25,7 @@ static void json_error(sg_resp_t *w, unsigned status, const char *error, const c
     sg_resp_json_body(w, status, j);
 }
 
-/* The bearer key, compared in constant time. */
-static int authorized(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w)
+int sg_gw_internal_auth(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w)
 {
     const char *h = sg_req_header(r, "Authorization");
     if (h && strncasecmp(h, "Bearer ", 7) == 0 && sg_ct_streq(h + 7, gw->internal_key))
@@ -58,7 +57,7 @@ static const char *pick_app(const sg_policy_t *pol, const char *asked)
 
 void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
-    if (!authorized(gw, r, w))
+    if (!sg_gw_internal_auth(gw, r, w))
         return;
     const sg_form_t *q = &r->query;
     const char *user = sg_form_get(q, "user"), *org = sg_form_get(q, "org");
@@ -95,7 +94,9 @@ void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                                  : org ? org
                                        : integ,
                            .app = pick_app(pol, app),
-                           .caller = "internal_key"};
+                           .caller = "internal_key",
+                           .allowed = sg_gw_role_allows_offline,
+                           .allowed_ctx = gw};
     const sg_policy_offline_t *off = sg_policy_offline_for_app(pol, vq.app);
     if (app && !off) {
         json_error(w, 404, "unknown_app", "the policy grants no offline access for that app");
@@ -148,7 +149,7 @@ void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 
 void sg_route_token_invalid(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
-    if (!authorized(gw, r, w))
+    if (!sg_gw_internal_auth(gw, r, w))
         return;
     const char *ctype = sg_req_header(r, "Content-Type");
     char *token = NULL;

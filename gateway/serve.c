@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "scopegate/buf.h"
 #include "scopegate/crypto.h"
 #include "scopegate/jose.h"
 #include "cli.h"
@@ -58,15 +59,14 @@ static const route_t public_routes[] = {
     {"POST", "/connect", sg_route_connect_start},
     {"GET", "/connections", sg_route_connections},
     {"POST", "/connections/disconnect", sg_route_disconnect},
+    {"GET", "/policy", sg_route_policy_page},
     {NULL, NULL, NULL},
 };
 
 static const route_t internal_routes[] = {
-    {"GET", "/v1/token", sg_route_token},
-    {"POST", "/v1/token/invalid", sg_route_token_invalid},
-    {"GET", "/metrics", sg_route_metrics},
-    {"GET", "/healthz", sg_route_healthz},
-    {NULL, NULL, NULL},
+    {"GET", "/v1/token", sg_route_token},    {"POST", "/v1/token/invalid", sg_route_token_invalid},
+    {"POST", "/v1/reload", sg_route_reload}, {"GET", "/metrics", sg_route_metrics},
+    {"GET", "/healthz", sg_route_healthz},   {NULL, NULL, NULL},
 };
 
 static void dispatch(sg_gateway_t *gw, const route_t *routes, sg_req_t *r, sg_resp_t *w)
@@ -172,10 +172,19 @@ static sg_policy_t *load_policy(sg_gateway_t *gw, const char *why)
     sg_diags_init(&d);
     sg_policy_t *p = NULL;
     sg_rc rc = sg_policy_load(gw->cfg.policy_file, &opts, &p, &d);
-    for (size_t i = 0; i < d.n; i++)
+    sg_buf_t errs;
+    sg_buf_init(&errs, sizeof(gw->last_reload_errors) - 1);
+    for (size_t i = 0; i < d.n; i++) {
         sg_log(d.item[i].severity == SG_DIAG_ERROR ? SG_LOG_ERROR : SG_LOG_WARN, "policy",
                "%s:%d: %s: %s", d.item[i].file, d.item[i].line,
                sg_diag_severity_str(d.item[i].severity), d.item[i].message);
+        if (d.item[i].severity == SG_DIAG_ERROR && errs.len < 3500)
+            sg_buf_printf(&errs, "%s:%d: error: %s\n", d.item[i].file, d.item[i].line,
+                          d.item[i].message);
+    }
+    if (rc != SG_OK && rc != SG_ERR_CONFIG && errs.len == 0)
+        sg_buf_printf(&errs, "%s: error: %s\n", gw->cfg.policy_file,
+                      rc == SG_ERR_IO ? "cannot read the file" : "out of memory");
     sg_diags_free(&d);
     sg_metrics_inc("scopegate_policy_reload_total",
                    rc == SG_OK ? "result=\"ok\"" : "result=\"error\"");
@@ -189,23 +198,81 @@ static sg_policy_t *load_policy(sg_gateway_t *gw, const char *why)
         sg_log(SG_LOG_ERROR, "policy_rejected", "%s: %s has errors (listed above)%s", why,
                gw->cfg.policy_file,
                sg_gw_policy(gw) ? "; the last good policy stays in force" : "");
+    gw->last_reload_at = sg_gw_now();
+    gw->last_reload_ok = rc == SG_OK;
+    snprintf(gw->last_reload_trigger, sizeof(gw->last_reload_trigger), "%s", why);
+    snprintf(gw->last_reload_errors, sizeof(gw->last_reload_errors), "%s",
+             errs.ptr ? errs.ptr : "");
+    sg_buf_free(&errs);
     return rc == SG_OK ? p : NULL;
 }
 
-static void reload_policy(sg_gateway_t *gw, const char *why)
+/* sg_session_role_fn: a session's role under the policy now in force. */
+static int session_role(void *ctx, const sg_session_rec_t *rec, char *role, size_t rolelen,
+                        long long *idle, long long *max)
 {
+    sg_gateway_t *gw = ctx;
+    cJSON *claims = cJSON_Parse(rec->claims ? rec->claims : "{}");
+    sg_policy_result_t res;
+    int keep = claims && sg_policy_resolve(sg_gw_policy(gw), claims, &res) == SG_OK;
+    cJSON_Delete(claims);
+    if (!keep) {
+        sg_audit(gw->audit, "session_ended", "user_id", rec->user_id, "role", rec->role, "reason",
+                 "no role for this person in the new policy", NULL);
+        return 0;
+    }
+    snprintf(role, rolelen, "%s", res.role->name);
+    *idle = res.role->idle;
+    *max = res.role->max;
+    if (!rec->role || strcmp(rec->role, res.role->name) != 0)
+        sg_audit(gw->audit, "role_changed", "user_id", rec->user_id, "from", rec->role, "to",
+                 res.role->name, "rule", res.rule->text, "trigger", "policy reload", NULL);
+    return 1;
+}
+
+void sg_gw_reload(sg_gateway_t *gw, const char *trigger, sg_reload_result_t *res)
+{
+    memset(res, 0, sizeof(*res));
     pthread_mutex_lock(&gw->reload_lock);
-    sg_policy_t *p = load_policy(gw, why);
+    sg_policy_t *p = load_policy(gw, trigger);
     if (p) {
         sg_policy_t **r = realloc(gw->retired, (gw->nretired + 1) * sizeof(*r));
         if (r) {
             gw->retired = r;
+            /* Requests that read the old pointer finish with it: it is freed only at exit. */
             gw->retired[gw->nretired++] = atomic_exchange(&gw->policy, p);
+            gw->policy_loaded_at = sg_gw_now();
+            res->ok = 1;
         } else {
             sg_policy_free(p);
+            gw->last_reload_ok = 0;
+            snprintf(gw->last_reload_errors, sizeof(gw->last_reload_errors),
+                     "out of memory while swapping the policy\n");
         }
     }
+    snprintf(res->sha256, sizeof(res->sha256), "%s", sg_policy_hash(sg_gw_policy(gw)));
     pthread_mutex_unlock(&gw->reload_lock);
+    if (res->ok && sg_sessions_reresolve(gw->sessions, session_role, gw, &res->sessions_changed,
+                                         &res->sessions_ended))
+        sg_log(SG_LOG_ERROR, "sessions_reresolve", "could not decide every session's role again");
+    if (res->ok && (res->sessions_changed || res->sessions_ended))
+        sg_log(SG_LOG_INFO, "sessions_reresolved", "%zu session(s) changed role, %zu ended",
+               res->sessions_changed, res->sessions_ended);
+}
+
+int sg_gw_role_allows_offline(void *ctx, const char *user_id, const char *app)
+{
+    sg_gateway_t *gw = ctx;
+    char *txt = NULL;
+    if (gw->store->ops->person_get(gw->store, user_id, &txt) != SG_OK)
+        return 1;
+    cJSON *claims = cJSON_Parse(txt);
+    free(txt);
+    sg_policy_result_t res;
+    int ok = claims && sg_policy_resolve(sg_gw_policy(gw), claims, &res) == SG_OK &&
+             res.role->offline && app && strcmp(res.role->offline->app, app) == 0;
+    cJSON_Delete(claims);
+    return ok;
 }
 
 static sg_oidc_t *vault_provider(void *ctx, const char *app)
@@ -323,6 +390,7 @@ static int start(sg_gateway_t *gw, const char *config_path)
         return 1;
     }
     atomic_store(&gw->policy, p);
+    gw->policy_loaded_at = sg_gw_now();
 
     char *csrf = NULL, path[4200];
     snprintf(path, sizeof(path), "%s/csrf.key", gw->cfg.state_dir);
@@ -502,7 +570,8 @@ int sg_cmd_serve(int argc, char **argv)
             break;
         if (sg_audit_reopen(gw->audit))
             sg_log(SG_LOG_ERROR, "audit_reopen", "could not reopen the audit log");
-        reload_policy(gw, "SIGHUP");
+        sg_reload_result_t res;
+        sg_gw_reload(gw, "SIGHUP", &res);
     }
     if (rc == 0)
         sg_log(SG_LOG_INFO, "stopping", "signal %d: draining requests", sig);

@@ -639,3 +639,100 @@ size_t sg_sessions_count(sg_sessions_t *s)
     pthread_rwlock_unlock(&s->lock);
     return n;
 }
+
+/* ---- re-resolution after a policy reload ------------------------------------------------ */
+
+typedef struct {
+    sg_session_rec_t *recs;
+    size_t n, cap;
+    int nomem;
+} collect_t;
+
+static char *dup_str(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* Copies each stored record: the walk's strings live only during the call. */
+static int collect_one(void *ctx, const sg_session_rec_t *rec)
+{
+    collect_t *c = ctx;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        sg_session_rec_t *r = realloc(c->recs, cap * sizeof(*r));
+        if (!r) {
+            c->nomem = 1;
+            return 1;
+        }
+        c->recs = r;
+        c->cap = cap;
+    }
+    sg_session_rec_t *d = &c->recs[c->n++];
+    *d = *rec;
+    d->user_id = dup_str(rec->user_id);
+    d->org_id = dup_str(rec->org_id);
+    d->username = dup_str(rec->username);
+    d->email = dup_str(rec->email);
+    d->role = dup_str(rec->role);
+    d->claims = dup_str(rec->claims);
+    return 0;
+}
+
+sg_rc sg_sessions_reresolve(sg_sessions_t *s, sg_session_role_fn fn, void *ctx, size_t *changed,
+                            size_t *ended)
+{
+    collect_t c = {0};
+    *changed = *ended = 0;
+    sg_rc rc = s->store->ops->session_each(s->store, collect_one, &c);
+    if (!rc && c.nomem)
+        rc = SG_ERR_NOMEM;
+    for (size_t i = 0; !rc && i < c.n; i++) {
+        sg_session_rec_t *rec = &c.recs[i];
+        unsigned char key[SG_SHA256_LEN];
+        char role[sizeof(((sg_session_view_t *)0)->role)] = "";
+        long long idle = rec->idle_timeout, max = rec->max_lifetime;
+        if (from_hex(rec->id_hash, key))
+            continue;
+        int keep = fn(ctx, rec, role, sizeof(role), &idle, &max);
+        if (keep && rec->role && strcmp(role, rec->role) == 0 && idle == rec->idle_timeout &&
+            max == rec->max_lifetime)
+            continue;
+
+        pthread_rwlock_wrlock(&s->lock);
+        entry_t *e = find(s, key), *fresh = NULL;
+        if (e && keep) {
+            strings_t in = {e->strs, e->strs + e->org_id, e->strs + e->username, e->strs + e->email,
+                            role};
+            long long seen = atomic_load_explicit(&e->last_seen, memory_order_relaxed);
+            if (entry_new(key, &in, e->created, seen, idle, max, &fresh) == SG_OK) {
+                atomic_store(&fresh->dirty, atomic_load(&e->dirty));
+                rec->last_seen = seen;
+                insert(s, fresh); /* returns e, unlinked */
+            }
+        } else if (e) {
+            unlink_entry(s, e);
+        }
+        pthread_rwlock_unlock(&s->lock);
+        if (!e)
+            continue; /* ended or expired meanwhile */
+        if (keep && fresh) {
+            free(e);
+            char *old_role = rec->role;
+            rec->role = role;
+            rec->idle_timeout = idle;
+            rec->max_lifetime = max;
+            if (s->store->ops->session_put(s->store, rec))
+                sg_log(SG_LOG_WARN, "session_role_store", "a session's new role is not stored");
+            rec->role = old_role;
+            (*changed)++;
+        } else if (!keep) {
+            s->store->ops->session_delete(s->store, e->id_hash);
+            free(e);
+            (*ended)++;
+        }
+    }
+    for (size_t i = 0; i < c.n; i++)
+        sg_session_rec_free(&c.recs[i]);
+    free(c.recs);
+    return rc;
+}

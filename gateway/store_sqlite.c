@@ -86,6 +86,12 @@ static const migration_t migrations[] = {
         "  at      INTEGER NOT NULL"
         ");"
         "CREATE INDEX ledger_user_app ON ledger (user_id, app);"},
+    /* Each person's claims at their latest sign-in (never a token: claims are who they are). */
+    {3, "CREATE TABLE people ("
+        "  user_id    TEXT PRIMARY KEY NOT NULL,"
+        "  claims     TEXT NOT NULL,"
+        "  updated_at INTEGER NOT NULL"
+        ") WITHOUT ROWID;"},
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -98,6 +104,7 @@ typedef struct {
     sqlite3_stmt *put, *del, *touch, *each, *expire;
     sqlite3_stmt *g_insert, *g_get, *g_find_user, *g_find_org, *g_set_token, *g_touch, *g_state;
     sqlite3_stmt *l_add, *l_count;
+    sqlite3_stmt *p_put, *p_get;
 } sqlite_store_t;
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -699,6 +706,52 @@ static sg_rc op_ledger_count(sg_store_t *s, const char *user_id, const char *app
     return rc;
 }
 
+static sg_rc op_person_put(sg_store_t *s, const char *user_id, const char *claims, long long at)
+{
+    sqlite_store_t *st = impl(s);
+    if (!nonempty(user_id) || !claims)
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    binder_t b = {st->p_put, SQLITE_OK};
+    b_text(&b, 1, user_id);
+    b_text(&b, 2, claims);
+    b_int(&b, 3, at);
+    sg_rc rc = write_locked(st, &b, "person_put", 0);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static sg_rc op_person_get(sg_store_t *s, const char *user_id, char **claims)
+{
+    sqlite_store_t *st = impl(s);
+    if (!claims)
+        return SG_ERR_PARSE;
+    *claims = NULL;
+    if (!user_id)
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    binder_t b = {st->p_get, SQLITE_OK};
+    b_text(&b, 1, user_id);
+    int src = b.src;
+    if (src == SQLITE_OK)
+        src = sqlite3_step(b.q);
+    sg_rc rc = SG_OK;
+    if (src == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(b.q, 0);
+        *claims = strdup(t ? (const char *)t : "{}");
+        if (!*claims)
+            rc = SG_ERR_NOMEM;
+    } else if (src == SQLITE_DONE) {
+        rc = SG_ERR_NOTFOUND;
+    } else {
+        rc = fail(st, "person_get", src);
+    }
+    sqlite3_reset(b.q);
+    sqlite3_clear_bindings(b.q);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
 static void finalize_all(sqlite_store_t *st);
 
 static void op_close(sg_store_t *s)
@@ -728,6 +781,8 @@ static const sg_store_ops_t sqlite_ops = {
     .grant_set_state = op_grant_set_state,
     .ledger_add = op_ledger_add,
     .ledger_count = op_ledger_count,
+    .person_put = op_person_put,
+    .person_get = op_person_get,
     .close = op_close,
 };
 
@@ -955,6 +1010,11 @@ static const struct {
      "INSERT INTO ledger (user_id, app, event, at) VALUES (?1, ?2, ?3, ?4)"},
     {offsetof(sqlite_store_t, l_count),
      "SELECT COUNT(*) FROM ledger WHERE user_id = ?1 AND app = ?2"},
+    {offsetof(sqlite_store_t, p_put),
+     "INSERT INTO people (user_id, claims, updated_at) VALUES (?1, ?2, ?3) "
+     "ON CONFLICT (user_id) DO UPDATE SET claims = excluded.claims, "
+     "updated_at = excluded.updated_at"},
+    {offsetof(sqlite_store_t, p_get), "SELECT claims FROM people WHERE user_id = ?1"},
 };
 
 #define N_STMTS (sizeof(stmts) / sizeof(stmts[0]))

@@ -844,6 +844,11 @@ static int grant_specific(const outcome_t *oc)
  * The fallback chain the query allows, for a grant of (org, app) that could not serve:
  * another live grant of the org (newest first, skipping skip_id), then the integration.
  */
+static int may_serve(const sg_vault_query_t *q, const sg_grant_rec_t *rec)
+{
+    return !q->allowed || q->allowed(q->allowed_ctx, rec->user_id, rec->app);
+}
+
 static sg_rc fallbacks(sg_vault_t *v, const sg_vault_query_t *q, const char *org, const char *app,
                        long long skip_id, sg_vault_token_t *out)
 {
@@ -853,7 +858,7 @@ static sg_rc fallbacks(sg_vault_t *v, const sg_vault_query_t *q, const char *org
         size_t n = 0;
         if (v->store->ops->grant_find(v->store, NULL, org, app, 1, &recs, &n) == SG_OK) {
             for (size_t i = 0; i < n; i++) {
-                if (recs[i].id == skip_id)
+                if (recs[i].id == skip_id || !may_serve(q, &recs[i]))
                     continue;
                 if (grant_token(v, q, &recs[i], out, &oc) == SG_OK) {
                     out->fallback = 1;
@@ -890,6 +895,14 @@ static sg_rc by_user(sg_vault_t *v, const sg_vault_query_t *q, sg_vault_token_t 
     if (n == 0) {
         err_set(err, 404, "no_grant", "no offline grant for this user");
         return SG_ERR_NOTFOUND;
+    }
+    if (!may_serve(q, &recs[0])) {
+        /* Demoted (or the policy changed): their grant stays in the vault, unused. */
+        err_set(err, 403, "not_allowed",
+                "the policy no longer gives this person's role offline access for this app");
+        err->grant_id = recs[0].id;
+        sg_grant_recs_free(recs, n);
+        return SG_ERR_DENIED;
     }
     const sg_grant_rec_t *primary = NULL;
     for (size_t i = 0; i < n && !primary; i++)
@@ -938,7 +951,7 @@ static sg_rc by_org(sg_vault_t *v, const sg_vault_query_t *q, sg_vault_token_t *
     outcome_t oc = {0};
     const sg_grant_rec_t *failed = NULL;
     for (size_t i = 0; i < n; i++) {
-        if (recs[i].state != SG_GRANT_LIVE)
+        if (recs[i].state != SG_GRANT_LIVE || !may_serve(q, &recs[i]))
             continue;
         if (grant_token(v, q, &recs[i], out, &oc) == SG_OK) {
             rc = SG_OK;

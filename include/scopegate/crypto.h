@@ -42,7 +42,7 @@ sg_rc sg_b64_decode(const char *in, size_t inlen, unsigned char **out, size_t *o
 
 /* ---- authenticated encryption (the vault) ---------------------------------------------- */
 
-#define SG_AEAD_KEY_LEN 32 /* AES-256-GCM */
+#define SG_AEAD_KEY_LEN  32        /* AES-256-GCM */
 #define SG_AEAD_OVERHEAD (12 + 16) /* random nonce in front, tag behind */
 
 /*
@@ -54,9 +54,8 @@ sg_rc sg_aead_seal(const unsigned char key[SG_AEAD_KEY_LEN], const void *plain, 
                    const void *aad, size_t aadlen, unsigned char **out, size_t *outlen);
 /* The reverse; SG_ERR_CRYPTO when the tag does not verify (wrong key, aad or tampering).
  * *out is heap and NUL-terminated; the caller wipes (OPENSSL_cleanse) and frees it. */
-sg_rc sg_aead_open(const unsigned char key[SG_AEAD_KEY_LEN], const unsigned char *in,
-                   size_t inlen, const void *aad, size_t aadlen, unsigned char **out,
-                   size_t *outlen);
+sg_rc sg_aead_open(const unsigned char key[SG_AEAD_KEY_LEN], const unsigned char *in, size_t inlen,
+                   const void *aad, size_t aadlen, unsigned char **out, size_t *outlen);
 /* The key id stored beside each record: first 16 hex chars of SHA-256("scopegate-vault" || key). */
 void sg_aead_key_id(const unsigned char key[SG_AEAD_KEY_LEN], char out[17]);
 

@@ -25,7 +25,7 @@
 typedef struct sg_oidc sg_oidc_t;
 
 typedef struct {
-    const char *issuer;        /* discovery at issuer + "/.well-known/openid-configuration" */
+    const char *issuer; /* discovery at issuer + "/.well-known/openid-configuration" */
     const char *client_id;
     const char *client_secret; /* NULL for a public client */
     long timeout_ms;           /* every provider call; 0 means 10000 */
@@ -35,24 +35,24 @@ typedef struct {
 
 /* What went wrong in a provider call, worded for logs and error pages (never a secret). */
 typedef struct {
-    int http_status;         /* 0 when no HTTP answer (timeout, refused, closed) */
-    char error[64];          /* the provider's "error", or a local class: "timeout",
-                                "transport", "malformed", "bad_id_token", "no_endpoint",
-                                "bad_discovery" (issuer mismatch, missing or non-https
-                                endpoint), "http_error" (a non-2xx answer without an OAuth
-                                error in it), "invalid_request" (an empty code or token) */
-    char description[256];   /* the provider's error_description, or our explanation */
+    int http_status;       /* 0 when no HTTP answer (timeout, refused, closed) */
+    char error[64];        /* the provider's "error", or a local class: "timeout",
+                              "transport", "malformed", "bad_id_token", "no_endpoint",
+                              "bad_discovery" (issuer mismatch, missing or non-https
+                              endpoint), "http_error" (a non-2xx answer without an OAuth
+                              error in it), "invalid_request" (an empty code or token) */
+    char description[256]; /* the provider's error_description, or our explanation */
 } sg_oidc_err_t;
 
 typedef struct {
     char *access_token;
-    char *refresh_token;     /* NULL when none was issued */
-    char *id_token;          /* NULL when none */
-    char *scope;             /* granted scopes as the provider listed them, or NULL */
-    char *instance_url;      /* Salesforce: where the API lives; NULL elsewhere */
-    char *id_url;            /* Salesforce: the identity URL ("id"); NULL elsewhere */
-    long long issued_at;     /* seconds; from issued_at (ms) when given, else now */
-    long long expires_in;    /* seconds, or -1 when the provider did not say (Salesforce) */
+    char *refresh_token;  /* NULL when none was issued */
+    char *id_token;       /* NULL when none */
+    char *scope;          /* granted scopes as the provider listed them, or NULL */
+    char *instance_url;   /* Salesforce: where the API lives; NULL elsewhere */
+    char *id_url;         /* Salesforce: the identity URL ("id"); NULL elsewhere */
+    long long issued_at;  /* seconds; from issued_at (ms) when given, else now */
+    long long expires_in; /* seconds, or -1 when the provider did not say (Salesforce) */
 } sg_tokens_t;
 
 /* Observer for metrics: every provider call reports its endpoint ("discovery", "jwks",
@@ -102,8 +102,7 @@ sg_rc sg_oidc_validate_id_token(sg_oidc_t *op, const char *id_token, const char 
                                 cJSON **claims, sg_oidc_err_t *err);
 
 /* GET userinfo with the access token; *claims gets the JSON object. */
-sg_rc sg_oidc_userinfo(sg_oidc_t *op, const char *access_token, cJSON **claims,
-                       sg_oidc_err_t *err);
+sg_rc sg_oidc_userinfo(sg_oidc_t *op, const char *access_token, cJSON **claims, sg_oidc_err_t *err);
 /* POST revocation; hint "access_token"/"refresh_token" or NULL. SG_ERR_NOTFOUND when the
  * provider has no revocation endpoint. */
 sg_rc sg_oidc_revoke(sg_oidc_t *op, const char *token, const char *hint, sg_oidc_err_t *err);

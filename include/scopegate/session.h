@@ -52,4 +52,16 @@ sg_rc sg_session_destroy(sg_sessions_t *s, const char *cookie);
 sg_rc sg_sessions_flush(sg_sessions_t *s, long long now);
 size_t sg_sessions_count(sg_sessions_t *s);
 
+/*
+ * After a policy reload: decides each live session's role again from the claims it was made
+ * from. fn gets the stored record (claims included) and writes the role it should have now
+ * into role (rolelen bytes) with the role's lifetimes; it returns 1 to keep the session (with
+ * that role), 0 to end it (its role is gone). Changed sessions are rewritten in memory and in
+ * the store; the created and last_seen times stay. *changed and *ended count them.
+ */
+typedef int (*sg_session_role_fn)(void *ctx, const sg_session_rec_t *rec, char *role,
+                                  size_t rolelen, long long *idle, long long *max);
+sg_rc sg_sessions_reresolve(sg_sessions_t *s, sg_session_role_fn fn, void *ctx, size_t *changed,
+                            size_t *ended);
+
 #endif

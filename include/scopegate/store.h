@@ -15,11 +15,11 @@
 typedef struct {
     char id_hash[SG_ID_HASH_LEN + 1];
     char *user_id;
-    char *org_id;    /* may be NULL */
-    char *username;  /* preferred_username or email, for headers */
-    char *email;     /* may be NULL */
+    char *org_id;   /* may be NULL */
+    char *username; /* preferred_username or email, for headers */
+    char *email;    /* may be NULL */
     char *role;
-    char *claims;    /* JSON object text: the merged claims the role was resolved from */
+    char *claims; /* JSON object text: the merged claims the role was resolved from */
     long long created, last_seen, idle_timeout, max_lifetime; /* seconds */
 } sg_session_rec_t;
 
@@ -42,17 +42,17 @@ typedef enum {
 typedef struct {
     long long id; /* assigned by grant_insert */
     char *user_id;
-    char *org_id;      /* may be NULL (providers without orgs) */
-    char *username;    /* for pages and the JWT fallback; may be NULL */
-    char *app;         /* the policy's app name */
-    char *scopes;      /* granted, space-separated */
+    char *org_id;       /* may be NULL (providers without orgs) */
+    char *username;     /* for pages and the JWT fallback; may be NULL */
+    char *app;          /* the policy's app name */
+    char *scopes;       /* granted, space-separated */
     char *instance_url; /* Salesforce: where the API lives; may be NULL */
     unsigned char *rt_cipher;
     size_t rt_cipher_len;
     char key_id[17];
     long long created, last_refreshed, last_used, use_count;
-    int state;          /* sg_grant_state */
-    char *dead_reason;  /* the provider's error text, or why it was revoked; NULL while live */
+    int state;         /* sg_grant_state */
+    char *dead_reason; /* the provider's error text, or why it was revoked; NULL while live */
     long long dead_at;
 } sg_grant_rec_t;
 
@@ -95,6 +95,12 @@ typedef struct {
     sg_rc (*ledger_add)(sg_store_t *st, const char *user_id, const char *app, const char *event,
                         long long at);
     sg_rc (*ledger_count)(sg_store_t *st, const char *user_id, const char *app, long long *n);
+
+    /* People: the claims of each person's latest sign-in, so the current policy can decide
+     * their role even without a session (the token API, policy diff). */
+    sg_rc (*person_put)(sg_store_t *st, const char *user_id, const char *claims, long long at);
+    /* *claims is heap (caller frees); SG_ERR_NOTFOUND for someone never seen. */
+    sg_rc (*person_get)(sg_store_t *st, const char *user_id, char **claims);
 
     void (*close)(sg_store_t *st);
 } sg_store_ops_t;

@@ -96,8 +96,7 @@ sg_rc sg_vault_connect(sg_vault_t *v, const sg_vault_new_t *g, long long *grant_
  * owner (user_id) may; SG_ERR_DENIED otherwise, SG_ERR_NOTFOUND for no such live grant. */
 sg_rc sg_vault_disconnect(sg_vault_t *v, long long grant_id, const char *user_id);
 /* Records in the ledger that an authorization was started (the connect page's button). */
-sg_rc sg_vault_ledger_add(sg_vault_t *v, const char *user_id, const char *app,
-                          const char *event);
+sg_rc sg_vault_ledger_add(sg_vault_t *v, const char *user_id, const char *app, const char *event);
 /* How many authorizations the gateway has started for (user, app). */
 long long sg_vault_ledger_count(sg_vault_t *v, const char *user_id, const char *app);
 
@@ -120,6 +119,11 @@ typedef struct {
     int fallback_same_org;            /* policy: another live grant of the org may stand in */
     const char *fallback_integration; /* policy: then this JWT integration; NULL: none */
     const char *caller;               /* for events: which key asked */
+    /* May this person's grant of app serve at all (the policy still gives their role offline
+     * access for it)? NULL: every grant may. Grants that may not are skipped, as owner and as
+     * fallback; a by-user query for such a person answers 403 not_allowed. */
+    int (*allowed)(void *ctx, const char *user_id, const char *app);
+    void *allowed_ctx;
 } sg_vault_query_t;
 
 typedef struct {
@@ -133,10 +137,11 @@ typedef struct {
 } sg_vault_token_t;
 
 typedef struct {
-    int http_status; /* what the token API answers: 404 no grant, 409 grant_unavailable,
-                        502 provider error, 504 waited too long for a refresh in flight */
-    char error[64];  /* "no_grant", "grant_unavailable", "provider_error", "busy",
-                        "unknown_integration" */
+    int http_status;  /* what the token API answers: 403 not_allowed, 404 no grant, 409
+                         grant_unavailable,
+                         502 provider error, 504 waited too long for a refresh in flight */
+    char error[64];   /* "no_grant", "grant_unavailable", "provider_error", "busy",
+                         "unknown_integration" */
     char reason[256]; /* for people: the dead grant's provider text, or what went wrong */
     long long grant_id;
     char user_id[128]; /* whose grant died (for the reconnect URL), "" if none */

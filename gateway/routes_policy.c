@@ -1,0 +1,180 @@
+/*
+ * Policy operations: POST /v1/reload on the internal listener (the same as SIGHUP, answering
+ * what happened), and the policy page GET /policy for roles the policy marks
+ * can_view_policy: the policy in force (hash, file, loaded at), the last reload's result and
+ * errors, the roles with their scopes, and the latest audit events.
+ */
+#include "gateway.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "scopegate/log.h"
+
+#define AUDIT_TAIL_BYTES (64 * 1024)
+#define AUDIT_TAIL_LINES 30
+
+void sg_route_reload(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
+{
+    if (!sg_gw_internal_auth(gw, r, w))
+        return;
+    sg_reload_result_t res;
+    sg_gw_reload(gw, "POST /v1/reload", &res);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "result", res.ok ? "ok" : "error");
+    cJSON_AddStringToObject(j, "sha256", res.sha256);
+    cJSON *errs = cJSON_AddArrayToObject(j, "errors");
+    pthread_mutex_lock(&gw->reload_lock);
+    if (!res.ok) {
+        char *copy = strdup(gw->last_reload_errors), *save = NULL;
+        for (char *l = copy ? strtok_r(copy, "\n", &save) : NULL; l;
+             l = strtok_r(NULL, "\n", &save))
+            cJSON_AddItemToArray(errs, cJSON_CreateString(l));
+        free(copy);
+    }
+    pthread_mutex_unlock(&gw->reload_lock);
+    cJSON_AddNumberToObject(j, "sessions_changed", (double)res.sessions_changed);
+    cJSON_AddNumberToObject(j, "sessions_ended", (double)res.sessions_ended);
+    /* 422: the file was read but is not a usable policy; the last good one stays. */
+    sg_resp_json_body(w, res.ok ? 200 : 422, j);
+}
+
+static void fmt_time(long long t, char *out, size_t n)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, n, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+/* The last lines of the audit log, newest last, as an HTML list. */
+static void audit_tail(sg_gateway_t *gw, sg_buf_t *b)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/audit.log", gw->cfg.state_dir);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        sg_buf_adds(b, "<p>No audit events yet.</p>\n");
+        return;
+    }
+    char *tail = malloc(AUDIT_TAIL_BYTES + 1);
+    size_t n = 0;
+    if (tail && fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        long from = size > AUDIT_TAIL_BYTES ? size - AUDIT_TAIL_BYTES : 0;
+        if (fseek(f, from, SEEK_SET) == 0)
+            n = fread(tail, 1, AUDIT_TAIL_BYTES, f);
+    }
+    fclose(f);
+    if (!tail) {
+        sg_buf_adds(b, "<p>The audit log could not be read.</p>\n");
+        return;
+    }
+    tail[n] = '\0';
+    /* Find the start of the last AUDIT_TAIL_LINES complete lines. */
+    size_t lines = 0, start = n;
+    while (start > 0 && lines <= AUDIT_TAIL_LINES) {
+        start--;
+        if (tail[start] == '\n' && start + 1 < n)
+            lines++;
+    }
+    const char *from = tail + start + (tail[start] == '\n' ? 1 : 0);
+    sg_buf_adds(b, "<ol id=\"audit\" class=\"muted\">\n");
+    char *save = NULL;
+    for (char *l = strtok_r((char *)from, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        sg_buf_adds(b, "<li><code>");
+        sg_buf_add_html(b, l);
+        sg_buf_adds(b, "</code></li>\n");
+    }
+    sg_buf_adds(b, "</ol>\n");
+    free(tail);
+}
+
+static void scopes_html(sg_buf_t *b, const char *const *scopes, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        sg_buf_adds(b, i ? " " : "");
+        sg_buf_adds(b, "<code>");
+        sg_buf_add_html(b, scopes[i]);
+        sg_buf_adds(b, "</code>");
+    }
+}
+
+void sg_route_policy_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
+{
+    sg_session_view_t v;
+    if (sg_gw_current_session(gw, r, &v)) {
+        sg_resp_redirect(w, "/login?rd=%2Fpolicy");
+        return;
+    }
+    sg_policy_t *pol = sg_gw_policy(gw);
+    const sg_policy_role_t *me = sg_policy_role(pol, v.role);
+    if (!me || !me->can_view_policy) {
+        sg_page_error(w, 403, "Your role may not view the access policy.",
+                      "Ask the people who manage the policy to mark your role can_view_policy.");
+        return;
+    }
+    sg_buf_t b;
+    sg_buf_init(&b, 1 << 20);
+    char loaded[64], reloaded[64];
+    pthread_mutex_lock(&gw->reload_lock);
+    fmt_time(gw->policy_loaded_at, loaded, sizeof(loaded));
+    fmt_time(gw->last_reload_at, reloaded, sizeof(reloaded));
+    sg_buf_adds(&b, "<table>\n<tr><th>In force</th><td><code id=\"policy-hash\">");
+    sg_buf_add_html(&b, sg_policy_hash(pol));
+    sg_buf_adds(&b, "</code></td></tr>\n<tr><th>File</th><td><code>");
+    sg_buf_add_html(&b, sg_policy_source(pol));
+    sg_buf_printf(&b, "</code></td></tr>\n<tr><th>Loaded at</th><td>%s</td></tr>\n", loaded);
+    sg_buf_printf(&b, "<tr><th>Last reload</th><td id=\"last-reload\">%s: <b>%s</b> (", reloaded,
+                  gw->last_reload_ok ? "ok" : "rejected");
+    sg_buf_add_html(&b, gw->last_reload_trigger);
+    sg_buf_adds(&b, ")</td></tr>\n</table>\n");
+    if (!gw->last_reload_ok && gw->last_reload_errors[0]) {
+        sg_buf_adds(&b, "<p class=\"error\">The last reload was refused; the policy above stays "
+                        "in force. Errors:</p>\n<pre id=\"reload-errors\">");
+        sg_buf_add_html(&b, gw->last_reload_errors);
+        sg_buf_adds(&b, "</pre>\n");
+    }
+    pthread_mutex_unlock(&gw->reload_lock);
+
+    const sg_policy_signin_t *si = sg_policy_signin(pol);
+    sg_buf_adds(&b, "<h2>Sign-in</h2>\n<p>App <code>");
+    sg_buf_add_html(&b, si->app);
+    sg_buf_adds(&b, "</code>, scopes ");
+    scopes_html(&b, si->scopes, si->nscopes);
+    sg_buf_adds(&b, "</p>\n<h2>Roles</h2>\n<table id=\"roles\"><tr><th>Role</th><th>Offline "
+                    "app</th><th>Offline scopes</th><th>Session</th></tr>\n");
+    size_t nroles = 0;
+    const sg_policy_role_t *roles = sg_policy_roles(pol, &nroles);
+    for (size_t i = 0; i < nroles; i++) {
+        sg_buf_adds(&b, "<tr><td>");
+        sg_buf_add_html(&b, roles[i].name);
+        sg_buf_adds(&b, "</td><td>");
+        if (roles[i].offline) {
+            sg_buf_add_html(&b, roles[i].offline->app);
+            sg_buf_adds(&b, "</td><td>");
+            scopes_html(&b, roles[i].offline->scopes, roles[i].offline->nscopes);
+        } else {
+            sg_buf_adds(&b, "-</td><td>-");
+        }
+        sg_buf_printf(&b, "</td><td>idle %llds, max %llds</td></tr>\n", roles[i].idle,
+                      roles[i].max);
+    }
+    sg_buf_adds(&b, "</table>\n<h2>Rules (first match wins)</h2>\n<ol id=\"rules\">\n");
+    size_t nrules = 0;
+    const sg_policy_rule_t *rules = sg_policy_rules(pol, &nrules);
+    for (size_t i = 0; i < nrules; i++) {
+        sg_buf_adds(&b, "<li>");
+        sg_buf_add_html(&b, rules[i].text);
+        sg_buf_adds(&b, " &rarr; <b>");
+        sg_buf_add_html(&b, rules[i].role ? rules[i].role->name : "?");
+        sg_buf_printf(&b, "</b> <span class=\"muted\">(line %d)</span></li>\n", rules[i].line);
+    }
+    sg_buf_adds(&b, "</ol>\n<h2>Latest audit events</h2>\n");
+    audit_tail(gw, &b);
+    sg_buf_adds(&b, "<p><a href=\"/\">Home</a></p>");
+    sg_page(w, 200, "Access policy", b.ptr ? b.ptr : "");
+    sg_buf_free(&b);
+}
