@@ -102,23 +102,12 @@ static int boolean(loader_t *L, const config_setting_t *g, const char *key, int 
 }
 
 static const char *const top_keys[] = {
-    "listen",
-    "public_url",
-    "internal_listen",
-    "policy_file",
-    "state_dir",
-    "internal_key_file",
-    "apps",
-    "provider_timeout",
-    "login_timeout",
-    "clock_skew",
-    "allow_http_issuer",
-    "log_level",
-    "integrations",
-    "vault_key_file",
-    "vault_old_key_files",
-    "webhook_url",
-    NULL,
+    "listen",       "public_url",        "internal_listen",
+    "policy_file",  "state_dir",         "internal_key_file",
+    "apps",         "provider_timeout",  "login_timeout",
+    "clock_skew",   "allow_http_issuer", "log_level",
+    "integrations", "vault_key_file",    "vault_old_key_files",
+    "webhook_url",  "watch_policy",      NULL,
 };
 static const char *const integration_keys[] = {"app", "username", "org_id", "private_key_file",
                                                NULL};
@@ -308,6 +297,7 @@ sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errle
     cfg->login_timeout = duration(&L, root, "login_timeout", 600);
     cfg->clock_skew = duration(&L, root, "clock_skew", 60);
     cfg->allow_http_issuer = boolean(&L, root, "allow_http_issuer", 0);
+    cfg->watch_policy = boolean(&L, root, "watch_policy", 0);
     cfg->log_level = SG_LOG_INFO;
     v = str(&L, root, "log_level", 0);
     if (v) {

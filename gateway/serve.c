@@ -502,6 +502,23 @@ static void stop(sg_gateway_t *gw)
 
 /* ---- housekeeping and signals ------------------------------------------------------------ */
 
+/* watch_policy: has the file's mtime, size or inode moved since the last look? Only the
+ * housekeeping thread calls it. */
+static int policy_file_changed(sg_gateway_t *gw)
+{
+    static struct stat last;
+    static int have;
+    struct stat st;
+    if (stat(gw->cfg.policy_file, &st) != 0)
+        return 0;
+    int changed = have && (st.st_mtim.tv_sec != last.st_mtim.tv_sec ||
+                           st.st_mtim.tv_nsec != last.st_mtim.tv_nsec ||
+                           st.st_size != last.st_size || st.st_ino != last.st_ino);
+    last = st;
+    have = 1;
+    return changed;
+}
+
 static pthread_mutex_t hk_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t hk_cond = PTHREAD_COND_INITIALIZER;
 static int hk_stop;
@@ -522,6 +539,10 @@ static void *housekeeping(void *arg)
         if (sg_sessions_flush(gw->sessions, now))
             sg_log(SG_LOG_ERROR, "sessions_flush", "writing session activity failed");
         sg_pending_expire(gw, now);
+        if (gw->cfg.watch_policy && policy_file_changed(gw)) {
+            sg_reload_result_t res;
+            sg_gw_reload(gw, "file changed", &res);
+        }
         sg_counter_set(gw->sessions_active, (long long)sg_sessions_count(gw->sessions));
         pthread_mutex_lock(&hk_lock);
     }

@@ -42,6 +42,7 @@ typedef struct {
     char **vault_old_key_files; /* older keys that may still decrypt, NULL-terminated */
     size_t nvault_old;
     char *webhook_url; /* grant deaths are POSTed here; NULL: none */
+    int watch_policy;  /* reload when policy_file changes (checked every few seconds) */
 
     long provider_timeout_ms; /* provider_timeout, default "10s" */
     long long login_timeout;  /* how long a sign-in may take (state lifetime), default "10m" */

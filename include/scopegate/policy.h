@@ -198,4 +198,46 @@ int sg_policy_rule_why_not(const sg_policy_rule_t *rule, const cJSON *claims, ch
  */
 sg_rc sg_policy_explain(const sg_policy_t *p, const cJSON *claims, cJSON **out);
 
+/* ---- what a change of policy does ---------------------------------------------------- */
+
+/*
+ * What changes from old to new, for the people who review a policy change before it goes
+ * live (`scopegate policy diff`). *out is a JSON array (empty when nothing that matters
+ * changed), each item {"kind": "...", "text": "one sentence for people", ...fields}:
+ *
+ *   signin_app_changed          from, to                    sign-in app 'signin' -> 'sso'
+ *   signin_scopes_added|removed scopes                      sign-in scopes added: phone
+ *   role_removed                role                        role 'auditor' removed
+ *   role_added                  role, offline (app, scopes) or null
+ *   offline_added               role, app, scopes           the role gains an offline grant
+ *   offline_removed             role, app                   the role loses it
+ *   offline_app_changed         role, from, to
+ *   offline_scopes_added|removed role, app, scopes          role 'admin': offline scopes
+ *                                                           added: chatter_api
+ *   grant_limit_changed         role, from, to
+ *   token_ttl_changed           role, from, to (seconds; null: the vault's default)
+ *   fallback_changed            role, setting ("same_org" or "integration"), from, to
+ *   session_idle_changed        role, from, to (seconds)    role 'user': session idle 30m -> 15m
+ *   session_max_changed         role, from, to (seconds)
+ *   can_view_policy_changed     role, from, to (booleans)
+ *   rule_removed                position (in old), role, rule
+ *   rule_added                  position (in new), role, rule
+ *   rule_changed                from, to (positions), role, rule, new_rule, values_added,
+ *                               values_removed: the same role, claim and test, other values
+ *   rule_moved                  from, to (positions), role, rule
+ *                               rule 2 (admin if groups contains [gateway-admins]) moved to
+ *                               position 1
+ *   default_rule_changed        from, to (role names)       default rule: role 'user' -> 'guest'
+ *
+ * Positions are 1-based, as people count rules; rule is the rule's text ("groups contains
+ * [gateway-admins]", "default"). Two rules are the same rule when they give the same role
+ * for the same claim, test and set of values (the values' order does not matter, nor does the
+ * order of scopes). A rule is reported as moved only when its order relative to the other
+ * rules changed: a rule inserted above others does not move them. Changes come in this
+ * order: sign-in, roles (removed, then each role of new in file order), rules (removed,
+ * added, changed, moved, default). Both policies must stay alive while *out is built; the
+ * caller frees *out with cJSON_Delete. SG_ERR_NOMEM (then *out is NULL).
+ */
+sg_rc sg_policy_diff(const sg_policy_t *old, const sg_policy_t *new, cJSON **out);
+
 #endif
