@@ -107,7 +107,10 @@ sg_rc sg_oidc_http(const sg_oidc_req_t *req, sg_oidc_resp_t *resp, sg_oidc_err_t
         goto fail;
     headers = h;
     if (req->form) {
-        h = curl_slist_append(headers, "Content-Type: application/x-www-form-urlencoded");
+        char ctype[160];
+        snprintf(ctype, sizeof(ctype), "Content-Type: %s",
+                 req->content_type ? req->content_type : "application/x-www-form-urlencoded");
+        h = curl_slist_append(headers, ctype);
         if (!h)
             goto fail;
         headers = h;

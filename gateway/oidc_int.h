@@ -24,7 +24,8 @@
 
 typedef struct {
     const char *url;
-    const char *form;          /* POST application/x-www-form-urlencoded body; NULL: GET */
+    const char *form;          /* POST body; NULL: GET */
+    const char *content_type;  /* of the body; NULL: application/x-www-form-urlencoded */
     const char *authorization; /* whole Authorization header value, or NULL */
     long timeout_ms;           /* total and connect */
 } sg_oidc_req_t;

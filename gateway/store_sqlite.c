@@ -105,6 +105,7 @@ typedef struct {
     sqlite3_stmt *g_insert, *g_get, *g_find_user, *g_find_org, *g_set_token, *g_touch, *g_state;
     sqlite3_stmt *l_add, *l_count;
     sqlite3_stmt *p_put, *p_get;
+    sqlite3_stmt *g_each;
 } sqlite_store_t;
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -752,6 +753,34 @@ static sg_rc op_person_get(sg_store_t *s, const char *user_id, char **claims)
     return rc;
 }
 
+static sg_rc op_grant_each(sg_store_t *s, sg_grant_visit_fn visit, void *ctx)
+{
+    sqlite_store_t *st = impl(s);
+    if (!visit)
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    sqlite3_stmt *q = st->g_each;
+    sg_rc rc = SG_OK;
+    int src;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        sg_grant_rec_t rec;
+        rc = read_grant(q, &rec);
+        if (rc)
+            break;
+        int stop = visit(ctx, &rec);
+        sg_grant_rec_free(&rec);
+        if (stop) {
+            src = SQLITE_DONE;
+            break;
+        }
+    }
+    if (!rc && src != SQLITE_DONE)
+        rc = fail(st, "grant_each", src);
+    sqlite3_reset(q);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
 static void finalize_all(sqlite_store_t *st);
 
 static void op_close(sg_store_t *s)
@@ -784,6 +813,7 @@ static const sg_store_ops_t sqlite_ops = {
     .person_put = op_person_put,
     .person_get = op_person_get,
     .close = op_close,
+    .grant_each = op_grant_each,
 };
 
 /* ---- opening ------------------------------------------------------------------------ */
@@ -1015,6 +1045,8 @@ static const struct {
      "ON CONFLICT (user_id) DO UPDATE SET claims = excluded.claims, "
      "updated_at = excluded.updated_at"},
     {offsetof(sqlite_store_t, p_get), "SELECT claims FROM people WHERE user_id = ?1"},
+    {offsetof(sqlite_store_t, g_each),
+     "SELECT " GRANT_COLS " FROM grants WHERE state = 0 ORDER BY id"},
 };
 
 #define N_STMTS (sizeof(stmts) / sizeof(stmts[0]))
@@ -1101,6 +1133,84 @@ sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t
         rc = tighten_sidecars(path, err, errlen);
     if (!rc)
         rc = prepare_all(st, err, errlen);
+    if (rc)
+        goto fail;
+    *out = &st->base;
+    return SG_OK;
+fail:
+    op_close(&st->base);
+    return rc ? rc : SG_ERR_IO;
+}
+
+/*
+ * Read-only: for reports beside a running gateway. No prepare_file (it would create or
+ * chmod), no migration (the gateway owns the schema), query_only as a second lock on the
+ * door. The write statements are prepared all the same, so the handle has every operation;
+ * they fail with SQLITE_READONLY if anyone calls them.
+ */
+sg_rc sg_store_open_sqlite_readonly(const char *path, sg_store_t **out, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (!out)
+        return SG_ERR_PARSE;
+    *out = NULL;
+    if (!path || !*path) {
+        set_err(err, errlen, "no database path");
+        return SG_ERR_CONFIG;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        int e = errno;
+        set_err(err, errlen, "%s: %s", path, strerror(e));
+        return e == ENOENT ? SG_ERR_NOTFOUND : SG_ERR_IO;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        set_err(err, errlen, "%s: not a regular file", path);
+        return SG_ERR_IO;
+    }
+    sqlite_store_t *st = calloc(1, sizeof(*st));
+    if (!st) {
+        set_err(err, errlen, "out of memory");
+        return SG_ERR_NOMEM;
+    }
+    st->base.ops = &sqlite_ops;
+    st->path = strdup(path);
+    if (!st->path || pthread_mutex_init(&st->mu, NULL) != 0) {
+        free(st->path);
+        free(st);
+        set_err(err, errlen, "out of memory");
+        return SG_ERR_NOMEM;
+    }
+    sg_rc rc;
+    int src = sqlite3_open_v2(
+        path, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL);
+    if (src != SQLITE_OK) {
+        set_err(err, errlen, "%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
+        rc = rc_of(src);
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+    rc = pragma(st->db, "PRAGMA query_only = ON", NULL, err, errlen);
+    if (rc)
+        goto fail;
+    int version = 0, want = migrations[N_MIGRATIONS - 1].version;
+    if (current_version(st->db, &version) != SQLITE_OK) {
+        set_err(err, errlen, "%s: not a scopegate database (%s)", path, sqlite3_errmsg(st->db));
+        rc = SG_ERR_CONFIG;
+        goto fail;
+    }
+    if (version != want) {
+        set_err(err, errlen,
+                version < want ? "%s: database schema version %d is older than this scopegate's "
+                                 "(%d): start the gateway once to upgrade it"
+                               : "%s: database schema version %d is newer than this scopegate "
+                                 "knows (%d): use the scopegate that wrote it",
+                path, version, want);
+        rc = SG_ERR_CONFIG;
+        goto fail;
+    }
+    rc = prepare_all(st, err, errlen);
     if (rc)
         goto fail;
     *out = &st->base;

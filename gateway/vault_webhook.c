@@ -6,16 +6,14 @@
  * is due (or a new one arrives, or stop is asked). The lock is never held across the POST.
  */
 #include "vault_int.h"
+#include "oidc_int.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include <curl/curl.h>
-
 #include "scopegate/log.h"
-#include "scopegate/version.h"
 
 typedef struct {
     char *body;
@@ -41,53 +39,26 @@ static double mono_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static size_t discard(char *data, size_t size, size_t n, void *ud)
-{
-    (void)data;
-    (void)ud;
-    return size * n;
-}
-
-/* One POST; 1 when a 2xx answer came. */
+/* One POST through the oidc module's bounded HTTP client; 1 when a 2xx answer came. */
 static int post(const sg_webhook_t *w, const char *body)
 {
-    CURL *curl = curl_easy_init();
-    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
-    struct curl_slist *h = headers ? curl_slist_append(headers, "Expect:") : NULL;
-    long status = 0;
-    CURLcode code = CURLE_OUT_OF_MEMORY;
-    char ua[64];
-    if (!curl || !h)
-        goto done;
-    headers = h;
-    snprintf(ua, sizeof ua, "scopegate/%s", sg_version());
-    curl_easy_setopt(curl, CURLOPT_URL, w->url);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, w->timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, w->timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_USERAGENT, ua);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-    code = curl_easy_perform(curl);
-    if (code == CURLE_OK)
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-done:
-    if (code != CURLE_OK)
-        sg_log(SG_LOG_WARN, "webhook_failed", "webhook POST failed: %s", curl_easy_strerror(code));
+    sg_oidc_req_t req = {.url = w->url,
+                         .form = body,
+                         .content_type = "application/json",
+                         .timeout_ms = w->timeout_ms};
+    sg_oidc_resp_t resp;
+    sg_oidc_err_t err;
+    memset(&resp, 0, sizeof(resp));
+    memset(&err, 0, sizeof(err));
+    sg_rc rc = sg_oidc_http(&req, &resp, &err);
+    long status = rc == SG_OK ? resp.status : 0;
+    sg_buf_free(&resp.body);
+    if (rc != SG_OK)
+        sg_log(SG_LOG_WARN, "webhook_failed", "webhook POST failed: %s: %s", err.error,
+               err.description);
     else if (status < 200 || status > 299)
         sg_log(SG_LOG_WARN, "webhook_failed", "webhook answered HTTP %ld", status);
-    curl_slist_free_all(headers);
-    if (curl)
-        curl_easy_cleanup(curl);
-    return code == CURLE_OK && status >= 200 && status <= 299;
+    return rc == SG_OK && status >= 200 && status <= 299;
 }
 
 /* Index of the message due first; the queue is not empty. */

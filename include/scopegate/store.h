@@ -62,6 +62,7 @@ void sg_grant_recs_free(sg_grant_rec_t *recs, size_t n);
 typedef struct sg_store sg_store_t;
 
 typedef int (*sg_session_visit_fn)(void *ctx, const sg_session_rec_t *rec);
+typedef int (*sg_grant_visit_fn)(void *ctx, const sg_grant_rec_t *rec);
 
 typedef struct {
     sg_rc (*session_put)(sg_store_t *st, const sg_session_rec_t *rec); /* insert or replace */
@@ -103,6 +104,11 @@ typedef struct {
     sg_rc (*person_get)(sg_store_t *st, const char *user_id, char **claims);
 
     void (*close)(sg_store_t *st);
+
+    /* Calls visit for every live grant (SG_GRANT_LIVE), oldest first; a non-zero return stops
+     * the walk. As for session_each: rec is valid only during the call, and visit must not
+     * call the store. For reports over the whole vault (`scopegate policy diff --config`). */
+    sg_rc (*grant_each)(sg_store_t *st, sg_grant_visit_fn visit, void *ctx);
 } sg_store_ops_t;
 
 struct sg_store {
@@ -111,5 +117,15 @@ struct sg_store {
 
 /* Opens (creating when missing, mode 0600) the SQLite database at path and migrates it. */
 sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t errlen);
+
+/*
+ * Opens an existing SQLite database at path for reading only, beside a gateway that may be
+ * running (WAL lets readers and the writer work at once): it never creates, migrates or
+ * chmods anything, and every write operation fails (SG_ERR_IO). SG_ERR_NOTFOUND when there
+ * is no database file; SG_ERR_CONFIG when its schema is not this scopegate's (older: start
+ * the gateway once to upgrade it; newer: use the matching scopegate).
+ */
+sg_rc sg_store_open_sqlite_readonly(const char *path, sg_store_t **out, char *err,
+                                    size_t errlen);
 
 #endif
