@@ -1,17 +1,21 @@
 /*
- * `scopegate policy check` and `scopegate policy explain`: the policy engine for the people
- * who own the policy. Exit status 0 for success, 1 when the policy or the claims are bad,
+ * `scopegate policy check`, `explain` and `diff`: the policy engine for the people who own
+ * the policy. Exit status 0 for success, 1 when the policy or the claims are bad,
  * 2 for a usage error.
  */
 #include "cli.h"
 
 #include "scopegate/buf.h"
+#include "scopegate/config.h"
 #include "scopegate/policy.h"
+#include "scopegate/store.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CLAIMS_MAX_BYTES (1024 * 1024)
 
@@ -20,11 +24,17 @@ static int usage(FILE *out)
     fprintf(out,
             "usage: scopegate policy check FILE [--json]\n"
             "       scopegate policy explain FILE (--claims JSON | --claims-file PATH)\n"
+            "       scopegate policy diff OLD NEW [--config FILE] [--json]\n"
             "\n"
             "  check    report each problem of the policy as FILE:LINE: error|warning: ...;\n"
             "           exit 0 when there is no error (warnings allowed), 1 otherwise\n"
             "  explain  print as JSON the role these claims get, the rule that matched and why\n"
-            "           each rule before it did not (--claims-file - reads standard input)\n");
+            "           each rule before it did not (--claims-file - reads standard input)\n"
+            "  diff     what changes from OLD to NEW, one sentence a line (\"no changes\" when\n"
+            "           none); with --config, also which current sessions change role and which\n"
+            "           stored grants lose their role's offline access (the database is only\n"
+            "           read; the gateway may be running). With --config, OLD may be left out:\n"
+            "           the config's policy_file. Exit 0 when compared, 1 when a file is bad\n");
     return out == stderr ? 2 : 0;
 }
 
@@ -240,6 +250,519 @@ static int explain(int argc, char **argv)
     return text ? 0 : 1;
 }
 
+/* ---- diff --------------------------------------------------------------------------- */
+
+#define LIST_MAX 20 /* grants named in one line of text; --json lists them all */
+
+/* Loads a policy to compare; every diagnostic goes to stderr. NULL when it is unusable. */
+static sg_policy_t *load_quiet(const char *file, const sg_policy_opts_t *opts, int *nomem)
+{
+    sg_diags_t d;
+    sg_diags_init(&d);
+    sg_policy_t *p = NULL;
+    sg_rc rc = sg_policy_load(file, opts, &p, &d);
+    sg_diags_print(&d, stderr);
+    size_t said = d.n;
+    sg_diags_free(&d);
+    if (rc == SG_ERR_NOMEM)
+        *nomem = 1;
+    else if (rc == SG_ERR_CONFIG)
+        fprintf(stderr, "scopegate: %s: the policy has errors; nothing to compare\n", file);
+    else if (rc && !said)
+        fprintf(stderr, "scopegate: %s: cannot read the file\n", file);
+    return p;
+}
+
+/* Sessions that change role under the new policy, grouped: from -> to (to NULL: ended). */
+typedef struct {
+    char *from, *to, *why;
+    size_t n;
+} shift_t;
+
+/* A live grant and what the policies make of its owner. */
+typedef struct {
+    long long id;
+    char *user_id, *username, *app;
+    const char *from, *to; /* the owner's role under old and new (policy strings; NULL: none) */
+    int known;             /* the store has the owner's claims */
+    int was_ok, is_ok;     /* the role has offline access for the grant's app */
+} owner_t;
+
+typedef struct {
+    const sg_policy_t *old, *new;
+    long long now;
+    size_t sessions; /* current (not expired) sessions looked at */
+    shift_t *shifts;
+    size_t nshifts, shifts_cap;
+    owner_t *grants;
+    size_t ngrants, grants_cap;
+    int nomem;
+} impact_t;
+
+static int grow(void **v, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return 0;
+    size_t ncap = *cap ? 2 * *cap : 8;
+    void *p = realloc(*v, ncap * size);
+    if (!p)
+        return -1;
+    *v = p;
+    *cap = ncap;
+    return 0;
+}
+
+static int same_or_null(const char *a, const char *b)
+{
+    return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+static void add_shift(impact_t *im, const char *from, const char *to, const char *why)
+{
+    for (size_t i = 0; i < im->nshifts; i++) {
+        shift_t *s = &im->shifts[i];
+        if (same_or_null(s->from, from) && same_or_null(s->to, to) && same_or_null(s->why, why)) {
+            s->n++;
+            return;
+        }
+    }
+    if (grow((void **)&im->shifts, &im->shifts_cap, im->nshifts, sizeof(shift_t)) != 0) {
+        im->nomem = 1;
+        return;
+    }
+    shift_t *s = &im->shifts[im->nshifts];
+    s->from = from ? strdup(from) : NULL;
+    s->to = to ? strdup(to) : NULL;
+    s->why = why ? strdup(why) : NULL;
+    s->n = 1;
+    if ((from && !s->from) || (to && !s->to) || (why && !s->why)) {
+        free(s->from);
+        free(s->to);
+        free(s->why);
+        im->nomem = 1;
+        return;
+    }
+    im->nshifts++;
+}
+
+/*
+ * A session's role now (its stored claims under old; its stored role when old gives none)
+ * and after a reload, decided as the gateway will decide it: from the stored claims under
+ * new, the session ending when they are not JSON or no rule matches.
+ */
+static int visit_session(void *ctx, const sg_session_rec_t *rec)
+{
+    impact_t *im = ctx;
+    if (im->now - rec->last_seen > rec->idle_timeout || im->now - rec->created > rec->max_lifetime)
+        return 0; /* expired: the gateway drops it anyway */
+    im->sessions++;
+    cJSON *claims = cJSON_Parse(rec->claims ? rec->claims : "{}");
+    sg_policy_result_t a = {0}, b = {0};
+    const char *from = rec->role, *to = NULL, *why = NULL;
+    if (claims && sg_policy_resolve(im->old, claims, &a) == SG_OK)
+        from = a.role->name;
+    if (!claims)
+        why = "its stored claims are not JSON";
+    else if (sg_policy_resolve(im->new, claims, &b) != SG_OK)
+        why = "no rule matches";
+    else
+        to = b.role->name;
+    cJSON_Delete(claims);
+    if (!to || strcmp(from, to) != 0)
+        add_shift(im, from, to, why);
+    return im->nomem;
+}
+
+static int visit_grant(void *ctx, const sg_grant_rec_t *rec)
+{
+    impact_t *im = ctx;
+    if (grow((void **)&im->grants, &im->grants_cap, im->ngrants, sizeof(owner_t)) != 0) {
+        im->nomem = 1;
+        return 1;
+    }
+    owner_t *g = &im->grants[im->ngrants];
+    memset(g, 0, sizeof(*g));
+    g->id = rec->id;
+    g->user_id = strdup(rec->user_id);
+    g->username = rec->username ? strdup(rec->username) : NULL;
+    g->app = strdup(rec->app);
+    im->ngrants++;
+    if (!g->user_id || !g->app || (rec->username && !g->username))
+        im->nomem = 1;
+    return im->nomem;
+}
+
+static int offline_for(const sg_policy_result_t *res, int resolved, const char *app)
+{
+    return resolved && res->role->offline && res->role->offline->app &&
+           strcmp(res->role->offline->app, app) == 0;
+}
+
+/* The owner's role under both policies, from the claims of their latest sign-in. */
+static sg_rc judge_grant(sg_store_t *st, impact_t *im, owner_t *g)
+{
+    char *text = NULL;
+    sg_rc rc = st->ops->person_get ? st->ops->person_get(st, g->user_id, &text) : SG_ERR_NOTFOUND;
+    if (rc == SG_ERR_NOTFOUND)
+        return SG_OK;
+    if (rc)
+        return rc;
+    g->known = 1;
+    cJSON *claims = cJSON_Parse(text);
+    free(text);
+    sg_policy_result_t a = {0}, b = {0};
+    int ra = claims && sg_policy_resolve(im->old, claims, &a) == SG_OK;
+    int rb = claims && sg_policy_resolve(im->new, claims, &b) == SG_OK;
+    cJSON_Delete(claims);
+    g->from = ra ? a.role->name : NULL;
+    g->to = rb ? b.role->name : NULL;
+    g->was_ok = offline_for(&a, ra, g->app);
+    g->is_ok = offline_for(&b, rb, g->app);
+    return SG_OK;
+}
+
+static int shift_cmp(const void *x, const void *y)
+{
+    const shift_t *a = x, *b = y;
+    int c = strcmp(a->from ? a->from : "", b->from ? b->from : "");
+    if (c)
+        return c;
+    if (!a->to != !b->to)
+        return a->to ? -1 : 1; /* changes before ends */
+    c = strcmp(a->to ? a->to : "", b->to ? b->to : "");
+    return c ? c : strcmp(a->why ? a->why : "", b->why ? b->why : "");
+}
+
+static void impact_free(impact_t *im)
+{
+    for (size_t i = 0; i < im->nshifts; i++) {
+        free(im->shifts[i].from);
+        free(im->shifts[i].to);
+        free(im->shifts[i].why);
+    }
+    free(im->shifts);
+    for (size_t i = 0; i < im->ngrants; i++) {
+        free(im->grants[i].user_id);
+        free(im->grants[i].username);
+        free(im->grants[i].app);
+    }
+    free(im->grants);
+}
+
+/*
+ * Walks the gateway's database (read-only: the gateway may be running) and fills im. 1 when
+ * there is no database yet, 0 when walked, -1 on an error (said).
+ */
+static int measure(const char *db, impact_t *im)
+{
+    char err[512];
+    sg_store_t *st = NULL;
+    sg_rc rc = sg_store_open_sqlite_readonly(db, &st, err, sizeof(err));
+    if (rc == SG_ERR_NOTFOUND)
+        return 1;
+    if (rc) {
+        fprintf(stderr, "scopegate: %s\n", err[0] ? err : sg_rc_str(rc));
+        return -1;
+    }
+    im->now = (long long)time(NULL);
+    rc = st->ops->session_each(st, visit_session, im);
+    if (!rc && !im->nomem)
+        rc = st->ops->grant_each(st, visit_grant, im);
+    for (size_t i = 0; !rc && !im->nomem && i < im->ngrants; i++)
+        rc = judge_grant(st, im, &im->grants[i]);
+    st->ops->close(st);
+    if (rc || im->nomem) {
+        fprintf(stderr, "scopegate: %s: %s\n", db,
+                im->nomem || rc == SG_ERR_NOMEM ? "out of memory" : "cannot read the database");
+        return -1;
+    }
+    if (im->nshifts)
+        qsort(im->shifts, im->nshifts, sizeof(*im->shifts), shift_cmp);
+    return 0;
+}
+
+typedef enum { G_LOSE, G_REGAIN, G_UNKNOWN } grant_class;
+
+static int in_class(const owner_t *g, grant_class c)
+{
+    switch (c) {
+    case G_LOSE:
+        return g->known && g->was_ok && !g->is_ok;
+    case G_REGAIN:
+        return g->known && !g->was_ok && g->is_ok;
+    case G_UNKNOWN:
+        return !g->known;
+    }
+    return 0;
+}
+
+static void print_grants(const impact_t *im, grant_class c, const char *one, const char *many)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < im->ngrants; i++)
+        n += in_class(&im->grants[i], c);
+    if (!n)
+        return;
+    printf("  %zu %s:", n, n == 1 ? one : many);
+    size_t shown = 0;
+    for (size_t i = 0; i < im->ngrants && shown < LIST_MAX; i++) {
+        const owner_t *g = &im->grants[i];
+        if (!in_class(g, c))
+            continue;
+        printf("%s %s (grant %lld", shown++ ? "," : "", g->username ? g->username : g->user_id,
+               g->id);
+        if (c != G_UNKNOWN && !same_or_null(g->from, g->to))
+            printf(", %s -> %s", g->from ? g->from : "no role", g->to ? g->to : "no role");
+        printf(")");
+    }
+    if (n > shown)
+        printf(", and %zu more", n - shown);
+    printf("\n");
+}
+
+static void print_impact(const char *db, int missing, const impact_t *im)
+{
+    if (missing) {
+        printf("\nno database at %s: no sessions or stored grants to check\n", db);
+        return;
+    }
+    printf("\nimpact on %zu current session%s and %zu live grant%s (%s):\n", im->sessions,
+           im->sessions == 1 ? "" : "s", im->ngrants, im->ngrants == 1 ? "" : "s", db);
+    int any = 0;
+    for (size_t i = 0; i < im->nshifts; i++) {
+        const shift_t *s = &im->shifts[i];
+        if (s->to)
+            printf("  %zu session%s: %s -> %s\n", s->n, s->n == 1 ? "" : "s", s->from, s->to);
+        else
+            printf("  %zu session%s (%s): %s\n", s->n, s->n == 1 ? " ends" : "s end", s->from,
+                   s->why);
+        any = 1;
+    }
+    size_t lose = 0, regain = 0;
+    for (size_t i = 0; i < im->ngrants; i++) {
+        lose += in_class(&im->grants[i], G_LOSE);
+        regain += in_class(&im->grants[i], G_REGAIN);
+    }
+    print_grants(im, G_LOSE, "stored grant loses its role's offline access",
+                 "stored grants lose their role's offline access");
+    print_grants(im, G_REGAIN, "stored grant regains its role's offline access",
+                 "stored grants regain their role's offline access");
+    if (!any && !lose && !regain)
+        printf("  no session changes role and no stored grant changes\n");
+    print_grants(im, G_UNKNOWN,
+                 "stored grant has an owner whose claims are not recorded (not judged; the "
+                 "gateway serves it until they sign in again)",
+                 "stored grants have owners whose claims are not recorded (not judged; the "
+                 "gateway serves them until they sign in again)");
+}
+
+/* Adds a JSON array of the grants in class c under key; NULL when out of memory. */
+static cJSON *grants_json(cJSON *parent, const char *key, const impact_t *im, grant_class c)
+{
+    cJSON *a = cJSON_AddArrayToObject(parent, key);
+    for (size_t i = 0; a && i < im->ngrants; i++) {
+        const owner_t *g = &im->grants[i];
+        if (!in_class(g, c))
+            continue;
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(a, o)) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+        if (!cJSON_AddNumberToObject(o, "id", (double)g->id) ||
+            !cJSON_AddStringToObject(o, "user_id", g->user_id) ||
+            !(g->username ? cJSON_AddStringToObject(o, "username", g->username)
+                          : cJSON_AddNullToObject(o, "username")) ||
+            !cJSON_AddStringToObject(o, "app", g->app))
+            return NULL;
+        if (c != G_UNKNOWN &&
+            (!(g->from ? cJSON_AddStringToObject(o, "from", g->from)
+                       : cJSON_AddNullToObject(o, "from")) ||
+             !(g->to ? cJSON_AddStringToObject(o, "to", g->to) : cJSON_AddNullToObject(o, "to"))))
+            return NULL;
+    }
+    return a;
+}
+
+/*
+ * {"database":PATH,"exists":true,"sessions":{"current":N,"changes":[{"from","to","count"}
+ * (to null and "reason" when the sessions end)]},"grants":{"live":N,"lose_offline":[...],
+ * "regain_offline":[...],"unknown":[...]}}, each grant {"id","user_id","username","app",
+ * "from","to"} (unknown ones without from and to).
+ */
+static cJSON *impact_json(const char *db, int missing, const impact_t *im)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *ss = o ? cJSON_AddObjectToObject(o, "sessions") : NULL;
+    cJSON *gs = o ? cJSON_AddObjectToObject(o, "grants") : NULL;
+    cJSON *changes = ss ? cJSON_AddArrayToObject(ss, "changes") : NULL;
+    if (!changes || !gs || !cJSON_AddStringToObject(o, "database", db) ||
+        !cJSON_AddBoolToObject(o, "exists", !missing) ||
+        !cJSON_AddNumberToObject(ss, "current", (double)im->sessions) ||
+        !cJSON_AddNumberToObject(gs, "live", (double)im->ngrants))
+        goto fail;
+    for (size_t i = 0; i < im->nshifts; i++) {
+        const shift_t *s = &im->shifts[i];
+        cJSON *c = cJSON_CreateObject();
+        if (!c || !cJSON_AddItemToArray(changes, c)) {
+            cJSON_Delete(c);
+            goto fail;
+        }
+        if (!cJSON_AddStringToObject(c, "from", s->from) ||
+            !(s->to ? cJSON_AddStringToObject(c, "to", s->to) : cJSON_AddNullToObject(c, "to")) ||
+            (s->why && !cJSON_AddStringToObject(c, "reason", s->why)) ||
+            !cJSON_AddNumberToObject(c, "count", (double)s->n))
+            goto fail;
+    }
+    if (!grants_json(gs, "lose_offline", im, G_LOSE) ||
+        !grants_json(gs, "regain_offline", im, G_REGAIN) ||
+        !grants_json(gs, "unknown", im, G_UNKNOWN))
+        goto fail;
+    return o;
+fail:
+    cJSON_Delete(o);
+    return NULL;
+}
+
+static int print_diff_json(cJSON *changes, cJSON *impact)
+{
+    cJSON *o = cJSON_CreateObject();
+    char *text = NULL;
+    if (o && cJSON_AddItemToObject(o, "changes", changes)) {
+        changes = NULL;
+        if (impact ? cJSON_AddItemToObject(o, "impact", impact)
+                   : cJSON_AddNullToObject(o, "impact") != NULL) {
+            impact = NULL;
+            text = cJSON_Print(o);
+        }
+    }
+    cJSON_Delete(changes);
+    cJSON_Delete(impact);
+    cJSON_Delete(o);
+    if (!text) {
+        fprintf(stderr, "scopegate: out of memory\n");
+        return 1;
+    }
+    printf("%s\n", text);
+    cJSON_free(text);
+    return 0;
+}
+
+/* Everything diff needs from the deployment config: app names and the database's path. */
+typedef struct {
+    sg_config_t cfg;
+    const char **apps;
+    char *db;
+} deployment_t;
+
+static int load_deployment(const char *path, deployment_t *dep)
+{
+    char err[4096];
+    if (sg_config_load(path, &dep->cfg, err, sizeof(err)) != SG_OK) {
+        size_t len = strlen(err);
+        fprintf(stderr, "%s%s", err, len && err[len - 1] == '\n' ? "" : "\n");
+        return -1;
+    }
+    dep->apps = calloc(dep->cfg.napps + 1, sizeof(*dep->apps));
+    if (!dep->apps || asprintf(&dep->db, "%s/scopegate.db", dep->cfg.state_dir) < 0) {
+        dep->db = NULL;
+        fprintf(stderr, "scopegate: out of memory\n");
+        return -1;
+    }
+    for (size_t i = 0; i < dep->cfg.napps; i++)
+        dep->apps[i] = dep->cfg.apps[i].name;
+    return 0;
+}
+
+static void deployment_free(deployment_t *dep)
+{
+    free(dep->apps);
+    free(dep->db);
+    sg_config_free(&dep->cfg);
+}
+
+static int diff(int argc, char **argv)
+{
+    const char *files[2] = {NULL, NULL}, *config = NULL;
+    int nfiles = 0, json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL, *opt = argv[i];
+        if (strcmp(opt, "--help") == 0)
+            return usage(stdout);
+        if (strcmp(opt, "--json") == 0) {
+            json = 1;
+        } else if (take_option(argc, argv, &i, "--config", &v)) {
+            if (!v)
+                return usage_error("policy diff: %s needs a FILE", opt);
+            config = v;
+        } else if (is_option(opt)) {
+            return usage_error("policy diff: unknown option '%s'", opt);
+        } else if (nfiles == 2) {
+            return usage_error("policy diff: two policies only ('%s' is a third)", opt);
+        } else {
+            files[nfiles++] = opt;
+        }
+    }
+    if (nfiles == 0 || (nfiles == 1 && !config))
+        return usage_error("policy diff: which OLD and NEW policy files? (with --config, OLD may "
+                           "be left out: the config's policy_file)");
+
+    deployment_t dep = {.apps = NULL};
+    int status = 1, nomem = 0;
+    sg_policy_t *old = NULL, *new = NULL;
+    cJSON *changes = NULL, *impact = NULL;
+    impact_t im = {.old = NULL};
+    if (config && load_deployment(config, &dep) != 0)
+        goto done;
+    const char *old_file = nfiles == 2 ? files[0] : dep.cfg.policy_file;
+    const char *new_file = nfiles == 2 ? files[1] : files[0];
+    sg_policy_opts_t opts = {.known_apps = config ? dep.apps : NULL};
+    old = load_quiet(old_file, &opts, &nomem);
+    new = load_quiet(new_file, &opts, &nomem);
+    if (!old || !new)
+        goto done;
+    if (sg_policy_diff(old, new, &changes) != SG_OK) {
+        nomem = 1;
+        goto done;
+    }
+    int missing = 0;
+    if (config) {
+        im.old = old;
+        im.new = new;
+        missing = measure(dep.db, &im);
+        if (missing < 0)
+            goto done;
+    }
+    if (json) {
+        if (config && !(impact = impact_json(dep.db, missing, &im))) {
+            nomem = 1;
+            goto done;
+        }
+        status = print_diff_json(changes, impact);
+        changes = impact = NULL; /* print_diff_json took them */
+        goto done;
+    }
+    int n = cJSON_GetArraySize(changes);
+    for (int i = 0; i < n; i++)
+        printf("%s\n", cJSON_GetObjectItem(cJSON_GetArrayItem(changes, i), "text")->valuestring);
+    if (n == 0)
+        printf("no changes\n");
+    if (config)
+        print_impact(dep.db, missing, &im);
+    status = 0;
+done:
+    if (nomem)
+        fprintf(stderr, "scopegate: out of memory\n");
+    cJSON_Delete(changes);
+    cJSON_Delete(impact);
+    impact_free(&im);
+    sg_policy_free(old);
+    sg_policy_free(new);
+    if (config)
+        deployment_free(&dep);
+    return status;
+}
+
 int sg_cli_policy(int argc, char **argv)
 {
     if (argc < 2)
@@ -248,6 +771,8 @@ int sg_cli_policy(int argc, char **argv)
         return check(argc - 1, argv + 1);
     if (strcmp(argv[1], "explain") == 0)
         return explain(argc - 1, argv + 1);
+    if (strcmp(argv[1], "diff") == 0)
+        return diff(argc - 1, argv + 1);
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0)
         return usage(stdout);
     return usage_error("unknown policy command '%s'", argv[1]);

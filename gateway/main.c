@@ -18,6 +18,9 @@ static int usage(FILE *out)
             "             check a scope policy; every problem as FILE:LINE: error|warning: ...\n"
             "  policy explain FILE (--claims JSON | --claims-file PATH)\n"
             "             print as JSON the role these claims get and the rule that decided\n"
+            "  policy diff OLD NEW [--config FILE] [--json]\n"
+            "             what changes between two policies and, with --config, which sessions\n"
+            "             and stored grants it would affect\n"
             "  version    print the version and exit\n");
     return out == stderr ? 2 : 0;
 }

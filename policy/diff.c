@@ -68,8 +68,8 @@ static const char *yes_no(int v)
     return v ? "yes" : "no";
 }
 
-/* The items of v that are not in not, joined by ", " (NULL when out of memory). */
-static char *join_missing(const char *const *v, size_t n, const char *const *not, size_t nnot,
+/* The items of v that are not in except, joined by ", " (NULL when out of memory). */
+static char *join_missing(const char *const *v, size_t n, const char *const *except, size_t nexcept,
                           size_t *count)
 {
     sg_buf_t b;
@@ -77,7 +77,7 @@ static char *join_missing(const char *const *v, size_t n, const char *const *not
     sg_rc rc = sg_buf_adds(&b, "");
     *count = 0;
     for (size_t i = 0; i < n && !rc; i++) {
-        if (in_list(v[i], not, nnot) || in_list(v[i], v, i))
+        if (in_list(v[i], except, nexcept) || in_list(v[i], v, i))
             continue;
         rc = sg_buf_printf(&b, "%s%s", *count ? ", " : "", v[i]);
         (*count)++;
@@ -140,15 +140,15 @@ static void f_bool(diff_t *d, cJSON *o, const char *key, int v)
         d->nomem = 1;
 }
 
-/* The items of v not in not, as a JSON array of strings. */
+/* The items of v not in except, as a JSON array of strings. */
 static void f_missing(diff_t *d, cJSON *o, const char *key, const char *const *v, size_t n,
-                      const char *const *not, size_t nnot)
+                      const char *const *except, size_t nexcept)
 {
     if (!o)
         return;
     cJSON *a = cJSON_AddArrayToObject(o, key);
     for (size_t i = 0; a && i < n; i++) {
-        if (in_list(v[i], not, nnot) || in_list(v[i], v, i))
+        if (in_list(v[i], except, nexcept) || in_list(v[i], v, i))
             continue;
         cJSON *s = cJSON_CreateString(v[i]);
         if (!s || !cJSON_AddItemToArray(a, s)) {
@@ -191,8 +191,8 @@ static void scopes_added(diff_t *d, const char *kind, const char *role, const ch
 static void diff_signin(diff_t *d, const sg_policy_signin_t *a, const sg_policy_signin_t *b)
 {
     if (!same_str(a->app, b->app)) {
-        cJSON *o = emit(d, "signin_app_changed", "sign-in app '%s' -> '%s'", nz(a->app),
-                        nz(b->app));
+        cJSON *o =
+            emit(d, "signin_app_changed", "sign-in app '%s' -> '%s'", nz(a->app), nz(b->app));
         f_str(d, o, "from", a->app);
         f_str(d, o, "to", b->app);
     }
@@ -357,7 +357,8 @@ static const char *role_of(const sg_policy_rule_t *r)
 /* Same role, same claim, same test: only the values may differ. */
 static int same_test(const sg_policy_rule_t *a, const sg_policy_rule_t *b)
 {
-    return strcmp(role_of(a), role_of(b)) == 0 && a->kind == b->kind && same_str(a->claim, b->claim);
+    return strcmp(role_of(a), role_of(b)) == 0 && a->kind == b->kind &&
+           same_str(a->claim, b->claim);
 }
 
 static int same_rule(const sg_policy_rule_t *a, const sg_policy_rule_t *b)
@@ -383,55 +384,69 @@ static void rule_fields(diff_t *d, cJSON *o, const sg_policy_rule_t *r)
     f_str(d, o, "rule", r->text);
 }
 
-/*
- * Marks in keep the matched rules that stay in order: the longest run whose positions in new
- * increase along old, preferring earlier rules of old when several runs are as long (so a
- * rule pulled up is the one reported as moved, not every rule it passed). seq[k] is the
- * position in new of the k-th matched rule of old. -1 when out of memory.
- */
-static int keep_order(const size_t *seq, size_t n, unsigned char *keep)
+/* A Fenwick tree of prefix maxima over positions 1..n (t has n + 1 slots, zeroed). */
+static long long fw_max(const long long *t, size_t i)
 {
-    if (n == 0)
-        return 0;
-    size_t *len = calloc(n, sizeof(*len)), *tops = calloc(n, sizeof(*tops)), ntops = 0;
-    if (!len || !tops) {
-        free(len);
-        free(tops);
+    long long m = 0;
+    for (; i > 0; i -= i & -i)
+        if (t[i] > m)
+            m = t[i];
+    return m;
+}
+
+static void fw_raise(long long *t, size_t n, size_t i, long long v)
+{
+    for (; i <= n; i += i & -i)
+        if (t[i] < v)
+            t[i] = v;
+}
+
+/*
+ * Marks in keep the matched rules that stay in order; the others are reported as moved. Kept:
+ * the longest run of rules whose positions in new increase along old; among runs as long,
+ * the one keeping most rules at their very position, then the one keeping earlier rules of
+ * old (so in a swap the rule pulled up is the one reported as moved, not every rule it
+ * passed). seq[k] is the position in new of the k-th matched rule of old, at[k] its position
+ * in old, nb the number of rules in new. -1 when out of memory.
+ */
+static int keep_order(const size_t *seq, const size_t *at, size_t n, size_t nb, unsigned char *keep)
+{
+    long long *best = calloc(n ? n : 1, sizeof(*best)), *tree = calloc(nb + 1, sizeof(*tree));
+    if (!best || !tree) {
+        free(best);
+        free(tree);
         return -1;
     }
-    /* From the right: tops[m] is the largest first position of an increasing run of length
-     * m + 1 seen so far (tops decreases with m); len[k] is the longest run starting at k. */
+    /* A kept rule is worth one run length (w) and one more if it did not move at all, so
+     * length always counts first. best[k]: the best run starting at k, found from the right,
+     * with the tree indexed by nb - position so that a prefix is "later in new". */
+    const long long w = (long long)n + 1;
+    long long total = 0;
     for (size_t k = n; k-- > 0;) {
-        size_t lo = 0, hi = ntops;
-        while (lo < hi) {
-            size_t mid = lo + (hi - lo) / 2;
-            if (tops[mid] > seq[k])
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        tops[lo] = seq[k];
-        if (lo == ntops)
-            ntops++;
-        len[k] = lo + 1;
+        size_t r = nb - seq[k];
+        best[k] = w + (seq[k] == at[k]) + fw_max(tree, r - 1);
+        fw_raise(tree, nb, r, best[k]);
+        if (best[k] > total)
+            total = best[k];
     }
-    size_t want = ntops, last = 0;
+    /* Forward, the first rule that can still complete the best run is kept. */
+    size_t last = 0;
     int any = 0;
-    for (size_t k = 0; k < n && want; k++) {
-        if (len[k] < want || (any && seq[k] <= last))
+    for (size_t k = 0; k < n && total > 0; k++) {
+        if (best[k] != total || (any && seq[k] <= last))
             continue;
         keep[k] = 1;
+        total -= w + (seq[k] == at[k]);
         last = seq[k];
         any = 1;
-        want--;
     }
-    free(len);
-    free(tops);
+    free(best);
+    free(tree);
     return 0;
 }
 
-static void rule_changed(diff_t *d, const sg_policy_rule_t *a, size_t ia,
-                         const sg_policy_rule_t *b, size_t ib)
+static void rule_changed(diff_t *d, const sg_policy_rule_t *a, size_t ia, const sg_policy_rule_t *b,
+                         size_t ib)
 {
     size_t nadd = 0, ndel = 0;
     char *add = join_missing(b->values, b->nvalues, a->values, a->nvalues, &nadd);
@@ -504,7 +519,7 @@ static void report_moves(diff_t *d, const sg_policy_t *a, const sg_policy_t *b,
         from[n] = i;
         seq[n++] = old_to[i];
     }
-    if (keep_order(seq, n, keep) != 0)
+    if (keep_order(seq, from, n, b->nrules, keep) != 0)
         goto done;
     for (size_t k = 0; k < n; k++) {
         if (keep[k])

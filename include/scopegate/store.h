@@ -125,7 +125,6 @@ sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t
  * is no database file; SG_ERR_CONFIG when its schema is not this scopegate's (older: start
  * the gateway once to upgrade it; newer: use the matching scopegate).
  */
-sg_rc sg_store_open_sqlite_readonly(const char *path, sg_store_t **out, char *err,
-                                    size_t errlen);
+sg_rc sg_store_open_sqlite_readonly(const char *path, sg_store_t **out, char *err, size_t errlen);
 
 #endif

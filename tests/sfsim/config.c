@@ -1,7 +1,9 @@
 /* sfsim's org description: libconfig file → sim_config_t. Format: tests/sfsim/README.md. */
 #include "sim.h"
+#include "soql.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <libconfig.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -237,6 +239,8 @@ static const char *const settings_keys[] = {"code_lifetime",
                                             "key_file",
                                             "kid",
                                             "jwt_audiences",
+                                            "oauthtoken_visibility",
+                                            "oauthtoken_id",
                                             NULL};
 static const char *const profile_keys[] = {"name", "session_timeout", NULL};
 static const char *const user_keys[] = {"username",        "password",   "id",     "email",
@@ -259,6 +263,7 @@ static const char *const app_keys[] = {"name",
                                        "eviction",
                                        "session_timeout",
                                        "require_secret",
+                                       "app_menu_item_id",
                                        NULL};
 static const char *const top_keys[] = {"org", "settings", "profiles", "users", "apps", NULL};
 
@@ -322,6 +327,37 @@ static void load_user(loader_t *L, const config_setting_t *s, sim_user_t *u)
     }
 }
 
+static int valid_sf_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n != 15 && n != 18)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)id[i]))
+            return 0;
+    return 1;
+}
+
+/*
+ * The AppMenuItemId of an app's OauthToken rows: the configured id (15 characters get
+ * Salesforce's case-safe suffix), else one derived from the app's position, with AppMenuItem's
+ * key prefix 0DS: 0DS000000000001 -> 0DS000000000001GAA.
+ */
+static void finish_menu_item_id(sim_app_t *a, size_t index)
+{
+    char id15[16];
+    if (a->menu_item_id)
+        snprintf(id15, sizeof(id15), "%.15s", a->menu_item_id);
+    else
+        snprintf(id15, sizeof(id15), "0DS%012zu", (index + 1) % 1000000000000u);
+    if (a->menu_item_id && strlen(a->menu_item_id) == 18)
+        return;
+    char id18[19];
+    soql_id18(id15, id18);
+    free(a->menu_item_id);
+    a->menu_item_id = strdup(id18);
+}
+
 static void load_app(loader_t *L, const config_setting_t *s, sim_app_t *a)
 {
     check_keys(L, s, app_keys);
@@ -377,6 +413,9 @@ static void load_app(loader_t *L, const config_setting_t *s, sim_app_t *a)
     free(p);
     a->session_timeout = get_duration(L, s, "session_timeout", 0);
     a->require_secret = get_bool(L, s, "require_secret", 1);
+    a->menu_item_id = get_str(L, s, "app_menu_item_id", NULL, 0);
+    if (a->menu_item_id && !valid_sf_id(a->menu_item_id))
+        fail_at(L, s, "app_menu_item_id must be a 15- or 18-character Salesforce id");
 }
 
 int sim_config_load(const char *path, sim_config_t *cfg, char *err, size_t errlen)
@@ -442,6 +481,21 @@ int sim_config_load(const char *path, sim_config_t *cfg, char *err, size_t errle
     cfg->key_file = resolve_path(&L, kf);
     free(kf);
     cfg->kid = get_str(&L, st, "kid", "248", 0);
+    /* UNCONFIRMED (reference 7): who sees which OauthToken rows; Salesforce's object reference
+     * says users with Customize Application (older texts: Manage Users) see every user's. */
+    p = get_str(&L, st, "oauthtoken_visibility", "admin", 0);
+    if (p && strcmp(p, "all") == 0)
+        cfg->oauthtoken_visibility_all = 1;
+    else if (!p || strcmp(p, "admin") != 0)
+        fail_at(&L, st, "oauthtoken_visibility must be admin or all");
+    free(p);
+    /* UNCONFIRMED: the object reference calls Id "reserved for future use", always null. */
+    p = get_str(&L, st, "oauthtoken_id", "synthetic", 0);
+    if (p && strcmp(p, "null") == 0)
+        cfg->oauthtoken_id_null = 1;
+    else if (!p || strcmp(p, "synthetic") != 0)
+        fail_at(&L, st, "oauthtoken_id must be synthetic or null");
+    free(p);
     if (st && config_setting_get_member(st, "jwt_audiences")) {
         cfg->jwt_audiences = get_str_list(&L, st, "jwt_audiences", &cfg->njwt_audiences);
     } else {
@@ -481,6 +535,7 @@ int sim_config_load(const char *path, sim_config_t *cfg, char *err, size_t errle
     cfg->apps = calloc((size_t)n + 1, sizeof(sim_app_t));
     for (int i = 0; cfg->apps && i < n; i++) {
         load_app(&L, config_setting_get_elem(list, (unsigned)i), &cfg->apps[i]);
+        finish_menu_item_id(&cfg->apps[i], (size_t)i);
         cfg->napps++;
     }
 
@@ -539,6 +594,7 @@ void sim_config_free(sim_config_t *cfg)
         free_list(a->scopes, a->nscopes);
         free_list(a->preauth_profiles, a->npreauth);
         EVP_PKEY_free(a->jwt_key);
+        free(a->menu_item_id);
     }
     free(cfg->apps);
     memset(cfg, 0, sizeof(*cfg));

@@ -1,6 +1,7 @@
 /*
  * Everything but authorize and token: discovery, keys, revoke, introspect, userinfo, the
- * identity URL and the small REST resource. Reference sections 1.2, 1.3, 1.6, 1.7, 5.2.
+ * identity URL and the small REST resource (its query resource is query.c). Reference
+ * sections 1.2, 1.3, 1.6, 1.7, 5.2.
  */
 #include "sim.h"
 
@@ -389,6 +390,40 @@ void sim_route_identity(sim_req_t *r, sg_resp_t *w)
     sim_resp_json(w, 200, j);
 }
 
+sim_access_t *sim_rest_session(sim_req_t *r, sg_resp_t *w)
+{
+    sim_access_t *a = sim_access_check(sim_bearer(r), 1);
+    if (!a) {
+        /* Reference 5.2: the exact body, a JSON array. */
+        sg_resp_text(w, 401, "application/json;charset=UTF-8",
+                     "[{\"message\":\"Session expired or invalid\",\"errorCode\":"
+                     "\"INVALID_SESSION_ID\"}]");
+        return NULL;
+    }
+    if (!sim_scope_has(a->scopes, "api") && !sim_scope_has(a->scopes, "full") &&
+        !sim_scope_has(a->scopes, "web")) {
+        sg_resp_text(w, 401, "application/json;charset=UTF-8",
+                     "[{\"message\":\"This session is not valid for use with the REST API\","
+                     "\"errorCode\":\"INVALID_SESSION_ID\"}]");
+        return NULL;
+    }
+    return a;
+}
+
+/* "/services/data/vNN.N/query" or ".../query/": the version ("62.0") into version[5]. */
+static int query_path(const char *path, char version[5])
+{
+    const char *p = path + strlen("/services/data/v");
+    if (strncmp(path, "/services/data/v", 16) != 0 || !isdigit((unsigned char)p[0]) ||
+        !isdigit((unsigned char)p[1]) || p[2] != '.' || !isdigit((unsigned char)p[3]))
+        return 0;
+    if (strcmp(p + 4, "/query") != 0 && strcmp(p + 4, "/query/") != 0)
+        return 0;
+    memcpy(version, p, 4);
+    version[4] = '\0';
+    return 1;
+}
+
 void sim_route_data(sim_req_t *r, sg_resp_t *w)
 {
     if (strcmp(r->h->path, "/services/data") == 0 || strcmp(r->h->path, "/services/data/") == 0) {
@@ -398,6 +433,11 @@ void sim_route_data(sim_req_t *r, sg_resp_t *w)
                      "\"version\":\"62.0\"}]");
         return;
     }
+    char version[5];
+    if (query_path(r->h->path, version)) {
+        sim_route_query(r, w, version);
+        return;
+    }
     if (strcmp(r->h->path, "/services/data/v62.0/") != 0 &&
         strcmp(r->h->path, "/services/data/v62.0") != 0) {
         sg_resp_text(w, 404, "application/json;charset=UTF-8",
@@ -405,21 +445,8 @@ void sim_route_data(sim_req_t *r, sg_resp_t *w)
                      "not exist\"}]");
         return;
     }
-    sim_access_t *a = sim_access_check(sim_bearer(r), 1);
-    if (!a) {
-        /* Reference 5.2: the exact body, a JSON array. */
-        sg_resp_text(w, 401, "application/json;charset=UTF-8",
-                     "[{\"message\":\"Session expired or invalid\",\"errorCode\":"
-                     "\"INVALID_SESSION_ID\"}]");
+    if (!sim_rest_session(r, w))
         return;
-    }
-    if (!sim_scope_has(a->scopes, "api") && !sim_scope_has(a->scopes, "full") &&
-        !sim_scope_has(a->scopes, "web")) {
-        sg_resp_text(w, 401, "application/json;charset=UTF-8",
-                     "[{\"message\":\"This session is not valid for use with the REST API\","
-                     "\"errorCode\":\"INVALID_SESSION_ID\"}]");
-        return;
-    }
     sg_resp_text(w, 200, "application/json;charset=UTF-8",
                  "{\"tooling\":\"/services/data/v62.0/tooling\","
                  "\"query\":\"/services/data/v62.0/query\","

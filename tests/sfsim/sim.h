@@ -75,6 +75,7 @@ typedef struct {
     int require_secret;
     int blocked;
     int always_refresh; /* test knob: a refresh token whatever the scopes (misconfigured app) */
+    char *menu_item_id; /* 18-character AppMenuItemId of its OauthToken rows (reference 7) */
 } sim_app_t;
 
 typedef struct {
@@ -92,6 +93,8 @@ typedef struct {
     char *key_file, *kid;
     char **jwt_audiences;
     size_t njwt_audiences;
+    int oauthtoken_visibility_all; /* every token sees every OauthToken row (else admins only) */
+    int oauthtoken_id_null;        /* OauthToken.Id is null, as the object reference says */
 
     sim_profile_t *profiles;
     size_t nprofiles;
@@ -296,6 +299,8 @@ void sim_route_introspect(sim_req_t *r, sg_resp_t *w);
 void sim_route_userinfo(sim_req_t *r, sg_resp_t *w);
 void sim_route_identity(sim_req_t *r, sg_resp_t *w);
 void sim_route_data(sim_req_t *r, sg_resp_t *w);
+/* GET /services/data/vNN.N/query?q=SOQL (query.c); version is "62.0". */
+void sim_route_query(sim_req_t *r, sg_resp_t *w, const char *version);
 void sim_route_control(sim_req_t *r, sg_resp_t *w);
 
 /* Helpers shared by routes */
@@ -304,6 +309,9 @@ int sim_reject_dup(const sg_form_t *form, sg_resp_t *w);
 char *sim_identity_url(const char *base, const sim_user_t *u);
 /* Bearer token from the Authorization header (or NULL). */
 const char *sim_bearer(const sim_req_t *r);
+/* The REST API's session: a live access token with api, full or web, or NULL with w filled
+ * (401 INVALID_SESSION_ID, reference 5.2). Records activity. */
+sim_access_t *sim_rest_session(sim_req_t *r, sg_resp_t *w);
 /* A form body, when the request is a form POST; -1 with w filled when it is not usable. */
 int sim_parse_body_form(sim_req_t *r, sg_form_t *form);
 
