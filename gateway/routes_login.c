@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "scopegate/crypto.h"
 #include "scopegate/log.h"
@@ -178,8 +179,49 @@ done:
     return rc;
 }
 
+static int loopback_name(const char *h, size_t n)
+{
+    return (n == 9 && strncasecmp(h, "localhost", 9) == 0) ||
+           (n == 9 && !strncmp(h, "127.0.0.1", 9)) || (n == 5 && strncmp(h, "[::1]", 5) == 0);
+}
+
+/*
+ * The browser must start the sign-in on public_url's host: the login cookie is set there and
+ * the provider sends the browser back there. A browser that came by another loopback name for
+ * the same port (localhost for 127.0.0.1, as in the demo) is sent over first. Only that case:
+ * behind a proxy the Host header may name the upstream, and that must not cause a loop.
+ */
+static int on_public_host(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w)
+{
+    const char *host = sg_req_header(r, "Host");
+    const char *pub = strstr(gw->cfg.public_url, "://");
+    pub = pub ? pub + 3 : gw->cfg.public_url;
+    size_t publen = strcspn(pub, "/");
+    if (!host)
+        return 1;
+    const char *hc = strrchr(host, ':'), *pc = memrchr(pub, ':', publen);
+    if (!hc || !pc || strlen(hc) != (size_t)(pub + publen - pc) || strncmp(hc, pc, strlen(hc)) != 0)
+        return 1; /* another port: not a second name for this listener */
+    size_t hn = (size_t)(hc - host), pn = (size_t)(pc - pub);
+    if (!loopback_name(host, hn) || !loopback_name(pub, pn) ||
+        (hn == pn && strncasecmp(host, pub, hn) == 0))
+        return 1;
+    sg_buf_t b;
+    sg_buf_init(&b, SG_RD_MAX * 3 + 512);
+    sg_buf_printf(&b, "%s/login%s%s", gw->cfg.public_url, r->raw_query ? "?" : "",
+                  r->raw_query ? r->raw_query : "");
+    if (b.ptr && !strpbrk(b.ptr, "\r\n"))
+        sg_resp_redirect(w, b.ptr);
+    else
+        sg_page_error(w, 400, "The sign-in link is malformed.", "Open the application again.");
+    sg_buf_free(&b);
+    return 0;
+}
+
 void sg_route_login(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
+    if (!on_public_host(gw, r, w))
+        return;
     const char *rd = sg_form_get(&r->query, "rd");
     if (r->query_bad || sg_form_first_dup(&r->query)) {
         sg_page_error(w, 400, "The sign-in link is malformed.",

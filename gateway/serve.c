@@ -160,6 +160,22 @@ static int ensure_state_dir(const char *dir)
     return 0;
 }
 
+/* SHA-256 (hex) of a file's bytes, to name a rejected policy in the audit log; NULL when it
+ * cannot be read. */
+static char *file_sha256(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    sg_buf_t b;
+    sg_buf_init(&b, SG_POLICY_MAX_BYTES);
+    sg_rc rc = sg_buf_add_file(&b, f);
+    fclose(f);
+    char *hex = rc ? NULL : sg_sha256_hex(b.ptr ? b.ptr : "", b.len);
+    sg_buf_free(&b);
+    return hex;
+}
+
 static sg_policy_t *load_policy(sg_gateway_t *gw, const char *why)
 {
     const char *apps[65];
@@ -188,9 +204,11 @@ static sg_policy_t *load_policy(sg_gateway_t *gw, const char *why)
     sg_diags_free(&d);
     sg_metrics_inc("scopegate_policy_reload_total",
                    rc == SG_OK ? "result=\"ok\"" : "result=\"error\"");
+    char *rejected = rc == SG_OK ? NULL : file_sha256(gw->cfg.policy_file);
     sg_audit(gw->audit, rc == SG_OK ? "policy_loaded" : "policy_rejected", "file",
-             gw->cfg.policy_file, "sha256", rc == SG_OK ? sg_policy_hash(p) : NULL, "trigger", why,
-             NULL);
+             gw->cfg.policy_file, "sha256", rc == SG_OK ? sg_policy_hash(p) : rejected, "trigger",
+             why, NULL);
+    free(rejected);
     if (rc == SG_OK)
         sg_log(SG_LOG_INFO, "policy_loaded", "%s policy %s (sha256 %s)", why, sg_policy_source(p),
                sg_policy_hash(p));
@@ -208,10 +226,22 @@ static sg_policy_t *load_policy(sg_gateway_t *gw, const char *why)
 }
 
 /* sg_session_role_fn: a session's role under the policy now in force. */
+typedef struct {
+    sg_gateway_t *gw;
+    const char *trigger;
+} reresolve_ctx_t;
+
 static int session_role(void *ctx, const sg_session_rec_t *rec, char *role, size_t rolelen,
                         long long *idle, long long *max)
 {
-    sg_gateway_t *gw = ctx;
+    const reresolve_ctx_t *rc = ctx;
+    sg_gateway_t *gw = rc->gw;
+    if (!rec->role || !sg_policy_role(sg_gw_policy(gw), rec->role)) {
+        /* The session's role is gone from the policy: the session ends (issue 5). */
+        sg_audit(gw->audit, "session_ended", "user_id", rec->user_id, "role", rec->role, "reason",
+                 "the role no longer exists", "trigger", rc->trigger, NULL);
+        return 0;
+    }
     cJSON *claims = cJSON_Parse(rec->claims ? rec->claims : "{}");
     sg_policy_result_t res;
     int keep = claims && sg_policy_resolve(sg_gw_policy(gw), claims, &res) == SG_OK;
@@ -226,7 +256,7 @@ static int session_role(void *ctx, const sg_session_rec_t *rec, char *role, size
     *max = res.role->max;
     if (!rec->role || strcmp(rec->role, res.role->name) != 0)
         sg_audit(gw->audit, "role_changed", "user_id", rec->user_id, "from", rec->role, "to",
-                 res.role->name, "rule", res.rule->text, "trigger", "policy reload", NULL);
+                 res.role->name, "rule", res.rule->text, "trigger", rc->trigger, NULL);
     return 1;
 }
 
@@ -252,7 +282,8 @@ void sg_gw_reload(sg_gateway_t *gw, const char *trigger, sg_reload_result_t *res
     }
     snprintf(res->sha256, sizeof(res->sha256), "%s", sg_policy_hash(sg_gw_policy(gw)));
     pthread_mutex_unlock(&gw->reload_lock);
-    if (res->ok && sg_sessions_reresolve(gw->sessions, session_role, gw, &res->sessions_changed,
+    reresolve_ctx_t rctx = {gw, trigger};
+    if (res->ok && sg_sessions_reresolve(gw->sessions, session_role, &rctx, &res->sessions_changed,
                                          &res->sessions_ended))
         sg_log(SG_LOG_ERROR, "sessions_reresolve", "could not decide every session's role again");
     if (res->ok && (res->sessions_changed || res->sessions_ended))

@@ -1183,9 +1183,19 @@ static void test_audit_log(void **state)
           "the renamed audit log was written to after the reopen:\n%s",
           old_now ? old_now + (old_text ? strlen(old_text) : 0) : "(gone)");
 
-    CHECK(!*missing, "event classes missing from the audit log:%s\nthe log:\n%s", missing, text);
-    CHECK(audit_find(text, "session_ended", "user_id", OPS_ID),
-          "session_ended for ops (the auditor role was removed):\n%s", text);
+    /* Last, together, so that one failure does not hide the others. */
+    const char *wrong = "";
+    if (*missing)
+        wrong = FMT("%s\n- event classes missing from the audit log:%s", wrong, missing);
+    if (!audit_find(text, "session_ended", "user_id", OPS_ID))
+        wrong = FMT("%s\n- no session_ended for ops, whose role (auditor) C2 removed", wrong);
+    /* The rejected file's hash is recorded too (README, issue 5: "policy loaded or rejected
+     * (file hash, who/what triggered)"): it says which version of the file was refused. */
+    j = audit_find(text, "policy_rejected", NULL, NULL);
+    if (!jstr(j, "sha256") || strcmp(jstr(j, "sha256"), sha_hex(c2_broken)) != 0)
+        wrong = FMT("%s\n- policy_rejected should carry the rejected file's sha256 %s: %s", wrong,
+                    sha_hex(c2_broken), json_text(j));
+    CHECK(!*wrong, "the audit log:%s\nthe log (before the rotation):\n%s", wrong, text);
 }
 
 /* ---- D: the policy page ---------------------------------------------------------------------- */
@@ -1287,8 +1297,15 @@ static void test_policy_page(void **state)
     CHECK(last && strstr(last, "ok"), "the last reload should say ok: %s", last ? last : "none");
     CHECK(!strstr(p->body, "id=\"reload-errors\""),
           "after a good reload the old errors should be gone: %.2000s", p->body);
-    /* ops is an admin under g2: now they see it too. */
-    expect_status(gw_get(ops, "/policy"), 200, "GET /policy as ops, admin under the new policy");
+    /* ops was an auditor, a role g2 removes: that session ended (issue 5). Signed in again,
+     * ops is an admin under g2 and sees the page too. */
+    th_resp_t *gone = gw_get(ops, "/policy");
+    CHECK(gone->status == 302 && gone->location && strstr(gone->location, "/login"),
+          "ops' auditor session should have ended with its role: got %ld to %s", gone->status,
+          gone->location ? gone->location : "nowhere");
+    th_client_t *ops2 = browser();
+    signin(ops2, TH_OPS, "ops");
+    expect_status(gw_get(ops2, "/policy"), 200, "GET /policy as ops, admin under the new policy");
 
     /* A plain user gets 403; someone signed out is sent to sign in. */
     th_resp_t *u = gw_get(alice, "/policy");
