@@ -96,10 +96,17 @@ void sg_audit(sg_audit_t *a, const char *event, ...)
         if (!k)
             break;
         const char *v = va_arg(ap, const char *);
-        if (v)
-            cJSON_AddStringToObject(j, k, v);
-        else
+        int number = k[0] == '#'; /* "#name": the value is written as a JSON number */
+        if (number)
+            k++;
+        char *end = NULL;
+        double d = number && v ? strtod(v, &end) : 0;
+        if (!v)
             cJSON_AddNullToObject(j, k);
+        else if (number && end && end != v && !*end)
+            cJSON_AddNumberToObject(j, k, d);
+        else
+            cJSON_AddStringToObject(j, k, v);
     }
     va_end(ap);
     char *line = cJSON_PrintUnformatted(j);

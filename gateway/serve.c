@@ -317,7 +317,7 @@ static void vault_event(void *ctx, const sg_vault_event_t *e)
     sg_gateway_t *gw = ctx;
     char id[32];
     snprintf(id, sizeof(id), "%lld", e->grant_id);
-    sg_audit(gw->audit, e->kind, "grant_id", e->grant_id ? id : NULL, "user_id", e->user_id,
+    sg_audit(gw->audit, e->kind, "#grant_id", e->grant_id ? id : NULL, "user_id", e->user_id,
              "org_id", e->org_id, "app", e->app, "reason", e->reason, "source", e->source, "caller",
              e->caller, NULL);
     if (strcmp(e->kind, "token_served") == 0)

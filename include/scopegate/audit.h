@@ -21,6 +21,7 @@ sg_rc sg_audit_reopen(sg_audit_t *a);
  * Writes one line: event, then NULL-terminated pairs of field names and values (a NULL value
  * is written as JSON null), e.g.
  *   sg_audit(a, "signin", "result", "ok", "user_id", id, "role", "admin", NULL);
+ * A name starting with '#' ("#grant_id") writes its value as a JSON number (the '#' dropped).
  * A NULL a is allowed (no audit log): nothing happens.
  */
 void sg_audit(sg_audit_t *a, const char *event, ...) __attribute__((sentinel));

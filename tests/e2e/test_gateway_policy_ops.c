@@ -1005,7 +1005,10 @@ static cJSON *audit_find(const char *text, const char *ev, const char *key, cons
         cJSON *j = keep_json(cJSON_Parse(line));
         if (!j || !jstr(j, "event") || strcmp(jstr(j, "event"), ev) != 0)
             continue;
-        if (!key || (jstr(j, key) && strcmp(jstr(j, key), value) == 0))
+        const cJSON *v = key ? cJSON_GetObjectItemCaseSensitive(j, key) : NULL;
+        /* Ids are JSON numbers (as in the token API's answers), other fields strings. */
+        if (!key || (cJSON_IsString(v) && strcmp(v->valuestring, value) == 0) ||
+            (cJSON_IsNumber(v) && v->valuedouble == atof(value)))
             return j;
     }
     return NULL;

@@ -151,6 +151,23 @@ static void apply_fault_body(sim_fault_mode mode, sg_resp_t *w)
                      "{\"access_token\":\"00D\",\"instance_url\":\"http://");
 }
 
+/* A token request answered by a fault still counts under its grant_type in /_sim/stats. */
+static void count_faulted_token(const sg_req_t *req)
+{
+    sg_form_t f = {0};
+    size_t k = SIM_GRANT_TYPES - 1;
+    if (sg_form_parse(req->body.ptr ? req->body.ptr : "", req->body.len, &f) == SG_OK) {
+        const char *gt = sg_form_get(&f, "grant_type");
+        for (size_t i = 0; gt && i < SIM_GRANT_TYPES - 1; i++)
+            if (strcmp(gt, sim_grant_type_names[i]) == 0)
+                k = i;
+    }
+    sg_form_free(&f);
+    pthread_mutex_lock(&sim_lock);
+    sim_st.token_stats[k]++;
+    pthread_mutex_unlock(&sim_lock);
+}
+
 void sim_handle(void *app, sg_req_t *req, sg_resp_t *w)
 {
     sim_req_t r = {.h = req};
@@ -177,6 +194,8 @@ void sim_handle(void *app, sg_req_t *req, sg_resp_t *w)
     if (fault == FAULT_DELAY && delay_ms > 0)
         usleep((useconds_t)(delay_ms > 60000 ? 60000 : delay_ms) * 1000);
 
+    if (fault != FAULT_NONE && fault != FAULT_DELAY && r.endpoint == EP_TOKEN)
+        count_faulted_token(req);
     if (fault == FAULT_CLOSE) {
         w->close = 1;
     } else if (fault != FAULT_NONE && fault != FAULT_DELAY) {
