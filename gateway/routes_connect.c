@@ -143,7 +143,9 @@ void sg_route_connect_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                           approvals, off->grant_limit);
         connect_form(&b, csrf, off->app, rd, died, died ? "Reconnect" : "Connect API access");
     }
-    sg_buf_printf(&b, "<p><a href=\"%s\">Continue without connecting</a></p>", live ? "/" : "/");
+    sg_buf_adds(&b, "<p><a href=\"");
+    sg_buf_add_html(&b, rd);
+    sg_buf_adds(&b, live ? "\">Continue</a></p>" : "\">Continue without connecting</a></p>");
     sg_page(w, 200, live ? "API access connected" : "Connect API access", b.ptr ? b.ptr : "");
     sg_buf_free(&b);
 }

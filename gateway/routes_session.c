@@ -124,6 +124,16 @@ void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                   "<tr><th>Session ends</th><td id=\"expires\">%s if unused until then</td>"
                   "</tr>\n</table>\n",
                   since, expires);
+    const sg_policy_role_t *role = sg_policy_role(sg_gw_policy(gw), v.role);
+    if (role && (role->offline || role->can_view_policy)) {
+        sg_buf_adds(&b, "<p>");
+        if (role->offline)
+            sg_buf_adds(&b, "<a href=\"/connections\" id=\"connections-link\">Your API "
+                            "connections</a> ");
+        if (role->can_view_policy)
+            sg_buf_adds(&b, "<a href=\"/policy\" id=\"policy-link\">Access policy</a>");
+        sg_buf_adds(&b, "</p>\n");
+    }
     sg_buf_printf(&b,
                   "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" "
                   "name=\"csrf\" value=\"%s\"><button type=\"submit\" id=\"logout\">Sign "
