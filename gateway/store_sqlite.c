@@ -1077,6 +1077,24 @@ static sg_rc prepare_all(sqlite_store_t *st, char *err, size_t errlen)
     return SG_OK;
 }
 
+/* A store handle for path, not opened yet; NULL (with err) when out of memory. */
+static sqlite_store_t *store_new(const char *path, char *err, size_t errlen)
+{
+    sqlite_store_t *st = calloc(1, sizeof(*st));
+    if (st) {
+        st->base.ops = &sqlite_ops;
+        st->path = strdup(path);
+        if (!st->path || pthread_mutex_init(&st->mu, NULL) != 0) {
+            free(st->path);
+            free(st);
+            st = NULL;
+        }
+    }
+    if (!st)
+        set_err(err, errlen, "out of memory");
+    return st;
+}
+
 sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t errlen)
 {
     if (err && errlen)
@@ -1096,19 +1114,9 @@ sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t
     if (rc)
         return rc;
 
-    sqlite_store_t *st = calloc(1, sizeof(*st));
-    if (!st) {
-        set_err(err, errlen, "out of memory");
+    sqlite_store_t *st = store_new(path, err, errlen);
+    if (!st)
         return SG_ERR_NOMEM;
-    }
-    st->base.ops = &sqlite_ops;
-    st->path = strdup(path);
-    if (!st->path || pthread_mutex_init(&st->mu, NULL) != 0) {
-        free(st->path);
-        free(st);
-        set_err(err, errlen, "out of memory");
-        return SG_ERR_NOMEM;
-    }
 
     /* No SQLITE_OPEN_CREATE: the file exists, made 0600 above. */
     int src = sqlite3_open_v2(
@@ -1169,19 +1177,9 @@ sg_rc sg_store_open_sqlite_readonly(const char *path, sg_store_t **out, char *er
         set_err(err, errlen, "%s: not a regular file", path);
         return SG_ERR_IO;
     }
-    sqlite_store_t *st = calloc(1, sizeof(*st));
-    if (!st) {
-        set_err(err, errlen, "out of memory");
+    sqlite_store_t *st = store_new(path, err, errlen);
+    if (!st)
         return SG_ERR_NOMEM;
-    }
-    st->base.ops = &sqlite_ops;
-    st->path = strdup(path);
-    if (!st->path || pthread_mutex_init(&st->mu, NULL) != 0) {
-        free(st->path);
-        free(st);
-        set_err(err, errlen, "out of memory");
-        return SG_ERR_NOMEM;
-    }
     sg_rc rc;
     int src = sqlite3_open_v2(
         path, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL);

@@ -1887,15 +1887,17 @@ static int port_was_taken(const th_stack_t *s)
     return taken;
 }
 
-static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, int *retry);
+static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, const char *public_url,
+                     int *retry);
 /* The jwt app's and the integration's config text (appended section below). */
 static int jwt_parts(const th_stack_t *s, const th_stack_opts_t *opts, char **app, char **integ);
 
-int th_stack_start_opts(th_stack_t *s, const th_stack_opts_t *opts)
+/* Starts the stack; public_url NULL means the gateway's own URL. Retries a taken port. */
+static int stack_start(th_stack_t *s, const th_stack_opts_t *opts, const char *public_url)
 {
     for (int attempt = 1;; attempt++) {
         int retry = 0;
-        if (stack_try(s, opts, &retry) == 0)
+        if (stack_try(s, opts, public_url, &retry) == 0)
             return 0;
         if (!retry || attempt == 3)
             return -1;
@@ -1903,7 +1905,12 @@ int th_stack_start_opts(th_stack_t *s, const th_stack_opts_t *opts)
     }
 }
 
-static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, int *retry)
+int th_stack_start_opts(th_stack_t *s, const th_stack_opts_t *opts)
+{
+    return stack_start(s, opts, NULL);
+}
+
+static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, const char *public_url, int *retry)
 {
     memset(s, 0, sizeof *s);
     s->sim.pid = s->gw.pid = -1;
@@ -1932,7 +1939,9 @@ static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, int *retry)
     if (probe < 0)
         goto fail;
     snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
-    callback = th_fmt("%s/oauth/callback", s->url);
+    if (!public_url)
+        public_url = s->url;
+    callback = th_fmt("%s/oauth/callback", public_url);
     if (!callback || write_org_copy(s->sim_cfg, callback) || th_sfsim_start(&s->sim, s->sim_cfg))
         goto fail;
 
@@ -1954,7 +1963,7 @@ static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, int *retry)
                      "          client_secret_file = \"api.secret\"; };\n"
                      "%s"
                      "};\n%s%s%s",
-                     s->port, s->url, opts->provider_timeout ? opts->provider_timeout : "2s",
+                     s->port, public_url, opts->provider_timeout ? opts->provider_timeout : "2s",
                      opts->log_level ? opts->log_level : "debug", s->sim.url, s->sim.url,
                      jwt_app ? jwt_app : "", opts->extra_config ? opts->extra_config : "",
                      opts->extra_config ? "\n" : "", jwt_integ ? jwt_integ : "");
@@ -2228,95 +2237,14 @@ double th_metric(const char *text, const char *name, const char *const *labels)
 
 int th_stack_start_public(th_stack_t *s, const th_stack_opts_t *opts, const char *public_url)
 {
-    memset(s, 0, sizeof *s);
-    s->sim.pid = s->gw.pid = -1;
-    th_stack_opts_t none = {0};
-    if (!opts)
-        opts = &none;
     if (!public_url || strncmp(public_url, "http", 4) != 0 ||
         public_url[strlen(public_url) - 1] == '/') {
+        memset(s, 0, sizeof *s);
+        s->sim.pid = s->gw.pid = -1;
         fprintf(stderr, "harness: public_url must be an http(s) URL without a trailing slash\n");
         return -1;
     }
-    const char *tmp = getenv("TMPDIR");
-    int probe = -1;
-    char *callback = NULL, *gw_text = NULL, *path = NULL;
-    char *jwt_app = NULL, *jwt_integ = NULL;
-    int n = snprintf(s->dir, sizeof s->dir, "%s/sg-stack-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (n < 0 || (size_t)n >= sizeof s->dir || !mkdtemp(s->dir)) {
-        fprintf(stderr, "harness: cannot make a temporary folder: %s\n", strerror(errno));
-        s->dir[0] = '\0';
-        return -1;
-    }
-    if (stack_path(s->gw_cfg, sizeof s->gw_cfg, s->dir, "gateway.cfg") ||
-        stack_path(s->policy, sizeof s->policy, s->dir, "policy.cfg") ||
-        stack_path(s->state_dir, sizeof s->state_dir, s->dir, "state") ||
-        stack_path(s->db, sizeof s->db, s->state_dir, "scopegate.db") ||
-        stack_path(s->sim_cfg, sizeof s->sim_cfg, s->dir, "org.cfg") ||
-        stack_path(s->gw_log, sizeof s->gw_log, s->dir, "gw.log"))
-        goto fail;
-
-    probe = probe_port(&s->port);
-    if (probe < 0)
-        goto fail;
-    snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
-    callback = th_fmt("%s/oauth/callback", public_url);
-    if (!callback || write_org_copy(s->sim_cfg, callback) || th_sfsim_start(&s->sim, s->sim_cfg))
-        goto fail;
-
-    if (jwt_parts(s, opts, &jwt_app, &jwt_integ))
-        goto fail;
-    gw_text = th_fmt("# written by tests/e2e/harness.c (behind a proxy)\n"
-                     "listen = \"127.0.0.1:%d\";\n"
-                     "public_url = \"%s\";\n"
-                     "internal_listen = \"127.0.0.1:0\";\n"
-                     "policy_file = \"policy.cfg\";\n"
-                     "state_dir = \"state\";\n"
-                     "allow_http_issuer = true;\n"
-                     "provider_timeout = \"%s\";\n"
-                     "log_level = \"%s\";\n"
-                     "apps = {\n"
-                     "  signin = { issuer = \"%s\"; client_id = \"" STACK_SIGNIN_ID "\";\n"
-                     "             client_secret_file = \"signin.secret\"; };\n"
-                     "  api = { issuer = \"%s\"; client_id = \"" STACK_API_ID "\";\n"
-                     "          client_secret_file = \"api.secret\"; };\n"
-                     "%s"
-                     "};\n%s%s%s",
-                     s->port, public_url, opts->provider_timeout ? opts->provider_timeout : "2s",
-                     opts->log_level ? opts->log_level : "debug", s->sim.url, s->sim.url,
-                     jwt_app ? jwt_app : "", opts->extra_config ? opts->extra_config : "",
-                     opts->extra_config ? "\n" : "", jwt_integ ? jwt_integ : "");
-    if (!gw_text || th_write_file(s->gw_cfg, gw_text, 0600) ||
-        th_write_file(s->policy, opts->policy ? opts->policy : th_default_policy, 0600))
-        goto fail;
-    path = th_fmt("%s/signin.secret", s->dir);
-    if (!path || th_write_file(path, STACK_SIGNIN_SECRET "\n", 0600))
-        goto fail;
-    free(path);
-    path = th_fmt("%s/api.secret", s->dir);
-    if (!path || th_write_file(path, STACK_API_SECRET "\n", 0600))
-        goto fail;
-
-    close(probe); /* the gateway binds the port now */
-    probe = -1;
-    if (gateway_spawn(s))
-        goto fail;
-    free(callback);
-    free(gw_text);
-    free(path);
-    free(jwt_app);
-    free(jwt_integ);
-    return 0;
-fail:
-    if (probe >= 0)
-        close(probe);
-    free(callback);
-    free(gw_text);
-    free(path);
-    free(jwt_app);
-    free(jwt_integ);
-    th_stack_stop(s);
-    return -1;
+    return stack_start(s, opts, public_url);
 }
 
 /* ---- the vault's tests (appended) ------------------------------------------------------- */
