@@ -26,6 +26,7 @@
 #define SCOPEGATE_VAULT_H
 
 #include <stddef.h>
+#include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
 #include "scopegate/crypto.h"
@@ -47,13 +48,32 @@ typedef struct {
 /* What happened, for the audit log and metrics (strings valid during the call only). */
 typedef struct {
     const char *kind;   /* "grant_connected", "grant_replaced", "grant_revoked", "grant_died",
-                           "token_served" */
+                           "grant_expiring", "grant_kept_alive", "token_served" */
     long long grant_id; /* 0 for a JWT integration */
     const char *user_id, *org_id, *app;
     const char *reason; /* grant_died/grant_revoked: why; NULL otherwise */
     const char *source; /* token_served: "cache", "refresh", "jwt" */
     const char *caller; /* token_served: who asked (the key's name), may be NULL */
+    const char *cause;    /* grant_died: one of the cause names below; NULL otherwise */
+    const char *evidence; /* grant_died: JSON object text with the figures behind the cause */
+    long long expires_at; /* grant_expiring: when the declared absolute lifetime ends */
 } sg_vault_event_t;
+
+/*
+ * What the provider will do with grants of an app, as the policy declares it (the gateway
+ * cannot read a Connected App's OAuth policies). Zero means "not declared".
+ */
+typedef struct {
+    long long idle_window;       /* a refresh token dies after this long unused; 0: never */
+    long long absolute_lifetime; /* ... this long after it was issued; 0: never */
+    int rotation;                /* refresh-token rotation is on */
+    int approval_limit;          /* live approvals per person and app (0 means 5) */
+    int keep_alive;              /* refresh in the background before idle_window closes */
+    double keep_alive_at;        /* due after this fraction of idle_window (0 means 0.5) */
+    double keep_alive_jitter;    /* each grant's due time moves by up to this fraction of the
+                                    window, the same for a grant every time (0 means 0.1) */
+    long long warn_before;       /* warn this long before absolute_lifetime ends (0: 7 days) */
+} sg_grant_health_t;
 
 typedef struct {
     sg_store_t *store;
@@ -71,6 +91,11 @@ typedef struct {
     const char *webhook_url; /* NULL: no webhook */
     long webhook_timeout_ms; /* 0 means 5000 */
     void (*on_event)(void *ctx, const sg_vault_event_t *e); /* may be NULL */
+    /* Grant health (issue 6). health fills the declaration for app and returns 1, or 0 when
+     * the policy declares nothing (then no keep-alive and no expiry warnings for it). */
+    int (*health)(void *ctx, const char *app, sg_grant_health_t *out);
+    int keep_alive_in_flight; /* keep-alive refreshes at once, at most; 0 means 4 */
+    long keep_alive_tick_ms;  /* how often the keep-alive scheduler looks; 0 means 1000 */
 } sg_vault_opts_t;
 
 sg_rc sg_vault_open(const sg_vault_opts_t *opts, sg_vault_t **out);
@@ -154,5 +179,26 @@ void sg_vault_token_free(sg_vault_token_t *t);
 /* The backend saw a 401 with this access token: drop it from the cache so the next call
  * refreshes. SG_ERR_NOTFOUND when it is not a cached token. */
 sg_rc sg_vault_invalidate(sg_vault_t *v, const char *access_token);
+
+/* ---- grant health (issue 6) ------------------------------------------------------------ */
+
+/*
+ * Why a grant died. Salesforce answers "expired access/refresh token" for eviction and
+ * revocation alike: the vault tells them apart with the org's own OauthToken records (read
+ * through another live grant of the same org) and says so honestly when it cannot.
+ * Names: "evicted", "idle_expiry", "absolute_expiry", "revoked", "revoked_or_evicted",
+ * "ip_restricted", "inactive_user", "inactive_org", "rotation_reuse", "unknown".
+ */
+/* For people: what happened and what to do (static text; "" for an unknown name). */
+const char *sg_vault_cause_advice(const char *cause);
+
+/* Refreshes one live grant now, through the single flight (`scopegate grants check`). */
+sg_rc sg_vault_refresh_grant(sg_vault_t *v, long long grant_id, sg_vault_err_t *err);
+/* One grant's state, cause and evidence, use figures (use_count, last_used, last_refreshed)
+ * and declared expiries, as a JSON object (caller deletes). SG_ERR_NOTFOUND for no grant. */
+sg_rc sg_vault_explain(sg_vault_t *v, long long grant_id, cJSON **out);
+/* Every grant (all states) as a JSON array of the objects sg_vault_explain gives, without
+ * evidence: for `grants list` and the metrics. */
+sg_rc sg_vault_report(sg_vault_t *v, cJSON **out);
 
 #endif
