@@ -76,7 +76,8 @@ typedef struct {
 
     sg_httpd_t *public_httpd;
     sg_httpd_t *internal_httpd;
-    char login_cookie[80]; /* "scopegate_login" or "__Host-scopegate_login" */
+    char login_cookie[80];   /* "scopegate_login" or "__Host-scopegate_login" */
+    char *internal_url_file; /* state_dir/internal.url: where `scopegate grants` finds us */
 
     /* Hot-path counters, created once. */
     sg_counter_t *auth_ok, *auth_denied, *sessions_active;
@@ -122,6 +123,11 @@ void sg_route_disconnect(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_metrics(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_token_invalid(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* Grant health for operators (routes_grants.c): GET /v1/grants, POST /v1/grants/check,
+ * GET /v1/grants/ID. */
+void sg_route_grants(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_grants_check(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_grant_explain(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 
 /* The signed-in person of this request (0), or -1. */
 int sg_gw_current_session(sg_gateway_t *gw, const sg_req_t *r, sg_session_view_t *v);

@@ -21,6 +21,13 @@ static int usage(FILE *out)
             "  policy diff OLD NEW [--config FILE] [--json]\n"
             "             what changes between two policies and, with --config, which sessions\n"
             "             and stored grants it would affect\n"
+            "  grants list --config FILE [--json]\n"
+            "             every offline grant: person, org, app, state, cause, uses, expiry\n"
+            "  grants check --config FILE [--json]\n"
+            "             the running gateway refreshes every live grant once; exit 0 all\n"
+            "             well, 1 dead or expiring soon, 2 usage/config, 3 gateway unreachable\n"
+            "  grants explain ID --config FILE [--json]\n"
+            "             why a grant died: cause, advice, evidence and figures\n"
             "  version    print the version and exit\n");
     return out == stderr ? 2 : 0;
 }
@@ -37,6 +44,8 @@ int main(int argc, char **argv)
         return sg_cmd_serve(argc - 2, argv + 2);
     if (strcmp(argv[1], "policy") == 0)
         return sg_cli_policy(argc - 1, argv + 1);
+    if (strcmp(argv[1], "grants") == 0)
+        return sg_cli_grants(argc - 1, argv + 1);
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0)
         return usage(stdout);
     fprintf(stderr, "scopegate: unknown command '%s'\n", argv[1]);

@@ -64,16 +64,31 @@ static const route_t public_routes[] = {
 };
 
 static const route_t internal_routes[] = {
-    {"GET", "/v1/token", sg_route_token},    {"POST", "/v1/token/invalid", sg_route_token_invalid},
-    {"POST", "/v1/reload", sg_route_reload}, {"GET", "/metrics", sg_route_metrics},
-    {"GET", "/healthz", sg_route_healthz},   {NULL, NULL, NULL},
+    {"GET", "/v1/token", sg_route_token},
+    {"POST", "/v1/token/invalid", sg_route_token_invalid},
+    {"POST", "/v1/reload", sg_route_reload},
+    {"GET", "/v1/grants", sg_route_grants},
+    {"POST", "/v1/grants/check", sg_route_grants_check},
+    {"GET", "/v1/grants/*", sg_route_grant_explain},
+    {"GET", "/metrics", sg_route_metrics},
+    {"GET", "/healthz", sg_route_healthz},
+    {NULL, NULL, NULL},
 };
+
+/* A route's path is exact, or ends with "/" and "*": then any one more path segment. */
+static int path_matches(const char *pattern, const char *path)
+{
+    size_t n = strlen(pattern);
+    if (n >= 2 && pattern[n - 1] == '*' && pattern[n - 2] == '/')
+        return strncmp(pattern, path, n - 1) == 0 && path[n - 1] && !strchr(path + n - 1, '/');
+    return strcmp(pattern, path) == 0;
+}
 
 static void dispatch(sg_gateway_t *gw, const route_t *routes, sg_req_t *r, sg_resp_t *w)
 {
     int path_known = 0;
     for (const route_t *rt = routes; rt->path; rt++) {
-        if (strcmp(rt->path, r->path) != 0)
+        if (!path_matches(rt->path, r->path))
             continue;
         path_known = 1;
         if (strcmp(rt->method, r->method) == 0 ||
@@ -143,6 +158,9 @@ static void declare_metrics(sg_gateway_t *gw)
                       "Token API requests by result and source.");
     sg_metrics_family("scopegate_grant_events_total", "counter",
                       "Offline grants connected, replaced, revoked and died, by app.");
+    sg_metrics_family("scopegate_grant_deaths_total", "counter",
+                      "Offline grants that died, by app and cause (scopegate grants explain ID "
+                      "says why).");
     gw->auth_ok = sg_metrics_counter("scopegate_auth_requests_total", "result=\"ok\"");
     gw->auth_denied = sg_metrics_counter("scopegate_auth_requests_total", "result=\"denied\"");
     gw->sessions_active = sg_metrics_counter("scopegate_sessions_active", NULL);
@@ -311,24 +329,60 @@ static sg_oidc_t *vault_provider(void *ctx, const char *app)
     return sg_gw_provider(ctx, app);
 }
 
+/*
+ * The vault's grant-health declaration for app (issue 6): what the policy in force says the
+ * provider does with the app's refresh tokens, and whether to keep grants alive. Any role's
+ * offline block for the app counts as a declaration, even without a provider block: its
+ * grant_limit is the approval limit the vault tells eviction from revocation with. 0 only for
+ * an app no role grants offline. The strings point into the policy, which lives until exit
+ * (replaced policies are retired, not freed).
+ */
+static int vault_health(void *ctx, const char *app, sg_grant_health_t *out)
+{
+    sg_gateway_t *gw = ctx;
+    const sg_policy_t *pol = sg_gw_policy(gw);
+    const sg_policy_offline_t *off = pol ? sg_policy_offline_for_app(pol, app) : NULL;
+    memset(out, 0, sizeof(*out));
+    if (!off)
+        return 0;
+    out->idle_window = off->idle_window;
+    out->absolute_lifetime = off->absolute_lifetime;
+    out->rotation = off->rotation;
+    out->approval_limit = off->grant_limit;
+    out->keep_alive = off->keep_alive;
+    out->keep_alive_at = off->keep_alive_at;
+    out->keep_alive_jitter = off->keep_alive_jitter;
+    out->warn_before = off->warn_before;
+    out->provider_app_name = off->provider_app_name;
+    return 1;
+}
+
 /* Grant events: one log line each (never a token) and a counter. */
 static void vault_event(void *ctx, const sg_vault_event_t *e)
 {
     sg_gateway_t *gw = ctx;
-    char id[32];
+    char id[32], exp[32];
     snprintf(id, sizeof(id), "%lld", e->grant_id);
+    snprintf(exp, sizeof(exp), "%lld", e->expires_at);
     sg_audit(gw->audit, e->kind, "#grant_id", e->grant_id ? id : NULL, "user_id", e->user_id,
              "org_id", e->org_id, "app", e->app, "reason", e->reason, "source", e->source, "caller",
-             e->caller, NULL);
+             e->caller, "cause", e->cause, "evidence", e->evidence, "#expires_at",
+             e->expires_at ? exp : NULL, NULL);
     if (strcmp(e->kind, "token_served") == 0)
         return; /* counted by the token route; a log line per hand-out would drown the log */
     char labels[160];
     snprintf(labels, sizeof(labels), "kind=\"%s\",app=\"%s\"", e->kind, e->app ? e->app : "");
     sg_metrics_inc("scopegate_grant_events_total", labels);
+    if (strcmp(e->kind, "grant_died") == 0) {
+        snprintf(labels, sizeof(labels), "app=\"%s\",cause=\"%s\"", e->app ? e->app : "",
+                 e->cause ? e->cause : "unknown");
+        sg_metrics_inc("scopegate_grant_deaths_total", labels);
+    }
     sg_log(strcmp(e->kind, "grant_died") == 0 ? SG_LOG_WARN : SG_LOG_INFO, e->kind,
-           "grant %lld of user %s (org %s, app %s)%s%s", e->grant_id, e->user_id ? e->user_id : "-",
-           e->org_id ? e->org_id : "-", e->app ? e->app : "-", e->reason ? ": " : "",
-           e->reason ? e->reason : "");
+           "grant %lld of user %s (org %s, app %s)%s%s%s%s", e->grant_id,
+           e->user_id ? e->user_id : "-", e->org_id ? e->org_id : "-", e->app ? e->app : "-",
+           e->reason ? ": " : "", e->reason ? e->reason : "", e->cause ? "; cause " : "",
+           e->cause ? e->cause : "");
 }
 
 /* The vault key is SHA-256 of the key file's text, so any long random text works as a key. */
@@ -384,12 +438,37 @@ static int open_vault(sg_gateway_t *gw, char *err, size_t errlen)
                           .nintegrations = gw->nintegrations,
                           .wait_ms = gw->cfg.provider_timeout_ms + 5000,
                           .webhook_url = gw->cfg.webhook_url,
-                          .on_event = vault_event};
+                          .on_event = vault_event,
+                          .health = vault_health,
+                          .keep_alive_in_flight = 4};
     if (sg_vault_open(&vo, &gw->vault)) {
         snprintf(err, errlen, "the vault cannot be opened");
         return -1;
     }
     return 0;
+}
+
+/*
+ * state_dir/internal.url: the internal listener's URL as bound, so that `scopegate grants`
+ * finds a gateway whose internal_listen asks for any free port (":0"). Removed at a clean
+ * exit; a stale one (after a crash) only points at a port nobody answers on.
+ */
+static void write_internal_url(sg_gateway_t *gw)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/internal.url", gw->cfg.state_dir);
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%s\n", sg_httpd_url(gw->internal_httpd)) < 0) {
+        sg_log(SG_LOG_WARN, "internal_url",
+               "cannot write %s: `scopegate grants` will only find "
+               "this gateway through internal_listen",
+               path);
+        if (f)
+            fclose(f);
+        return;
+    }
+    if (fclose(f) == 0)
+        gw->internal_url_file = strdup(path);
 }
 
 static int start(sg_gateway_t *gw, const char *config_path)
@@ -486,6 +565,7 @@ static int start(sg_gateway_t *gw, const char *config_path)
         fprintf(stderr, "error: %s\n", err);
         return 1;
     }
+    write_internal_url(gw);
     printf("scopegate listening on %s (internal %s)\n", sg_httpd_url(gw->public_httpd),
            sg_httpd_url(gw->internal_httpd));
     fflush(stdout);
@@ -499,6 +579,11 @@ static void stop(sg_gateway_t *gw)
 {
     sg_httpd_stop(gw->public_httpd, 5000);
     sg_httpd_stop(gw->internal_httpd, 5000);
+    if (gw->internal_url_file) {
+        unlink(gw->internal_url_file);
+        free(gw->internal_url_file);
+        gw->internal_url_file = NULL;
+    }
     if (gw->vault)
         sg_vault_close(gw->vault);
     for (size_t i = 0; i < gw->nintegrations; i++)

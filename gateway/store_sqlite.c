@@ -92,6 +92,13 @@ static const migration_t migrations[] = {
         "  claims     TEXT NOT NULL,"
         "  updated_at INTEGER NOT NULL"
         ") WITHOUT ROWID;"},
+    /* Grant health (issue 6): why a grant died and the evidence, the refresh marker (set
+     * durably right before a refresh token is presented, cleared once the result is stored),
+     * and when the expiry warning went out. */
+    {4, "ALTER TABLE grants ADD COLUMN cause TEXT;"
+        "ALTER TABLE grants ADD COLUMN evidence TEXT;"
+        "ALTER TABLE grants ADD COLUMN refresh_started INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE grants ADD COLUMN warned_at INTEGER NOT NULL DEFAULT 0;"},
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -106,6 +113,7 @@ typedef struct {
     sqlite3_stmt *l_add, *l_count;
     sqlite3_stmt *p_put, *p_get;
     sqlite3_stmt *g_each;
+    sqlite3_stmt *g_cause, *g_started, *g_warned, *g_list;
 } sqlite_store_t;
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -211,6 +219,8 @@ void sg_grant_rec_free(sg_grant_rec_t *rec)
         explicit_bzero(rec->rt_cipher, rec->rt_cipher_len);
     free(rec->rt_cipher);
     free(rec->dead_reason);
+    free(rec->cause);
+    free(rec->evidence);
     memset(rec, 0, sizeof(*rec));
 }
 
@@ -451,7 +461,8 @@ static int valid_state(int state)
 /* A grant row, in the order read_grant reads it. */
 #define GRANT_COLS                                                                                 \
     "id, user_id, org_id, username, app, scopes, instance_url, rt_cipher, key_id, created, "       \
-    "last_refreshed, last_used, use_count, state, dead_reason, dead_at"
+    "last_refreshed, last_used, use_count, state, dead_reason, dead_at, cause, evidence, "         \
+    "refresh_started, warned_at"
 
 /* A heap copy of a text column; NULL stays NULL. Returns -1 when out of memory. */
 static int col_dup(sqlite3_stmt *q, int i, char **dst)
@@ -473,7 +484,8 @@ static sg_rc read_grant(sqlite3_stmt *q, sg_grant_rec_t *out)
     out->id = sqlite3_column_int64(q, 0);
     if (col_dup(q, 1, &out->user_id) || col_dup(q, 2, &out->org_id) ||
         col_dup(q, 3, &out->username) || col_dup(q, 4, &out->app) || col_dup(q, 5, &out->scopes) ||
-        col_dup(q, 6, &out->instance_url) || col_dup(q, 14, &out->dead_reason))
+        col_dup(q, 6, &out->instance_url) || col_dup(q, 14, &out->dead_reason) ||
+        col_dup(q, 16, &out->cause) || col_dup(q, 17, &out->evidence))
         goto nomem;
     const void *blob = sqlite3_column_blob(q, 7);
     int bloblen = sqlite3_column_bytes(q, 7);
@@ -494,6 +506,8 @@ static sg_rc read_grant(sqlite3_stmt *q, sg_grant_rec_t *out)
     out->use_count = sqlite3_column_int64(q, 12);
     out->state = sqlite3_column_int(q, 13);
     out->dead_at = sqlite3_column_int64(q, 15);
+    out->refresh_started = sqlite3_column_int64(q, 18);
+    out->warned_at = sqlite3_column_int64(q, 19);
     if (!out->user_id || !out->app) /* NOT NULL in the schema */
         goto nomem;
     return SG_OK;
@@ -781,6 +795,79 @@ static sg_rc op_grant_each(sg_store_t *s, sg_grant_visit_fn visit, void *ctx)
     return rc;
 }
 
+static sg_rc op_grant_set_cause(sg_store_t *s, long long id, const char *cause,
+                                const char *evidence)
+{
+    sqlite_store_t *st = impl(s);
+    pthread_mutex_lock(&st->mu);
+    binder_t b = {st->g_cause, SQLITE_OK};
+    b_int(&b, 1, id);
+    b_text(&b, 2, cause);
+    b_text(&b, 3, evidence);
+    sg_rc rc = write_locked(st, &b, "grant_set_cause", 1);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static sg_rc op_grant_set_refresh_started(sg_store_t *s, long long id, long long at)
+{
+    sqlite_store_t *st = impl(s);
+    if (at < 0)
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    binder_t b = {st->g_started, SQLITE_OK};
+    b_int(&b, 1, id);
+    b_int(&b, 2, at);
+    sg_rc rc = write_locked(st, &b, "grant_set_refresh_started", 1);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static sg_rc op_grant_set_warned(sg_store_t *s, long long id, long long at)
+{
+    sqlite_store_t *st = impl(s);
+    if (at < 0)
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->mu);
+    binder_t b = {st->g_warned, SQLITE_OK};
+    b_int(&b, 1, id);
+    b_int(&b, 2, at);
+    sg_rc rc = write_locked(st, &b, "grant_set_warned", 1);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static sg_rc op_grant_list(sg_store_t *s, sg_grant_rec_t **out, size_t *n)
+{
+    sqlite_store_t *st = impl(s);
+    if (!out || !n)
+        return SG_ERR_PARSE;
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    sqlite3_stmt *q = st->g_list;
+    sg_grant_rec_t *recs = NULL;
+    size_t count = 0, cap = 0;
+    sg_rc rc = SG_OK;
+    int src;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+        rc = append_grant(q, &recs, &count, &cap);
+        if (rc)
+            break;
+    }
+    if (!rc && src != SQLITE_DONE)
+        rc = fail(st, "grant_list", src);
+    sqlite3_reset(q);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        sg_grant_recs_free(recs, count);
+        return rc;
+    }
+    *out = recs;
+    *n = count;
+    return SG_OK;
+}
+
 static void finalize_all(sqlite_store_t *st);
 
 static void op_close(sg_store_t *s)
@@ -814,6 +901,10 @@ static const sg_store_ops_t sqlite_ops = {
     .person_get = op_person_get,
     .close = op_close,
     .grant_each = op_grant_each,
+    .grant_set_cause = op_grant_set_cause,
+    .grant_set_refresh_started = op_grant_set_refresh_started,
+    .grant_set_warned = op_grant_set_warned,
+    .grant_list = op_grant_list,
 };
 
 /* ---- opening ------------------------------------------------------------------------ */
@@ -1047,6 +1138,11 @@ static const struct {
     {offsetof(sqlite_store_t, p_get), "SELECT claims FROM people WHERE user_id = ?1"},
     {offsetof(sqlite_store_t, g_each),
      "SELECT " GRANT_COLS " FROM grants WHERE state = 0 ORDER BY id"},
+    {offsetof(sqlite_store_t, g_cause),
+     "UPDATE grants SET cause = ?2, evidence = ?3 WHERE id = ?1"},
+    {offsetof(sqlite_store_t, g_started), "UPDATE grants SET refresh_started = ?2 WHERE id = ?1"},
+    {offsetof(sqlite_store_t, g_warned), "UPDATE grants SET warned_at = ?2 WHERE id = ?1"},
+    {offsetof(sqlite_store_t, g_list), "SELECT " GRANT_COLS " FROM grants ORDER BY id"},
 };
 
 #define N_STMTS (sizeof(stmts) / sizeof(stmts[0]))

@@ -23,6 +23,25 @@
  * counted so far, a few rounds at most, so 200 simultaneous callers cost a handful of
  * durable writes, not 200. Whatever is left is written by the next hand-out, by
  * sg_vault_grants (the connections page) and at close.
+ *
+ * Grant health (issue 6). When opts.health is set, a scheduler thread looks at the live grants
+ * every keep_alive_tick_ms (grant_each, copied out: its visitor may not call the store). A
+ * grant whose app declares an idle window and keep-alive is due once keep_alive_at of the
+ * window (moved by the grant's own jitter, a hash of its id) has passed since its last
+ * refresh; due grants go to a FIFO that keep_alive_in_flight worker threads drain, each
+ * refresh through the single flight with `force` (a cached access token does not count,
+ * unless fetched within MIN_REFRESH_GAP). An entry's ka_queued flag keeps a grant in the FIFO
+ * once, and a grant fetched (by anyone) less than its due time ago is not queued, so no grant
+ * is refreshed twice in one window and at most keep_alive_in_flight keep-alive calls reach
+ * the provider at once. Lock order: ka_mu is never held while an entry's lock or v->lock is
+ * taken. The same tick sends the expiry warning (event, webhook, warned_at) once per grant.
+ *
+ * Every refresh sets the grant's refresh marker (refresh_started) durably before presenting
+ * the token and clears it once the result is stored; a death under rotation with the marker
+ * found set is rotation reuse. A death (invalid_grant) is stored first, then classified
+ * (classify_death): by the provider's text, then by the declared limits, then by the org's own
+ * OauthToken records read with another live grant of the org. The org is only asked on behalf
+ * of apps the policy declares something for.
  */
 #include "vault_int.h"
 
@@ -32,11 +51,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
 
+#include "oidc_int.h"
+#include "scopegate/http.h"
 #include "scopegate/log.h"
 #include "scopegate/vault.h"
 
@@ -75,6 +97,9 @@ typedef struct entry {
     double last_fetch; /* monotonic seconds when the last successful fetch finished */
     /* owned by the refresher (refreshing == 1) */
     char *rt_unsaved;
+    /* keep-alive (guarded by mu) */
+    int ka_queued;      /* waiting for or in a keep-alive worker */
+    double ka_retry_at; /* monotonic: after a failed keep-alive, not before this */
 } entry_t;
 
 typedef struct {
@@ -101,6 +126,20 @@ struct sg_vault {
 
     pthread_mutex_t lock; /* the table below */
     entry_t *table[NBUCKETS];
+
+    /* grant health (issue 6) */
+    int (*health)(void *ctx, const char *app, sg_grant_health_t *out);
+    long query_timeout_ms;
+    int ka_workers_n; /* keep-alive refreshes at once */
+    long ka_tick_ms;
+    int ka_started;    /* the scheduler runs */
+    int ka_workers_up; /* how many workers run */
+    pthread_t ka_sched, *ka_workers;
+    pthread_mutex_t ka_mu; /* everything below */
+    pthread_cond_t ka_tick_cv, ka_work_cv;
+    int ka_stop;
+    long long *ka_q; /* grant ids due, FIFO: ka_q[ka_qhead .. ka_qn) */
+    size_t ka_qhead, ka_qn, ka_qcap;
 };
 
 /* What one fetch (refresh or JWT bearer) produced, handed from the worker to the entry. */
@@ -112,6 +151,8 @@ typedef struct {
 } fetched_t;
 
 typedef void (*fetch_fn)(sg_vault_t *v, entry_t *e, const void *arg, fetched_t *f);
+
+static void fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_t *f);
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -202,6 +243,12 @@ static struct timespec deadline_in(long ms)
         ts.tv_nsec -= 1000000000L;
     }
     return ts;
+}
+
+static void emit_ev(sg_vault_t *v, const sg_vault_event_t *e)
+{
+    if (v->on_event)
+        v->on_event(v->ctx, e);
 }
 
 static void emit(sg_vault_t *v, const char *kind, long long grant_id, const char *user_id,
@@ -459,7 +506,7 @@ static void flush_all(sg_vault_t *v)
  * own. SG_OK with out filled, or non-zero with *oc saying why.
  */
 static sg_rc single_flight(sg_vault_t *v, entry_t *e, fetch_fn fetch, const void *arg,
-                           const char *cached_source, const char *fresh_source,
+                           const char *cached_source, const char *fresh_source, int force,
                            sg_vault_token_t *out, outcome_t *oc)
 {
     struct timespec dl = deadline_in(v->wait_ms);
@@ -473,7 +520,9 @@ static sg_rc single_flight(sg_vault_t *v, entry_t *e, fetch_fn fetch, const void
             pthread_mutex_unlock(&e->mu);
             return rc_of_status(oc->http_status);
         }
-        if (e->access_token && now_s() < e->expires_at) {
+        /* force (keep-alive, refresh now): a cached token counts only when it is fresh */
+        if (e->access_token && now_s() < e->expires_at &&
+            (!force || monotonic_s() - e->last_fetch < MIN_REFRESH_GAP)) {
             rc = hand_out(e, waited ? fresh_source : cached_source, out);
             pthread_mutex_unlock(&e->mu);
             if (rc)
@@ -605,32 +654,63 @@ static long long expiry(sg_vault_t *v, sg_oidc_t *op, const sg_tokens_t *tok, lo
     return now + life - margin;
 }
 
-static void webhook_died(sg_vault_t *v, const sg_grant_rec_t *rec, const char *reason, long long at)
+/* Adds text as a JSON object (parsed) or null; 1 unless out of memory. */
+static int add_json_text(cJSON *j, const char *name, const char *text)
 {
-    if (!v->hook)
-        return;
-    cJSON *j = cJSON_CreateObject();
-    char *body = NULL;
-    if (j && cJSON_AddStringToObject(j, "event", "grant_died") &&
-        cJSON_AddNumberToObject(j, "grant_id", (double)rec->id) &&
-        cJSON_AddStringToObject(j, "user_id", rec->user_id) &&
-        (rec->org_id ? cJSON_AddStringToObject(j, "org_id", rec->org_id)
-                     : cJSON_AddNullToObject(j, "org_id")) &&
-        cJSON_AddStringToObject(j, "app", rec->app) &&
-        cJSON_AddStringToObject(j, "reason", reason) &&
-        cJSON_AddNumberToObject(j, "at", (double)at))
-        body = cJSON_PrintUnformatted(j);
+    cJSON *x = text ? cJSON_Parse(text) : NULL;
+    if (!x)
+        return cJSON_AddNullToObject(j, name) != NULL;
+    cJSON_AddItemToObject(j, name, x);
+    return 1;
+}
+
+static int add_str_or_null(cJSON *j, const char *name, const char *s)
+{
+    return (s ? cJSON_AddStringToObject(j, name, s) : cJSON_AddNullToObject(j, name)) != NULL;
+}
+
+/* Queues j (deleted here) on the webhook. */
+static void webhook_json(sg_vault_t *v, cJSON *j, int ok, long long grant_id)
+{
+    char *body = ok && j ? cJSON_PrintUnformatted(j) : NULL;
     cJSON_Delete(j);
     if (!body) {
-        sg_log(SG_LOG_ERROR, "webhook_dropped", "grant %lld: out of memory", rec->id);
+        sg_log(SG_LOG_ERROR, "webhook_dropped", "grant %lld: out of memory", grant_id);
         return;
     }
     sg_webhook_send(v->hook, body);
     free(body);
 }
 
-/* The provider refused the grant (invalid_grant): dead, with its words. */
-static void grant_died(sg_vault_t *v, const sg_grant_rec_t *rec, const char *reason)
+static void webhook_died(sg_vault_t *v, const sg_grant_rec_t *rec, const char *reason, long long at,
+                         const char *cause, const char *evidence)
+{
+    if (!v->hook)
+        return;
+    cJSON *j = cJSON_CreateObject();
+    int ok = j && cJSON_AddStringToObject(j, "event", "grant_died") &&
+             cJSON_AddNumberToObject(j, "grant_id", (double)rec->id) &&
+             cJSON_AddStringToObject(j, "user_id", rec->user_id) &&
+             add_str_or_null(j, "org_id", rec->org_id) &&
+             cJSON_AddStringToObject(j, "app", rec->app) &&
+             cJSON_AddStringToObject(j, "reason", reason) &&
+             cJSON_AddNumberToObject(j, "at", (double)at) && add_str_or_null(j, "cause", cause) &&
+             add_json_text(j, "evidence", evidence) &&
+             cJSON_AddStringToObject(j, "advice", sg_vault_cause_advice(cause));
+    webhook_json(v, j, ok, rec->id);
+}
+
+static const char *classify_death(sg_vault_t *v, const sg_grant_rec_t *rec, const char *desc,
+                                  long long stale_marker, cJSON *ev);
+
+/*
+ * The provider refused the grant (invalid_grant): dead, with its words, then why (cause and
+ * evidence). stale_marker: the grant's refresh marker as this refresh found it (a refresh cut
+ * off before its result was stored). The state is stored before the cause is looked for, so
+ * that the evidence query (through another live grant) never picks this one.
+ */
+static void grant_died(sg_vault_t *v, const sg_grant_rec_t *rec, const char *reason,
+                       long long stale_marker)
 {
     long long at = now_s();
     sg_grant_rec_t cur = {0};
@@ -644,8 +724,27 @@ static void grant_died(sg_vault_t *v, const sg_grant_rec_t *rec, const char *rea
     if (rc)
         sg_log(SG_LOG_ERROR, "grant_died", "grant %lld: cannot store its death: %s", rec->id,
                sg_rc_str(rc));
-    emit(v, "grant_died", rec->id, rec->user_id, rec->org_id, rec->app, reason, NULL, NULL);
-    webhook_died(v, rec, reason, at);
+    cJSON *ev = cJSON_CreateObject();
+    const char *cause = ev ? classify_death(v, rec, reason, stale_marker, ev) : "unknown";
+    char *evidence = ev ? cJSON_PrintUnformatted(ev) : NULL;
+    cJSON_Delete(ev);
+    rc = v->store->ops->grant_set_cause(v->store, rec->id, cause, evidence);
+    if (rc)
+        sg_log(SG_LOG_ERROR, "grant_died", "grant %lld: cannot store its cause: %s", rec->id,
+               sg_rc_str(rc));
+    sg_log(SG_LOG_INFO, "grant_cause", "grant %lld died: %s (%s)", rec->id, cause,
+           evidence ? evidence : "no evidence");
+    sg_vault_event_t e = {.kind = "grant_died",
+                          .grant_id = rec->id,
+                          .user_id = rec->user_id,
+                          .org_id = rec->org_id,
+                          .app = rec->app,
+                          .reason = reason,
+                          .cause = cause,
+                          .evidence = evidence};
+    emit_ev(v, &e);
+    webhook_died(v, rec, reason, at, cause, evidence);
+    free(evidence);
 }
 
 /* Writes e->rt_unsaved (the refresher owns it); SG_OK when there is none left. */
@@ -716,12 +815,22 @@ static void fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_t 
         outcome_set(&f->oc, 502, "provider_error", "no provider client for app %s", rec.app);
         goto done;
     }
+    /*
+     * The refresh marker: set durably before the token is presented, cleared once the result
+     * is stored. Found set here, a refresh was cut off (the process died, or no answer came)
+     * after the provider may have rotated the token: the cause of a death that follows.
+     */
+    long long stale_marker = rec.refresh_started;
+    rc = v->store->ops->grant_set_refresh_started(v->store, rec.id, now_s());
+    if (rc)
+        sg_log(SG_LOG_WARN, "grant_store_failed", "grant %lld: refresh marker not stored: %s",
+               rec.id, sg_rc_str(rc));
     sg_oidc_err_t oerr;
     rc = sg_oidc_refresh(op, rt, &tok, &oerr);
     if (rc) {
         if (strcmp(oerr.error, "invalid_grant") == 0) {
             const char *why = oerr.description[0] ? oerr.description : "invalid_grant";
-            grant_died(v, &rec, why);
+            grant_died(v, &rec, why, stale_marker);
             outcome_set(&f->oc, 409, "grant_unavailable", "%s", why);
             f->gone = 1;
         } else {
@@ -729,6 +838,10 @@ static void fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_t 
                    oerr.description);
             outcome_set(&f->oc, 502, "provider_error", "%s: %s", oerr.error, oerr.description);
         }
+        /* An answer came, so the presented token is what the provider still knows (or the
+         * grant is dead): clear the marker. Without one (timeout, closed), keep it set. */
+        if (oerr.http_status != 0)
+            v->store->ops->grant_set_refresh_started(v->store, rec.id, 0);
         goto done;
     }
     long long now = now_s();
@@ -756,6 +869,11 @@ static void fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_t 
             sg_log(SG_LOG_WARN, "grant_store_failed", "grant %lld: last refresh not stored: %s",
                    rec.id, sg_rc_str(rc));
     }
+    /* The result is stored (a refusal to store a rotated token left it set above). */
+    rc = v->store->ops->grant_set_refresh_started(v->store, rec.id, 0);
+    if (rc)
+        sg_log(SG_LOG_WARN, "grant_store_failed", "grant %lld: refresh marker not cleared: %s",
+               rec.id, sg_rc_str(rc));
     f->expires_at = expiry(v, op, &tok, now);
     f->issued_at = now;
     f->access_token = tok.access_token;
@@ -806,7 +924,7 @@ static sg_rc grant_token(sg_vault_t *v, const sg_vault_query_t *q, const sg_gran
         outcome_set(oc, 500, "internal", "out of memory");
         return SG_ERR_NOMEM;
     }
-    sg_rc rc = single_flight(v, e, fetch_refresh, NULL, "cache", "refresh", out, oc);
+    sg_rc rc = single_flight(v, e, fetch_refresh, NULL, "cache", "refresh", 0, out, oc);
     if (rc)
         return rc;
     touch(v, e);
@@ -826,7 +944,7 @@ static const integ_t *integ_find(const sg_vault_t *v, const char *name)
 static sg_rc integ_token(sg_vault_t *v, const sg_vault_query_t *q, const integ_t *in,
                          sg_vault_token_t *out, outcome_t *oc)
 {
-    sg_rc rc = single_flight(v, in->e, fetch_jwt, in, "jwt", "jwt", out, oc);
+    sg_rc rc = single_flight(v, in->e, fetch_jwt, in, "jwt", "jwt", 0, out, oc);
     if (rc)
         return rc;
     out->grant_id = 0;
@@ -1267,6 +1385,770 @@ int sg_vault_last_dead(sg_vault_t *v, const char *user_id, const char *app, sg_g
     return dead;
 }
 
+/* ---- grant health (issue 6) ------------------------------------------------------------- */
+
+#define DEFAULT_APPROVAL_LIMIT 5
+#define DEFAULT_KEEP_ALIVE_AT  0.5
+#define DEFAULT_JITTER         0.1
+#define DEFAULT_WARN_BEFORE    (7LL * 86400)
+#define DEFAULT_KA_IN_FLIGHT   4
+#define MAX_KA_IN_FLIGHT       64
+#define DEFAULT_KA_TICK_MS     1000
+#define EVIDENCE_TRIES         3 /* other live grants asked for the org's OauthToken rows */
+#define QUERY_API_VERSION      "v62.0"
+
+const char *sg_vault_cause_advice(const char *cause)
+{
+    static const struct {
+        const char *cause, *advice;
+    } t[] = {
+        {"evicted", "More approvals of this app were made for this person outside the gateway "
+                    "than the provider keeps, so it revoked the oldest one: this grant. Reconnect, "
+                    "and stop the other tool from asking for refresh tokens."},
+        {"idle_expiry", "The refresh token was not used within the app's idle window, so the "
+                        "provider expired it. Reconnect, and turn keep-alive on for this app."},
+        {"absolute_expiry", "The refresh token reached the absolute lifetime the app's policy "
+                            "allows. Reconnect; the gateway warns ahead of the next expiry."},
+        {"revoked", "An admin or the person revoked the app's access at the provider (no newer "
+                    "approvals explain it). Reconnect if the access is still wanted."},
+        {"revoked_or_evicted",
+         "Revoked at the provider, or evicted by approvals made outside the gateway: no other "
+         "live grant of the org could read its OAuth records to tell which. Reconnect."},
+        {"ip_restricted", "The provider refused the refresh from the gateway's address (login IP "
+                          "ranges or login hours). Allow the gateway's address, or relax IP "
+                          "restrictions for refresh tokens in the app's policy, then reconnect."},
+        {"inactive_user", "The person's account is deactivated at the provider. Reactivate it and "
+                          "reconnect, or connect another person."},
+        {"inactive_org", "The organization is locked, suspended or closed at the provider. "
+                         "Reconnect once it is active again."},
+        {"rotation_reuse", "A refresh was cut off (the gateway stopped mid-refresh) after the "
+                           "provider rotated the token, so the old one was presented again and "
+                           "the provider revoked the grant. Reconnect."},
+        {"unknown", "The provider refused the grant for a reason the gateway does not recognize; "
+                    "see the provider's text. Reconnect."},
+    };
+    for (size_t i = 0; cause && i < sizeof t / sizeof t[0]; i++)
+        if (strcmp(cause, t[i].cause) == 0)
+            return t[i].advice;
+    return "";
+}
+
+/* The policy's declaration for app: 1 and *h filled (defaults applied), or 0. */
+static int health_of(sg_vault_t *v, const char *app, sg_grant_health_t *h)
+{
+    memset(h, 0, sizeof *h);
+    if (!v->health || !app || !v->health(v->ctx, app, h))
+        return 0;
+    if (h->approval_limit <= 0)
+        h->approval_limit = DEFAULT_APPROVAL_LIMIT;
+    if (h->keep_alive_at <= 0 || h->keep_alive_at >= 1)
+        h->keep_alive_at = DEFAULT_KEEP_ALIVE_AT;
+    if (h->keep_alive_jitter <= 0)
+        h->keep_alive_jitter = DEFAULT_JITTER;
+    if (h->warn_before <= 0)
+        h->warn_before = DEFAULT_WARN_BEFORE;
+    return 1;
+}
+
+/* "2026-11-27T10:00:00.000+0000" (or Z, +hh:mm) as epoch seconds; -1 when unreadable. */
+static long long parse_sf_datetime(const char *s)
+{
+    int y, mo, d, h, mi, se, n = 0;
+    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &se, &n) != 6)
+        return -1;
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = se};
+    long long t = (long long)timegm(&tm);
+    const char *p = s + n;
+    if (*p == '.')
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            ;
+    if (*p == '+' || *p == '-') {
+        int sign = *p == '+' ? 1 : -1, oh = 0, om = 0;
+        if (sscanf(p + 1, "%2d", &oh) != 1)
+            return t;
+        const char *q = p + 3;
+        if (*q == ':')
+            q++;
+        if (sscanf(q, "%2d", &om) != 1)
+            om = 0;
+        t -= sign * (oh * 3600LL + om * 60LL);
+    }
+    return t;
+}
+
+/* s with SOQL's string escapes (heap). */
+static char *soql_quote(const char *s)
+{
+    size_t n = strlen(s);
+    char *o = malloc(2 * n + 1), *p = o;
+    if (!o)
+        return NULL;
+    for (; *s; s++) {
+        if (*s == '\'' || *s == '\\')
+            *p++ = '\\';
+        *p++ = *s;
+    }
+    *p = '\0';
+    return o;
+}
+
+/*
+ * The person's approvals of the app made since rec was created, read from the org's
+ * OauthToken records with another live grant's token (cand). 0 and *count set, or -1.
+ */
+static int count_approvals_after(sg_vault_t *v, const sg_grant_rec_t *rec,
+                                 const sg_grant_rec_t *cand, const char *app_name, long long *count,
+                                 long long *rows, char *why, size_t whylen)
+{
+    entry_t *e = grant_entry(v, cand->id, 1);
+    if (!e) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    sg_vault_token_t tok = {0};
+    outcome_t oc = {0};
+    if (single_flight(v, e, fetch_refresh, NULL, "cache", "refresh", 0, &tok, &oc)) {
+        snprintf(why, whylen, "grant %lld: %s", cand->id, oc.reason);
+        return -1;
+    }
+    touch(v, e);
+    const char *base = tok.instance_url ? tok.instance_url : cand->instance_url;
+    char *uq = soql_quote(rec->user_id), *aq = app_name ? soql_quote(app_name) : NULL;
+    char soql[1024];
+    char *enc = NULL, *url = NULL, *auth = NULL;
+    int ret = -1;
+    if (!base || !uq || (app_name && !aq)) {
+        snprintf(why, whylen, "grant %lld: %s", cand->id,
+                 base ? "out of memory" : "no instance_url");
+        goto out;
+    }
+    if (aq)
+        snprintf(soql, sizeof soql,
+                 "SELECT Id, UserId, AppName, CreatedDate FROM OauthToken WHERE UserId = '%s' "
+                 "AND AppName = '%s'",
+                 uq, aq);
+    else
+        snprintf(soql, sizeof soql,
+                 "SELECT Id, UserId, AppName, CreatedDate FROM OauthToken WHERE UserId = '%s'", uq);
+    enc = sg_url_encode(soql);
+    size_t ulen = strlen(base) + (enc ? strlen(enc) : 0) + 64;
+    url = malloc(ulen);
+    size_t alen = strlen(tok.access_token) + 8;
+    auth = malloc(alen);
+    if (!enc || !url || !auth) {
+        snprintf(why, whylen, "out of memory");
+        goto out;
+    }
+    size_t bl = strlen(base);
+    snprintf(url, ulen, "%.*s/services/data/" QUERY_API_VERSION "/query?q=%s",
+             (int)(bl && base[bl - 1] == '/' ? bl - 1 : bl), base, enc);
+    snprintf(auth, alen, "Bearer %s", tok.access_token);
+    sg_oidc_req_t req = {.url = url, .authorization = auth, .timeout_ms = v->query_timeout_ms};
+    sg_oidc_resp_t resp;
+    sg_oidc_err_t oerr;
+    memset(&resp, 0, sizeof resp);
+    memset(&oerr, 0, sizeof oerr);
+    if (sg_oidc_http(&req, &resp, &oerr) != SG_OK) {
+        snprintf(why, whylen, "grant %lld: query failed: %s: %s", cand->id, oerr.error,
+                 oerr.description);
+        goto out;
+    }
+    if (resp.status != 200) {
+        snprintf(why, whylen, "grant %lld: query answered HTTP %ld", cand->id, resp.status);
+        if (resp.status == 401)
+            sg_vault_invalidate(v, tok.access_token);
+        sg_buf_free(&resp.body);
+        goto out;
+    }
+    cJSON *j = cJSON_ParseWithLength(resp.body.ptr ? resp.body.ptr : "", resp.body.len);
+    sg_buf_free(&resp.body);
+    const cJSON *recs = cJSON_GetObjectItemCaseSensitive(j, "records");
+    if (!cJSON_IsArray(recs)) {
+        snprintf(why, whylen, "grant %lld: the query's answer has no records", cand->id);
+        cJSON_Delete(j);
+        goto out;
+    }
+    long long n = 0, total = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs)
+    {
+        total++;
+        const cJSON *cd = cJSON_GetObjectItemCaseSensitive(r, "CreatedDate");
+        long long t = cJSON_IsString(cd) ? parse_sf_datetime(cd->valuestring) : -1;
+        /* At or after: the provider made the dead grant a moment before the vault stored it. */
+        if (t >= rec->created)
+            n++;
+    }
+    cJSON_Delete(j);
+    *count = n;
+    *rows = total;
+    ret = 0;
+out:
+    free(uq);
+    free(aq);
+    free(enc);
+    secret_free(auth);
+    free(url);
+    sg_vault_token_free(&tok);
+    return ret;
+}
+
+/* Eviction or revocation, told apart by the org's own records (see vault.h). */
+static const char *evidence_from_org(sg_vault_t *v, const sg_grant_rec_t *rec,
+                                     const sg_grant_health_t *h, int has, cJSON *ev)
+{
+    int limit = has ? h->approval_limit : DEFAULT_APPROVAL_LIMIT;
+    const char *app_name = has ? h->provider_app_name : NULL;
+    sg_grant_rec_t *recs = NULL;
+    size_t n = 0;
+    char why[300] = "no other live grant of the org";
+    cJSON *tried = cJSON_CreateArray();
+    if (rec->org_id &&
+        v->store->ops->grant_find(v->store, NULL, rec->org_id, NULL, 1, &recs, &n) == SG_OK) {
+        int tries = 0;
+        /* The same app's grants (other people's) first, then any other app's. */
+        for (int pass = 0; pass < 2 && tries < EVIDENCE_TRIES; pass++) {
+            for (size_t i = 0; i < n && tries < EVIDENCE_TRIES; i++) {
+                if (recs[i].id == rec->id || (strcmp(recs[i].app, rec->app) == 0) != (pass == 0))
+                    continue;
+                tries++;
+                cJSON_AddItemToArray(tried, cJSON_CreateNumber((double)recs[i].id));
+                long long count = 0, rows = 0;
+                if (count_approvals_after(v, rec, &recs[i], app_name, &count, &rows, why,
+                                          sizeof why) == 0) {
+                    cJSON_AddNumberToObject(ev, "query_by_grant", (double)recs[i].id);
+                    cJSON_AddNumberToObject(ev, "approvals_after", (double)count);
+                    cJSON_AddNumberToObject(ev, "approval_limit", limit);
+                    add_str_or_null(ev, "app_name", app_name);
+                    cJSON_AddNumberToObject(ev, "rows", (double)rows);
+                    cJSON_AddNumberToObject(ev, "created", (double)rec->created);
+                    cJSON_Delete(tried);
+                    sg_grant_recs_free(recs, n);
+                    return count >= limit ? "evicted" : "revoked";
+                }
+                sg_log(SG_LOG_INFO, "cause_query_failed", "grant %lld: %s", rec->id, why);
+            }
+        }
+        sg_grant_recs_free(recs, n);
+    }
+    if (tried)
+        cJSON_AddItemToObject(ev, "tried", tried);
+    cJSON_AddStringToObject(ev, "why", why);
+    return "revoked_or_evicted";
+}
+
+static const char *classify_death(sg_vault_t *v, const sg_grant_rec_t *rec, const char *desc,
+                                  long long stale_marker, cJSON *ev)
+{
+    sg_grant_health_t h;
+    int has = health_of(v, rec->app, &h);
+    long long now = now_s();
+    cJSON_AddStringToObject(ev, "error_description", desc);
+    if (strncasecmp(desc, "ip restricted", 13) == 0)
+        return "ip_restricted";
+    if (strcasecmp(desc, "inactive user") == 0)
+        return "inactive_user";
+    if (strcasecmp(desc, "inactive organization") == 0)
+        return "inactive_org";
+    if (strcasecmp(desc, "expired access/refresh token") != 0)
+        return "unknown";
+    if (stale_marker > 0 && has && h.rotation) {
+        cJSON_AddNumberToObject(ev, "refresh_started", (double)stale_marker);
+        cJSON_AddBoolToObject(ev, "rotation", 1);
+        return "rotation_reuse";
+    }
+    if (has && h.absolute_lifetime > 0 && now - rec->created >= h.absolute_lifetime) {
+        cJSON_AddNumberToObject(ev, "created", (double)rec->created);
+        cJSON_AddNumberToObject(ev, "absolute_lifetime", (double)h.absolute_lifetime);
+        cJSON_AddNumberToObject(ev, "age", (double)(now - rec->created));
+        return "absolute_expiry";
+    }
+    long long last = rec->last_refreshed ? rec->last_refreshed : rec->created;
+    if (has && h.idle_window > 0 && now - last >= h.idle_window) {
+        cJSON_AddNumberToObject(ev, "last_refreshed", (double)last);
+        cJSON_AddNumberToObject(ev, "idle_window", (double)h.idle_window);
+        cJSON_AddNumberToObject(ev, "idle_for", (double)(now - last));
+        return "idle_expiry";
+    }
+    if (!has) { /* nothing declared for the app: no queries on its behalf either */
+        cJSON_AddStringToObject(ev, "why", "the policy declares nothing for this app");
+        return "revoked_or_evicted";
+    }
+    return evidence_from_org(v, rec, &h, has, ev);
+}
+
+/* ---- keep-alive and expiry warnings ---------------------------------------------------- */
+
+typedef struct {
+    long long id, created, last_refreshed, warned_at;
+    char *user_id, *org_id, *app;
+} ka_item_t;
+
+typedef struct {
+    ka_item_t *it;
+    size_t n, cap;
+    int nomem;
+} ka_list_t;
+
+static int ka_collect(void *ctx, const sg_grant_rec_t *rec)
+{
+    ka_list_t *l = ctx;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? 2 * l->cap : 64;
+        ka_item_t *g = realloc(l->it, nc * sizeof *g);
+        if (!g) {
+            l->nomem = 1;
+            return 1;
+        }
+        l->it = g;
+        l->cap = nc;
+    }
+    ka_item_t *x = &l->it[l->n];
+    x->id = rec->id;
+    x->created = rec->created;
+    x->last_refreshed = rec->last_refreshed ? rec->last_refreshed : rec->created;
+    x->warned_at = rec->warned_at;
+    x->user_id = strdup(rec->user_id);
+    x->org_id = dup_or_null(rec->org_id);
+    x->app = strdup(rec->app);
+    if (!x->user_id || !x->app || (rec->org_id && !x->org_id)) {
+        free(x->user_id);
+        free(x->org_id);
+        free(x->app);
+        l->nomem = 1;
+        return 1;
+    }
+    l->n++;
+    return 0;
+}
+
+static void ka_list_free(ka_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->it[i].user_id);
+        free(l->it[i].org_id);
+        free(l->it[i].app);
+    }
+    free(l->it);
+}
+
+/* The grant's own jitter in [-1, 1], the same every time (a hash of its id). */
+static double grant_jitter(long long id)
+{
+    unsigned long long x = (unsigned long long)id + 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+    return (double)(x % 2001) / 1000.0 - 1.0;
+}
+
+/* Seconds after its last refresh at which a grant is due for keep-alive. */
+static double due_after(const sg_grant_health_t *h, long long id)
+{
+    double f = h->keep_alive_at + grant_jitter(id) * h->keep_alive_jitter;
+    if (f < 0.05)
+        f = 0.05;
+    if (f > 0.95)
+        f = 0.95;
+    return (double)h->idle_window * f;
+}
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void warn_expiring(sg_vault_t *v, const ka_item_t *g, long long expires_at, long long now)
+{
+    sg_rc rc = v->store->ops->grant_set_warned(v->store, g->id, now);
+    if (rc) { /* not stored: try again next tick rather than warn twice later */
+        sg_log(SG_LOG_WARN, "grant_store_failed", "grant %lld: expiry warning not stored: %s",
+               g->id, sg_rc_str(rc));
+        return;
+    }
+    sg_vault_event_t e = {.kind = "grant_expiring",
+                          .grant_id = g->id,
+                          .user_id = g->user_id,
+                          .org_id = g->org_id,
+                          .app = g->app,
+                          .expires_at = expires_at};
+    emit_ev(v, &e);
+    if (!v->hook)
+        return;
+    cJSON *j = cJSON_CreateObject();
+    int ok = j && cJSON_AddStringToObject(j, "event", "grant_expiring") &&
+             cJSON_AddNumberToObject(j, "grant_id", (double)g->id) &&
+             cJSON_AddStringToObject(j, "user_id", g->user_id) &&
+             add_str_or_null(j, "org_id", g->org_id) && cJSON_AddStringToObject(j, "app", g->app) &&
+             cJSON_AddNumberToObject(j, "expires_at", (double)expires_at) &&
+             cJSON_AddNumberToObject(j, "at", (double)now) &&
+             cJSON_AddStringToObject(j, "advice",
+                                     "The grant reaches the absolute lifetime the app's policy "
+                                     "allows: reconnect before then.");
+    webhook_json(v, j, ok, g->id);
+}
+
+/* Queues the grant for a worker unless it is queued already, in backoff, or fetched lately. */
+static void ka_enqueue(sg_vault_t *v, long long id, double due)
+{
+    entry_t *e = grant_entry(v, id, 1);
+    if (!e)
+        return;
+    double mono = monotonic_s();
+    pthread_mutex_lock(&e->mu);
+    /* Fetched lately (by anyone): fresh enough, and within MIN_REFRESH_GAP the single flight
+     * would only hand out the cached token. */
+    double since = e->last_fetch > 0 ? mono - e->last_fetch : 1e18;
+    int skip = e->ka_queued || e->retired || mono < e->ka_retry_at || since < due ||
+               since < MIN_REFRESH_GAP;
+    if (!skip)
+        e->ka_queued = 1;
+    pthread_mutex_unlock(&e->mu);
+    if (skip)
+        return;
+    pthread_mutex_lock(&v->ka_mu);
+    if (v->ka_qhead > 0 && v->ka_qhead == v->ka_qn) /* drained: start over */
+        v->ka_qhead = v->ka_qn = 0;
+    if (v->ka_qn == v->ka_qcap) {
+        size_t nc = v->ka_qcap ? 2 * v->ka_qcap : 64;
+        long long *q = realloc(v->ka_q, nc * sizeof *q);
+        if (!q) {
+            pthread_mutex_unlock(&v->ka_mu);
+            pthread_mutex_lock(&e->mu);
+            e->ka_queued = 0;
+            pthread_mutex_unlock(&e->mu);
+            return;
+        }
+        v->ka_q = q;
+        v->ka_qcap = nc;
+    }
+    v->ka_q[v->ka_qn++] = id;
+    pthread_cond_signal(&v->ka_work_cv);
+    pthread_mutex_unlock(&v->ka_mu);
+}
+
+typedef struct {
+    char *app;
+    int has;
+    sg_grant_health_t h;
+} app_health_t;
+
+static void ka_tick(sg_vault_t *v)
+{
+    ka_list_t l = {0};
+    sg_rc rc = v->store->ops->grant_each(v->store, ka_collect, &l);
+    if (rc || l.nomem)
+        sg_log(SG_LOG_WARN, "keep_alive_scan", "live grants not all read: %s",
+               rc ? sg_rc_str(rc) : "out of memory");
+    app_health_t apps[32];
+    size_t napps = 0;
+    long long now = now_s();
+    double wnow = wall_now();
+    for (size_t i = 0; i < l.n; i++) {
+        const ka_item_t *g = &l.it[i];
+        app_health_t *a = NULL, tmp;
+        for (size_t k = 0; k < napps && !a; k++)
+            if (strcmp(apps[k].app, g->app) == 0)
+                a = &apps[k];
+        if (!a) {
+            a = napps < sizeof apps / sizeof apps[0] ? &apps[napps++] : &tmp;
+            a->app = g->app;
+            a->has = health_of(v, g->app, &a->h);
+        }
+        if (!a->has)
+            continue;
+        if (a->h.absolute_lifetime > 0 && g->warned_at == 0) {
+            long long exp = g->created + a->h.absolute_lifetime;
+            if (exp - now <= a->h.warn_before)
+                warn_expiring(v, g, exp, now);
+        }
+        if (a->h.keep_alive && a->h.idle_window > 0) {
+            double due = due_after(&a->h, g->id);
+            if (wnow - (double)g->last_refreshed >= due)
+                ka_enqueue(v, g->id, due);
+        }
+    }
+    ka_list_free(&l);
+}
+
+static void *ka_sched_main(void *arg)
+{
+    sg_vault_t *v = arg;
+    pthread_mutex_lock(&v->ka_mu);
+    while (!v->ka_stop) {
+        pthread_mutex_unlock(&v->ka_mu);
+        ka_tick(v);
+        pthread_mutex_lock(&v->ka_mu);
+        struct timespec dl = deadline_in(v->ka_tick_ms);
+        while (!v->ka_stop)
+            if (pthread_cond_timedwait(&v->ka_tick_cv, &v->ka_mu, &dl) == ETIMEDOUT)
+                break;
+    }
+    pthread_mutex_unlock(&v->ka_mu);
+    return NULL;
+}
+
+/* One keep-alive refresh, through the single flight. */
+static void ka_one(sg_vault_t *v, long long id)
+{
+    entry_t *e = grant_entry(v, id, 1);
+    if (!e)
+        return;
+    sg_grant_rec_t rec = {0};
+    sg_rc rc = v->store->ops->grant_get(v->store, id, &rec);
+    int live = rc == SG_OK && rec.state == SG_GRANT_LIVE;
+    sg_grant_health_t h;
+    int has = live && health_of(v, rec.app, &h);
+    sg_vault_token_t tok = {0};
+    outcome_t oc = {0};
+    int ok = 0;
+    if (live) {
+        ok = single_flight(v, e, fetch_refresh, NULL, "cache", "refresh", 1, &tok, &oc) == SG_OK;
+        if (ok) {
+            touch(v, e); /* a refresh is a use, as the provider's Use Count has it */
+            /* "cache": another caller refreshed it a moment ago, which kept it alive as well */
+            if (strcmp(tok.source, "refresh") == 0)
+                emit(v, "grant_kept_alive", id, rec.user_id, rec.org_id, rec.app, NULL, tok.source,
+                     NULL);
+        } else if (!grant_specific(&oc)) {
+            sg_log(SG_LOG_WARN, "keep_alive_failed", "grant %lld: %s", id, oc.reason);
+        }
+        sg_vault_token_free(&tok);
+    }
+    pthread_mutex_lock(&e->mu);
+    e->ka_queued = 0;
+    if (live && !ok) { /* back off: a tenth of the window, 1 s to 5 min */
+        double b = has ? (double)h.idle_window / 10 : 60;
+        e->ka_retry_at = monotonic_s() + (b < 1 ? 1 : b > 300 ? 300 : b);
+    }
+    pthread_mutex_unlock(&e->mu);
+    sg_grant_rec_free(&rec);
+}
+
+static void *ka_worker_main(void *arg)
+{
+    sg_vault_t *v = arg;
+    pthread_mutex_lock(&v->ka_mu);
+    for (;;) {
+        while (!v->ka_stop && v->ka_qhead == v->ka_qn)
+            pthread_cond_wait(&v->ka_work_cv, &v->ka_mu);
+        if (v->ka_stop)
+            break;
+        long long id = v->ka_q[v->ka_qhead++];
+        pthread_mutex_unlock(&v->ka_mu);
+        ka_one(v, id);
+        pthread_mutex_lock(&v->ka_mu);
+    }
+    pthread_mutex_unlock(&v->ka_mu);
+    return NULL;
+}
+
+static sg_rc ka_start(sg_vault_t *v, const sg_vault_opts_t *opts)
+{
+    v->ka_workers_n =
+        opts->keep_alive_in_flight > 0 ? opts->keep_alive_in_flight : DEFAULT_KA_IN_FLIGHT;
+    if (v->ka_workers_n > MAX_KA_IN_FLIGHT)
+        v->ka_workers_n = MAX_KA_IN_FLIGHT;
+    v->ka_tick_ms = opts->keep_alive_tick_ms > 0 ? opts->keep_alive_tick_ms : DEFAULT_KA_TICK_MS;
+    v->ka_workers = calloc((size_t)v->ka_workers_n, sizeof *v->ka_workers);
+    if (!v->ka_workers)
+        return SG_ERR_NOMEM;
+    for (int i = 0; i < v->ka_workers_n; i++) {
+        if (pthread_create(&v->ka_workers[i], NULL, ka_worker_main, v) != 0)
+            return SG_ERR_NOMEM;
+        v->ka_workers_up++;
+    }
+    if (pthread_create(&v->ka_sched, NULL, ka_sched_main, v) != 0)
+        return SG_ERR_NOMEM;
+    v->ka_started = 1;
+    return SG_OK;
+}
+
+static void ka_stop(sg_vault_t *v)
+{
+    pthread_mutex_lock(&v->ka_mu);
+    v->ka_stop = 1;
+    pthread_cond_broadcast(&v->ka_tick_cv);
+    pthread_cond_broadcast(&v->ka_work_cv);
+    pthread_mutex_unlock(&v->ka_mu);
+    if (v->ka_started)
+        pthread_join(v->ka_sched, NULL);
+    for (int i = 0; i < v->ka_workers_up; i++)
+        pthread_join(v->ka_workers[i], NULL);
+    v->ka_started = 0;
+    v->ka_workers_up = 0;
+}
+
+/* ---- refresh now, explain, report ------------------------------------------------------- */
+
+sg_rc sg_vault_refresh_grant(sg_vault_t *v, long long grant_id, sg_vault_err_t *err)
+{
+    sg_vault_err_t dummy;
+    if (!err)
+        err = &dummy;
+    memset(err, 0, sizeof *err);
+    err->grant_id = grant_id;
+    sg_grant_rec_t rec = {0};
+    sg_rc rc = v->store->ops->grant_get(v->store, grant_id, &rec);
+    if (rc == SG_ERR_NOTFOUND) {
+        err_set(err, 404, "no_grant", "no such grant");
+        return rc;
+    }
+    if (rc) {
+        err_set(err, 500, "internal", "the store could not be read");
+        return rc;
+    }
+    snprintf(err->user_id, sizeof err->user_id, "%s", rec.user_id);
+    snprintf(err->app, sizeof err->app, "%s", rec.app);
+    if (rec.state != SG_GRANT_LIVE) {
+        if (rec.state == SG_GRANT_DEAD)
+            err_set(err, 409, "grant_unavailable",
+                    rec.dead_reason ? rec.dead_reason : "the grant died");
+        else
+            err_set(err, 404, "no_grant",
+                    rec.state == SG_GRANT_REVOKED ? "the grant was disconnected"
+                                                  : "the grant was replaced");
+        rc = rc_of_status(err->http_status);
+        sg_grant_rec_free(&rec);
+        return rc;
+    }
+    entry_t *e = grant_entry(v, grant_id, 1);
+    sg_vault_token_t tok = {0};
+    outcome_t oc = {0};
+    if (!e) {
+        err_set(err, 500, "internal", "out of memory");
+        rc = SG_ERR_NOMEM;
+    } else {
+        rc = single_flight(v, e, fetch_refresh, NULL, "cache", "refresh", 1, &tok, &oc);
+        if (rc == SG_OK) {
+            touch(v, e);
+            memset(err, 0, sizeof *err);
+        } else {
+            err_from(err, &oc);
+        }
+    }
+    sg_vault_token_free(&tok);
+    sg_grant_rec_free(&rec);
+    return rc;
+}
+
+static const char *state_name(int state)
+{
+    switch (state) {
+    case SG_GRANT_LIVE:
+        return "live";
+    case SG_GRANT_DEAD:
+        return "dead";
+    case SG_GRANT_REVOKED:
+        return "revoked";
+    case SG_GRANT_REPLACED:
+        return "replaced";
+    }
+    return "unknown";
+}
+
+/* One grant as sg_vault_explain describes it; NULL when out of memory. */
+static cJSON *explain_rec(sg_vault_t *v, const sg_grant_rec_t *rec, int with_evidence,
+                          long long now)
+{
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return NULL;
+    sg_grant_health_t h;
+    int has = health_of(v, rec->app, &h);
+    long long last = rec->last_refreshed ? rec->last_refreshed : rec->created;
+    int ok = cJSON_AddNumberToObject(j, "grant_id", (double)rec->id) &&
+             cJSON_AddStringToObject(j, "user_id", rec->user_id) &&
+             add_str_or_null(j, "org_id", rec->org_id) &&
+             add_str_or_null(j, "username", rec->username) &&
+             cJSON_AddStringToObject(j, "app", rec->app) &&
+             cJSON_AddStringToObject(j, "state", state_name(rec->state)) &&
+             add_str_or_null(j, "reason", rec->dead_reason) &&
+             cJSON_AddNumberToObject(j, "dead_at", (double)rec->dead_at) &&
+             add_str_or_null(j, "cause", rec->cause) &&
+             (rec->cause ? cJSON_AddStringToObject(j, "advice", sg_vault_cause_advice(rec->cause))
+                         : cJSON_AddNullToObject(j, "advice")) &&
+             cJSON_AddNumberToObject(j, "use_count", (double)rec->use_count) &&
+             cJSON_AddNumberToObject(j, "last_used", (double)rec->last_used) &&
+             cJSON_AddNumberToObject(j, "last_refreshed", (double)rec->last_refreshed) &&
+             cJSON_AddNumberToObject(j, "created", (double)rec->created) &&
+             cJSON_AddNumberToObject(j, "warned_at", (double)rec->warned_at) &&
+             cJSON_AddBoolToObject(j, "keep_alive", has && h.keep_alive && h.idle_window > 0);
+    if (ok && with_evidence)
+        ok = add_json_text(j, "evidence", rec->evidence);
+    long long nearest = 0;
+    int any = 0;
+    if (ok && has && h.idle_window > 0) {
+        long long t = last + h.idle_window;
+        ok = cJSON_AddNumberToObject(j, "idle_expires_at", (double)t) != NULL;
+        nearest = t;
+        any = 1;
+    }
+    if (ok && has && h.absolute_lifetime > 0) {
+        long long t = rec->created + h.absolute_lifetime;
+        ok = cJSON_AddNumberToObject(j, "absolute_expires_at", (double)t) != NULL;
+        if (!any || t < nearest)
+            nearest = t;
+        any = 1;
+    }
+    if (ok)
+        ok = any && rec->state == SG_GRANT_LIVE
+                 ? cJSON_AddNumberToObject(j, "expires_in", (double)(nearest - now)) != NULL
+                 : cJSON_AddNullToObject(j, "expires_in") != NULL;
+    if (!ok) {
+        cJSON_Delete(j);
+        return NULL;
+    }
+    return j;
+}
+
+sg_rc sg_vault_explain(sg_vault_t *v, long long grant_id, cJSON **out)
+{
+    *out = NULL;
+    flush_all(v); /* the use figures: write what is counted */
+    sg_grant_rec_t rec = {0};
+    sg_rc rc = v->store->ops->grant_get(v->store, grant_id, &rec);
+    if (rc)
+        return rc;
+    *out = explain_rec(v, &rec, 1, now_s());
+    sg_grant_rec_free(&rec);
+    return *out ? SG_OK : SG_ERR_NOMEM;
+}
+
+sg_rc sg_vault_report(sg_vault_t *v, cJSON **out)
+{
+    *out = NULL;
+    if (!v->store->ops->grant_list)
+        return SG_ERR_CONFIG;
+    flush_all(v);
+    sg_grant_rec_t *recs = NULL;
+    size_t n = 0;
+    sg_rc rc = v->store->ops->grant_list(v->store, &recs, &n);
+    if (rc)
+        return rc;
+    cJSON *a = cJSON_CreateArray();
+    long long now = now_s();
+    for (size_t i = 0; a && i < n; i++) {
+        cJSON *j = explain_rec(v, &recs[i], 0, now);
+        if (!j) {
+            cJSON_Delete(a);
+            a = NULL;
+            break;
+        }
+        cJSON_AddItemToArray(a, j);
+    }
+    sg_grant_recs_free(recs, n);
+    *out = a;
+    return a ? SG_OK : SG_ERR_NOMEM;
+}
+
 /* ---- life ------------------------------------------------------------------------------- */
 
 static void integ_free(integ_t *in)
@@ -1295,6 +2177,30 @@ sg_rc sg_vault_open(const sg_vault_opts_t *opts, sg_vault_t **out)
         free(v);
         return SG_ERR_NOMEM;
     }
+    pthread_condattr_t ca;
+    int ok = pthread_condattr_init(&ca) == 0;
+    if (ok) {
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        ok = pthread_mutex_init(&v->ka_mu, NULL) == 0;
+        if (ok && pthread_cond_init(&v->ka_tick_cv, &ca) != 0) {
+            pthread_mutex_destroy(&v->ka_mu);
+            ok = 0;
+        }
+        if (ok && pthread_cond_init(&v->ka_work_cv, NULL) != 0) {
+            pthread_cond_destroy(&v->ka_tick_cv);
+            pthread_mutex_destroy(&v->ka_mu);
+            ok = 0;
+        }
+        pthread_condattr_destroy(&ca);
+    }
+    if (!ok) {
+        pthread_mutex_destroy(&v->lock);
+        free(v);
+        return SG_ERR_NOMEM;
+    }
+    v->health = opts->health;
+    v->query_timeout_ms =
+        opts->webhook_timeout_ms > 0 ? opts->webhook_timeout_ms : DEFAULT_WEBHOOK_MS;
     v->store = opts->store;
     memcpy(v->key, opts->key, SG_AEAD_KEY_LEN);
     sg_aead_key_id(v->key, v->key_id);
@@ -1338,6 +2244,11 @@ sg_rc sg_vault_open(const sg_vault_opts_t *opts, sg_vault_t **out)
         if (rc)
             goto fail;
     }
+    if (opts->health) {
+        rc = ka_start(v, opts);
+        if (rc)
+            goto fail;
+    }
     *out = v;
     return SG_OK;
 fail:
@@ -1349,6 +2260,7 @@ void sg_vault_close(sg_vault_t *v)
 {
     if (!v)
         return;
+    ka_stop(v); /* first: its workers use everything below */
     sg_webhook_stop(v->hook);
     flush_all(v);
     for (size_t b = 0; b < NBUCKETS; b++) {
@@ -1367,6 +2279,11 @@ void sg_vault_close(sg_vault_t *v)
     free(v->old);
     free(v->old_id);
     OPENSSL_cleanse(v->key, sizeof v->key);
+    free(v->ka_workers);
+    free(v->ka_q);
+    pthread_cond_destroy(&v->ka_tick_cv);
+    pthread_cond_destroy(&v->ka_work_cv);
+    pthread_mutex_destroy(&v->ka_mu);
     pthread_mutex_destroy(&v->lock);
     free(v);
 }

@@ -225,6 +225,119 @@ static void diff_fallback(diff_t *d, const char *role, const sg_policy_offline_t
     }
 }
 
+/* "valid until revoked", "expire if not used for 30d", "not declared": a refresh token
+ * policy in words. */
+static const char *rt_words(const sg_policy_offline_t *o, char *buf, size_t len)
+{
+    char n[32];
+    const char *p = o->refresh_token_policy;
+    if (!p)
+        snprintf(buf, len, "not declared");
+    else if (strcmp(p, SG_POLICY_RT_EXPIRE_IF_UNUSED) == 0)
+        snprintf(buf, len, "expire if not used for %s",
+                 dur(o->refresh_token_validity, n, sizeof(n)));
+    else if (strcmp(p, SG_POLICY_RT_EXPIRE_AFTER) == 0)
+        snprintf(buf, len, "expire after %s", dur(o->refresh_token_validity, n, sizeof(n)));
+    else if (strcmp(p, SG_POLICY_RT_IMMEDIATELY_EXPIRE) == 0)
+        snprintf(buf, len, "immediately expire");
+    else
+        snprintf(buf, len, "valid until revoked");
+    return buf;
+}
+
+/* One yes/no setting of the provider or keep-alive blocks. */
+static void flag_changed(diff_t *d, const char *kind, const char *role, const char *setting,
+                         const char *words, int from, int to)
+{
+    if (!from == !to)
+        return;
+    cJSON *o = emit(d, kind, "role '%s': %s %s -> %s", role, words, yes_no(from), yes_no(to));
+    f_str(d, o, "role", role);
+    f_str(d, o, "setting", setting);
+    f_bool(d, o, "from", from);
+    f_bool(d, o, "to", to);
+}
+
+/* What the provider will do (offline.provider), keep-alive and the expiry warning. */
+static void diff_grant_health(diff_t *d, const char *role, const sg_policy_offline_t *a,
+                              const sg_policy_offline_t *b)
+{
+    char x[96], y[96];
+    if (!same_str(a->refresh_token_policy, b->refresh_token_policy) ||
+        a->refresh_token_validity != b->refresh_token_validity) {
+        cJSON *o = emit(d, "provider_changed", "role '%s': refresh token policy %s -> %s", role,
+                        rt_words(a, x, sizeof(x)), rt_words(b, y, sizeof(y)));
+        f_str(d, o, "role", role);
+        f_str(d, o, "setting", "refresh_token_policy");
+        f_str(d, o, "from", a->refresh_token_policy);
+        f_str(d, o, "to", b->refresh_token_policy);
+        f_secs_or_null(d, o, "from_validity", a->refresh_token_validity);
+        f_secs_or_null(d, o, "to_validity", b->refresh_token_validity);
+    }
+    flag_changed(d, "provider_changed", role, "idle_ttl_limit", "30-day idle limit",
+                 a->idle_ttl_limit, b->idle_ttl_limit);
+    flag_changed(d, "provider_changed", role, "rotation", "refresh token rotation", a->rotation,
+                 b->rotation);
+    const char *fa = a->provider_app_name, *ta = b->provider_app_name;
+    if (!same_str(fa, ta) || !fa != !ta) {
+        cJSON *o = emit(d, "provider_changed", "role '%s': provider app name %s%s%s -> %s%s%s",
+                        role, fa ? "'" : "", fa ? fa : "none", fa ? "'" : "", ta ? "'" : "",
+                        ta ? ta : "none", ta ? "'" : "");
+        f_str(d, o, "role", role);
+        f_str(d, o, "setting", "app_name");
+        f_str(d, o, "from", fa);
+        f_str(d, o, "to", ta);
+    }
+    if (a->idle_window != b->idle_window) {
+        char n1[32], n2[32];
+        if (a->idle_window)
+            snprintf(x, sizeof(x), "after %s unused", dur(a->idle_window, n1, sizeof(n1)));
+        if (b->idle_window)
+            snprintf(y, sizeof(y), "after %s unused", dur(b->idle_window, n2, sizeof(n2)));
+        cJSON *o = emit(d, "idle_window_changed", "role '%s': idle expiry %s -> %s", role,
+                        a->idle_window ? x : "never", b->idle_window ? y : "never");
+        f_str(d, o, "role", role);
+        f_secs_or_null(d, o, "from", a->idle_window);
+        f_secs_or_null(d, o, "to", b->idle_window);
+    }
+    if (a->absolute_lifetime != b->absolute_lifetime) {
+        char n1[32], n2[32];
+        if (a->absolute_lifetime)
+            snprintf(x, sizeof(x), "%s after connecting",
+                     dur(a->absolute_lifetime, n1, sizeof(n1)));
+        if (b->absolute_lifetime)
+            snprintf(y, sizeof(y), "%s after connecting",
+                     dur(b->absolute_lifetime, n2, sizeof(n2)));
+        cJSON *o = emit(d, "absolute_lifetime_changed", "role '%s': absolute expiry %s -> %s", role,
+                        a->absolute_lifetime ? x : "never", b->absolute_lifetime ? y : "never");
+        f_str(d, o, "role", role);
+        f_secs_or_null(d, o, "from", a->absolute_lifetime);
+        f_secs_or_null(d, o, "to", b->absolute_lifetime);
+    }
+    flag_changed(d, "keep_alive_changed", role, "enabled", "keep-alive", a->keep_alive,
+                 b->keep_alive);
+    static const char *const frac_names[] = {"at", "jitter"};
+    const double fa2[] = {a->keep_alive_at, a->keep_alive_jitter};
+    const double tb2[] = {b->keep_alive_at, b->keep_alive_jitter};
+    for (size_t i = 0; i < 2; i++) {
+        if (fa2[i] == tb2[i])
+            continue;
+        cJSON *o = emit(d, "keep_alive_changed", "role '%s': keep-alive %s %g -> %g%s", role,
+                        frac_names[i], fa2[i], tb2[i], i == 0 ? " of the idle window" : "");
+        f_str(d, o, "role", role);
+        f_str(d, o, "setting", frac_names[i]);
+        f_num(d, o, "from", fa2[i]);
+        f_num(d, o, "to", tb2[i]);
+    }
+    if (a->warn_before != b->warn_before) {
+        cJSON *o = emit(d, "warn_before_changed", "role '%s': warn before a grant expires %s -> %s",
+                        role, dur(a->warn_before, x, sizeof(x)), dur(b->warn_before, y, sizeof(y)));
+        f_str(d, o, "role", role);
+        f_num(d, o, "from", (double)a->warn_before);
+        f_num(d, o, "to", (double)b->warn_before);
+    }
+}
+
 static void diff_offline(diff_t *d, const char *role, const sg_policy_offline_t *a,
                          const sg_policy_offline_t *b)
 {
@@ -276,6 +389,7 @@ static void diff_offline(diff_t *d, const char *role, const sg_policy_offline_t 
         f_secs_or_null(d, o, "to", b->token_ttl);
     }
     diff_fallback(d, role, a, b);
+    diff_grant_health(d, role, a, b);
 }
 
 static void diff_role(diff_t *d, const sg_policy_role_t *a, const sg_policy_role_t *b)

@@ -21,8 +21,19 @@
 static const char *const root_keys[] = {"version", "signin", "roles", "assign", NULL};
 static const char *const signin_keys[] = {"app", "scopes", NULL};
 static const char *const role_keys[] = {"offline", "session", "can_view_policy", NULL};
-static const char *const offline_keys[] = {"app",       "scopes",   "grant_limit",
-                                           "token_ttl", "fallback", NULL};
+static const char *const offline_keys[] = {"app",        "scopes",      "grant_limit",
+                                           "token_ttl",  "fallback",    "provider",
+                                           "keep_alive", "warn_before", NULL};
+static const char *const provider_keys[] = {"refresh_token_policy",
+                                            "refresh_token_validity",
+                                            "idle_ttl_limit",
+                                            "rotation",
+                                            "app_name",
+                                            NULL};
+static const char *const keep_alive_keys[] = {"enabled", "at", "jitter", NULL};
+static const char *const rt_policies[] = {
+    SG_POLICY_RT_VALID_UNTIL_REVOKED, SG_POLICY_RT_IMMEDIATELY_EXPIRE,
+    SG_POLICY_RT_EXPIRE_IF_UNUSED, SG_POLICY_RT_EXPIRE_AFTER, NULL};
 static const char *const fallback_keys[] = {"same_org", "integration", NULL};
 static const char *const session_keys[] = {"idle", "max", NULL};
 static const char *const rule_keys[] = {"role", "claim", "in", "contains", NULL};
@@ -242,9 +253,10 @@ static void fmt_duration(long long secs, char *buf, size_t len)
         snprintf(buf, len, "%llds", secs);
 }
 
-/* Seconds, dflt when absent, -1 when wrong (reported). A duration is "30m" or whole seconds. */
-static long long get_duration(sg_policy_ctx_t *c, const config_setting_t *session, const char *key,
-                              long long dflt)
+/* Seconds, dflt when absent, -1 when wrong (reported). A duration is "30m" or whole seconds;
+ * zero is an error whose message ends with why_not_zero. */
+static long long get_duration_why(sg_policy_ctx_t *c, const config_setting_t *session,
+                                  const char *key, long long dflt, const char *why_not_zero)
 {
     const config_setting_t *s = config_setting_get_member(session, key);
     if (!s)
@@ -273,10 +285,16 @@ static long long get_duration(sg_policy_ctx_t *c, const config_setting_t *sessio
         return -1;
     }
     if (v == 0) {
-        sg_policy_diag(c, line_of(s), ERR, "'%s' is zero: every session would end at once", key);
+        sg_policy_diag(c, line_of(s), ERR, "'%s' is zero: %s", key, why_not_zero);
         return -1;
     }
     return v;
+}
+
+static long long get_duration(sg_policy_ctx_t *c, const config_setting_t *session, const char *key,
+                              long long dflt)
+{
+    return get_duration_why(c, session, key, dflt, "every session would end at once");
 }
 
 static void parse_session(sg_policy_ctx_t *c, const config_setting_t *s, const char *where,
@@ -328,6 +346,194 @@ static void parse_fallback(sg_policy_ctx_t *c, const config_setting_t *offline, 
     o->fallback_integration = get_string(c, f, "integration", fwhere, 0);
 }
 
+/* A boolean member: 1/0, dflt when absent, dflt too when wrong (reported). */
+static int get_bool(sg_policy_ctx_t *c, const config_setting_t *group, const char *key, int dflt)
+{
+    const config_setting_t *s = config_setting_get_member(group, key);
+    if (!s)
+        return dflt;
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+        sg_policy_diag(c, line_of(s), ERR, "'%s' must be true or false, not %s", key, type_name(s));
+        return dflt;
+    }
+    return config_setting_get_bool(s);
+}
+
+/* A fraction strictly between 0 and 1: dflt when absent or wrong (reported). */
+static double get_fraction(sg_policy_ctx_t *c, const config_setting_t *group, const char *key,
+                           double dflt)
+{
+    const config_setting_t *s = config_setting_get_member(group, key);
+    if (!s)
+        return dflt;
+    double v;
+    if (config_setting_type(s) == CONFIG_TYPE_FLOAT)
+        v = config_setting_get_float(s);
+    else if (is_int(s))
+        v = (double)config_setting_get_int64(s);
+    else {
+        sg_policy_diag(c, line_of(s), ERR, "'%s' must be a number between 0 and 1, not %s", key,
+                       type_name(s));
+        return dflt;
+    }
+    if (!(v > 0 && v < 1)) {
+        sg_policy_diag(c, line_of(s), ERR,
+                       "'%s' must be a fraction between 0 and 1 (exclusive), such as %g, not %g",
+                       key, dflt, v);
+        return dflt;
+    }
+    return v;
+}
+
+/*
+ * offline.provider = { refresh_token_policy = "..."; refresh_token_validity = "30d";
+ * idle_ttl_limit = false; rotation = false; app_name = "..."; }: what the Connected App's
+ * OAuth policies do with refresh tokens (shared/salesforce-oauth.md 3.1, 3.2), declared
+ * because the gateway cannot read them. Derives idle_window and absolute_lifetime.
+ */
+static void parse_provider(sg_policy_ctx_t *c, const config_setting_t *offline, const char *where,
+                           sg_policy_offline_t *o)
+{
+    const config_setting_t *g = get_group(
+        c, offline, "provider",
+        "provider = { refresh_token_policy = \"expire_if_unused\"; refresh_token_validity = "
+        "\"30d\"; }");
+    if (!g)
+        return;
+    char pwhere[200];
+    snprintf(pwhere, sizeof(pwhere), "%s.provider", where);
+    check_keys(c, g, provider_keys, pwhere);
+    o->refresh_token_policy = SG_POLICY_RT_VALID_UNTIL_REVOKED;
+    const config_setting_t *ps = config_setting_get_member(g, "refresh_token_policy");
+    const char *pol = get_string(c, g, "refresh_token_policy", pwhere, 0);
+    if (pol) {
+        size_t k = 0;
+        while (rt_policies[k] && strcmp(rt_policies[k], pol) != 0)
+            k++;
+        if (rt_policies[k]) {
+            o->refresh_token_policy = rt_policies[k];
+        } else {
+            sg_suggest_t sug;
+            sg_suggest_init(&sug, pol);
+            for (k = 0; rt_policies[k]; k++)
+                sg_suggest_try(&sug, rt_policies[k]);
+            char hint[96];
+            sg_policy_diag(c, line_of(ps), ERR,
+                           "unknown refresh_token_policy '%s'%s: write one of "
+                           "valid_until_revoked, immediately_expire, expire_if_unused, "
+                           "expire_after",
+                           pol, sg_suggest_hint(&sug, hint, sizeof(hint)));
+            o->refresh_token_policy = NULL; /* unknown: derive nothing */
+        }
+    }
+    const char *rtp = o->refresh_token_policy;
+    int expiring = rtp && (strcmp(rtp, SG_POLICY_RT_EXPIRE_IF_UNUSED) == 0 ||
+                           strcmp(rtp, SG_POLICY_RT_EXPIRE_AFTER) == 0);
+    const config_setting_t *vs = config_setting_get_member(g, "refresh_token_validity");
+    long long validity =
+        get_duration_why(c, g, "refresh_token_validity", 0,
+                         "the refresh token would die at once (refresh_token_policy "
+                         "\"immediately_expire\" says that)");
+    if (validity < 0)
+        validity = 0;
+    if (expiring && !vs)
+        sg_policy_diag(c, line_of(ps ? ps : g), ERR,
+                       "refresh_token_policy '%s' needs refresh_token_validity (the N of "
+                       "\"%s N\", such as \"30d\")",
+                       rtp,
+                       strcmp(rtp, SG_POLICY_RT_EXPIRE_AFTER) == 0 ? "expire refresh token after"
+                                                                   : "expire if not used for");
+    else if (rtp && !expiring && vs && validity > 0)
+        sg_policy_diag(c, line_of(vs), WARN,
+                       "refresh_token_validity does nothing with refresh_token_policy '%s' (only "
+                       "expire_if_unused and expire_after have one)",
+                       rtp);
+    o->idle_ttl_limit = get_bool(c, g, "idle_ttl_limit", 0);
+    o->rotation = get_bool(c, g, "rotation", 0);
+    o->provider_app_name = get_string(c, g, "app_name", pwhere, 0);
+    if (!rtp)
+        return;
+    if (expiring)
+        o->refresh_token_validity = validity;
+    if (strcmp(rtp, SG_POLICY_RT_EXPIRE_IF_UNUSED) == 0)
+        o->idle_window = validity;
+    else if (strcmp(rtp, SG_POLICY_RT_EXPIRE_AFTER) == 0)
+        o->absolute_lifetime = validity;
+    /* The 30-day idle limit: every policy but "immediately expire" also dies after 30 days
+     * unused (shared/salesforce-oauth.md 3.1). */
+    if (o->idle_ttl_limit && strcmp(rtp, SG_POLICY_RT_IMMEDIATELY_EXPIRE) != 0 &&
+        (o->idle_window == 0 || o->idle_window > SG_POLICY_IDLE_TTL_LIMIT))
+        o->idle_window = SG_POLICY_IDLE_TTL_LIMIT;
+    if (strcmp(rtp, SG_POLICY_RT_IMMEDIATELY_EXPIRE) == 0)
+        sg_policy_diag(c, line_of(ps ? ps : g), WARN,
+                       "refresh_token_policy 'immediately_expire': the provider lets no refresh "
+                       "token be used, so grants can never refresh (set the Connected App to "
+                       "another refresh token policy)");
+}
+
+/* offline.keep_alive = { enabled = true; at = 0.5; jitter = 0.1; } and offline.warn_before. */
+static void parse_keep_alive(sg_policy_ctx_t *c, const config_setting_t *offline, const char *where,
+                             sg_policy_offline_t *o)
+{
+    o->keep_alive_at = SG_POLICY_DEFAULT_KEEP_ALIVE_AT;
+    o->keep_alive_jitter = SG_POLICY_DEFAULT_KEEP_ALIVE_JITTER;
+    o->warn_before = SG_POLICY_DEFAULT_WARN_BEFORE;
+    long long wb =
+        get_duration_why(c, offline, "warn_before", SG_POLICY_DEFAULT_WARN_BEFORE,
+                         "nobody would be warned before a grant expires (leave it out for 7d)");
+    if (wb > 0)
+        o->warn_before = wb;
+    const config_setting_t *g =
+        get_group(c, offline, "keep_alive", "keep_alive = { enabled = true; at = 0.5; }");
+    if (!g)
+        return;
+    char kwhere[200];
+    snprintf(kwhere, sizeof(kwhere), "%s.keep_alive", where);
+    check_keys(c, g, keep_alive_keys, kwhere);
+    /* Writing the block means wanting it: enabled defaults to true inside it. */
+    o->keep_alive = get_bool(c, g, "enabled", 1);
+    o->keep_alive_at = get_fraction(c, g, "at", SG_POLICY_DEFAULT_KEEP_ALIVE_AT);
+    o->keep_alive_jitter = get_fraction(c, g, "jitter", SG_POLICY_DEFAULT_KEEP_ALIVE_JITTER);
+    if (o->keep_alive && o->keep_alive_at + o->keep_alive_jitter >= 1)
+        sg_policy_diag(c, line_of(g), WARN,
+                       "keep_alive at %g plus jitter %g reaches the end of the idle window: some "
+                       "grants would be refreshed after they died",
+                       o->keep_alive_at, o->keep_alive_jitter);
+}
+
+/* What the declaration means for the grants, said once both blocks are read. */
+static void lint_grant_health(sg_policy_ctx_t *c, const config_setting_t *offline,
+                              const sg_policy_offline_t *o)
+{
+    char a[32], b[32];
+    const config_setting_t *prov = config_setting_get_member(offline, "provider");
+    const config_setting_t *ka = config_setting_get_member(offline, "keep_alive");
+    if (o->idle_window > 0 && !o->keep_alive) {
+        fmt_duration(o->idle_window, a, sizeof(a));
+        sg_policy_diag(c, line_of(prov ? prov : offline), WARN,
+                       "grants die after %s unused%s; enable keep_alive (keep_alive = { enabled = "
+                       "true; }) so the gateway refreshes them before that",
+                       a,
+                       o->idle_ttl_limit && o->idle_window == SG_POLICY_IDLE_TTL_LIMIT &&
+                               o->refresh_token_validity != SG_POLICY_IDLE_TTL_LIMIT
+                           ? " (the 30-day idle limit)"
+                           : "");
+    }
+    if (o->keep_alive && o->idle_window == 0 && ka)
+        sg_policy_diag(c, line_of(ka), WARN,
+                       "keep_alive has nothing to do: no idle window is declared (provider "
+                       "refresh_token_policy \"expire_if_unused\" or idle_ttl_limit = true)");
+    if (o->absolute_lifetime > 0 && o->warn_before >= o->absolute_lifetime) {
+        const config_setting_t *wb = config_setting_get_member(offline, "warn_before");
+        fmt_duration(o->warn_before, a, sizeof(a));
+        fmt_duration(o->absolute_lifetime, b, sizeof(b));
+        sg_policy_diag(c, line_of(wb ? wb : prov), WARN,
+                       "warn_before %s%s is not shorter than the grants' lifetime %s: every grant "
+                       "would be expiring soon from the start",
+                       a, wb ? "" : " (the default)", b);
+    }
+}
+
 static void parse_offline(sg_policy_ctx_t *c, const config_setting_t *s, const char *where,
                           sg_policy_role_t *r)
 {
@@ -352,6 +558,9 @@ static void parse_offline(sg_policy_ctx_t *c, const config_setting_t *s, const c
     if (ttl > 0)
         o->token_ttl = ttl;
     parse_fallback(c, s, where, o);
+    parse_provider(c, s, where, o);
+    parse_keep_alive(c, s, where, o);
+    lint_grant_health(c, s, o);
 
     const config_setting_t *gl = config_setting_get_member(s, "grant_limit");
     if (!gl)

@@ -199,6 +199,44 @@ static cJSON *app_json(const char *app, const char *const *scopes, size_t n)
     return o;
 }
 
+/* A number of seconds, or null for 0 ("not declared", "never"). */
+static cJSON *secs_or_null(long long v)
+{
+    return v ? cJSON_CreateNumber((double)v) : cJSON_CreateNull();
+}
+
+/* offline.provider: the declared refresh-token policy and what it means (null: none). */
+static cJSON *provider_json(const sg_policy_offline_t *off)
+{
+    if (!off->refresh_token_policy)
+        return cJSON_CreateNull();
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "refresh_token_policy", off->refresh_token_policy) ||
+        attach(o, "refresh_token_validity", secs_or_null(off->refresh_token_validity)) != 0 ||
+        !cJSON_AddBoolToObject(o, "idle_ttl_limit", off->idle_ttl_limit) ||
+        !cJSON_AddBoolToObject(o, "rotation", off->rotation) ||
+        !(off->provider_app_name ? cJSON_AddStringToObject(o, "app_name", off->provider_app_name)
+                                 : cJSON_AddNullToObject(o, "app_name")) ||
+        attach(o, "idle_window", secs_or_null(off->idle_window)) != 0 ||
+        attach(o, "absolute_lifetime", secs_or_null(off->absolute_lifetime)) != 0) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static cJSON *keep_alive_json(const sg_policy_offline_t *off)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddBoolToObject(o, "enabled", off->keep_alive) ||
+        !cJSON_AddNumberToObject(o, "at", off->keep_alive_at) ||
+        !cJSON_AddNumberToObject(o, "jitter", off->keep_alive_jitter)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
 static cJSON *offline_json(const sg_policy_offline_t *off)
 {
     if (!off)
@@ -217,6 +255,12 @@ static cJSON *offline_json(const sg_policy_offline_t *off)
         return NULL;
     }
     cJSON_AddItemToObject(o, "fallback", fb);
+    if (attach(o, "provider", provider_json(off)) != 0 ||
+        attach(o, "keep_alive", keep_alive_json(off)) != 0 ||
+        !cJSON_AddNumberToObject(o, "warn_before", (double)off->warn_before)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
     return o;
 }
 

@@ -87,7 +87,46 @@ typedef struct {
                               about; 0: the vault's default */
     int fallback_same_org; /* another live grant of the same org may stand in */
     const char *fallback_integration; /* then this JWT-bearer integration; NULL: none */
+
+    /*
+     * What the provider will do with the app's refresh tokens, as the policy declares it
+     * (offline.provider; the gateway cannot read a Connected App's OAuth policies), and what
+     * the gateway does about it (offline.keep_alive, offline.warn_before):
+     *
+     *   provider = { refresh_token_policy = "expire_if_unused"; refresh_token_validity = "30d";
+     *                idle_ttl_limit = false; rotation = false; app_name = "Acme API"; };
+     *   keep_alive = { enabled = true; at = 0.5; jitter = 0.1; };
+     *   warn_before = "7d";
+     *
+     * refresh_token_policy is one of SG_POLICY_RT_* ("valid_until_revoked", Salesforce's
+     * default, when the provider block does not say; NULL when there is no provider block).
+     * idle_window and absolute_lifetime are derived: "expire_if_unused" N gives idle N,
+     * "expire_after" N absolute N, and the 30-day idle limit (idle_ttl_limit) caps the idle
+     * window at 30 days for every policy but "immediately_expire". 0 means "never".
+     */
+    const char *refresh_token_policy; /* NULL: not declared */
+    long long refresh_token_validity; /* N of the expire_ policies, seconds; 0 otherwise */
+    int idle_ttl_limit;               /* the Connected App's 30-day idle limit is on */
+    long long idle_window;            /* a refresh token dies after this long unused; 0: never */
+    long long absolute_lifetime;      /* ... this long after it was issued; 0: never */
+    int rotation;                     /* refresh-token rotation is on */
+    const char *provider_app_name;    /* the Connected App's name at the provider (OauthToken
+                                         AppName); NULL: not declared */
+    int keep_alive;                   /* refresh unused grants before idle_window closes */
+    double keep_alive_at;             /* due after this fraction of the window (default 0.5) */
+    double keep_alive_jitter;         /* spread of due times, fraction (default 0.1) */
+    long long warn_before;            /* warn this long before absolute_lifetime ends (7d) */
 } sg_policy_offline_t;
+
+/* offline.provider.refresh_token_policy values (shared/salesforce-oauth.md 3.1). */
+#define SG_POLICY_RT_VALID_UNTIL_REVOKED    "valid_until_revoked"
+#define SG_POLICY_RT_IMMEDIATELY_EXPIRE     "immediately_expire"
+#define SG_POLICY_RT_EXPIRE_IF_UNUSED       "expire_if_unused"
+#define SG_POLICY_RT_EXPIRE_AFTER           "expire_after"
+#define SG_POLICY_IDLE_TTL_LIMIT            (30LL * 86400) /* Salesforce's 30-day idle limit */
+#define SG_POLICY_DEFAULT_WARN_BEFORE       (7LL * 86400)
+#define SG_POLICY_DEFAULT_KEEP_ALIVE_AT     0.5
+#define SG_POLICY_DEFAULT_KEEP_ALIVE_JITTER 0.1
 
 typedef struct {
     const char *name;
@@ -190,7 +229,14 @@ int sg_policy_rule_why_not(const sg_policy_rule_t *rule, const cJSON *claims, ch
  *   {"role":"admin","rule":{"index":0,"line":12,"text":"..."},
  *    "signin":{"app":"signin","scopes":[...]},
  *    "offline":{"app":"api","scopes":[...],"grant_limit":5,"token_ttl":900 or null,
- *               "fallback":{"same_org":true,"integration":"NAME" or null}} or null,
+ *               "fallback":{"same_org":true,"integration":"NAME" or null},
+ *               "provider":{"refresh_token_policy":"expire_if_unused",
+ *                           "refresh_token_validity":2592000 or null,"idle_ttl_limit":false,
+ *                           "rotation":false,"app_name":"NAME" or null,
+ *                           "idle_window":2592000 or null,"absolute_lifetime":N or null}
+ *                          or null (not declared),
+ *               "keep_alive":{"enabled":true,"at":0.5,"jitter":0.1},
+ *               "warn_before":604800} or null,
  *    "session":{"idle":900,"max":14400},"can_view_policy":false,
  *    "skipped":[{"index":0,"line":10,"text":"...","why":"claim 'groups' missing"}, ...]}
  * where skipped lists each rule before the match and why it did not match. The caller
@@ -217,6 +263,17 @@ sg_rc sg_policy_explain(const sg_policy_t *p, const cJSON *claims, cJSON **out);
  *   grant_limit_changed         role, from, to
  *   token_ttl_changed           role, from, to (seconds; null: the vault's default)
  *   fallback_changed            role, setting ("same_org" or "integration"), from, to
+ *   provider_changed            role, setting, from, to: "refresh_token_policy" (names or
+ *                               null, with from_validity, to_validity: seconds or null),
+ *                               "idle_ttl_limit", "rotation" (booleans), "app_name"
+ *                               role 'admin': refresh token policy valid until revoked ->
+ *                               expire if not used for 30d
+ *   idle_window_changed         role, from, to (seconds; null: never)  role 'admin': idle
+ *                               expiry never -> after 30d unused
+ *   absolute_lifetime_changed   role, from, to (seconds; null: never)
+ *   keep_alive_changed          role, setting ("enabled": booleans; "at", "jitter":
+ *                               fractions), from, to
+ *   warn_before_changed         role, from, to (seconds)
  *   session_idle_changed        role, from, to (seconds)    role 'user': session idle 30m -> 15m
  *   session_max_changed         role, from, to (seconds)
  *   can_view_policy_changed     role, from, to (booleans)

@@ -54,6 +54,12 @@ typedef struct {
     int state;         /* sg_grant_state */
     char *dead_reason; /* the provider's error text, or why it was revoked; NULL while live */
     long long dead_at;
+    /* Grant health (issue 6; schema version 4). */
+    char *cause;               /* why it died (sg_vault_cause_advice names); NULL: not known */
+    char *evidence;            /* JSON object text with the figures behind cause; may be NULL */
+    long long refresh_started; /* set right before a refresh token is presented, cleared once
+                                  the result is stored: set later means a refresh was cut off */
+    long long warned_at;       /* when the expiry warning went out; 0: not yet */
 } sg_grant_rec_t;
 
 void sg_grant_rec_free(sg_grant_rec_t *rec);
@@ -109,6 +115,16 @@ typedef struct {
      * the walk. As for session_each: rec is valid only during the call, and visit must not
      * call the store. For reports over the whole vault (`scopegate policy diff --config`). */
     sg_rc (*grant_each)(sg_store_t *st, sg_grant_visit_fn visit, void *ctx);
+
+    /* Grant health (issue 6). Durable like every grant write; SG_ERR_NOTFOUND for no grant. */
+    /* Why the grant died and the evidence (JSON object text); either may be NULL. */
+    sg_rc (*grant_set_cause)(sg_store_t *st, long long id, const char *cause, const char *evidence);
+    /* The refresh marker: at (seconds) right before a refresh token is presented, 0 after. */
+    sg_rc (*grant_set_refresh_started)(sg_store_t *st, long long id, long long at);
+    /* When the expiry warning went out (0: not yet). */
+    sg_rc (*grant_set_warned)(sg_store_t *st, long long id, long long at);
+    /* Every grant in every state, oldest first (*out: *n records; caller frees): reports. */
+    sg_rc (*grant_list)(sg_store_t *st, sg_grant_rec_t **out, size_t *n);
 } sg_store_ops_t;
 
 struct sg_store {

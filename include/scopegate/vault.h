@@ -73,6 +73,10 @@ typedef struct {
     double keep_alive_jitter;    /* each grant's due time moves by up to this fraction of the
                                     window, the same for a grant every time (0 means 0.1) */
     long long warn_before;       /* warn this long before absolute_lifetime ends (0: 7 days) */
+    /* The app's name as the provider knows it (Salesforce's OauthToken.AppName, the Connected
+     * App's name): the cause-of-death query filters on it. NULL: the query filters on the
+     * person only and counts their approvals of every app. */
+    const char *provider_app_name;
 } sg_grant_health_t;
 
 typedef struct {

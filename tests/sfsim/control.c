@@ -119,6 +119,7 @@ static void do_stats(sg_resp_t *w)
             cJSON_AddNumberToObject(j, sim_endpoint_names[i], (double)sim_st.stats[i]);
         }
     }
+    cJSON_AddNumberToObject(j, "token_in_flight_max", (double)sim_st.token_in_flight_max);
     sim_resp_json(w, 200, j);
 }
 

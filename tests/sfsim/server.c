@@ -96,6 +96,10 @@ static void compute_base(sim_req_t *r)
         snprintf(r->base, sizeof(r->base), "%s", sim_listen_url);
 }
 
+/* Token requests in progress (sim_lock); not reset by /_sim/reset, which may come while some
+ * are in flight. Its high-water mark is sim_st.token_in_flight_max. */
+static long token_in_flight;
+
 typedef void (*route_fn)(sim_req_t *, sg_resp_t *);
 
 static sim_endpoint classify(const char *path, route_fn *fn)
@@ -179,6 +183,8 @@ void sim_handle(void *app, sg_req_t *req, sg_resp_t *w)
     sim_fault_mode fault = FAULT_NONE;
     long delay_ms = 0;
     pthread_mutex_lock(&sim_lock);
+    if (r.endpoint == EP_TOKEN && ++token_in_flight > sim_st.token_in_flight_max)
+        sim_st.token_in_flight_max = token_in_flight;
     if (r.endpoint != EP_NONE) {
         sim_st.stats[r.endpoint]++;
         sim_fault_t *f = &sim_st.faults[r.endpoint];
@@ -217,6 +223,11 @@ void sim_handle(void *app, sg_req_t *req, sg_resp_t *w)
     if (fault != FAULT_NONE)
         sg_log(SG_LOG_INFO, "fault", "%s %s: injected %s", req->method, req->path,
                fault == FAULT_DELAY ? "delay" : "failure");
+    if (r.endpoint == EP_TOKEN) {
+        pthread_mutex_lock(&sim_lock);
+        token_in_flight--;
+        pthread_mutex_unlock(&sim_lock);
+    }
 }
 
 void sim_request_done(void *app, const sg_req_t *req, unsigned status)

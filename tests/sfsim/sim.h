@@ -223,6 +223,7 @@ typedef struct {
     long tamper_count;
     long stats[EP_COUNT];
     long token_stats[SIM_GRANT_TYPES];
+    long token_in_flight_max; /* most token requests in progress at once since the reset */
 } sim_state_t;
 
 extern sim_config_t sim_cfg;

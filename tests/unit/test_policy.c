@@ -43,6 +43,7 @@
 #define USER(s)          "  user = { " s " };\n"
 #define ADMIN_OFFLINE(s) "  admin = { offline = { " s " }; };\n"
 #define RULE(s)          "  { " s " },\n"
+#define OFF              "app = \"api\"; scopes = [\"api\", \"refresh_token\"]; "
 
 typedef struct {
     const char *name;
@@ -206,6 +207,78 @@ static const broken_t broken[] = {
      L1 L2 L3 L4 ADMIN_OFFLINE("app = \"api\"; scopes = [\"api\", \"refresh_token\"]; "
                                "grant_limit = 10;") L6 RULES,
      5, WARN, "grant_limit 10 is above Salesforce's 5"},
+    /* grant health: what the provider does with refresh tokens, keep-alive, warnings */
+    {"unknown_provider_key_suggests",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { rotaton = true; };") L6 RULES, 5, ERR,
+     "unknown key 'rotaton' in roles.admin.offline.provider (did you mean 'rotation'?)"},
+    {"unknown_keep_alive_key_suggests",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "keep_alive = { enabeld = true; };") L6 RULES, 5, ERR,
+     "unknown key 'enabeld' in roles.admin.offline.keep_alive (did you mean 'enabled'?)"},
+    {"unknown_refresh_token_policy_suggests",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { refresh_token_policy = \"expire_if_unsued\"; "
+                                   "refresh_token_validity = \"1d\"; };") L6 RULES,
+     5, ERR, "unknown refresh_token_policy 'expire_if_unsued' (did you mean 'expire_if_unused'?)"},
+    {"expire_if_unused_needs_validity",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { refresh_token_policy = \"expire_if_unused\"; };")
+         L6 RULES,
+     5, ERR, "refresh_token_policy 'expire_if_unused' needs refresh_token_validity"},
+    {"expire_after_needs_validity",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { refresh_token_policy = \"expire_after\"; };")
+         L6 RULES,
+     5, ERR, "refresh_token_policy 'expire_after' needs refresh_token_validity"},
+    {"validity_not_a_duration",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { refresh_token_policy = \"expire_after\"; "
+                                   "refresh_token_validity = \"soon\"; };") L6 RULES,
+     5, ERR, "'refresh_token_validity' is not a duration: \"soon\""},
+    {"provider_not_a_group", L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = \"expire_after\";") L6 RULES,
+     5, ERR, "'provider' must be a group"},
+    {"rotation_not_a_boolean",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { rotation = \"yes\"; };") L6 RULES, 5, ERR,
+     "'rotation' must be true or false, not a string"},
+    {"keep_alive_at_one_is_out_of_range",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "keep_alive = { enabled = true; at = 1.0; };") L6 RULES, 5, ERR,
+     "'at' must be a fraction between 0 and 1 (exclusive), such as 0.5, not 1"},
+    {"keep_alive_jitter_zero_is_out_of_range",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "keep_alive = { jitter = 0.0; };") L6 RULES, 5, ERR,
+     "'jitter' must be a fraction between 0 and 1 (exclusive), such as 0.1, not 0"},
+    {"keep_alive_at_as_string",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "keep_alive = { at = \"half\"; };") L6 RULES, 5, ERR,
+     "'at' must be a number between 0 and 1, not a string"},
+    {"warn_before_zero", L1 L2 L3 L4 ADMIN_OFFLINE(OFF "warn_before = \"0s\";") L6 RULES, 5, ERR,
+     "'warn_before' is zero: nobody would be warned"},
+    {"idle_window_without_keep_alive_warns",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { refresh_token_policy = \"expire_if_unused\"; "
+                                   "refresh_token_validity = \"12h\"; };") L6 RULES,
+     5, WARN, "grants die after 12h unused; enable keep_alive"},
+    {"keep_alive_disabled_warns",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { refresh_token_policy = \"expire_if_unused\"; "
+                                   "refresh_token_validity = \"12h\"; }; keep_alive = { enabled "
+                                   "= false; };") L6 RULES,
+     5, WARN, "grants die after 12h unused; enable keep_alive"},
+    {"idle_ttl_limit_without_keep_alive_warns",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { idle_ttl_limit = true; };") L6 RULES, 5, WARN,
+     "grants die after 30d unused (the 30-day idle limit); enable keep_alive"},
+    {"immediately_expire_warns",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { refresh_token_policy = \"immediately_expire\"; "
+                                   "};") L6 RULES,
+     5, WARN, "grants can never refresh"},
+    {"keep_alive_without_idle_window_warns",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "keep_alive = { enabled = true; };") L6 RULES, 5, WARN,
+     "keep_alive has nothing to do: no idle window is declared"},
+    {"validity_with_valid_until_revoked_warns",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { refresh_token_policy = \"valid_until_revoked\"; "
+                                   "refresh_token_validity = \"30d\"; };") L6 RULES,
+     5, WARN,
+     "refresh_token_validity does nothing with refresh_token_policy 'valid_until_revoked'"},
+    {"warn_before_not_shorter_than_lifetime_warns",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { refresh_token_policy = \"expire_after\"; "
+                                   "refresh_token_validity = \"3d\"; };") L6 RULES,
+     5, WARN, "warn_before 7d (the default) is not shorter than the grants' lifetime 3d"},
+    {"keep_alive_at_plus_jitter_reaching_the_end_warns",
+     L1 L2 L3 L4 ADMIN_OFFLINE(OFF "provider = { refresh_token_policy = \"expire_if_unused\"; "
+                                   "refresh_token_validity = \"1h\"; }; keep_alive = { at = 0.9; "
+                                   "jitter = 0.2; };") L6 RULES,
+     5, WARN, "keep_alive at 0.9 plus jitter 0.2 reaches the end of the idle window"},
 };
 
 /* ---- helpers ------------------------------------------------------------------------ */
@@ -744,7 +817,9 @@ static void test_explain_gives_the_contract_shape(void **state)
         "\"rule\":{\"index\":2,\"line\":11,\"text\":\"groups contains [gateway-admins]\"},"
         "\"signin\":{\"app\":\"signin\",\"scopes\":[\"openid\",\"profile\",\"email\"]},"
         "\"offline\":{\"app\":\"api\",\"scopes\":[\"api\",\"refresh_token\"],\"grant_limit\":5,"
-        "\"token_ttl\":null,\"fallback\":{\"same_org\":false,\"integration\":null}},"
+        "\"token_ttl\":null,\"fallback\":{\"same_org\":false,\"integration\":null},"
+        "\"provider\":null,\"keep_alive\":{\"enabled\":false,\"at\":0.5,\"jitter\":0.1},"
+        "\"warn_before\":604800},"
         "\"session\":{\"idle\":1800,\"max\":28800},"
         "\"can_view_policy\":false,"
         "\"skipped\":["
@@ -772,6 +847,145 @@ static void test_explain_of_a_role_without_offline_gives_null(void **state)
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(out, "skipped")), 4);
     assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(out, "rule"), "text")->valuestring,
                         "default");
+    cJSON_Delete(out);
+    cJSON_Delete(claims);
+    sg_policy_free(p);
+}
+
+/* ---- grant health declarations -------------------------------------------------------- */
+
+static const sg_policy_offline_t *admin_offline_of(const char *offline_text, sg_policy_t **p,
+                                                   size_t *warnings)
+{
+    char *text = NULL;
+    assert_true(asprintf(&text, L1 L2 L3 L4 "  admin = { offline = { %s }; };\n" L6 RULES,
+                         offline_text) > 0);
+    sg_diags_t d;
+    sg_diags_init(&d);
+    sg_rc rc = sg_policy_parse(text, strlen(text), "test.cfg", NULL, p, &d);
+    if (rc != SG_OK) {
+        print_error("expected the policy to load:\n%s\n", text);
+        print_diags(&d);
+    }
+    assert_int_equal(rc, SG_OK);
+    *warnings = d.warnings;
+    sg_diags_free(&d);
+    free(text);
+    const sg_policy_offline_t *o = sg_policy_offline_for_app(*p, "api");
+    assert_non_null(o);
+    return o;
+}
+
+static void test_grant_health_defaults_when_nothing_is_declared(void **state)
+{
+    sg_policy_t *p = NULL;
+    size_t warnings = 0;
+    const sg_policy_offline_t *o = admin_offline_of(OFF, &p, &warnings);
+    assert_int_equal(warnings, 0);
+    assert_null(o->refresh_token_policy);
+    assert_int_equal(o->idle_window, 0);
+    assert_int_equal(o->absolute_lifetime, 0);
+    assert_int_equal(o->rotation, 0);
+    assert_null(o->provider_app_name);
+    assert_int_equal(o->keep_alive, 0);
+    assert_true(o->keep_alive_at == 0.5);
+    assert_true(o->keep_alive_jitter == 0.1);
+    assert_int_equal(o->warn_before, 7 * 86400);
+    sg_policy_free(p);
+}
+
+static void test_grant_health_derives_idle_and_absolute_lifetimes(void **state)
+{
+    static const struct {
+        const char *provider;
+        long long idle, absolute;
+    } cases[] = {
+        {"refresh_token_policy = \"valid_until_revoked\";", 0, 0},
+        {"refresh_token_policy = \"valid_until_revoked\"; idle_ttl_limit = true;", 30 * 86400, 0},
+        {"refresh_token_policy = \"expire_if_unused\"; refresh_token_validity = \"12h\";",
+         12 * 3600, 0},
+        {"refresh_token_policy = \"expire_if_unused\"; refresh_token_validity = \"60d\"; "
+         "idle_ttl_limit = true;",
+         30 * 86400, 0},
+        {"refresh_token_policy = \"expire_if_unused\"; refresh_token_validity = \"2d\"; "
+         "idle_ttl_limit = true;",
+         2 * 86400, 0},
+        {"refresh_token_policy = \"expire_after\"; refresh_token_validity = \"90d\";", 0,
+         90 * 86400},
+        {"refresh_token_policy = \"expire_after\"; refresh_token_validity = \"90d\"; "
+         "idle_ttl_limit = true;",
+         30 * 86400, 90 * 86400},
+        {"refresh_token_policy = \"immediately_expire\"; idle_ttl_limit = true;", 0, 0},
+        {"rotation = true;", 0, 0}, /* the policy defaults to valid_until_revoked */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *off = NULL;
+        assert_true(asprintf(&off,
+                             OFF "provider = { %s app_name = \"Acme API\"; }; keep_alive = { "
+                                 "enabled = true; at = 0.6; jitter = 0.2; }; warn_before = \"3d\";",
+                             cases[i].provider) > 0);
+        sg_policy_t *p = NULL;
+        size_t warnings = 0;
+        const sg_policy_offline_t *o = admin_offline_of(off, &p, &warnings);
+        if (o->idle_window != cases[i].idle || o->absolute_lifetime != cases[i].absolute)
+            print_error("%s: expected idle %lld, absolute %lld; got %lld, %lld\n",
+                        cases[i].provider, cases[i].idle, cases[i].absolute, o->idle_window,
+                        o->absolute_lifetime);
+        assert_int_equal(o->idle_window, cases[i].idle);
+        assert_int_equal(o->absolute_lifetime, cases[i].absolute);
+        assert_non_null(o->refresh_token_policy);
+        assert_string_equal(o->provider_app_name, "Acme API");
+        assert_int_equal(o->keep_alive, 1);
+        assert_true(o->keep_alive_at == 0.6);
+        assert_true(o->keep_alive_jitter == 0.2);
+        assert_int_equal(o->warn_before, 3 * 86400);
+        assert_int_equal(o->rotation, strstr(cases[i].provider, "rotation") != NULL);
+        sg_policy_free(p);
+        free(off);
+    }
+}
+
+static void test_grant_health_with_keep_alive_is_clean(void **state)
+{
+    sg_policy_t *p = NULL;
+    size_t warnings = 0;
+    const sg_policy_offline_t *o = admin_offline_of(
+        OFF "provider = { refresh_token_policy = \"expire_if_unused\"; refresh_token_validity = "
+            "\"30d\"; rotation = true; };\n keep_alive = { enabled = true; };",
+        &p, &warnings);
+    assert_int_equal(warnings, 0);
+    assert_int_equal(o->idle_window, 30 * 86400);
+    assert_int_equal(o->rotation, 1);
+    assert_int_equal(o->keep_alive, 1);
+    assert_true(o->keep_alive_at == 0.5);
+    sg_policy_free(p);
+}
+
+static void test_explain_shows_provider_and_keep_alive(void **state)
+{
+    sg_policy_t *p = NULL;
+    size_t warnings = 0;
+    admin_offline_of(OFF "provider = { refresh_token_policy = \"expire_if_unused\"; "
+                         "refresh_token_validity = \"1d\"; idle_ttl_limit = true; rotation = "
+                         "true; app_name = \"Acme API\"; }; keep_alive = { at = 0.25; };",
+                     &p, &warnings);
+    cJSON *claims = json("{\"groups\":[\"gateway-admins\"]}");
+    cJSON *out = NULL;
+    assert_int_equal(sg_policy_explain(p, claims, &out), SG_OK);
+    const cJSON *off = cJSON_GetObjectItem(out, "offline");
+    char *text = cJSON_PrintUnformatted(cJSON_GetObjectItem(off, "provider"));
+    const char *want = "{\"refresh_token_policy\":\"expire_if_unused\","
+                       "\"refresh_token_validity\":86400,\"idle_ttl_limit\":true,"
+                       "\"rotation\":true,\"app_name\":\"Acme API\",\"idle_window\":86400,"
+                       "\"absolute_lifetime\":null}";
+    if (strcmp(text, want) != 0)
+        print_error("expected\n%s\ngot\n%s\n", want, text);
+    assert_string_equal(text, want);
+    cJSON_free(text);
+    text = cJSON_PrintUnformatted(cJSON_GetObjectItem(off, "keep_alive"));
+    assert_string_equal(text, "{\"enabled\":true,\"at\":0.25,\"jitter\":0.1}");
+    cJSON_free(text);
+    assert_int_equal(cJSON_GetObjectItem(off, "warn_before")->valuedouble, 7 * 86400);
     cJSON_Delete(out);
     cJSON_Delete(claims);
     sg_policy_free(p);
@@ -810,6 +1024,10 @@ int main(void)
         cmocka_unit_test(test_why_not_is_bounded),
         cmocka_unit_test(test_explain_gives_the_contract_shape),
         cmocka_unit_test(test_explain_of_a_role_without_offline_gives_null),
+        cmocka_unit_test(test_grant_health_defaults_when_nothing_is_declared),
+        cmocka_unit_test(test_grant_health_derives_idle_and_absolute_lifetimes),
+        cmocka_unit_test(test_grant_health_with_keep_alive_is_clean),
+        cmocka_unit_test(test_explain_shows_provider_and_keep_alive),
     };
     for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
         tests[n++] = more[i];

@@ -128,6 +128,54 @@ static const example_t examples[] = {
      "role 'admin': same-org fallback no -> yes\n"
      "role 'admin': fallback integration none -> 'ops'\n"},
 
+    /* grant health: the provider's refresh token policy, keep-alive, expiry warning */
+    {"provider_declared_with_keep_alive", BASE,
+     POLICY(SIGNIN,
+            USER ADMIN_WITH("provider = { refresh_token_policy = \"expire_if_unused\"; "
+                            "refresh_token_validity = \"30d\"; }; keep_alive = { enabled = "
+                            "true; };",
+                            ""),
+            R_NAME R_GROUP R_DEF),
+     "role 'admin': refresh token policy not declared -> expire if not used for 30d\n"
+     "role 'admin': idle expiry never -> after 30d unused\n"
+     "role 'admin': keep-alive no -> yes\n"},
+    {"provider_policy_and_flags_changed",
+     POLICY(SIGNIN,
+            USER ADMIN_WITH("provider = { refresh_token_policy = \"expire_after\"; "
+                            "refresh_token_validity = \"90d\"; app_name = \"Acme\"; };",
+                            ""),
+            R_NAME R_GROUP R_DEF),
+     POLICY(SIGNIN,
+            USER ADMIN_WITH("provider = { refresh_token_policy = \"valid_until_revoked\"; "
+                            "idle_ttl_limit = true; rotation = true; app_name = \"Acme API\"; }; "
+                            "keep_alive = { at = 0.6; jitter = 0.2; }; warn_before = \"14d\";",
+                            ""),
+            R_NAME R_GROUP R_DEF),
+     "role 'admin': refresh token policy expire after 90d -> valid until revoked\n"
+     "role 'admin': 30-day idle limit no -> yes\n"
+     "role 'admin': refresh token rotation no -> yes\n"
+     "role 'admin': provider app name 'Acme' -> 'Acme API'\n"
+     "role 'admin': idle expiry never -> after 30d unused\n"
+     "role 'admin': absolute expiry 90d after connecting -> never\n"
+     "role 'admin': keep-alive no -> yes\n"
+     "role 'admin': keep-alive at 0.5 -> 0.6 of the idle window\n"
+     "role 'admin': keep-alive jitter 0.1 -> 0.2\n"
+     "role 'admin': warn before a grant expires 7d -> 14d\n"},
+    {"validity_changed",
+     POLICY(SIGNIN,
+            USER ADMIN_WITH("provider = { refresh_token_policy = \"expire_if_unused\"; "
+                            "refresh_token_validity = \"1d\"; }; keep_alive = { };",
+                            ""),
+            R_NAME R_GROUP R_DEF),
+     POLICY(SIGNIN,
+            USER ADMIN_WITH("provider = { refresh_token_policy = \"expire_if_unused\"; "
+                            "refresh_token_validity = \"36h\"; }; keep_alive = { };",
+                            ""),
+            R_NAME R_GROUP R_DEF),
+     "role 'admin': refresh token policy expire if not used for 1d -> expire if not used for "
+     "1d12h\n"
+     "role 'admin': idle expiry after 1d unused -> after 1d12h unused\n"},
+
     /* sessions and the policy page */
     {"session_lifetimes_changed", BASE,
      POLICY(SIGNIN, "user = { session = { idle = \"15m\"; max = \"4h\"; }; };\n" ADMIN,
@@ -360,6 +408,30 @@ static void test_json_of_added_and_removed_roles(void **state)
     cJSON_Delete(changes);
 }
 
+static void test_json_of_grant_health_changes(void **state)
+{
+    cJSON *changes = diff_of(
+        BASE, POLICY(SIGNIN,
+                     USER ADMIN_WITH("provider = { refresh_token_policy = \"expire_after\"; "
+                                     "refresh_token_validity = \"90d\"; rotation = true; }; "
+                                     "warn_before = \"3d\";",
+                                     ""),
+                     R_NAME R_GROUP R_DEF));
+    expect_json(change_of_kind(changes, "provider_changed"),
+                "{\"kind\":\"provider_changed\",\"text\":\"role 'admin': refresh token policy "
+                "not declared -> expire after 90d\",\"role\":\"admin\",\"setting\":"
+                "\"refresh_token_policy\",\"from\":null,\"to\":\"expire_after\","
+                "\"from_validity\":null,\"to_validity\":7776000}");
+    expect_json(change_of_kind(changes, "absolute_lifetime_changed"),
+                "{\"kind\":\"absolute_lifetime_changed\",\"text\":\"role 'admin': absolute "
+                "expiry never -> 90d after connecting\",\"role\":\"admin\",\"from\":null,"
+                "\"to\":7776000}");
+    expect_json(change_of_kind(changes, "warn_before_changed"),
+                "{\"kind\":\"warn_before_changed\",\"text\":\"role 'admin': warn before a "
+                "grant expires 7d -> 3d\",\"role\":\"admin\",\"from\":604800,\"to\":259200}");
+    cJSON_Delete(changes);
+}
+
 /* Both ways round, every example's changes mirror each other in number. */
 static void test_diff_backwards_has_as_many_changes(void **state)
 {
@@ -412,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_json_fields_name_role_positions_and_values),
         cmocka_unit_test(test_json_of_a_changed_rule_lists_values),
         cmocka_unit_test(test_json_of_added_and_removed_roles),
+        cmocka_unit_test(test_json_of_grant_health_changes),
         cmocka_unit_test(test_diff_backwards_has_as_many_changes),
         cmocka_unit_test(test_many_rules_reversed),
     };

@@ -614,6 +614,63 @@ static void test_ledger_counts_per_person_and_app(void **state)
         1);
 }
 
+/* ---- grant health (schema version 4) ------------------------------------------------ */
+
+static void test_health_fields_are_stored_and_listed(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    const sg_store_ops_t *ops = fx->st->ops;
+    sg_grant_rec_t a = grant_of(ALICE, ORG, "api", 100, "ct-a");
+    sg_grant_rec_t b = grant_of(BOB, NULL, "api", 200, "ct-b");
+    long long ia = insert(fx, &a), ib = insert(fx, &b);
+
+    sg_grant_rec_t g = get(fx, ia); /* a new grant has none of them */
+    assert_null(g.cause);
+    assert_null(g.evidence);
+    assert_int_equal(g.refresh_started, 0);
+    assert_int_equal(g.warned_at, 0);
+    sg_grant_rec_free(&g);
+
+    assert_int_equal(ops->grant_set_refresh_started(fx->st, ia, 1234), SG_OK);
+    assert_int_equal(ops->grant_set_warned(fx->st, ia, 999), SG_OK);
+    assert_int_equal(ops->grant_set_state(fx->st, ia, SG_GRANT_DEAD, "expired", 300), SG_OK);
+    assert_int_equal(ops->grant_set_cause(fx->st, ia, "evicted", "{\"approvals_after\":5}"), SG_OK);
+    g = get(fx, ia);
+    assert_string_equal(g.cause, "evicted");
+    assert_string_equal(g.evidence, "{\"approvals_after\":5}");
+    assert_int_equal(g.refresh_started, 1234);
+    assert_int_equal(g.warned_at, 999);
+    assert_int_equal(g.state, SG_GRANT_DEAD);
+    sg_grant_rec_free(&g);
+    assert_int_equal(ops->grant_set_refresh_started(fx->st, ia, 0), SG_OK);
+    assert_int_equal(ops->grant_set_cause(fx->st, ia, "revoked", NULL), SG_OK);
+    g = get(fx, ia);
+    assert_int_equal(g.refresh_started, 0);
+    assert_string_equal(g.cause, "revoked");
+    assert_null(g.evidence);
+    sg_grant_rec_free(&g);
+
+    assert_int_equal(ops->grant_set_cause(fx->st, 9999, "x", NULL), SG_ERR_NOTFOUND);
+    assert_int_equal(ops->grant_set_refresh_started(fx->st, 9999, 1), SG_ERR_NOTFOUND);
+    assert_int_equal(ops->grant_set_warned(fx->st, 9999, 1), SG_ERR_NOTFOUND);
+    assert_int_equal(ops->grant_set_warned(fx->st, ia, -1), SG_ERR_PARSE);
+
+    /* Every grant, every state (also without an org), oldest first. */
+    sg_grant_rec_t *recs = NULL;
+    size_t n = 0;
+    assert_int_equal(ops->grant_list(fx->st, &recs, &n), SG_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(recs[0].id, ia);
+    assert_int_equal(recs[1].id, ib);
+    assert_string_equal(recs[0].cause, "revoked");
+    assert_null(recs[1].org_id);
+    sg_grant_recs_free(recs, n);
+    assert_int_equal(ops->grant_list(fx->st, NULL, &n), SG_ERR_PARSE);
+    close_store(fx);
+    assert_int_equal(query_int(fx->path, "SELECT warned_at FROM grants WHERE id = 1"), 999);
+}
+
 /* ---- schema and the file ------------------------------------------------------------ */
 
 /* The schema scopegate 0.1 wrote (migration 1), with one session in it. */
@@ -682,7 +739,7 @@ static void test_version_1_database_gains_grants_and_keeps_sessions(void **state
     close_store(fx);
 
     /* Every later migration runs too (3: people). */
-    assert_int_equal(query_int(fx->path, "SELECT MAX(version) FROM schema_version"), 3);
+    assert_int_equal(query_int(fx->path, "SELECT MAX(version) FROM schema_version"), 4);
     assert_int_equal(query_int(fx->path, "SELECT applied_at FROM schema_version WHERE version = 1"),
                      1700000000); /* the old record is kept */
     assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
@@ -694,7 +751,7 @@ static void test_version_1_database_gains_grants_and_keeps_sessions(void **state
 
     open_store(fx); /* a second start applies nothing and loses nothing */
     close_store(fx);
-    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM schema_version"), 3);
+    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM schema_version"), 4);
     assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM grants"), 1);
 }
 
@@ -861,6 +918,7 @@ int main(void)
         T(test_grants_survive_close_and_reopen),
         T(test_concurrent_touches_are_all_counted),
         T(test_ledger_counts_per_person_and_app),
+        T(test_health_fields_are_stored_and_listed),
         T(test_version_1_database_gains_grants_and_keeps_sessions),
         T(test_database_with_grants_stays_0600),
         T(test_sealed_refresh_tokens_never_reach_the_disk_in_clear),

@@ -1,0 +1,680 @@
+/*
+ * `scopegate grants list|check|explain`: grant health for operators (issue 6). The commands
+ * read the deployment config for where the running gateway's internal listener is and its
+ * bearer key, and ask the gateway (GET /v1/grants, POST /v1/grants/check, GET /v1/grants/ID;
+ * routes_grants.c). They never refresh a grant themselves: two processes refreshing one
+ * rotating grant would present a refresh token the other already replaced, and the provider
+ * would revoke the grant.
+ *
+ * Exit status: 0 success (check: every live grant refreshed and none expiring soon), 1 check
+ * found a dead grant, one expiring within warn_before or one it could not refresh (explain:
+ * no such grant), 2 usage or config error, 3 the gateway could not be reached.
+ */
+#include "cli.h"
+
+#include "scopegate/buf.h"
+#include "scopegate/config.h"
+#include "scopegate/vault.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define EXIT_OK          0
+#define EXIT_UNHEALTHY   1
+#define EXIT_USAGE       2
+#define EXIT_UNREACHABLE 3
+#define HTTP_TIMEOUT_S   30L
+#define BODY_MAX         (64L * 1024 * 1024)
+
+static int usage(FILE *out)
+{
+    fprintf(out,
+            "usage: scopegate grants list --config FILE [--json] [--url URL]\n"
+            "       scopegate grants check --config FILE [--json] [--url URL]\n"
+            "       scopegate grants explain ID --config FILE [--json] [--url URL]\n"
+            "\n"
+            "  list     every offline grant: id, person, org, app, state, cause of death, when\n"
+            "           it was made, last refreshed and last used, uses, declared expiry\n"
+            "  check    ask the gateway to refresh every live grant once (for cron and\n"
+            "           monitoring): exit 0 when all are live and none expires within the\n"
+            "           policy's warn_before, 1 when one is dead, expiring soon or could not be\n"
+            "           refreshed, 2 usage or config error, 3 the gateway could not be reached\n"
+            "  explain  why grant ID died (or how it is doing): cause, advice, evidence, figures\n"
+            "\n"
+            "The commands talk to the running gateway's internal listener (internal_listen and\n"
+            "internal_key_file of the config; with port 0, the address the gateway wrote to\n"
+            "state_dir/internal.url); --url URL overrides the address. They never refresh a\n"
+            "grant themselves.\n");
+    return out == stderr ? EXIT_USAGE : EXIT_OK;
+}
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "scopegate: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return usage(stderr);
+}
+
+/* "--name VALUE" or "--name=VALUE" at argv[*i]: 1 with *value (NULL when missing), or 0. */
+static int take_option(int argc, char **argv, int *i, const char *name, const char **value)
+{
+    size_t n = strlen(name);
+    const char *a = argv[*i];
+    if (strncmp(a, name, n) != 0)
+        return 0;
+    if (a[n] == '=') {
+        *value = a + n + 1;
+        return 1;
+    }
+    if (a[n] != '\0')
+        return 0;
+    *value = *i + 1 < argc ? argv[++*i] : NULL;
+    return 1;
+}
+
+/* ---- talking to the gateway ------------------------------------------------------------------ */
+
+typedef struct {
+    char *base; /* "http://127.0.0.1:8081", no trailing slash */
+    char *key;  /* the internal listener's bearer key */
+    const char *config;
+} gw_conn_t;
+
+static void conn_free(gw_conn_t *c)
+{
+    free(c->base);
+    if (c->key) {
+        memset(c->key, 0, strlen(c->key));
+        free(c->key);
+    }
+}
+
+/* "http://" + internal_listen, with a wildcard host replaced by loopback; NULL for port 0. */
+static char *url_of_listen(const char *listen)
+{
+    const char *colon = strrchr(listen, ':');
+    if (!colon || strcmp(colon + 1, "0") == 0 || !colon[1])
+        return NULL;
+    size_t hostlen = (size_t)(colon - listen);
+    const char *host = listen;
+    if ((hostlen == 7 && strncmp(listen, "0.0.0.0", 7) == 0) || hostlen == 0) {
+        host = "127.0.0.1";
+        hostlen = 9;
+    } else if ((hostlen == 4 && strncmp(listen, "[::]", 4) == 0) ||
+               (hostlen == 2 && strncmp(listen, "::", 2) == 0)) {
+        host = "[::1]";
+        hostlen = 5;
+    }
+    char *url = NULL;
+    if (asprintf(&url, "http://%.*s%s", (int)hostlen, host, colon) < 0)
+        return NULL;
+    return url;
+}
+
+/* The URL the gateway wrote to state_dir/internal.url (trailing newline dropped), or NULL. */
+static char *url_of_state_dir(const char *state_dir)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/internal.url", state_dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char line[512];
+    char *url = NULL;
+    if (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (strncmp(line, "http://", 7) == 0 || strncmp(line, "https://", 8) == 0)
+            url = strdup(line);
+    }
+    fclose(f);
+    if (url) {
+        /* A gateway bound to every address writes 0.0.0.0: ask it on loopback. */
+        char *wild = strstr(url, "//0.0.0.0:");
+        if (wild) {
+            char *fixed = NULL;
+            if (asprintf(&fixed, "http://127.0.0.1%s", wild + 9) >= 0) {
+                free(url);
+                url = fixed;
+            }
+        }
+    }
+    return url;
+}
+
+/* Reads the config: where to ask and with which key. An exit status, EXIT_OK when usable. */
+static int conn_open(gw_conn_t *c, const char *config, const char *url)
+{
+    memset(c, 0, sizeof(*c));
+    c->config = config;
+    sg_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    char err[4096];
+    if (sg_config_load(config, &cfg, err, sizeof(err)) != SG_OK) {
+        fprintf(stderr, "%s\n", err);
+        return EXIT_USAGE;
+    }
+    int status = EXIT_OK;
+    if (sg_read_key_file(cfg.internal_key_file, 0, &c->key, err, sizeof(err)) != SG_OK) {
+        fprintf(stderr,
+                "scopegate: %s\n(the gateway creates internal_key_file %s when it first starts: "
+                "has it run with this config?)\n",
+                err, cfg.internal_key_file);
+        status = EXIT_USAGE;
+    } else if (url) {
+        c->base = strdup(url);
+    } else {
+        c->base = url_of_listen(cfg.internal_listen);
+        if (!c->base)
+            c->base = url_of_state_dir(cfg.state_dir);
+        if (!c->base) {
+            fprintf(stderr,
+                    "scopegate: the gateway is not running: internal_listen %s names no fixed "
+                    "port and %s/internal.url (written by a running gateway) is missing\n",
+                    cfg.internal_listen, cfg.state_dir);
+            status = EXIT_UNREACHABLE;
+        }
+    }
+    if (status == EXIT_OK && !c->base)
+        status = EXIT_USAGE;
+    if (status == EXIT_OK) {
+        size_t n = strlen(c->base);
+        while (n > 0 && c->base[n - 1] == '/')
+            c->base[--n] = '\0';
+    }
+    sg_config_free(&cfg);
+    return status;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    sg_buf_t *b = arg;
+    size_t n = size * nmemb;
+    return sg_buf_add(b, data, n) == SG_OK ? n : 0;
+}
+
+/*
+ * One call to the internal listener; *json gets the parsed answer (caller deletes). Returns
+ * the HTTP status, or 0 when no answer came (said on stderr).
+ */
+static long call(const gw_conn_t *c, const char *method, const char *path, cJSON **json)
+{
+    *json = NULL;
+    CURL *h = curl_easy_init();
+    if (!h) {
+        fprintf(stderr, "scopegate: cannot set up an HTTP client\n");
+        return 0;
+    }
+    char *url = NULL, *auth = NULL;
+    sg_buf_t body;
+    sg_buf_init(&body, BODY_MAX);
+    struct curl_slist *hdrs = NULL;
+    long status = 0;
+    if (asprintf(&url, "%s%s", c->base, path) < 0 ||
+        asprintf(&auth, "Authorization: Bearer %s", c->key) < 0) {
+        fprintf(stderr, "scopegate: out of memory\n");
+        goto done;
+    }
+    hdrs = curl_slist_append(NULL, auth);
+    struct curl_slist *more = hdrs ? curl_slist_append(hdrs, "Accept: application/json") : NULL;
+    if (!more) {
+        fprintf(stderr, "scopegate: out of memory\n");
+        goto done;
+    }
+    hdrs = more;
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, HTTP_TIMEOUT_S);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROXY, ""); /* the internal listener is never behind a proxy */
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    if (strcmp(method, "POST") == 0) {
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
+    }
+    CURLcode rc = curl_easy_perform(h);
+    if (rc != CURLE_OK) {
+        fprintf(stderr, "scopegate: the gateway could not be reached at %s: %s\n", c->base,
+                errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        goto done;
+    }
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (body.len)
+        *json = cJSON_ParseWithLength(body.ptr, body.len);
+done:
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+    free(url);
+    if (auth) {
+        memset(auth, 0, strlen(auth));
+        free(auth);
+    }
+    sg_buf_free(&body);
+    return status;
+}
+
+static const char *jstr(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/*
+ * The exit status for an answer that is not the 200 wanted: the gateway's error said on
+ * stderr. 401: the key in internal_key_file is not the running gateway's (config error).
+ */
+static int answer_error(const gw_conn_t *c, long status, const cJSON *j, const char *what)
+{
+    if (status == 0)
+        return EXIT_UNREACHABLE;
+    const char *desc = jstr(j, "error_description");
+    fprintf(stderr, "scopegate: %s: the gateway at %s answered %ld%s%s\n", what, c->base, status,
+            desc ? ": " : "", desc ? desc : "");
+    if (status == 401)
+        fprintf(stderr, "scopegate: is %s the config of the gateway running there?\n", c->config);
+    if (status == 404 && !j)
+        fprintf(stderr, "scopegate: is the gateway there a version with `grants` support?\n");
+    if (status == 401 || status == 403)
+        return EXIT_USAGE;
+    if (status >= 500)
+        return EXIT_UNREACHABLE;
+    return EXIT_UNHEALTHY;
+}
+
+static int print_json(const cJSON *j)
+{
+    char *text = cJSON_Print(j);
+    if (!text) {
+        fprintf(stderr, "scopegate: out of memory\n");
+        return -1;
+    }
+    printf("%s\n", text);
+    cJSON_free(text);
+    return 0;
+}
+
+/* ---- formatting for people ------------------------------------------------------------------- */
+
+static long long jnum(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
+}
+
+static long long grant_id_of(const cJSON *g)
+{
+    long long id = jnum(g, "id");
+    return id ? id : jnum(g, "grant_id");
+}
+
+/* "2026-11-27 09:50:12Z" (UTC), or "-" for 0. */
+static const char *when(long long t, char *buf, size_t len)
+{
+    if (t <= 0)
+        return "-";
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!gmtime_r(&tt, &tm) || strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", &tm) == 0)
+        snprintf(buf, len, "%lld", t);
+    return buf;
+}
+
+static const char *state_of(const cJSON *g)
+{
+    static const char *const names[] = {"live", "dead", "revoked", "replaced"};
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(g, "state");
+    if (cJSON_IsString(v))
+        return v->valuestring;
+    if (cJSON_IsNumber(v) && v->valueint >= 0 && v->valueint < 4)
+        return names[v->valueint];
+    return "?";
+}
+
+static const char *or_dash(const char *s)
+{
+    return s && *s ? s : "-";
+}
+
+static const char *user_of(const cJSON *g)
+{
+    const char *u = jstr(g, "username");
+    return u && *u ? u : or_dash(jstr(g, "user_id"));
+}
+
+enum { COLS = 11 };
+
+static void print_table(const cJSON *grants)
+{
+    static const char *const head[COLS] = {"ID",        "USER",  "ORG",     "APP",
+                                           "STATE",     "CAUSE", "CREATED", "LAST REFRESH",
+                                           "LAST USED", "USES",  "EXPIRES"};
+    int n = cJSON_GetArraySize(grants);
+    char(*cells)[COLS][96] = calloc((size_t)n + 1, sizeof(*cells));
+    if (!cells) {
+        fprintf(stderr, "scopegate: out of memory\n");
+        return;
+    }
+    size_t width[COLS];
+    for (int k = 0; k < COLS; k++) {
+        snprintf(cells[0][k], sizeof(cells[0][k]), "%s", head[k]);
+        width[k] = strlen(head[k]);
+    }
+    int row = 1;
+    const cJSON *g;
+    cJSON_ArrayForEach(g, grants)
+    {
+        char t[4][40];
+        snprintf(cells[row][0], 96, "%lld", grant_id_of(g));
+        snprintf(cells[row][1], 96, "%s", user_of(g));
+        snprintf(cells[row][2], 96, "%s", or_dash(jstr(g, "org_id")));
+        snprintf(cells[row][3], 96, "%s", or_dash(jstr(g, "app")));
+        snprintf(cells[row][4], 96, "%s", state_of(g));
+        snprintf(cells[row][5], 96, "%s", or_dash(jstr(g, "cause")));
+        snprintf(cells[row][6], 96, "%s", when(jnum(g, "created"), t[0], sizeof(t[0])));
+        snprintf(cells[row][7], 96, "%s", when(jnum(g, "last_refreshed"), t[1], sizeof(t[1])));
+        snprintf(cells[row][8], 96, "%s", when(jnum(g, "last_used"), t[2], sizeof(t[2])));
+        snprintf(cells[row][9], 96, "%lld", jnum(g, "use_count"));
+        const char *exp = when(jnum(g, "expires_at"), t[3], sizeof(t[3]));
+        snprintf(cells[row][10], 96, "%s%s", exp,
+                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g, "expiring_soon")) ? " (soon)"
+                                                                                    : "");
+        for (int k = 0; k < COLS; k++)
+            if (strlen(cells[row][k]) > width[k])
+                width[k] = strlen(cells[row][k]);
+        row++;
+    }
+    for (int r = 0; r < row; r++) {
+        for (int k = 0; k < COLS; k++) {
+            if (k == COLS - 1)
+                printf("%s\n", cells[r][k]);
+            else
+                printf("%-*s  ", (int)width[k], cells[r][k]);
+        }
+    }
+    free(cells);
+}
+
+/* A figure's key that holds a time (seconds since the epoch). */
+static int is_time_key(const char *key)
+{
+    size_t n = strlen(key);
+    return strcmp(key, "created") == 0 || strncmp(key, "last_", 5) == 0 ||
+           (n > 3 && strcmp(key + n - 3, "_at") == 0) || strcmp(key, "now") == 0 ||
+           strcmp(key, "refresh_started") == 0 || strcmp(key, "CreatedDate") == 0;
+}
+
+/* One "  key  value" line: strings as they are, times as dates, the rest as JSON. */
+static void print_field(const char *indent, const char *key, const cJSON *v)
+{
+    char t[40];
+    if (cJSON_IsNull(v)) {
+        printf("%s%-20s -\n", indent, key);
+    } else if (cJSON_IsString(v)) {
+        printf("%s%-20s %s\n", indent, key, v->valuestring);
+    } else if (cJSON_IsNumber(v) && is_time_key(key) && v->valuedouble >= 0) {
+        printf("%s%-20s %s\n", indent, key, when((long long)v->valuedouble, t, sizeof(t)));
+    } else if (cJSON_IsObject(v)) {
+        printf("%s%s\n", indent, key);
+        char deeper[32];
+        snprintf(deeper, sizeof(deeper), "%s  ", indent);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) print_field(deeper, e->string ? e->string : "?", e);
+    } else {
+        char *text = cJSON_PrintUnformatted(v);
+        printf("%s%-20s %s\n", indent, key, text ? text : "?");
+        cJSON_free(text);
+    }
+}
+
+static void print_explain(const cJSON *g)
+{
+    static const char *const order[] = {"state",
+                                        "cause",
+                                        "advice",
+                                        "reason",
+                                        "dead_reason",
+                                        "dead_at",
+                                        "user_id",
+                                        "username",
+                                        "org_id",
+                                        "app",
+                                        "scopes",
+                                        "created",
+                                        "last_refreshed",
+                                        "last_used",
+                                        "use_count",
+                                        "idle_expires_at",
+                                        "absolute_expires_at",
+                                        "expires_at",
+                                        "expiring_soon",
+                                        NULL};
+    const char *user = jstr(g, "username");
+    printf("grant %lld%s%s: %s\n", grant_id_of(g), user ? " of " : "", user ? user : "",
+           state_of(g));
+    const char *cause = jstr(g, "cause");
+    if (cause && !jstr(g, "advice") && *sg_vault_cause_advice(cause))
+        printf("  %-20s %s\n", "advice", sg_vault_cause_advice(cause));
+    for (size_t i = 0; order[i]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(g, order[i]);
+        if (v)
+            print_field("  ", order[i], v);
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, g)
+    {
+        if (!e->string || strcmp(e->string, "id") == 0 || strcmp(e->string, "grant_id") == 0)
+            continue;
+        size_t i = 0;
+        while (order[i] && strcmp(order[i], e->string) != 0)
+            i++;
+        if (order[i])
+            continue;
+        if (strcmp(e->string, "evidence") == 0 && cJSON_IsString(e)) {
+            cJSON *parsed = cJSON_Parse(e->valuestring); /* JSON text kept as a string */
+            print_field("  ", "evidence", parsed ? parsed : e);
+            cJSON_Delete(parsed);
+            continue;
+        }
+        print_field("  ", e->string, e);
+    }
+}
+
+/* ---- the commands ---------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *config, *url, *id;
+    int json;
+} args_t;
+
+static int parse_args(const char *cmd, int argc, char **argv, args_t *a, int want_id)
+{
+    memset(a, 0, sizeof(*a));
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        if (strcmp(argv[i], "--json") == 0) {
+            a->json = 1;
+        } else if (strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return -1;
+        } else if (take_option(argc, argv, &i, "--config", &v)) {
+            if (!v)
+                return usage_error("grants %s: --config needs a FILE", cmd), 1;
+            a->config = v;
+        } else if (take_option(argc, argv, &i, "--url", &v)) {
+            if (!v)
+                return usage_error("grants %s: --url needs a URL", cmd), 1;
+            a->url = v;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            return usage_error("grants %s: unknown option '%s'", cmd, argv[i]), 1;
+        } else if (want_id && !a->id) {
+            a->id = argv[i];
+        } else {
+            return usage_error("grants %s: unexpected argument '%s'", cmd, argv[i]), 1;
+        }
+    }
+    if (!a->config)
+        return usage_error("grants %s: which gateway? --config FILE is required", cmd), 1;
+    if (want_id) {
+        char *end = NULL;
+        if (!a->id)
+            return usage_error("grants %s: which grant? give its ID (see grants list)", cmd), 1;
+        errno = 0;
+        long long id = strtoll(a->id, &end, 10);
+        if (*end || errno || id <= 0 || end == a->id)
+            return usage_error("grants %s: '%s' is not a grant ID (a positive number)", cmd, a->id),
+                   1;
+    }
+    return 0;
+}
+
+static int cmd_list(const args_t *a, const gw_conn_t *c)
+{
+    cJSON *j = NULL;
+    long status = call(c, "GET", "/v1/grants", &j);
+    int rc = EXIT_OK;
+    const cJSON *grants = cJSON_GetObjectItemCaseSensitive(j, "grants");
+    if (status != 200 || !cJSON_IsArray(grants)) {
+        rc = status == 200 ? EXIT_UNREACHABLE : answer_error(c, status, j, "grants list");
+        if (status == 200)
+            fprintf(stderr, "scopegate: grants list: the gateway's answer is not a grant list\n");
+    } else if (a->json) {
+        rc = print_json(j) ? EXIT_UNHEALTHY : EXIT_OK;
+    } else if (cJSON_GetArraySize(grants) == 0) {
+        printf("no grants: nobody has connected an offline grant yet\n");
+    } else {
+        print_table(grants);
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int cmd_check(const args_t *a, const gw_conn_t *c)
+{
+    cJSON *j = NULL;
+    long status = call(c, "POST", "/v1/grants/check", &j);
+    int rc;
+    const cJSON *grants = cJSON_GetObjectItemCaseSensitive(j, "grants");
+    if (status != 200 || !cJSON_IsArray(grants)) {
+        rc = status == 200 ? EXIT_UNREACHABLE : answer_error(c, status, j, "grants check");
+        if (status == 200)
+            fprintf(stderr, "scopegate: grants check: the gateway's answer is not a check\n");
+        cJSON_Delete(j);
+        return rc;
+    }
+    int healthy = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "healthy"));
+    rc = healthy ? EXIT_OK : EXIT_UNHEALTHY;
+    if (a->json) {
+        if (print_json(j))
+            rc = EXIT_UNHEALTHY;
+        cJSON_Delete(j);
+        return rc;
+    }
+    const cJSON *g;
+    cJSON_ArrayForEach(g, grants)
+    {
+        const char *result = or_dash(jstr(g, "result"));
+        printf("%-13s grant %lld  %s  (org %s, app %s)", result, grant_id_of(g), user_of(g),
+               or_dash(jstr(g, "org_id")), or_dash(jstr(g, "app")));
+        char t[40];
+        if (strcmp(result, "expiring-soon") == 0)
+            printf(": expires %s", when(jnum(g, "expires_at"), t, sizeof(t)));
+        else if (strcmp(result, "dead") == 0)
+            printf(": %s%s", or_dash(jstr(g, "cause")),
+                   cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(g, "checked"))
+                       ? " (died earlier; not reconnected)"
+                       : "");
+        printf("\n");
+        const char *reason = jstr(g, "reason");
+        if (!reason)
+            reason = jstr(g, "dead_reason");
+        if (strcmp(result, "ok") != 0 && reason)
+            printf("              the provider said: %s\n", reason);
+        const char *advice = jstr(g, "advice");
+        if (strcmp(result, "ok") != 0 && advice)
+            printf("              %s\n", advice);
+        if (strcmp(result, "dead") == 0)
+            printf("              details: scopegate grants explain %lld --config %s\n",
+                   grant_id_of(g), c->config);
+    }
+    printf("%lld grant(s) refreshed: %lld ok, %lld dead, %lld expiring soon, %lld could not be "
+           "checked\n",
+           jnum(j, "checked"), jnum(j, "ok"), jnum(j, "dead"), jnum(j, "expiring_soon"),
+           jnum(j, "errors"));
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int cmd_explain(const args_t *a, const gw_conn_t *c)
+{
+    cJSON *j = NULL;
+    char path[64];
+    snprintf(path, sizeof(path), "/v1/grants/%lld", strtoll(a->id, NULL, 10));
+    long status = call(c, "GET", path, &j);
+    int rc = EXIT_OK;
+    if (status != 200 || !cJSON_IsObject(j)) {
+        if (status == 404 && j) {
+            fprintf(stderr, "scopegate: grants explain: %s\n",
+                    or_dash(jstr(j, "error_description")));
+            rc = EXIT_UNHEALTHY;
+        } else {
+            rc = status == 200 ? EXIT_UNREACHABLE : answer_error(c, status, j, "grants explain");
+        }
+    } else if (a->json) {
+        rc = print_json(j) ? EXIT_UNHEALTHY : EXIT_OK;
+    } else {
+        print_explain(j);
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+int sg_cli_grants(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage_error("grants: which command? list, check or explain");
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0)
+        return usage(stdout);
+    int (*fn)(const args_t *, const gw_conn_t *) = NULL;
+    int want_id = 0;
+    if (strcmp(cmd, "list") == 0)
+        fn = cmd_list;
+    else if (strcmp(cmd, "check") == 0)
+        fn = cmd_check;
+    else if (strcmp(cmd, "explain") == 0) {
+        fn = cmd_explain;
+        want_id = 1;
+    } else
+        return usage_error("grants: unknown command '%s' (list, check or explain)", cmd);
+    args_t a;
+    int prc = parse_args(cmd, argc - 1, argv + 1, &a, want_id);
+    if (prc < 0)
+        return EXIT_OK; /* --help */
+    if (prc > 0)
+        return EXIT_USAGE;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "scopegate: cannot set up libcurl\n");
+        return EXIT_UNREACHABLE;
+    }
+    gw_conn_t c;
+    int rc = conn_open(&c, a.config, a.url);
+    if (rc == EXIT_OK)
+        rc = fn(&a, &c);
+    conn_free(&c);
+    curl_global_cleanup();
+    return rc;
+}

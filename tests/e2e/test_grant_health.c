@@ -1,0 +1,896 @@
+/*
+ * Grant health (issue 6), at the vault level against a real sfsim: keep-alive keeps a grant
+ * alive through an idle window it would not survive otherwise (and without it the death is
+ * diagnosed as idle expiry), every cause of death reproduced and diagnosed (one table row
+ * each), and 1,000 grants due at once refreshed with no more than the configured number of
+ * provider calls in flight and none twice.
+ *
+ * One sfsim serves the file; every test starts with POST /_sim/reset, a fresh SQLite store in
+ * its own temporary folder and a random vault key. sfsim's clock is real time (the vault's
+ * clock is too), so the windows are a few real seconds.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "scopegate/crypto.h"
+#include "scopegate/oidc.h"
+#include "scopegate/store.h"
+#include "scopegate/vault.h"
+
+#define ORG_ID     "00D8d000001DeMoEAK"
+#define ADMIN_ID   "0058d000002AdmnEAA"
+#define OPS_ID     "0058d000002OpsxEAA"
+#define API        "demo-api"
+#define API_SEC    "demo-api-secret"
+#define API_NAME   "scopegate API" /* demo-api's name at sfsim: OauthToken.AppName */
+#define API_SCOPES "api refresh_token offline_access"
+#define NMANY      1000
+
+static th_proc_t simproc;
+static const char *B;
+
+/* ---- the per-test fixture ---------------------------------------------------------------- */
+
+typedef struct {
+    char dir[256];
+    char db[300];
+    unsigned char key[SG_AEAD_KEY_LEN];
+    sg_store_t *store;
+    sg_vault_t *vault;
+    sg_oidc_t *api;
+    sg_vault_opts_t opts;
+    sg_grant_health_t decl; /* what the "policy" declares for app "api" */
+    int declared;
+    pthread_mutex_t mu;
+    int died, kept_alive, expiring;
+    char last_cause[64];
+    char last_evidence[1024];
+    long long last_expires_at;
+} fixture_t;
+
+static fixture_t fx;
+
+static sg_oidc_t *provider(void *ctx, const char *app)
+{
+    fixture_t *f = ctx;
+    return strcmp(app, "api") == 0 ? f->api : NULL;
+}
+
+static int health(void *ctx, const char *app, sg_grant_health_t *out)
+{
+    fixture_t *f = ctx;
+    if (!f->declared || strcmp(app, "api") != 0)
+        return 0;
+    *out = f->decl;
+    return 1;
+}
+
+static void on_event(void *ctx, const sg_vault_event_t *e)
+{
+    fixture_t *f = ctx;
+    pthread_mutex_lock(&f->mu);
+    if (strcmp(e->kind, "grant_died") == 0) {
+        f->died++;
+        snprintf(f->last_cause, sizeof f->last_cause, "%s", e->cause ? e->cause : "(null)");
+        snprintf(f->last_evidence, sizeof f->last_evidence, "%s",
+                 e->evidence ? e->evidence : "(null)");
+    } else if (strcmp(e->kind, "grant_kept_alive") == 0) {
+        f->kept_alive++;
+    } else if (strcmp(e->kind, "grant_expiring") == 0) {
+        f->expiring++;
+        f->last_expires_at = e->expires_at;
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+static int counter(const int *c)
+{
+    pthread_mutex_lock(&fx.mu);
+    int n = *c;
+    pthread_mutex_unlock(&fx.mu);
+    return n;
+}
+
+static void vault_open(void)
+{
+    fx.opts.store = fx.store;
+    sg_rc rc = sg_vault_open(&fx.opts, &fx.vault);
+    if (rc)
+        fail_msg("sg_vault_open: %s", sg_rc_str(rc));
+}
+
+static void vault_close(void)
+{
+    sg_vault_close(fx.vault);
+    fx.vault = NULL;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (th_sim_post(B, "/_sim/reset"))
+        return -1;
+    memset(&fx, 0, sizeof fx);
+    pthread_mutex_init(&fx.mu, NULL);
+    snprintf(fx.dir, sizeof fx.dir, "/tmp/sg-health-XXXXXX");
+    if (!mkdtemp(fx.dir))
+        return -1;
+    snprintf(fx.db, sizeof fx.db, "%s/scopegate.db", fx.dir);
+    if (sg_random_bytes(fx.key, sizeof fx.key))
+        return -1;
+    char err[256] = "";
+    if (sg_store_open_sqlite(fx.db, &fx.store, err, sizeof err)) {
+        fprintf(stderr, "store: %s\n", err);
+        return -1;
+    }
+    sg_oidc_opts_t o = {.issuer = B,
+                        .client_id = API,
+                        .client_secret = API_SEC,
+                        .timeout_ms = 5000,
+                        .allow_http = 1};
+    if (sg_oidc_new(&o, &fx.api))
+        return -1;
+    fx.declared = 1;
+    fx.decl = (sg_grant_health_t){.approval_limit = 5, .provider_app_name = API_NAME};
+    fx.opts = (sg_vault_opts_t){.store = fx.store,
+                                .key = fx.key,
+                                .provider = provider,
+                                .ctx = &fx,
+                                .wait_ms = 20000,
+                                .on_event = on_event,
+                                .health = health,
+                                .keep_alive_tick_ms = 100};
+    return 0;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    vault_close();
+    if (fx.store)
+        fx.store->ops->close(fx.store);
+    sg_oidc_free(fx.api);
+    nftw(fx.dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
+    pthread_mutex_destroy(&fx.mu);
+    return 0;
+}
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static void sim(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sim(const char *fmt, ...)
+{
+    char path[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(path, sizeof path, fmt, ap);
+    va_end(ap);
+    if (th_sim_post(B, path))
+        fail_msg("sfsim refused POST %s", path);
+}
+
+static double sim_stat(const char *name, const char *sub)
+{
+    cJSON *st = th_sim_get(B, "/_sim/stats");
+    assert_non_null(st);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(st, name);
+    if (sub)
+        v = cJSON_GetObjectItemCaseSensitive(v, sub);
+    double n = cJSON_IsNumber(v) ? v->valuedouble : 0;
+    cJSON_Delete(st);
+    return n;
+}
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+typedef struct {
+    char *refresh_token;
+    long long id;
+} connected_t;
+
+/* Authorizes demo-api as username at sfsim and stores the grant as user_id's. */
+static connected_t connect_as(const char *username, const char *password, const char *user_id)
+{
+    connected_t c = {0};
+    cJSON *j = th_authorize_and_exchange(B, API, API_SEC, API_SCOPES, username, password);
+    if (!j)
+        fail_msg("authorizing %s at sfsim failed", username);
+    const cJSON *rt = cJSON_GetObjectItemCaseSensitive(j, "refresh_token");
+    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(j, "instance_url");
+    assert_true(cJSON_IsString(rt));
+    c.refresh_token = strdup(rt->valuestring);
+    sg_vault_new_t g = {.user_id = user_id,
+                        .org_id = ORG_ID,
+                        .username = username,
+                        .app = "api",
+                        .scopes = API_SCOPES,
+                        .instance_url = cJSON_IsString(iu) ? iu->valuestring : NULL,
+                        .refresh_token = c.refresh_token,
+                        .expires_in = -1};
+    sg_rc rc = sg_vault_connect(fx.vault, &g, &c.id);
+    cJSON_Delete(j);
+    if (rc || c.id <= 0)
+        fail_msg("sg_vault_connect(%s): %s", username, sg_rc_str(rc));
+    return c;
+}
+
+static connected_t connect_admin(void)
+{
+    return connect_as(TH_ADMIN, "admin", ADMIN_ID);
+}
+
+static connected_t connect_ops(void)
+{
+    return connect_as(TH_OPS, "ops", OPS_ID);
+}
+
+/* sfsim's grant of username for demo-api, by index (negative: from the end): live? */
+static int sim_grant_live(const char *username, int index)
+{
+    char *q = th_fmt("/_sim/grants?username=%s&client_id=%s", username, API);
+    cJSON *a = th_sim_get(B, q);
+    free(q);
+    assert_non_null(a);
+    int n = cJSON_GetArraySize(a);
+    if (index < 0)
+        index += n;
+    assert_true(index >= 0 && index < n);
+    int live = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(a, index), "live"));
+    cJSON_Delete(a);
+    return live;
+}
+
+static void expect_refresh_ok(long long id, const char *what)
+{
+    sg_vault_err_t e;
+    sg_rc rc = sg_vault_refresh_grant(fx.vault, id, &e);
+    if (rc)
+        fail_msg("%s: refresh of grant %lld: %s (HTTP %d %s: %s)", what, id, sg_rc_str(rc),
+                 e.http_status, e.error, e.reason);
+}
+
+static const char *jstr(const cJSON *j, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, name);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double jnum(const cJSON *j, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, name);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+/* The grant must be dead with cause; returns sg_vault_explain's object (caller deletes). */
+static cJSON *expect_cause(long long id, const char *cause, const char *what)
+{
+    cJSON *x = NULL;
+    assert_int_equal(SG_OK, sg_vault_explain(fx.vault, id, &x));
+    const char *state = jstr(x, "state"), *got = jstr(x, "cause"), *advice = jstr(x, "advice");
+    if (!state || strcmp(state, "dead") != 0 || !got || strcmp(got, cause) != 0) {
+        char *txt = cJSON_PrintUnformatted(x);
+        fail_msg("%s: expected grant %lld dead of %s, got %s", what, id, cause, txt);
+    }
+    assert_non_null(advice);
+    assert_string_equal(advice, sg_vault_cause_advice(cause));
+    assert_true(strlen(advice) > 20);
+    assert_true(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(x, "evidence")));
+    /* The event said the same. */
+    pthread_mutex_lock(&fx.mu);
+    int same = strcmp(fx.last_cause, cause) == 0;
+    pthread_mutex_unlock(&fx.mu);
+    if (!same)
+        fail_msg("%s: the grant_died event's cause is %s, not %s", what, fx.last_cause, cause);
+    return x;
+}
+
+/* Refreshes the grant now: it must die (409) of cause. Returns the explanation. */
+static cJSON *expect_death(long long id, const char *cause, const char *what)
+{
+    sg_vault_err_t e;
+    sg_rc rc = sg_vault_refresh_grant(fx.vault, id, &e);
+    if (rc == SG_OK)
+        fail_msg("%s: expected grant %lld to die, it refreshed", what, id);
+    if (e.http_status != 409 || strcmp(e.error, "grant_unavailable") != 0)
+        fail_msg("%s: expected 409 grant_unavailable, got %d %s: %s", what, e.http_status, e.error,
+                 e.reason);
+    assert_int_equal(1, counter(&fx.died));
+    return expect_cause(id, cause, what);
+}
+
+/* ---- a webhook receiver (one request at a time) ------------------------------------------ */
+
+#define HOOK_MAX 8
+
+typedef struct {
+    int fd;
+    pthread_t thread;
+    char url[64];
+    pthread_mutex_t mu;
+    int running, n;
+    char *bodies[HOOK_MAX];
+} hook_t;
+
+static void hook_serve(hook_t *h, int c)
+{
+    char req[16384];
+    size_t n = 0, want = 0;
+    char *end = NULL;
+    while (n + 1 < sizeof req) {
+        ssize_t r = recv(c, req + n, sizeof req - 1 - n, 0);
+        if (r <= 0)
+            return;
+        n += (size_t)r;
+        req[n] = '\0';
+        end = strstr(req, "\r\n\r\n");
+        if (end) {
+            const char *cl = strcasestr(req, "\r\nContent-Length:");
+            want = cl ? (size_t)strtoul(cl + 17, NULL, 10) : 0;
+            if (n >= (size_t)(end + 4 - req) + want)
+                break;
+        }
+    }
+    if (!end)
+        return;
+    pthread_mutex_lock(&h->mu);
+    if (h->n < HOOK_MAX)
+        h->bodies[h->n++] = strndup(end + 4, want);
+    pthread_mutex_unlock(&h->mu);
+    const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    send(c, resp, strlen(resp), MSG_NOSIGNAL);
+}
+
+static void *hook_main(void *arg)
+{
+    hook_t *h = arg;
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        int running = h->running;
+        pthread_mutex_unlock(&h->mu);
+        if (!running)
+            break;
+        struct pollfd p = {.fd = h->fd, .events = POLLIN};
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        int c = accept(h->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        hook_serve(h, c);
+        shutdown(c, SHUT_WR);
+        close(c);
+    }
+    return NULL;
+}
+
+static void hook_start(hook_t *h)
+{
+    memset(h, 0, sizeof *h);
+    h->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(h->fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(0, bind(h->fd, (struct sockaddr *)&sa, sizeof sa));
+    assert_int_equal(0, listen(h->fd, 16));
+    socklen_t sl = sizeof sa;
+    assert_int_equal(0, getsockname(h->fd, (struct sockaddr *)&sa, &sl));
+    snprintf(h->url, sizeof h->url, "http://127.0.0.1:%d/hook", ntohs(sa.sin_port));
+    pthread_mutex_init(&h->mu, NULL);
+    h->running = 1;
+    assert_int_equal(0, pthread_create(&h->thread, NULL, hook_main, h));
+}
+
+static void hook_stop(hook_t *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->running = 0;
+    pthread_mutex_unlock(&h->mu);
+    pthread_join(h->thread, NULL);
+    close(h->fd);
+    for (int i = 0; i < h->n && i < HOOK_MAX; i++)
+        free(h->bodies[i]);
+    pthread_mutex_destroy(&h->mu);
+}
+
+/* The first body whose "event" is event, parsed (caller deletes), waiting up to 10 s. */
+static cJSON *hook_find(hook_t *h, const char *event)
+{
+    double until = mono() + 10;
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        for (int i = 0; i < h->n; i++) {
+            cJSON *j = cJSON_Parse(h->bodies[i]);
+            const char *ev = jstr(j, "event");
+            if (ev && strcmp(ev, event) == 0) {
+                pthread_mutex_unlock(&h->mu);
+                return j;
+            }
+            cJSON_Delete(j);
+        }
+        pthread_mutex_unlock(&h->mu);
+        if (mono() > until)
+            fail_msg("no %s webhook message in 10 s", event);
+        usleep(20000);
+    }
+}
+
+/* ---- (a) keep-alive against expire-if-unused ------------------------------------------------ */
+
+static void idle_app(void)
+{
+    sim("/_sim/app?client_id=%s&refresh_token_policy=expire_if_unused&refresh_token_validity=2",
+        API);
+    fx.decl.idle_window = 2;
+    fx.decl.keep_alive_at = 0.5;
+}
+
+static void test_keep_alive_keeps_an_idle_grant_alive(void **state)
+{
+    (void)state;
+    idle_app();
+    fx.decl.keep_alive = 1;
+    vault_open();
+    connected_t a = connect_admin();
+    sleep(10); /* 5x the window, no traffic at all */
+    assert_true(sim_grant_live(TH_ADMIN, 0));
+    assert_int_equal(0, counter(&fx.died));
+    int kept = counter(&fx.kept_alive);
+    if (kept < 5 || kept > 14) /* about one per second (half the window, jittered) */
+        fail_msg("expected 5..14 keep-alive refreshes in 10 s, got %d", kept);
+
+    sg_vault_query_t q = {.by = SG_VAULT_BY_USER, .id = ADMIN_ID, .app = "api", .caller = "t"};
+    sg_vault_token_t t;
+    sg_vault_err_t e;
+    sg_rc rc = sg_vault_token(fx.vault, &q, &t, &e);
+    if (rc)
+        fail_msg("token after 10 idle seconds: %s (%d %s: %s)", sg_rc_str(rc), e.http_status,
+                 e.error, e.reason);
+    assert_int_equal(a.id, t.grant_id);
+    sg_vault_token_free(&t);
+    expect_refresh_ok(a.id, "after 10 idle seconds");
+
+    cJSON *x = NULL;
+    assert_int_equal(SG_OK, sg_vault_explain(fx.vault, a.id, &x));
+    assert_string_equal(jstr(x, "state"), "live");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(x, "cause")));
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "keep_alive")));
+    assert_true(jnum(x, "use_count") >= kept);
+    assert_true(jnum(x, "idle_expires_at") == jnum(x, "last_refreshed") + 2);
+    assert_true(jnum(x, "expires_in") >= 0 && jnum(x, "expires_in") <= 2);
+    cJSON_Delete(x);
+    free(a.refresh_token);
+}
+
+static void test_without_keep_alive_the_grant_dies_of_idle_expiry(void **state)
+{
+    (void)state;
+    idle_app();
+    fx.decl.keep_alive = 0;
+    vault_open();
+    connected_t a = connect_admin();
+    sleep(4);
+    assert_int_equal(0, counter(&fx.kept_alive));
+    sg_vault_query_t q = {.by = SG_VAULT_BY_USER, .id = ADMIN_ID, .app = "api", .caller = "t"};
+    sg_vault_token_t t;
+    sg_vault_err_t e;
+    assert_int_not_equal(SG_OK, sg_vault_token(fx.vault, &q, &t, &e));
+    assert_int_equal(409, e.http_status);
+    cJSON *x = expect_cause(a.id, "idle_expiry", "no keep-alive");
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(x, "evidence");
+    assert_true(jnum(ev, "idle_window") == 2);
+    assert_true(jnum(ev, "idle_for") >= 2);
+    cJSON_Delete(x);
+    free(a.refresh_token);
+}
+
+/* ---- (b) every cause, one row each ----------------------------------------------------------- */
+
+static void row_evicted(void)
+{
+    hook_t h;
+    hook_start(&h);
+    fx.opts.webhook_url = h.url;
+    vault_open();
+    connected_t a = connect_admin();
+    connected_t o = connect_ops();
+    /* Five more approvals of admin@ made outside the gateway: the vault's is the oldest. */
+    for (int i = 0; i < 5; i++) {
+        cJSON *j = th_authorize_and_exchange(B, API, API_SEC, API_SCOPES, TH_ADMIN, "admin");
+        assert_non_null(j);
+        cJSON_Delete(j);
+    }
+    assert_false(sim_grant_live(TH_ADMIN, 0));
+    cJSON *x = expect_death(a.id, "evicted", "five approvals outside");
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(x, "evidence");
+    assert_true(jnum(ev, "approvals_after") == 5);
+    assert_true(jnum(ev, "approval_limit") == 5);
+    assert_true(jnum(ev, "query_by_grant") == (double)o.id);
+    assert_string_equal(jstr(ev, "app_name"), API_NAME);
+    cJSON_Delete(x);
+    /* The webhook carries the cause and the evidence. */
+    cJSON *w = hook_find(&h, "grant_died");
+    assert_string_equal(jstr(w, "cause"), "evicted");
+    assert_true(jnum(cJSON_GetObjectItemCaseSensitive(w, "evidence"), "approvals_after") == 5);
+    assert_string_equal(jstr(w, "advice"), sg_vault_cause_advice("evicted"));
+    cJSON_Delete(w);
+    /* ops@'s grant, which gave the evidence, lives on. */
+    expect_refresh_ok(o.id, "the witness");
+    vault_close();
+    hook_stop(&h);
+    free(a.refresh_token);
+    free(o.refresh_token);
+}
+
+static void row_revoked(void)
+{
+    vault_open();
+    connected_t a = connect_admin();
+    connected_t o = connect_ops();
+    sim("/_sim/revoke?username=%s&client_id=%s", TH_ADMIN, API);
+    cJSON *x = expect_death(a.id, "revoked", "admin revoke");
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(x, "evidence");
+    assert_true(jnum(ev, "approvals_after") == 0);
+    assert_true(jnum(ev, "query_by_grant") == (double)o.id);
+    cJSON_Delete(x);
+    free(a.refresh_token);
+    free(o.refresh_token);
+}
+
+static void row_revoked_without_witness(void)
+{
+    vault_open();
+    connected_t a = connect_admin();
+    sim("/_sim/revoke?username=%s&client_id=%s", TH_ADMIN, API);
+    cJSON *x = expect_death(a.id, "revoked_or_evicted", "revoke, nobody to ask");
+    assert_non_null(jstr(cJSON_GetObjectItemCaseSensitive(x, "evidence"), "why"));
+    cJSON_Delete(x);
+    free(a.refresh_token);
+}
+
+static void row_idle_expiry(void)
+{
+    idle_app();
+    vault_open();
+    connected_t a = connect_admin();
+    sleep(4);
+    cJSON *x = expect_death(a.id, "idle_expiry", "idle");
+    cJSON_Delete(x);
+    free(a.refresh_token);
+}
+
+static void row_absolute_expiry(void)
+{
+    sim("/_sim/app?client_id=%s&refresh_token_policy=expire_after&refresh_token_validity=2", API);
+    fx.decl.absolute_lifetime = 2;
+    hook_t h;
+    hook_start(&h);
+    fx.opts.webhook_url = h.url;
+    vault_open();
+    connected_t a = connect_admin();
+    cJSON *w = hook_find(&h, "grant_expiring");
+    assert_true(jnum(w, "grant_id") == (double)a.id);
+    assert_string_equal(jstr(w, "user_id"), ADMIN_ID);
+    assert_true(jnum(w, "expires_at") >= (double)(time(NULL) - 1));
+    cJSON_Delete(w);
+    sleep(3);
+    /* Warned ahead (warn_before defaults to 7 days, so at once), and only once. */
+    assert_int_equal(1, counter(&fx.expiring));
+    cJSON *x = expect_death(a.id, "absolute_expiry", "absolute");
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(x, "evidence");
+    assert_true(jnum(ev, "absolute_lifetime") == 2);
+    assert_true(jnum(ev, "age") >= 2);
+    assert_true(jnum(x, "warned_at") > 0);
+    assert_true(jnum(x, "absolute_expires_at") == jnum(x, "created") + 2);
+    assert_true(fx.last_expires_at == (long long)jnum(x, "absolute_expires_at"));
+    cJSON_Delete(x);
+    vault_close();
+    pthread_mutex_lock(&h.mu);
+    int expiring_msgs = 0;
+    for (int i = 0; i < h.n; i++)
+        expiring_msgs += strstr(h.bodies[i], "\"grant_expiring\"") != NULL;
+    pthread_mutex_unlock(&h.mu);
+    assert_int_equal(1, expiring_msgs); /* once, though many ticks saw it */
+    hook_stop(&h);
+    free(a.refresh_token);
+}
+
+static void row_inactive_user(void)
+{
+    vault_open();
+    connected_t a = connect_admin();
+    sim("/_sim/user?username=%s&active=false", TH_ADMIN);
+    cJSON_Delete(expect_death(a.id, "inactive_user", "deactivated"));
+    free(a.refresh_token);
+}
+
+static void row_inactive_org(void)
+{
+    vault_open();
+    connected_t a = connect_admin();
+    sim("/_sim/org?locked=true");
+    cJSON_Delete(expect_death(a.id, "inactive_org", "locked org"));
+    free(a.refresh_token);
+}
+
+static void row_ip_restricted(void)
+{
+    vault_open();
+    connected_t a = connect_admin();
+    sim("/_sim/user?username=%s&login_ip_ranges=10.0.0.0/8", TH_ADMIN);
+    cJSON_Delete(expect_death(a.id, "ip_restricted", "IP restricted"));
+    free(a.refresh_token);
+}
+
+static void row_ip_relaxed_for_refresh(void)
+{
+    sim("/_sim/app?client_id=%s&ip_relaxation=enforce_relax_refresh", API);
+    vault_open();
+    connected_t a = connect_admin();
+    sim("/_sim/user?username=%s&login_ip_ranges=10.0.0.0/8", TH_ADMIN);
+    expect_refresh_ok(a.id, "relaxed for refresh tokens");
+    expect_refresh_ok(a.id, "and again");
+    assert_int_equal(0, counter(&fx.died));
+    free(a.refresh_token);
+}
+
+static void row_rotation_reuse(void)
+{
+    sim("/_sim/app?client_id=%s&rotation=true", API);
+    fx.decl.rotation = 1;
+    vault_open();
+    connected_t a = connect_admin();
+    /* A process that died mid-refresh: the marker is set, and the provider already rotated
+     * the stored token (someone presented it once), but the new one never reached the store. */
+    assert_int_equal(
+        SG_OK, fx.store->ops->grant_set_refresh_started(fx.store, a.id, (long long)time(NULL)));
+    cJSON *j = NULL;
+    assert_int_equal(200, th_refresh(B, API, API_SEC, a.refresh_token, &j));
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(j, "refresh_token"));
+    cJSON_Delete(j);
+    cJSON *x = expect_death(a.id, "rotation_reuse", "rotation reuse");
+    assert_true(jnum(cJSON_GetObjectItemCaseSensitive(x, "evidence"), "refresh_started") > 0);
+    cJSON_Delete(x);
+    free(a.refresh_token);
+}
+
+/* A marker left by a refresh of this process that completed is cleared: no false reuse. */
+static void row_rotation_ok(void)
+{
+    sim("/_sim/app?client_id=%s&rotation=true", API);
+    fx.decl.rotation = 1;
+    vault_open();
+    connected_t a = connect_admin();
+    expect_refresh_ok(a.id, "rotation 1");
+    sleep(1); /* one refresh per grant per second at most */
+    expect_refresh_ok(a.id, "rotation 2");
+    sg_grant_rec_t rec;
+    assert_int_equal(SG_OK, fx.store->ops->grant_get(fx.store, a.id, &rec));
+    assert_int_equal(0, rec.refresh_started);
+    assert_int_equal(SG_GRANT_LIVE, rec.state);
+    sg_grant_rec_free(&rec);
+    free(a.refresh_token);
+}
+
+typedef struct {
+    const char *name;
+    void (*run)(void);
+} cause_row_t;
+
+static const cause_row_t cause_rows[] = {
+    {"evicted by five approvals outside the gateway", row_evicted},
+    {"revoked by an admin, witness live", row_revoked},
+    {"revoked with no witness", row_revoked_without_witness},
+    {"idle expiry", row_idle_expiry},
+    {"absolute expiry", row_absolute_expiry},
+    {"inactive user", row_inactive_user},
+    {"inactive organization", row_inactive_org},
+    {"IP restricted", row_ip_restricted},
+    {"IP relaxed for refresh tokens", row_ip_relaxed_for_refresh},
+    {"rotation reuse after a cut-off refresh", row_rotation_reuse},
+    {"rotation without reuse", row_rotation_ok},
+};
+
+static void test_cause_row(void **state)
+{
+    const cause_row_t *row = *state;
+    fprintf(stderr, "# cause row: %s\n", row->name);
+    row->run();
+}
+
+static int row_setup(void **state)
+{
+    (void)state;
+    return setup(NULL);
+}
+
+/* ---- (c) 1,000 grants due at once ------------------------------------------------------------ */
+
+static void test_many_due_grants_never_stampede(void **state)
+{
+    (void)state;
+    sim("/_sim/app?client_id=%s&grant_limit=%d", API, NMANY);
+    fx.decl.idle_window = 3600;
+    fx.decl.keep_alive = 1;
+    fx.opts.keep_alive_in_flight = 4;
+    vault_open();
+    double t0 = mono();
+    long long *ids = calloc(NMANY, sizeof *ids);
+    assert_non_null(ids);
+    for (int i = 0; i < NMANY; i++) {
+        char uid[32];
+        snprintf(uid, sizeof uid, "user%04d", i); /* one vault grant per "person" */
+        connected_t c = connect_as(TH_ADMIN, "admin", uid);
+        ids[i] = c.id;
+        free(c.refresh_token);
+    }
+    fprintf(stderr, "# %d grants made in %.1f s\n", NMANY, mono() - t0);
+    assert_int_equal(0, counter(&fx.kept_alive)); /* fresh: nothing due */
+    assert_int_equal(0, (int)sim_stat("token", "refresh_token"));
+
+    /* Every grant last refreshed 50 minutes ago: all due at the next tick. */
+    sim("/_sim/fault?endpoint=token&mode=delay&count=%d&ms=5", 2 * NMANY);
+    long long old = (long long)time(NULL) - 3000;
+    for (int i = 0; i < NMANY; i++) {
+        sg_grant_rec_t rec;
+        assert_int_equal(SG_OK, fx.store->ops->grant_get(fx.store, ids[i], &rec));
+        assert_int_equal(SG_OK, fx.store->ops->grant_set_token(fx.store, ids[i], rec.rt_cipher,
+                                                               rec.rt_cipher_len, rec.key_id, old));
+        sg_grant_rec_free(&rec);
+    }
+    double t1 = mono();
+    while (sim_stat("token", "refresh_token") < NMANY && mono() - t1 < 60)
+        usleep(100000);
+    fprintf(stderr, "# %d keep-alive refreshes in %.1f s\n", NMANY, mono() - t1);
+    usleep(500000); /* a few more ticks: nothing is due again */
+    assert_int_equal(NMANY, (int)sim_stat("token", "refresh_token"));
+    double in_flight = sim_stat("token_in_flight_max", NULL);
+    fprintf(stderr, "# most token requests in flight: %.0f\n", in_flight);
+    assert_true(in_flight <= 4);
+    assert_true(in_flight >= 2); /* they did overlap */
+    assert_int_equal(NMANY, counter(&fx.kept_alive));
+
+    /* Each grant exactly once, as sfsim counts it. */
+    char *q = th_fmt("/_sim/grants?username=%s&client_id=%s", TH_ADMIN, API);
+    cJSON *a = th_sim_get(B, q);
+    free(q);
+    assert_int_equal(NMANY, cJSON_GetArraySize(a));
+    const cJSON *g;
+    cJSON_ArrayForEach(g, a)
+    {
+        if (jnum(g, "use_count") != 1 || !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g, "live")))
+            fail_msg("sfsim grant %.0f: use_count %.0f, expected 1 and live", jnum(g, "id"),
+                     jnum(g, "use_count"));
+    }
+    cJSON_Delete(a);
+
+    /* The report lists them all, refreshed just now. */
+    cJSON *r = NULL;
+    assert_int_equal(SG_OK, sg_vault_report(fx.vault, &r));
+    assert_int_equal(NMANY, cJSON_GetArraySize(r));
+    cJSON_ArrayForEach(g, r)
+    {
+        assert_true(jnum(g, "last_refreshed") > (double)old);
+        assert_null(cJSON_GetObjectItemCaseSensitive(g, "evidence"));
+    }
+    cJSON_Delete(r);
+    free(ids);
+}
+
+/* ---- report and advice ----------------------------------------------------------------------- */
+
+static void test_report_and_advice(void **state)
+{
+    (void)state;
+    vault_open();
+    connected_t a = connect_admin();
+    connected_t o = connect_ops();
+    sim("/_sim/user?username=%s&active=false", TH_ADMIN);
+    sg_vault_err_t e;
+    assert_int_not_equal(SG_OK, sg_vault_refresh_grant(fx.vault, a.id, &e));
+    assert_int_equal(409, e.http_status);
+    /* A dead grant is not refreshed again. */
+    assert_int_not_equal(SG_OK, sg_vault_refresh_grant(fx.vault, a.id, &e));
+    assert_int_equal(409, e.http_status);
+    assert_int_equal(SG_ERR_NOTFOUND, sg_vault_refresh_grant(fx.vault, 99999, &e));
+    cJSON *r = NULL;
+    assert_int_equal(SG_OK, sg_vault_report(fx.vault, &r));
+    assert_int_equal(2, cJSON_GetArraySize(r));
+    const cJSON *g0 = cJSON_GetArrayItem(r, 0), *g1 = cJSON_GetArrayItem(r, 1);
+    assert_true(jnum(g0, "grant_id") == (double)a.id);
+    assert_string_equal(jstr(g0, "state"), "dead");
+    assert_string_equal(jstr(g0, "cause"), "inactive_user");
+    assert_string_equal(jstr(g1, "state"), "live");
+    assert_null(cJSON_GetObjectItemCaseSensitive(g0, "evidence"));
+    cJSON_Delete(r);
+    cJSON *x = NULL;
+    assert_int_equal(SG_ERR_NOTFOUND, sg_vault_explain(fx.vault, 99999, &x));
+    const char *causes[] = {
+        "evicted",       "idle_expiry",   "absolute_expiry", "revoked",        "revoked_or_evicted",
+        "ip_restricted", "inactive_user", "inactive_org",    "rotation_reuse", "unknown"};
+    for (size_t i = 0; i < sizeof causes / sizeof causes[0]; i++)
+        assert_true(strlen(sg_vault_cause_advice(causes[i])) > 20);
+    assert_string_equal(sg_vault_cause_advice("no such cause"), "");
+    assert_string_equal(sg_vault_cause_advice(NULL), "");
+    free(a.refresh_token);
+    free(o.refresh_token);
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (th_sfsim_start(&simproc, NULL))
+        return -1;
+    B = simproc.url;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    int rc = th_proc_stop(&simproc);
+    curl_global_cleanup();
+    return rc == 0 ? 0 : -1;
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define ROW(i)                                                                                     \
+    {                                                                                              \
+        cause_rows[i].name, test_cause_row, row_setup, teardown, (void *)&cause_rows[i]            \
+    }
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_keep_alive_keeps_an_idle_grant_alive),
+        T(test_without_keep_alive_the_grant_dies_of_idle_expiry),
+        ROW(0),
+        ROW(1),
+        ROW(2),
+        ROW(3),
+        ROW(4),
+        ROW(5),
+        ROW(6),
+        ROW(7),
+        ROW(8),
+        ROW(9),
+        ROW(10),
+        T(test_many_due_grants_never_stampede),
+        T(test_report_and_advice),
+    };
+    _Static_assert(sizeof cause_rows / sizeof cause_rows[0] == 11, "one ROW() per cause row");
+    return cmocka_run_group_tests_name("grant_health", tests, group_setup, group_teardown);
+}

@@ -1,0 +1,455 @@
+/*
+ * `scopegate grants list|check|explain` end to end (issue 6, acceptance 4): sfsim and
+ * `scopegate serve` as real processes, an admin's grant connected through the gateway by a
+ * libcurl browser, and the operator played by runs of $SCOPEGATE grants ... --config on the
+ * stack's own config (the commands find the internal listener, whose port is chosen at start,
+ * through state_dir/internal.url).
+ *
+ * A. list shows the connected grant (table and JSON); check exits 0; after an admin revokes
+ *    the grant at sfsim, check exits 1 and says dead, explain gives the cause and advice (text
+ *    and JSON); a second check still exits 1 (died, not reconnected); a killed gateway gives 3.
+ * B. Two grants whose declared absolute lifetime ends within warn_before: check refreshes both
+ *    and exits 1 saying expiring-soon; list marks them.
+ * C. Usage and config errors exit 2; a stopped gateway (and a wrong --url) exit 3.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "gw_test.h"
+
+#define ADMIN_ID       "0058d000002AdmnEAA"
+#define OPS_ID         "0058d000002OpsxEAA"
+#define API_APP        "demo-api"
+#define OFFLINE_SCOPES "api refresh_token offline_access"
+
+static int STARTED;
+static const char *KEY;
+
+/* ---- the stack --------------------------------------------------------------------------------
+ */
+
+static const char *policy_for(const char *admins, const char *offline_extra)
+{
+    return FMT("version = 1;\n"
+               "signin = { app = \"signin\"; scopes = [\"openid\", \"profile\", \"email\"]; };\n"
+               "roles = {\n"
+               "  user = { session = { idle = \"30m\"; max = \"8h\"; }; };\n"
+               "  admin = { offline = { app = \"api\"; scopes = [\"api\", \"refresh_token\", "
+               "\"offline_access\"];\n"
+               "                        %s };\n"
+               "            session = { idle = \"15m\"; max = \"4h\"; }; };\n"
+               "};\n"
+               "assign = (\n"
+               "  { role = \"admin\"; claim = \"preferred_username\"; in = [%s]; },\n"
+               "  { role = \"user\"; }\n"
+               ");\n",
+               offline_extra ? offline_extra : "", admins);
+}
+
+static const char *policy(const char *offline_extra)
+{
+    return policy_for("\"admin@demo.example\"", offline_extra);
+}
+
+static void start_stack(const char *policy_text)
+{
+    th_stack_opts_t o = {.policy = policy_text};
+    CHECK(th_stack_start_opts(&GW, &o) == 0, "the stack did not start (see above)");
+    STARTED = 1;
+    KEY = keep_str(th_stack_internal_key(&GW));
+    CHECK(KEY && *KEY, "expected an internal key in %s", GW.state_dir);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    STARTED = 0;
+    KEY = NULL;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    gw_free_kept();
+    int rc = 0;
+    if (STARTED && th_stack_stop(&GW) != 0) {
+        fprintf(stderr, "the stack did not stop cleanly (see above)\n");
+        rc = -1;
+    }
+    STARTED = 0;
+    return rc;
+}
+
+/* ---- running the CLI --------------------------------------------------------------------------
+ */
+
+typedef struct {
+    int status; /* exit status; -1 when it did not exit normally */
+    const char *out, *err;
+    const char *cmd; /* for messages */
+} run_t;
+
+/* $SCOPEGATE with args (NULL-terminated); stdout and stderr kept. */
+static run_t run_cli(const char *const *args)
+{
+    const char *bin = getenv("SCOPEGATE");
+    CHECK(bin && *bin, "SCOPEGATE is not set (meson test sets it)");
+    run_t r = {.status = -1};
+    const char *cmd = "scopegate";
+    const char *argv[32];
+    size_t n = 0;
+    argv[n++] = bin;
+    for (size_t i = 0; args[i] && n < 31; i++) {
+        argv[n++] = args[i];
+        cmd = FMT("%s %s", cmd, args[i]);
+    }
+    argv[n] = NULL;
+    r.cmd = cmd;
+    const char *out_path = FMT("%s/cli.out", GW.dir[0] ? GW.dir : "/tmp");
+    const char *err_path = FMT("%s/cli.err", GW.dir[0] ? GW.dir : "/tmp");
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork failed");
+    if (pid == 0) {
+        int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
+            _exit(127);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid, "waitpid failed");
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    r.out = keep_str(th_read_file(out_path, NULL));
+    r.err = keep_str(th_read_file(err_path, NULL));
+    if (!r.out)
+        r.out = "";
+    if (!r.err)
+        r.err = "";
+    unlink(out_path);
+    unlink(err_path);
+    if (getenv("TH_SHOW_CLI")) /* to see what operators see */
+        fprintf(stderr, "$ %s  -> exit %d\n%s%s", cmd, r.status, r.out, r.err);
+    return r;
+}
+
+#define CLI(...) run_cli((const char *const[]){__VA_ARGS__, NULL})
+
+static void expect_exit(const run_t *r, int want)
+{
+    CHECK(r->status == want, "%s: expected exit %d, got %d\nstdout:\n%.3000s\nstderr:\n%.3000s",
+          r->cmd, want, r->status, r->out, r->err);
+}
+
+static void expect_out(const run_t *r, const char *needle)
+{
+    CHECK(strstr(r->out, needle), "%s: expected \"%s\" in its output:\n%.3000s\nstderr:\n%.2000s",
+          r->cmd, needle, r->out, r->err);
+}
+
+static cJSON *out_json(const run_t *r)
+{
+    cJSON *j = keep_json(cJSON_Parse(r->out));
+    CHECK(j != NULL, "%s: expected JSON on stdout, got:\n%.3000s", r->cmd, r->out);
+    return j;
+}
+
+static long long num(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
+}
+
+static long long id_of(const cJSON *g)
+{
+    long long id = num(g, "grant_id");
+    return id ? id : num(g, "id");
+}
+
+/* The grant with this id in a JSON array of grants, or NULL. */
+static const cJSON *grant_in(const cJSON *grants, long long id)
+{
+    const cJSON *g;
+    cJSON_ArrayForEach(g, grants)
+    {
+        if (id_of(g) == id)
+            return g;
+    }
+    return NULL;
+}
+
+/* ---- connecting a grant ------------------------------------------------------------------------
+ */
+
+/* Signs user in, presses "connect", approves at sfsim: the grant id /v1/token serves. */
+static long long connect_as(const char *user, const char *password, const char *user_id)
+{
+    th_client_t *c = browser();
+    th_resp_t *fin = new_resp();
+    CHECK(th_gateway_signin(c, &GW, "/", user, password, fin) == 0,
+          "sign-in as %s failed (see above)", user);
+    const char *loc = fin->location;
+    CHECK(loc && strncmp(loc, "/connect?", 9) == 0,
+          "the admin without a grant should be sent to /connect, went to %s", loc ? loc : "none");
+    th_resp_t *page = gw_get(c, loc);
+    expect_status(page, 200, FMT("GET %s", loc));
+    const char *form = keep_str(th_html_form(page->body, "/connect"));
+    CHECK(form, "the connect page has no POST /connect form: %.1500s", page->body);
+    th_resp_t *start =
+        req(c, "POST", FMT("%s/connect", GW.url), "application/x-www-form-urlencoded", form, NULL);
+    CHECK(start->status == 302 && start->location,
+          "POST /connect: expected a redirect to sfsim, got %ld", start->status);
+    th_resp_t *back = new_resp();
+    CHECK(th_browser_authorize(c, start->location, user, password, 1, back) == 0,
+          "the approval at sfsim did not come back (see above)");
+    CHECK(back->location, "sfsim sent the browser nowhere");
+    th_resp_t *done = req(c, "GET", back->location, NULL, NULL, NULL);
+    CHECK(done->status == 302, "the connect callback: expected 302, got %ld: %.1000s", done->status,
+          done->body);
+    const char *hdrs[] = {FMT("Authorization: Bearer %s", KEY), NULL};
+    th_resp_t *t =
+        req(NULL, "GET", FMT("%s/v1/token?user=%s", GW.internal_url, user_id), NULL, NULL, hdrs);
+    expect_status(t, 200, "GET /v1/token for the admin after connecting");
+    cJSON *j = keep_json(th_resp_json(t));
+    long long gid = id_of(j);
+    CHECK(gid > 0, "expected a grant_id in %s", t->body);
+    return gid;
+}
+
+static long long connect_admin(void)
+{
+    return connect_as(TH_ADMIN, "admin", ADMIN_ID);
+}
+
+/* ---- A: list, check, revoke, check, explain -----------------------------------------------------
+ */
+
+static void test_list_check_revoke_explain(void **state)
+{
+    (void)state;
+    start_stack(policy(NULL));
+    long long gid = connect_admin();
+    const char *id = FMT("%lld", gid);
+
+    /* list: the table has a header and the grant's row. */
+    run_t r = CLI("grants", "list", "--config", GW.gw_cfg);
+    expect_exit(&r, 0);
+    expect_out(&r, "ID");
+    expect_out(&r, "LAST REFRESH");
+    expect_out(&r, "EXPIRES");
+    expect_out(&r, TH_ADMIN);
+    expect_out(&r, TH_DEMO_ORG_ID);
+    expect_out(&r, "live");
+    const char *row = strstr(r.out, "\n");
+    CHECK(row && strstr(row, FMT("%s ", id)), "grants list: no row for grant %s:\n%s", id, r.out);
+
+    r = CLI("grants", "list", "--config", GW.gw_cfg, "--json");
+    expect_exit(&r, 0);
+    cJSON *j = out_json(&r);
+    const cJSON *g = grant_in(cJSON_GetObjectItemCaseSensitive(j, "grants"), gid);
+    CHECK(g, "grants list --json: grant %s missing: %s", id, r.out);
+    CHECK(strcmp(jstr(g, "state"), "live") == 0, "grant %s should be live: %s", id, r.out);
+    CHECK(jstr(g, "app") && strcmp(jstr(g, "app"), "api") == 0, "expected app api: %s", r.out);
+    CHECK(jstr(g, "user_id") && strcmp(jstr(g, "user_id"), ADMIN_ID) == 0,
+          "expected user_id " ADMIN_ID ": %s", r.out);
+
+    /* check: every live grant refreshed once; all well. */
+    double refreshes = jnum_path(sim_json("/_sim/stats"), "token.refresh_token");
+    r = CLI("grants", "check", "--config", GW.gw_cfg);
+    expect_exit(&r, 0);
+    expect_out(&r, "ok");
+    expect_out(&r, "1 grant(s) refreshed: 1 ok, 0 dead");
+    double after = jnum_path(sim_json("/_sim/stats"), "token.refresh_token");
+    CHECK(after >= refreshes + 1, "grants check should refresh the grant at sfsim (%g -> %g)",
+          refreshes, after);
+
+    r = CLI("grants", "check", "--config", GW.gw_cfg, "--json");
+    expect_exit(&r, 0);
+    j = out_json(&r);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "healthy")) && num(j, "ok") == 1 &&
+              num(j, "checked") == 1,
+          "grants check --json: expected healthy, 1 checked, 1 ok: %s", r.out);
+
+    /* explain of a live grant. */
+    r = CLI("grants", "explain", id, "--config", GW.gw_cfg);
+    expect_exit(&r, 0);
+    expect_out(&r, FMT("grant %s of " TH_ADMIN ": live", id));
+    expect_out(&r, "use_count");
+
+    /* An admin revokes the grant at the provider: check finds it dead, explain says why. */
+    sim_post("/_sim/revoke?username=admin%40demo.example&client_id=" API_APP);
+    usleep(1100 * 1000); /* the vault refreshes one grant at most once a second */
+    r = CLI("grants", "check", "--config", GW.gw_cfg);
+    expect_exit(&r, 1);
+    expect_out(&r, "dead");
+    expect_out(&r, FMT("grant %s", id));
+    expect_out(&r, "expired access/refresh token");
+    expect_out(&r, FMT("scopegate grants explain %s", id));
+
+    r = CLI("grants", "check", "--config", GW.gw_cfg, "--json");
+    expect_exit(&r, 1);
+    j = out_json(&r);
+    CHECK(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "healthy")) && num(j, "dead") == 1,
+          "grants check --json after the revoke: expected unhealthy with 1 dead: %s", r.out);
+    g = grant_in(cJSON_GetObjectItemCaseSensitive(j, "grants"), gid);
+    CHECK(g && strcmp(jstr(g, "result"), "dead") == 0, "expected grant %s dead: %s", id, r.out);
+    CHECK(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(g, "checked")),
+          "a grant that died before the check is reported, not refreshed again: %s", r.out);
+    r = CLI("grants", "check", "--config", GW.gw_cfg);
+    expect_exit(&r, 1);
+    expect_out(&r, "died earlier; not reconnected");
+
+    r = CLI("grants", "explain", id, "--config", GW.gw_cfg, "--json");
+    expect_exit(&r, 0);
+    j = out_json(&r);
+    const char *cause = jstr(j, "cause");
+    CHECK(strcmp(jstr(j, "state"), "dead") == 0, "explain: expected state dead: %s", r.out);
+    CHECK(cause && (strcmp(cause, "revoked") == 0 || strcmp(cause, "revoked_or_evicted") == 0),
+          "explain: expected the cause revoked or revoked_or_evicted: %s", r.out);
+    CHECK(jstr(j, "advice") && *jstr(j, "advice"), "explain: expected advice: %s", r.out);
+    CHECK(jstr(j, "reason") && strstr(jstr(j, "reason"), "expired access/refresh token"),
+          "explain: expected the provider's words: %s", r.out);
+    const char *advice = jstr(j, "advice");
+
+    r = CLI("grants", "explain", id, "--config", GW.gw_cfg);
+    expect_exit(&r, 0);
+    expect_out(&r, FMT("grant %s of " TH_ADMIN ": dead", id));
+    expect_out(&r, FMT("cause                %s", cause));
+    expect_out(&r, advice);
+
+    r = CLI("grants", "list", "--config", GW.gw_cfg);
+    expect_exit(&r, 0);
+    expect_out(&r, "dead");
+    expect_out(&r, cause);
+
+    /* No such grant: 1. */
+    r = CLI("grants", "explain", "999999", "--config", GW.gw_cfg);
+    expect_exit(&r, 1);
+    CHECK(strstr(r.err, "no grant 999999"), "explain of a missing grant: %s", r.err);
+
+    /* A killed gateway leaves a stale address behind: nobody answers there. */
+    CHECK(th_stack_kill_gateway(&GW) == 0, "the gateway did not die from SIGKILL");
+    r = CLI("grants", "check", "--config", GW.gw_cfg);
+    expect_exit(&r, 3);
+    CHECK(strstr(r.err, "could not be reached"), "check with the gateway down: %s", r.err);
+    r = CLI("grants", "list", "--config", GW.gw_cfg, "--json");
+    expect_exit(&r, 3);
+}
+
+/* ---- B: expiring soon --------------------------------------------------------------------------
+ */
+
+static void test_grant_expiring_within_warn_before_fails_check(void **state)
+{
+    (void)state;
+    start_stack(policy_for("\"admin@demo.example\", \"ops@demo.example\"",
+                           "provider = { refresh_token_policy = \"expire_after\"; "
+                           "refresh_token_validity = \"3d\"; app_name = \"Demo API\"; }; "
+                           "warn_before = \"7d\";"));
+    long long gid = connect_admin();
+    long long ops = connect_as(TH_OPS, "ops", OPS_ID);
+    run_t r = CLI("grants", "check", "--config", GW.gw_cfg);
+    expect_exit(&r, 1);
+    expect_out(&r, "expiring-soon");
+    expect_out(&r, FMT("grant %lld", gid));
+    expect_out(&r, FMT("grant %lld", ops));
+    expect_out(&r, "2 grant(s) refreshed: 0 ok, 0 dead, 2 expiring soon");
+    usleep(1100 * 1000); /* the vault refreshes one grant at most once a second */
+
+    r = CLI("grants", "check", "--config", GW.gw_cfg, "--json");
+    expect_exit(&r, 1);
+    cJSON *j = out_json(&r);
+    CHECK(num(j, "expiring_soon") == 2 && num(j, "dead") == 0 && num(j, "checked") == 2,
+          "check --json: expected 2 checked, 2 expiring soon, 0 dead: %s", r.out);
+    const cJSON *g = grant_in(cJSON_GetObjectItemCaseSensitive(j, "grants"), gid);
+    CHECK(g && num(g, "absolute_expires_at") > 0, "expected absolute_expires_at: %s", r.out);
+
+    r = CLI("grants", "list", "--config", GW.gw_cfg);
+    expect_exit(&r, 0);
+    expect_out(&r, "(soon)");
+}
+
+/* ---- C: exit codes 2 and 3
+ * ------------------------------------------------------------------------ */
+
+static void test_usage_errors_and_stopped_gateway(void **state)
+{
+    (void)state;
+    start_stack(policy(NULL));
+
+    run_t r = CLI("grants", "list", "--config", GW.gw_cfg);
+    expect_exit(&r, 0);
+    expect_out(&r, "no grants");
+    r = CLI("grants", "check", "--config", GW.gw_cfg);
+    expect_exit(&r, 0);
+    expect_out(&r, "0 grant(s) refreshed");
+
+    r = CLI("grants");
+    expect_exit(&r, 2);
+    r = CLI("grants", "bogus", "--config", GW.gw_cfg);
+    expect_exit(&r, 2);
+    r = CLI("grants", "list");
+    expect_exit(&r, 2);
+    CHECK(strstr(r.err, "--config FILE is required"), "list without --config: %s", r.err);
+    r = CLI("grants", "check", "--config", GW.gw_cfg, "--frobnicate");
+    expect_exit(&r, 2);
+    r = CLI("grants", "explain", "--config", GW.gw_cfg);
+    expect_exit(&r, 2);
+    r = CLI("grants", "explain", "abc", "--config", GW.gw_cfg);
+    expect_exit(&r, 2);
+    r = CLI("grants", "check", "--config", FMT("%s/no-such.cfg", GW.dir));
+    expect_exit(&r, 2);
+    r = CLI("grants", "--help");
+    expect_exit(&r, 0);
+    expect_out(&r, "grants check");
+
+    /* A wrong key is a config error. */
+    const char *other = FMT("%s/other.cfg", GW.dir);
+    const char *cfg = keep_str(th_read_file(GW.gw_cfg, NULL));
+    CHECK(cfg, "cannot read %s", GW.gw_cfg);
+    CHECK(th_write_file(FMT("%s/other.key", GW.dir), "not-the-key-of-this-gateway\n", 0600) == 0,
+          "cannot write the other key");
+    CHECK(th_write_file(other, FMT("%s\ninternal_key_file = \"other.key\";\n", cfg), 0600) == 0,
+          "cannot write %s", other);
+    r = CLI("grants", "list", "--config", other);
+    expect_exit(&r, 2);
+    CHECK(strstr(r.err, "answered 401"), "a config with another key: %s", r.err);
+
+    /* Nobody at --url: 3. */
+    int port = th_free_port();
+    CHECK(port > 0, "no free port");
+    r = CLI("grants", "check", "--config", GW.gw_cfg, "--url", FMT("http://127.0.0.1:%d", port));
+    expect_exit(&r, 3);
+
+    /* A cleanly stopped gateway removes its address: 3, saying it is not running. */
+    char keep[sizeof GW.gw.log_path];
+    memcpy(keep, GW.gw.log_path, sizeof keep);
+    GW.gw.log_path[0] = '\0'; /* the stack's log stays for th_stack_stop */
+    int st = th_proc_stop(&GW.gw);
+    memcpy(GW.gw.log_path, keep, sizeof keep);
+    CHECK(st == 0, "the gateway did not exit 0 after SIGTERM");
+    r = CLI("grants", "check", "--config", GW.gw_cfg);
+    expect_exit(&r, 3);
+    CHECK(strstr(r.err, "not running"), "check with the gateway stopped: %s", r.err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_list_check_revoke_explain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_grant_expiring_within_warn_before_fails_check, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_usage_errors_and_stopped_gateway, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("grants CLI (issue 6)", tests, NULL, NULL);
+}
