@@ -115,10 +115,18 @@ void sg_route_connect_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         sg_buf_add_html(&b, when);
         sg_buf_adds(&b, ". The provider said: <b>");
         sg_buf_add_html(&b, dead.dead_reason ? dead.dead_reason : "no reason given");
-        sg_buf_adds(&b, "</b>. This happens when the grant is revoked (by you or an org "
-                        "administrator), expires under the Connected App's refresh-token "
-                        "policy, or is evicted because more approvals were made elsewhere. "
-                        "Reconnect to restore it.</p>\n");
+        sg_buf_adds(&b, "</b>.</p>\n");
+        const char *advice = dead.cause ? sg_vault_cause_advice(dead.cause) : "";
+        if (advice && *advice) {
+            sg_buf_adds(&b, "<p id=\"grant-cause\"><b>Why:</b> ");
+            sg_buf_add_html(&b, advice);
+            sg_buf_adds(&b, "</p>\n");
+        } else {
+            sg_buf_adds(&b, "<p>This happens when the grant is revoked (by you or an org "
+                            "administrator), expires under the Connected App's refresh-token "
+                            "policy, or is evicted because more approvals were made elsewhere. "
+                            "Reconnect to restore it.</p>\n");
+        }
         sg_grant_rec_free(&dead);
     }
     if (live) {
@@ -283,6 +291,30 @@ done:
     sg_tokens_free(&tok);
 }
 
+/* A banner for each live grant whose declared absolute lifetime ends within its warning
+ * time: reconnect when it suits you, before it dies. */
+static void expiry_banners(sg_gateway_t *gw, sg_buf_t *b, const sg_grant_rec_t *g, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (g[i].state != SG_GRANT_LIVE || !g[i].warned_at)
+            continue;
+        cJSON *x = NULL;
+        if (sg_vault_explain(gw->vault, g[i].id, &x) != SG_OK)
+            continue;
+        const cJSON *at = cJSON_GetObjectItemCaseSensitive(x, "absolute_expires_at");
+        if (cJSON_IsNumber(at)) {
+            char when[64];
+            fmt_time((long long)at->valuedouble, when, sizeof(when));
+            sg_buf_printf(b,
+                          "<p class=\"error\" id=\"grant-expiring\">Grant %lld stops working on "
+                          "%s: the Connected App's policy ends refresh tokens that old. "
+                          "Reconnect before then, when it suits you.</p>\n",
+                          g[i].id, when);
+        }
+        cJSON_Delete(x);
+    }
+}
+
 void sg_route_connections(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
     sg_session_view_t v;
@@ -320,6 +352,15 @@ void sg_route_connections(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         sg_buf_add_html(&b, g[i].app);
         sg_buf_printf(&b, "</td><td>%s</td><td>", state_name(g[i].state));
         sg_buf_add_html(&b, g[i].dead_reason ? g[i].dead_reason : "");
+        if (g[i].cause) {
+            sg_buf_adds(&b, "<br><span class=\"cause\" title=\"");
+            sg_buf_add_html(&b, sg_vault_cause_advice(g[i].cause));
+            sg_buf_adds(&b, "\">cause: ");
+            sg_buf_add_html(&b, g[i].cause);
+            sg_buf_adds(&b, "</span> <small>");
+            sg_buf_add_html(&b, sg_vault_cause_advice(g[i].cause));
+            sg_buf_adds(&b, "</small>");
+        }
         sg_buf_printf(&b, "</td><td>%s</td><td>%s</td><td>%s</td><td>%lld</td><td>", created,
                       refreshed, used, g[i].use_count);
         if (g[i].state == SG_GRANT_LIVE) {
@@ -336,6 +377,7 @@ void sg_route_connections(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     }
     if (n)
         sg_buf_adds(&b, "</table>\n");
+    expiry_banners(gw, &b, g, n);
     connect_form(&b, csrf, off->app, "/connections", live, live ? "Reconnect" : "Connect");
     sg_buf_adds(&b, "<p><a href=\"/\">Home</a></p>");
     sg_page(w, 200, "Your connections", b.ptr ? b.ptr : "");

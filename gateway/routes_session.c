@@ -5,6 +5,7 @@
  */
 #include "gateway.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,9 +153,71 @@ void sg_route_healthz(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_resp_json_body(w, 200, j);
 }
 
+/* Grant health gauges from the vault's report, set at each scrape (grants are few; the store
+ * read happens only when Prometheus asks). A label set seen before and absent now drops to 0. */
+static void grant_gauges(sg_gateway_t *gw)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static char seen[64][96];
+    static size_t nseen;
+    cJSON *rep = NULL;
+    if (!gw->vault || sg_vault_report(gw->vault, &rep) != SG_OK)
+        return;
+    char labels[64][96];
+    long long count[64] = {0};
+    size_t nl = 0;
+    long long now = sg_gw_now(), oldest = 0, nearest = -1;
+    const cJSON *g;
+    cJSON_ArrayForEach(g, rep)
+    {
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(g, "state");
+        const cJSON *cause = cJSON_GetObjectItemCaseSensitive(g, "cause");
+        const cJSON *created = cJSON_GetObjectItemCaseSensitive(g, "created");
+        const cJSON *exp = cJSON_GetObjectItemCaseSensitive(g, "expires_in");
+        char l[96];
+        snprintf(l, sizeof(l), "state=\"%s\",cause=\"%s\"",
+                 cJSON_IsString(st) ? st->valuestring : "unknown",
+                 cJSON_IsString(cause) ? cause->valuestring : "");
+        size_t i = 0;
+        while (i < nl && strcmp(labels[i], l) != 0)
+            i++;
+        if (i == nl && nl < 64)
+            snprintf(labels[nl++], sizeof(labels[0]), "%s", l);
+        if (i < nl)
+            count[i]++;
+        if (cJSON_IsString(st) && strcmp(st->valuestring, "live") == 0) {
+            if (cJSON_IsNumber(created) && now - (long long)created->valuedouble > oldest)
+                oldest = now - (long long)created->valuedouble;
+            if (cJSON_IsNumber(exp) && (nearest < 0 || exp->valuedouble < (double)nearest))
+                nearest = (long long)exp->valuedouble;
+        }
+    }
+    cJSON_Delete(rep);
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < nseen; i++) {
+        size_t j = 0;
+        while (j < nl && strcmp(labels[j], seen[i]) != 0)
+            j++;
+        if (j == nl)
+            sg_counter_set(sg_metrics_counter("scopegate_grants", seen[i]), 0);
+    }
+    for (size_t i = 0; i < nl; i++) {
+        sg_counter_set(sg_metrics_counter("scopegate_grants", labels[i]), count[i]);
+        size_t j = 0;
+        while (j < nseen && strcmp(seen[j], labels[i]) != 0)
+            j++;
+        if (j == nseen && nseen < 64)
+            snprintf(seen[nseen++], sizeof(seen[0]), "%s", labels[i]);
+    }
+    pthread_mutex_unlock(&lock);
+    sg_counter_set(sg_metrics_counter("scopegate_grant_oldest_age_seconds", NULL), oldest);
+    sg_counter_set(sg_metrics_counter("scopegate_grant_nearest_expiry_seconds", NULL), nearest);
+}
+
 void sg_route_metrics(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
     sg_counter_set(gw->sessions_active, (long long)sg_sessions_count(gw->sessions));
+    grant_gauges(gw);
     char *txt = sg_metrics_render();
     sg_resp_text(w, txt ? 200 : 500, "text/plain; version=0.0.4", txt ? txt : "out of memory");
     free(txt);

@@ -158,6 +158,12 @@ static void declare_metrics(sg_gateway_t *gw)
                       "Token API requests by result and source.");
     sg_metrics_family("scopegate_grant_events_total", "counter",
                       "Offline grants connected, replaced, revoked and died, by app.");
+    sg_metrics_family("scopegate_grants", "gauge",
+                      "Stored offline grants by state and cause of death (at the last scrape).");
+    sg_metrics_family("scopegate_grant_oldest_age_seconds", "gauge",
+                      "Age of the oldest live grant.");
+    sg_metrics_family("scopegate_grant_nearest_expiry_seconds", "gauge",
+                      "Seconds until the nearest declared expiry of a live grant (-1: none).");
     sg_metrics_family("scopegate_grant_deaths_total", "counter",
                       "Offline grants that died, by app and cause (scopegate grants explain ID "
                       "says why).");
