@@ -443,6 +443,96 @@ static void test_usage_errors_and_stopped_gateway(void **state)
     CHECK(strstr(r.err, "not running"), "check with the gateway stopped: %s", r.err);
 }
 
+/* ---- keep-alive through the gateway (issue 6, acceptance 1) ----------------------------------
+ */
+
+#define IDLE_N 2 /* seconds: sfsim's "expire refresh token if not used for N" */
+
+static const char *idle_offline(int keep_alive)
+{
+    return FMT("provider = { refresh_token_policy = \"expire_if_unused\"; "
+               "refresh_token_validity = \"%ds\"; }; %s",
+               IDLE_N,
+               keep_alive ? "keep_alive = { enabled = true; at = 0.5; jitter = 0.1; };" : "");
+}
+
+static th_resp_t *token_for_admin(void)
+{
+    const char *hdrs[] = {FMT("Authorization: Bearer %s", KEY), NULL};
+    return req(NULL, "GET", FMT("%s/v1/token?user=%s", GW.internal_url, ADMIN_ID), NULL, NULL,
+               hdrs);
+}
+
+/* The backend reports the cached token bad, so the next /v1/token must refresh for real. */
+static void report_invalid(const char *token)
+{
+    const char *hdrs[] = {FMT("Authorization: Bearer %s", KEY), NULL};
+    th_resp_t *r = req(NULL, "POST", FMT("%s/v1/token/invalid", GW.internal_url),
+                       "application/json", FMT("{\"access_token\":\"%s\"}", token), hdrs);
+    expect_status(r, 200, "POST /v1/token/invalid");
+}
+
+static void test_keep_alive_outlives_the_idle_window(void **state)
+{
+    (void)state;
+    start_stack(policy(idle_offline(1)));
+    CHECK(th_sim_post(GW.sim.url,
+                      FMT("/_sim/app?client_id=" API_APP "&refresh_token_policy=expire_if_unused"
+                          "&refresh_token_validity=%d",
+                          IDLE_N)) == 0,
+          "could not set sfsim's refresh-token policy");
+    long long gid = connect_admin();
+    sleep(5 * IDLE_N + 2); /* no traffic at all for more than 5 x N */
+    th_resp_t *t = token_for_admin();
+    expect_status(t, 200, "GET /v1/token after 5 x N of no traffic, keep-alive on");
+    cJSON *j = keep_json(th_resp_json(t));
+    CHECK(id_of(j) == gid, "expected grant %lld to serve, got %s", gid, t->body);
+    /* The token works at the org's REST API: the grant behind it is alive. */
+    const char *bearer[] = {FMT("Authorization: Bearer %s", jstr(j, "access_token")), NULL};
+    th_resp_t *api =
+        req(NULL, "GET", FMT("%s/services/data/v62.0/", GW.sim.url), NULL, NULL, bearer);
+    expect_status(api, 200, "the handed-out token at sfsim's REST resource");
+    /* And a real refresh still works (keep-alive may have refreshed in between; then the
+     * report below names an old token and the answer comes from the cache). */
+    report_invalid(jstr(j, "access_token"));
+    usleep(1100 * 1000); /* the vault refreshes a grant at most once a second */
+    t = token_for_admin();
+    expect_status(t, 200, "GET /v1/token after reporting the token invalid");
+    cJSON *g = keep_json(th_sim_get(GW.sim.url, "/_sim/grants?client_id=" API_APP));
+    const cJSON *one = cJSON_GetArrayItem(g, 0);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(one, "live")),
+          "sfsim should still hold the grant live: %s", keep_str(cJSON_PrintUnformatted(g)));
+    const cJSON *uses = cJSON_GetObjectItemCaseSensitive(one, "use_count");
+    CHECK(cJSON_IsNumber(uses) && uses->valuedouble >= 5,
+          "keep-alive should have refreshed at least 5 times in %d s: %s", 5 * IDLE_N + 2,
+          keep_str(cJSON_PrintUnformatted(one)));
+}
+
+static void test_without_keep_alive_the_grant_dies_of_idle_expiry(void **state)
+{
+    (void)state;
+    start_stack(policy(idle_offline(0)));
+    CHECK(th_sim_post(GW.sim.url,
+                      FMT("/_sim/app?client_id=" API_APP "&refresh_token_policy=expire_if_unused"
+                          "&refresh_token_validity=%d",
+                          IDLE_N)) == 0,
+          "could not set sfsim's refresh-token policy");
+    long long gid = connect_admin();
+    th_resp_t *t = token_for_admin();
+    cJSON *j = keep_json(th_resp_json(t));
+    report_invalid(jstr(j, "access_token"));
+    sleep(IDLE_N + 2);
+    t = token_for_admin();
+    CHECK(t->status == 409,
+          "expected 409 grant_unavailable after N idle without keep-alive, "
+          "got %ld: %s",
+          t->status, t->body);
+    run_t r = CLI("grants", "explain", FMT("%lld", gid), "--config", GW.gw_cfg, "--json");
+    cJSON *x = out_json(&r);
+    CHECK(jstr(x, "cause") && strcmp(jstr(x, "cause"), "idle_expiry") == 0,
+          "grants explain should diagnose idle_expiry: %s", r.out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -450,6 +540,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_grant_expiring_within_warn_before_fails_check, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_usage_errors_and_stopped_gateway, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keep_alive_outlives_the_idle_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_without_keep_alive_the_grant_dies_of_idle_expiry,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests_name("grants CLI (issue 6)", tests, NULL, NULL);
 }
