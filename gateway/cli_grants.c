@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #define EXIT_OK          0
@@ -526,8 +527,19 @@ static int parse_args(const char *cmd, int argc, char **argv, args_t *a, int wan
             return usage_error("grants %s: unexpected argument '%s'", cmd, argv[i]), 1;
         }
     }
+    /* Without --config: $SCOPEGATE_CONFIG, then the usual place. */
+    if (!a->config) {
+        const char *env = getenv("SCOPEGATE_CONFIG");
+        if (env && *env)
+            a->config = env;
+        else if (access("/etc/scopegate/scopegate.cfg", R_OK) == 0)
+            a->config = "/etc/scopegate/scopegate.cfg";
+    }
     if (!a->config)
-        return usage_error("grants %s: which gateway? --config FILE is required", cmd), 1;
+        return usage_error("grants %s: which gateway? give --config FILE (or set "
+                           "SCOPEGATE_CONFIG)",
+                           cmd),
+               1;
     if (want_id) {
         char *end = NULL;
         if (!a->id)

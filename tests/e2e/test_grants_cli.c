@@ -400,7 +400,7 @@ static void test_usage_errors_and_stopped_gateway(void **state)
     expect_exit(&r, 2);
     r = CLI("grants", "list");
     expect_exit(&r, 2);
-    CHECK(strstr(r.err, "--config FILE is required"), "list without --config: %s", r.err);
+    CHECK(strstr(r.err, "give --config FILE"), "list without --config: %s", r.err);
     r = CLI("grants", "check", "--config", GW.gw_cfg, "--frobnicate");
     expect_exit(&r, 2);
     r = CLI("grants", "explain", "--config", GW.gw_cfg);
