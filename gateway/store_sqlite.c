@@ -809,32 +809,31 @@ static sg_rc op_grant_set_cause(sg_store_t *s, long long id, const char *cause,
     return rc;
 }
 
-static sg_rc op_grant_set_refresh_started(sg_store_t *s, long long id, long long at)
+/* One time column of one grant (statements of the form UPDATE ... SET x = ?2 WHERE id = ?1). */
+static sg_rc set_grant_time(sqlite_store_t *st, sqlite3_stmt *q, long long id, long long at,
+                            const char *what)
 {
-    sqlite_store_t *st = impl(s);
     if (at < 0)
         return SG_ERR_PARSE;
     pthread_mutex_lock(&st->mu);
-    binder_t b = {st->g_started, SQLITE_OK};
+    binder_t b = {q, SQLITE_OK};
     b_int(&b, 1, id);
     b_int(&b, 2, at);
-    sg_rc rc = write_locked(st, &b, "grant_set_refresh_started", 1);
+    sg_rc rc = write_locked(st, &b, what, 1);
     pthread_mutex_unlock(&st->mu);
     return rc;
+}
+
+static sg_rc op_grant_set_refresh_started(sg_store_t *s, long long id, long long at)
+{
+    sqlite_store_t *st = impl(s);
+    return set_grant_time(st, st->g_started, id, at, "grant_set_refresh_started");
 }
 
 static sg_rc op_grant_set_warned(sg_store_t *s, long long id, long long at)
 {
     sqlite_store_t *st = impl(s);
-    if (at < 0)
-        return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->g_warned, SQLITE_OK};
-    b_int(&b, 1, id);
-    b_int(&b, 2, at);
-    sg_rc rc = write_locked(st, &b, "grant_set_warned", 1);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return set_grant_time(st, st->g_warned, id, at, "grant_set_warned");
 }
 
 static sg_rc op_grant_list(sg_store_t *s, sg_grant_rec_t **out, size_t *n)
