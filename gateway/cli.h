@@ -12,4 +12,10 @@ int sg_cli_grants(int argc, char **argv);
 /* `scopegate serve --config FILE`: argv[0] is the first argument after "serve". */
 int sg_cmd_serve(int argc, char **argv);
 
+/*
+ * Matches "--name VALUE" or "--name=VALUE" at argv[*i] (moving *i past VALUE): 1 with *value
+ * set, or NULL when VALUE is missing; 0 when argv[*i] is another argument.
+ */
+int sg_cli_take_option(int argc, char **argv, int *i, const char *name, const char **value);
+
 #endif

@@ -65,23 +65,6 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
     return usage(stderr);
 }
 
-/* "--name VALUE" or "--name=VALUE" at argv[*i]: 1 with *value (NULL when missing), or 0. */
-static int take_option(int argc, char **argv, int *i, const char *name, const char **value)
-{
-    size_t n = strlen(name);
-    const char *a = argv[*i];
-    if (strncmp(a, name, n) != 0)
-        return 0;
-    if (a[n] == '=') {
-        *value = a + n + 1;
-        return 1;
-    }
-    if (a[n] != '\0')
-        return 0;
-    *value = *i + 1 < argc ? argv[++*i] : NULL;
-    return 1;
-}
-
 /* ---- talking to the gateway ------------------------------------------------------------------ */
 
 typedef struct {
@@ -511,11 +494,11 @@ static int parse_args(const char *cmd, int argc, char **argv, args_t *a, int wan
         } else if (strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return -1;
-        } else if (take_option(argc, argv, &i, "--config", &v)) {
+        } else if (sg_cli_take_option(argc, argv, &i, "--config", &v)) {
             if (!v)
                 return usage_error("grants %s: --config needs a FILE", cmd), 1;
             a->config = v;
-        } else if (take_option(argc, argv, &i, "--url", &v)) {
+        } else if (sg_cli_take_option(argc, argv, &i, "--url", &v)) {
             if (!v)
                 return usage_error("grants %s: --url needs a URL", cmd), 1;
             a->url = v;

@@ -49,26 +49,6 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
     return usage(stderr);
 }
 
-/*
- * Matches "--name VALUE" or "--name=VALUE" at argv[*i] (moving *i past VALUE): 1 with *value
- * set, or NULL when VALUE is missing; 0 when argv[*i] is another argument.
- */
-static int take_option(int argc, char **argv, int *i, const char *name, const char **value)
-{
-    size_t n = strlen(name);
-    const char *a = argv[*i];
-    if (strncmp(a, name, n) != 0)
-        return 0;
-    if (a[n] == '=') {
-        *value = a + n + 1;
-        return 1;
-    }
-    if (a[n] != '\0')
-        return 0;
-    *value = *i + 1 < argc ? argv[++*i] : NULL;
-    return 1;
-}
-
 static int is_option(const char *arg)
 {
     return arg[0] == '-' && arg[1] != '\0';
@@ -199,11 +179,11 @@ static int explain(int argc, char **argv)
         const char *v = NULL, *opt = argv[i];
         if (strcmp(opt, "--help") == 0)
             return usage(stdout);
-        if (take_option(argc, argv, &i, "--claims-file", &v)) {
+        if (sg_cli_take_option(argc, argv, &i, "--claims-file", &v)) {
             if (!v)
                 return usage_error("policy explain: %s needs a PATH", opt);
             claims_path = v;
-        } else if (take_option(argc, argv, &i, "--claims", &v)) {
+        } else if (sg_cli_take_option(argc, argv, &i, "--claims", &v)) {
             if (!v)
                 return usage_error("policy explain: %s needs a JSON object", opt);
             claims_arg = v;
@@ -691,7 +671,7 @@ static int diff(int argc, char **argv)
             return usage(stdout);
         if (strcmp(opt, "--json") == 0) {
             json = 1;
-        } else if (take_option(argc, argv, &i, "--config", &v)) {
+        } else if (sg_cli_take_option(argc, argv, &i, "--config", &v)) {
             if (!v)
                 return usage_error("policy diff: %s needs a FILE", opt);
             config = v;

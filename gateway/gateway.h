@@ -160,6 +160,9 @@ void sg_page(sg_resp_t *w, unsigned status, const char *title, const char *body_
 void sg_page_error(sg_resp_t *w, unsigned status, const char *what, const char *todo);
 void sg_resp_json_body(sg_resp_t *w, unsigned status, cJSON *json); /* takes json */
 
+/* A time for pages: "2026-11-27 10:00:00 UTC", or "never" for 0 (heap-free; n >= 32). */
+void sg_fmt_time(long long t, char *out, size_t n);
+
 /* Is rd a same-origin relative path that is safe to redirect to? */
 int sg_rd_is_safe(const char *rd);
 /* The session cookie's value in the request, without copying (NULL when none). */

@@ -147,6 +147,18 @@ void sg_csrf_token(sg_gateway_t *gw, const char *id_hash, char *out, size_t outl
     free(t);
 }
 
+void sg_fmt_time(long long t, char *out, size_t n)
+{
+    if (t <= 0) {
+        snprintf(out, n, "never");
+        return;
+    }
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, n, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
 long long sg_gw_now(void)
 {
     return (long long)time(NULL);

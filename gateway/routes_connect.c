@@ -47,18 +47,6 @@ static int admin_only(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, sg_session_vi
     return 0;
 }
 
-static void fmt_time(long long t, char *out, size_t n)
-{
-    if (t <= 0) {
-        snprintf(out, n, "never");
-        return;
-    }
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(out, n, "%Y-%m-%d %H:%M UTC", &tm);
-}
-
 static const char *state_name(int state)
 {
     switch (state) {
@@ -110,7 +98,7 @@ void sg_route_connect_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_buf_init(&b, 65536);
     if (died) {
         char when[64];
-        fmt_time(dead.dead_at, when, sizeof(when));
+        sg_fmt_time(dead.dead_at, when, sizeof(when));
         sg_buf_adds(&b, "<p class=\"error\" id=\"grant-died\">Your API access stopped working on ");
         sg_buf_add_html(&b, when);
         sg_buf_adds(&b, ". The provider said: <b>");
@@ -304,7 +292,7 @@ static void expiry_banners(sg_gateway_t *gw, sg_buf_t *b, const sg_grant_rec_t *
         const cJSON *at = cJSON_GetObjectItemCaseSensitive(x, "absolute_expires_at");
         if (cJSON_IsNumber(at)) {
             char when[64];
-            fmt_time((long long)at->valuedouble, when, sizeof(when));
+            sg_fmt_time((long long)at->valuedouble, when, sizeof(when));
             sg_buf_printf(b,
                           "<p class=\"error\" id=\"grant-expiring\">Grant %lld stops working on "
                           "%s: the Connected App's policy ends refresh tokens that old. "
@@ -344,9 +332,9 @@ void sg_route_connections(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     int live = 0;
     for (size_t i = 0; i < n; i++) {
         char created[64], refreshed[64], used[64];
-        fmt_time(g[i].created, created, sizeof(created));
-        fmt_time(g[i].last_refreshed, refreshed, sizeof(refreshed));
-        fmt_time(g[i].last_used, used, sizeof(used));
+        sg_fmt_time(g[i].created, created, sizeof(created));
+        sg_fmt_time(g[i].last_refreshed, refreshed, sizeof(refreshed));
+        sg_fmt_time(g[i].last_used, used, sizeof(used));
         sg_buf_printf(&b, "<tr class=\"grant %s\"><td>%lld</td><td>", state_name(g[i].state),
                       g[i].id);
         sg_buf_add_html(&b, g[i].app);

@@ -41,14 +41,6 @@ void sg_route_reload(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_resp_json_body(w, res.ok ? 200 : 422, j);
 }
 
-static void fmt_time(long long t, char *out, size_t n)
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(out, n, "%Y-%m-%d %H:%M:%S UTC", &tm);
-}
-
 /* The last lines of the audit log, newest last, as an HTML list. */
 static void audit_tail(sg_gateway_t *gw, sg_buf_t *b)
 {
@@ -120,8 +112,8 @@ void sg_route_policy_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_buf_init(&b, 1 << 20);
     char loaded[64], reloaded[64];
     pthread_mutex_lock(&gw->reload_lock);
-    fmt_time(gw->policy_loaded_at, loaded, sizeof(loaded));
-    fmt_time(gw->last_reload_at, reloaded, sizeof(reloaded));
+    sg_fmt_time(gw->policy_loaded_at, loaded, sizeof(loaded));
+    sg_fmt_time(gw->last_reload_at, reloaded, sizeof(reloaded));
     sg_buf_adds(&b, "<table>\n<tr><th>In force</th><td><code id=\"policy-hash\">");
     sg_buf_add_html(&b, sg_policy_hash(pol));
     sg_buf_adds(&b, "</code></td></tr>\n<tr><th>File</th><td><code>");

@@ -80,14 +80,6 @@ void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_resp_redirect(w, "/");
 }
 
-static void fmt_time(long long t, char *out, size_t n)
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(out, n, "%Y-%m-%d %H:%M:%S UTC", &tm);
-}
-
 void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
     sg_session_view_t v;
@@ -100,8 +92,8 @@ void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_buf_t b;
     sg_buf_init(&b, 65536);
     char expires[64], since[64], csrf[64];
-    fmt_time(v.expires_at, expires, sizeof(expires));
-    fmt_time(v.created, since, sizeof(since));
+    sg_fmt_time(v.expires_at, expires, sizeof(expires));
+    sg_fmt_time(v.created, since, sizeof(since));
     sg_csrf_token(gw, v.id_hash, csrf, sizeof(csrf));
     sg_buf_adds(&b, "<table>\n<tr><th>Name</th><td>");
     sg_buf_add_html(&b, v.username);
