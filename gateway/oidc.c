@@ -20,6 +20,7 @@
  * endpoint the provider does not have ("no_endpoint").
  */
 #include "oidc_int.h"
+#include "scopegate/text.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -88,26 +89,16 @@ static double mono_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Control characters (a provider's text ends up in logs and pages) become '?'. */
-static void copy_clean(char *dst, size_t cap, const char *src)
-{
-    size_t i = 0;
-    for (; src && src[i] && i + 1 < cap; i++) {
-        unsigned char c = (unsigned char)src[i];
-        dst[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
-    }
-    dst[i] = '\0';
-}
 
 void sg_oidc_err_set(sg_oidc_err_t *err, int http_status, const char *error, const char *fmt, ...)
 {
     if (!err)
         return;
     err->http_status = http_status;
-    copy_clean(err->error, sizeof err->error, error);
+    sg_text_clean(err->error, sizeof err->error, error);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->description, sizeof err->description, fmt, ap);
+    sg_vtextf(err->description, sizeof err->description, fmt, ap);
     va_end(ap);
 }
 
@@ -237,14 +228,9 @@ static int auth_param(const char *h, const char *key, char *out, size_t cap)
             while (v[n] && v[n] != ',' && v[n] != ' ')
                 n++;
         }
-        if (n >= cap)
-            n = cap - 1;
-        char tmp[256];
-        if (n >= sizeof tmp)
-            n = sizeof tmp - 1;
-        memcpy(tmp, v, n);
-        tmp[n] = '\0';
-        copy_clean(out, cap, tmp);
+        char tmp[512];
+        sg_textf(tmp, sizeof tmp, "%.*s", (int)(n < sizeof tmp ? n : sizeof tmp), v);
+        sg_text_clean(out, cap, tmp);
         return 1;
     }
     return 0;
@@ -275,11 +261,11 @@ void sg_oidc_map_error(long status, const char *body, size_t len, const char *ww
     const char *e = json_str(j, "error");
     if (e && *e) {
         const char *d = json_str(j, "error_description");
-        copy_clean(err->error, sizeof err->error, e);
+        sg_text_clean(err->error, sizeof err->error, e);
         if (d && *d)
-            copy_clean(err->description, sizeof err->description, d);
+            sg_text_clean(err->description, sizeof err->description, d);
         else
-            snprintf(err->description, sizeof err->description, "%s answered HTTP %ld", endpoint,
+            sg_textf(err->description, sizeof err->description, "%s answered HTTP %ld", endpoint,
                      status);
         cJSON_Delete(j);
         return;
@@ -289,21 +275,21 @@ void sg_oidc_map_error(long status, const char *body, size_t len, const char *ww
         auth_param(www_authenticate, "error", err->error, sizeof err->error)) {
         if (!auth_param(www_authenticate, "error_description", err->description,
                         sizeof err->description))
-            snprintf(err->description, sizeof err->description, "%s answered HTTP %ld", endpoint,
+            sg_textf(err->description, sizeof err->description, "%s answered HTTP %ld", endpoint,
                      status);
         return;
     }
     int wl = body ? is_word(body, len) : 0;
     if (wl) {
-        snprintf(err->error, sizeof err->error, "%.*s", wl, body);
-        snprintf(err->description, sizeof err->description, "%s answered HTTP %ld", endpoint,
+        sg_textf(err->error, sizeof err->error, "%.*s", wl, body);
+        sg_textf(err->description, sizeof err->description, "%s answered HTTP %ld", endpoint,
                  status);
         return;
     }
     /* No OAuth error in the body (e.g. Salesforce's 503 array): the status is all we say;
      * the body itself is never copied, it might echo something secret. */
     snprintf(err->error, sizeof err->error, "http_error");
-    snprintf(err->description, sizeof err->description, "%s answered HTTP %ld", endpoint, status);
+    sg_textf(err->description, sizeof err->description, "%s answered HTTP %ld", endpoint, status);
 }
 
 /* ---- HTTP with the client's settings ---------------------------------------------------- */
@@ -440,7 +426,7 @@ static sg_rc parse_discovery(sg_oidc_t *op, const char *body, size_t len, disco_
     const char *iss = json_str(doc, "issuer");
     if (!iss || strcmp(iss, op->issuer) != 0) {
         char got[128];
-        copy_clean(got, sizeof got, iss ? iss : "(none)");
+        sg_text_clean(got, sizeof got, iss ? iss : "(none)");
         sg_oidc_err_set(err, 200, "bad_discovery",
                         "discovery issuer \"%s\" is not the configured issuer \"%.100s\"", got,
                         op->issuer);
@@ -1128,7 +1114,7 @@ static sg_rc bad_token(sg_oidc_err_t *err, const char *fmt, ...)
         snprintf(err->error, sizeof err->error, "bad_id_token");
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err->description, sizeof err->description, fmt, ap);
+        sg_vtextf(err->description, sizeof err->description, fmt, ap);
         va_end(ap);
     }
     return SG_ERR_DENIED;
@@ -1257,7 +1243,7 @@ sg_rc sg_oidc_validate_id_token(sg_oidc_t *op, const char *id_token, const char 
     /* The algorithm is ours to choose, never the token's: RS256 only. */
     if (!jws.alg || strcmp(jws.alg, "RS256") != 0) {
         char alg[32];
-        copy_clean(alg, sizeof alg, jws.alg ? jws.alg : "(none)");
+        sg_text_clean(alg, sizeof alg, jws.alg ? jws.alg : "(none)");
         rc = bad_token(err, "ID token alg \"%s\" is not allowed (RS256 only)", alg);
         goto done;
     }

@@ -13,6 +13,7 @@
 
 #include "scopegate/crypto.h"
 #include "scopegate/log.h"
+#include "scopegate/text.h"
 
 /* ---- pending sign-ins ----------------------------------------------------------------- */
 
@@ -380,18 +381,16 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (perr) {
         const char *desc = sg_form_get(q, "error_description");
         signin_outcome(gw, "provider_refused");
-        char clean[200];
-        snprintf(clean, sizeof(clean), "%.60s%s%.120s", perr, desc ? ": " : "", desc ? desc : "");
-        for (char *c = clean; *c; c++)
-            if ((unsigned char)*c < 0x20 || *c == 0x7f)
-                *c = '?';
+        char perr_c[64], desc_c[256];
+        sg_text_clean(perr_c, sizeof(perr_c), perr);
+        sg_text_clean(desc_c, sizeof(desc_c), desc);
         sg_log(SG_LOG_WARN, "callback_refused",
                "rid=%s the provider did not sign the person "
-               "in: %s",
-               r->request_id, clean);
+               "in: %s%s%s",
+               r->request_id, perr_c, desc ? ": " : "", desc_c);
         char what[400];
-        snprintf(what, sizeof(what), "The sign-in provider did not sign you in: %.60s%s%.200s.",
-                 perr, desc ? " - " : "", desc ? desc : "");
+        sg_textf(what, sizeof(what), "The sign-in provider did not sign you in: %s%s%s.", perr_c,
+                 desc ? " - " : "", desc_c);
         sg_page_error(w, strcmp(perr, "access_denied") == 0 ? 403 : 400, what,
                       "Sign in again and approve the request, or ask an administrator.");
         return;

@@ -199,7 +199,7 @@ static void grant_gauges(sg_gateway_t *gw)
         while (j < nseen && strcmp(seen[j], labels[i]) != 0)
             j++;
         if (j == nseen && nseen < 64)
-            snprintf(seen[nseen++], sizeof(seen[0]), "%s", labels[i]);
+            memcpy(seen[nseen++], labels[i], sizeof(seen[0]));
     }
     pthread_mutex_unlock(&lock);
     sg_counter_set(sg_metrics_counter("scopegate_grant_oldest_age_seconds", NULL), oldest);

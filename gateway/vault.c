@@ -60,6 +60,7 @@
 #include "oidc_int.h"
 #include "scopegate/http.h"
 #include "scopegate/log.h"
+#include "scopegate/text.h"
 #include "scopegate/vault.h"
 
 #define DEFAULT_TTL        900
@@ -181,25 +182,25 @@ static void outcome_set(outcome_t *oc, int status, const char *error, const char
 {
     oc->failed = 1;
     oc->http_status = status;
-    snprintf(oc->error, sizeof oc->error, "%s", error);
+    sg_text_clean(oc->error, sizeof oc->error, error);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(oc->reason, sizeof oc->reason, fmt, ap);
+    sg_vtextf(oc->reason, sizeof oc->reason, fmt, ap);
     va_end(ap);
 }
 
 static void err_from(sg_vault_err_t *err, const outcome_t *oc)
 {
     err->http_status = oc->http_status;
-    snprintf(err->error, sizeof err->error, "%s", oc->error);
-    snprintf(err->reason, sizeof err->reason, "%s", oc->reason);
+    sg_text_clean(err->error, sizeof err->error, oc->error);
+    sg_text_clean(err->reason, sizeof err->reason, oc->reason);
 }
 
 static void err_set(sg_vault_err_t *err, int status, const char *error, const char *reason)
 {
     err->http_status = status;
-    snprintf(err->error, sizeof err->error, "%s", error);
-    snprintf(err->reason, sizeof err->reason, "%s", reason);
+    sg_text_clean(err->error, sizeof err->error, error);
+    sg_text_clean(err->reason, sizeof err->reason, reason);
 }
 
 static sg_rc rc_of_status(int status)
@@ -1513,7 +1514,7 @@ static int count_approvals_after(sg_vault_t *v, const sg_grant_rec_t *rec,
     sg_vault_token_t tok = {0};
     outcome_t oc = {0};
     if (single_flight(v, e, fetch_refresh, NULL, "cache", "refresh", 0, &tok, &oc)) {
-        snprintf(why, whylen, "grant %lld: %s", cand->id, oc.reason);
+        sg_textf(why, whylen, "grant %lld: %s", cand->id, oc.reason);
         return -1;
     }
     touch(v, e);
@@ -1554,7 +1555,7 @@ static int count_approvals_after(sg_vault_t *v, const sg_grant_rec_t *rec,
     memset(&resp, 0, sizeof resp);
     memset(&oerr, 0, sizeof oerr);
     if (sg_oidc_http(&req, &resp, &oerr) != SG_OK) {
-        snprintf(why, whylen, "grant %lld: query failed: %s: %s", cand->id, oerr.error,
+        sg_textf(why, whylen, "grant %lld: query failed: %s: %s", cand->id, oerr.error,
                  oerr.description);
         goto out;
     }

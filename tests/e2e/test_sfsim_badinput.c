@@ -487,8 +487,8 @@ static void test_missing_fields_refresh_token(void **state)
         "grant_type=refresh_token&client_id=demo-api&client_secret=demo-api-secret",
         "grant_type=refresh_token&refresh_token={}&client_secret=demo-api-secret",
         "grant_type=refresh_token&refresh_token={}&client_id=demo-api",
-        "grant_type=refresh_token&refresh_token=&client_id=demo-api"
-        "&client_secret=demo-api-secret",
+        ("grant_type=refresh_token&refresh_token=&client_id=demo-api"
+         "&client_secret=demo-api-secret"),
     };
     for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
         char *form = subst(fmts[i], ert);

@@ -425,10 +425,10 @@ static long refresh(const char *client_id, const char *rt, cJSON **j)
 
 static void rest(const char *access_token, th_resp_t *r)
 {
-    char *h = th_fmt("Authorization: Bearer %s", access_token);
-    assert_non_null(h);
+    char *h = access_token ? th_fmt("Authorization: Bearer %s", access_token) : NULL;
+    assert_true(!access_token || h);
     const char *hs[] = {h, NULL};
-    get("/services/data/v62.0/", access_token ? hs : NULL, r);
+    get("/services/data/v62.0/", h ? hs : NULL, r);
     free(h);
 }
 
