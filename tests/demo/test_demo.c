@@ -40,7 +40,7 @@ static const int demo_ports[] = {8080, 8081, 8090};
 
 static char root[1024];
 static char out_path[1100];
-static pid_t demo_pid; /* also its process group */
+static pid_t demo_pid;   /* also its process group */
 static int held_fd = -1; /* a port this test holds */
 static char *kept;       /* the text a failing check printed (freed in teardown) */
 static th_client_t *client;
@@ -216,7 +216,8 @@ static void test_demo_serves_signin_and_stops_on_ctrl_c(void **state)
             failf("the demo exited before it was ready (status %d); it printed:\n%s",
                   WIFEXITED(st) ? WEXITSTATUS(st) : -1, demo_output());
         }
-        ready = get_status(c, GW_URL "/healthz") == 200 &&
+        /* A request only once something listens: the harness reports refused connections. */
+        ready = port_busy(8080) && port_busy(8090) && get_status(c, GW_URL "/healthz") == 200 &&
                 get_status(c, SIM_URL "/.well-known/openid-configuration") == 200 &&
                 strstr(demo_output(), "Press Ctrl-C to stop.") != NULL;
         if (!ready)
@@ -290,8 +291,8 @@ static void expect_refusal(const char *extra_env, const char *const *want, size_
         failf("the demo exited 0; expected a non-zero status. It printed:\n%s", out);
     for (size_t i = 0; i < nwant; i++)
         if (!strstr(out, want[i]))
-            failf("expected the demo to say \"%s\"; it printed (status %d):\n%s", want[i],
-                  status, out);
+            failf("expected the demo to say \"%s\"; it printed (status %d):\n%s", want[i], status,
+                  out);
     double end = now_s() + 5;
     while (group_alive(pgid) && now_s() < end)
         usleep(50 * 1000);
@@ -308,8 +309,7 @@ static void test_demo_names_the_process_holding_its_port(void **state)
     if (held_fd < 0)
         failf("cannot listen on 127.0.0.1:8080 for the test: %s", strerror(errno));
     char by[128];
-    snprintf(by, sizeof by, "port 8080 is already in use by test_demo (pid %ld)",
-             (long)getpid());
+    snprintf(by, sizeof by, "port 8080 is already in use by test_demo (pid %ld)", (long)getpid());
     const char *want[] = {by};
     expect_refusal(NULL, want, 1);
 }

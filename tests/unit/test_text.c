@@ -32,9 +32,9 @@ static void test_text_that_fits_is_whole(void **state)
 static void test_long_provider_text_is_cut_with_a_mark(void **state)
 {
     char b[24];
-    assert_int_equal(sg_textf(b, sizeof b, "%s: %s", "invalid_grant",
-                              "expired access/refresh token"),
-                     SG_TEXT_CUT);
+    assert_int_equal(
+        sg_textf(b, sizeof b, "%s: %s", "invalid_grant", "expired access/refresh token"),
+        SG_TEXT_CUT);
     assert_int_equal(strlen(b), sizeof b - 1);
     expect_text(b, "invalid_grant: expir...");
     char e[5];
