@@ -1,6 +1,7 @@
 #include "scopegate/log.h"
 #include "scopegate/buf.h"
 #include "scopegate/crypto.h"
+#include "scopegate/text.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -84,7 +85,7 @@ void sg_log(sg_log_level level, const char *event, const char *fmt, ...)
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    sg_vtextf(msg, sizeof(msg), fmt, ap); /* a longer message ends in "..." */
     va_end(ap);
 
     struct timespec ts;
