@@ -39,6 +39,8 @@ extern char **environ;
 #define SCRIPT_MS        5000
 #define ELEMENT_KEY      "element-6066-11e4-a52e-4f735466cecf" /* W3C web element identifier */
 #define LOG_TAIL         4000
+#define STR_(x)          #x
+#define STR(x)           STR_(x)
 
 struct wd_driver {
     pid_t pid; /* chromedriver, -1 once reaped */
@@ -51,6 +53,7 @@ struct wd_driver {
     pid_t browser_pid; /* goog:processID of the session's browser, 0 when unknown */
     char profile[PATH_MAX / 4 + 32];
     unsigned nsessions;
+    int emulated_width; /* wd_set_viewport's width, 0 for the desktop window */
 };
 
 static long now_ms(void)
@@ -570,6 +573,8 @@ static cJSON *capabilities(const char *profile)
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
         "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync",
+        /* A desktop window whatever the headless default is; wd_clear_viewport returns to it. */
+        "--window-size=" STR(WD_WINDOW_WIDTH) "," STR(WD_WINDOW_HEIGHT),
         /* DevTools over a pipe: Chromium exits when chromedriver does, however it ends. */
         "--remote-debugging-pipe", dir_arg};
     cJSON *root = cJSON_CreateObject();
@@ -577,14 +582,17 @@ static cJSON *capabilities(const char *profile)
     cJSON *always = caps ? cJSON_AddObjectToObject(caps, "alwaysMatch") : NULL;
     cJSON *chrome = always ? cJSON_AddObjectToObject(always, "goog:chromeOptions") : NULL;
     cJSON *timeouts = always ? cJSON_AddObjectToObject(always, "timeouts") : NULL;
+    /* Without it chromedriver keeps no console messages for wd_browser_log. */
+    cJSON *logging = always ? cJSON_AddObjectToObject(always, "goog:loggingPrefs") : NULL;
     cJSON *list = cJSON_CreateStringArray(args, (int)(sizeof args / sizeof args[0]));
-    if (!chrome || !timeouts || !list || !cJSON_AddItemToObject(chrome, "args", list)) {
+    if (!chrome || !timeouts || !logging || !list || !cJSON_AddItemToObject(chrome, "args", list)) {
         cJSON_Delete(list);
         cJSON_Delete(root);
         return NULL;
     }
     if (!cJSON_AddStringToObject(always, "browserName", "chrome") ||
         !cJSON_AddStringToObject(chrome, "binary", WD_CHROMIUM) ||
+        !cJSON_AddStringToObject(logging, "browser", "ALL") ||
         !cJSON_AddNumberToObject(timeouts, "implicit", WD_IMPLICIT_MS) ||
         !cJSON_AddNumberToObject(timeouts, "pageLoad", PAGE_LOAD_MS) ||
         !cJSON_AddNumberToObject(timeouts, "script", SCRIPT_MS)) {
@@ -641,6 +649,7 @@ int wd_session_delete(wd_driver_t *d)
                  : call(d, "DELETE", path, NULL, NULL);
     free(d->session);
     d->session = NULL;
+    d->emulated_width = 0;
     /* The profile may be removed only once the browser has let go of it. */
     long deadline = now_ms() + STOP_TIMEOUT_MS;
     while (d->browser_pid > 0 && running(d->browser_pid) && now_ms() < deadline)
@@ -795,23 +804,63 @@ char *wd_wait_url(wd_driver_t *d, const char *prefix, int timeout_ms)
     return NULL;
 }
 
-char *wd_script_string(wd_driver_t *d, const char *script)
+/* POST on the session with body (NULL: "{}"); 0 with *value as in request(). */
+static int session_post(wd_driver_t *d, const char *part, const cJSON *body, cJSON **value)
 {
     char path[512];
+    if (value)
+        *value = NULL;
+    if (session_path(d, path, sizeof path, part, NULL, NULL))
+        return -1;
+    return call(d, "POST", path, body, value);
+}
+
+/* Runs script (a function body; args, a JSON array that stays the caller's, are its
+ * arguments[], NULL for none): its return value (heap, possibly JSON null), or NULL after a
+ * message. */
+static cJSON *script_value(wd_driver_t *d, const char *script, cJSON *args)
+{
     cJSON *body = cJSON_CreateObject(), *v = NULL;
-    char *out = NULL;
-    if (body && cJSON_AddStringToObject(body, "script", script) &&
-        cJSON_AddArrayToObject(body, "args") &&
-        session_path(d, path, sizeof path, "/execute/sync", NULL, NULL) == 0 &&
-        call(d, "POST", path, body, &v) == 0) {
-        if (cJSON_IsString(v))
-            out = strdup(v->valuestring);
-        else
-            fprintf(stderr, "webdriver: the script \"%.200s\" did not return a string\n", script);
+    int added = body && (args ? cJSON_AddItemReferenceToObject(body, "args", args)
+                              : cJSON_AddArrayToObject(body, "args") != NULL);
+    if (!added || !cJSON_AddStringToObject(body, "script", script)) {
+        fprintf(stderr, "webdriver: out of memory\n");
+    } else if (session_post(d, "/execute/sync", body, &v)) {
+        fprintf(stderr, "webdriver: the script \"%.200s\" failed\n", script);
     }
     cJSON_Delete(body);
+    return v;
+}
+
+char *wd_script_string(wd_driver_t *d, const char *script)
+{
+    cJSON *v = script_value(d, script, NULL);
+    char *out = NULL;
+    if (cJSON_IsString(v)) {
+        out = strdup(v->valuestring);
+        if (!out)
+            fprintf(stderr, "webdriver: out of memory\n");
+    } else if (v) {
+        fprintf(stderr, "webdriver: the script \"%.200s\" did not return a string\n", script);
+    }
     cJSON_Delete(v);
     return out;
+}
+
+int wd_script_int(wd_driver_t *d, const char *script, long *out)
+{
+    cJSON *v = script_value(d, script, NULL);
+    int rc = -1;
+    /* JSON numbers are doubles: refuse what a long cannot hold rather than wrap. */
+    if (cJSON_IsNumber(v) && v->valuedouble >= (double)LONG_MIN &&
+        v->valuedouble < -(double)LONG_MIN) {
+        *out = (long)v->valuedouble;
+        rc = 0;
+    } else if (v) {
+        fprintf(stderr, "webdriver: the script \"%.200s\" did not return a number\n", script);
+    }
+    cJSON_Delete(v);
+    return rc;
 }
 
 cJSON *wd_cookies(wd_driver_t *d)
@@ -864,15 +913,44 @@ int wd_screenshot(wd_driver_t *d, const char *path)
     return rc;
 }
 
+/* mkdir -p: dir and every missing parent. */
+static int make_path(const char *dir, mode_t mode)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s", dir);
+    if (n < 0 || (size_t)n >= sizeof path) {
+        fprintf(stderr, "webdriver: folder name too long: %.200s\n", dir);
+        return -1;
+    }
+    /* Each parent in turn (from the second character on, so "/" itself is skipped), then dir. */
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(path, mode) < 0 && errno != EEXIST) {
+            fprintf(stderr, "webdriver: mkdir %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+        *p = c;
+        if (c == '\0')
+            break;
+    }
+    struct stat st;
+    if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "webdriver: %s is not a folder\n", path);
+        return -1;
+    }
+    return 0;
+}
+
 int wd_snapshot(wd_driver_t *d, const char *name)
 {
     const char *dir = getenv("SG_SCREENSHOT_DIR");
     if (!dir || !*dir)
         return 0;
-    if (mkdir(dir, 0777) < 0 && errno != EEXIST) {
-        fprintf(stderr, "webdriver: mkdir %s: %s\n", dir, strerror(errno));
+    if (make_path(dir, 0755))
         return -1;
-    }
     char path[PATH_MAX];
     int n = snprintf(path, sizeof path, "%s/%s.png", dir, name);
     if (n < 0 || (size_t)n >= sizeof path) {
@@ -880,4 +958,197 @@ int wd_snapshot(wd_driver_t *d, const char *name)
         return -1;
     }
     return wd_screenshot(d, path);
+}
+
+/* ---- the console log ------------------------------------------------------------------- */
+
+cJSON *wd_browser_log(wd_driver_t *d)
+{
+    cJSON *body = cJSON_CreateObject(), *v = NULL;
+    if (!body || !cJSON_AddStringToObject(body, "type", "browser")) {
+        fprintf(stderr, "webdriver: out of memory\n");
+        cJSON_Delete(body);
+        return NULL;
+    }
+    /* Selenium's legacy log endpoint: the W3C protocol has none, chromedriver keeps this one. */
+    int rc = session_post(d, "/se/log", body, &v);
+    cJSON_Delete(body);
+    if (rc)
+        return NULL;
+    if (!cJSON_IsArray(v)) {
+        fprintf(stderr, "webdriver: POST /session/{id}/se/log: expected an array of entries\n");
+        cJSON_Delete(v);
+        return NULL;
+    }
+    return v;
+}
+
+int wd_csp_violations(wd_driver_t *d, char *first, size_t firstlen)
+{
+    if (first && firstlen)
+        first[0] = '\0';
+    cJSON *entries = wd_browser_log(d);
+    if (!entries)
+        return -1;
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, entries)
+    {
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(e, "message");
+        /* Chromium's wording in every CSP console message ("... violates the following
+         * Content Security Policy directive: ..."); the source, "security", also covers
+         * mixed content and certificate warnings. */
+        if (!cJSON_IsString(msg) || !strstr(msg->valuestring, "Content Security Policy"))
+            continue;
+        if (n == 0 && first && firstlen) {
+            snprintf(first, firstlen, "%s", msg->valuestring);
+            /* Some end in "\n" (form-action's does), which a test's message does not want. */
+            size_t len = strlen(first);
+            while (len > 0 && (first[len - 1] == '\n' || first[len - 1] == ' '))
+                first[--len] = '\0';
+        }
+        n++;
+    }
+    cJSON_Delete(entries);
+    return n;
+}
+
+/* ---- the viewport ----------------------------------------------------------------------- */
+
+/* One Chrome DevTools Protocol command through chromedriver's passthrough. params stays the
+ * caller's; NULL (a failed allocation) fails here, so callers need not check it twice. */
+static int cdp(wd_driver_t *d, const char *cmd, cJSON *params)
+{
+    cJSON *body = cJSON_CreateObject();
+    int rc = -1;
+    if (!params || !body || !cJSON_AddStringToObject(body, "cmd", cmd) ||
+        !cJSON_AddItemReferenceToObject(body, "params", params)) {
+        fprintf(stderr, "webdriver: out of memory\n");
+    } else {
+        rc = session_post(d, "/goog/cdp/execute", body, NULL);
+        if (rc)
+            fprintf(stderr, "webdriver: the DevTools command %s failed\n", cmd);
+    }
+    cJSON_Delete(body);
+    return rc;
+}
+
+int wd_set_viewport(wd_driver_t *d, int width, int height, int mobile)
+{
+    cJSON *p = cJSON_CreateObject();
+    int rc = -1;
+    if (p && cJSON_AddNumberToObject(p, "width", width) &&
+        cJSON_AddNumberToObject(p, "height", height) &&
+        cJSON_AddNumberToObject(p, "deviceScaleFactor", 1) &&
+        cJSON_AddBoolToObject(p, "mobile", mobile != 0))
+        rc = cdp(d, "Emulation.setDeviceMetricsOverride", p);
+    else
+        fprintf(stderr, "webdriver: out of memory\n");
+    if (rc == 0)
+        d->emulated_width = width;
+    cJSON_Delete(p);
+    return rc;
+}
+
+int wd_clear_viewport(wd_driver_t *d)
+{
+    cJSON *p = cJSON_CreateObject();
+    int rc = cdp(d, "Emulation.clearDeviceMetricsOverride", p);
+    if (rc == 0)
+        d->emulated_width = 0;
+    cJSON_Delete(p);
+    return rc;
+}
+
+/* ---- layout width ------------------------------------------------------------------------ */
+
+/*
+ * arguments[0]: the emulated screen width (0: none). A phone lays a page that is wider than
+ * its screen out wider and zooms out, and innerWidth then grows with it (to the content's
+ * width, or 980 without a viewport meta tag), so with a phone viewport the screen's width is
+ * the measure. Elements and text inside a box that clips or scrolls sideways (overflow-x not
+ * visible, below <body>) do not widen the page: a wide table in an overflow-x:auto wrapper is
+ * the fix, not a fault. Text nodes count because a long word sticks out of its box without
+ * making the box wider.
+ */
+static const char overflow_js[] =
+    "var iw = window.innerWidth, sw = document.documentElement.scrollWidth;"
+    "var ref = arguments[0] > 0 && arguments[0] < iw ? arguments[0] : iw;"
+    "var sx = window.scrollX, memo = new Map();"
+    "function clips(e) {"
+    "  if (!e || e === document.body || e === document.documentElement) return false;"
+    "  if (memo.has(e)) return memo.get(e);"
+    "  var c = getComputedStyle(e).overflowX !== 'visible' || clips(e.parentElement);"
+    "  memo.set(e, c);"
+    "  return c;"
+    "}"
+    "function name(e) {"
+    "  var s = e.tagName.toLowerCase(), c = e.getAttribute('class');"
+    "  if (e.id) s += '#' + e.id;"
+    "  if (c && c.trim()) s += '.' + c.trim().split(/\\s+/).join('.');"
+    "  return s;"
+    "}"
+    "var worst = '', right = 0;"
+    "function consider(r, what) {"
+    "  if (r.width > 0 && r.height > 0 && r.right + sx > right) {"
+    "    right = r.right + sx;"
+    "    worst = what();"
+    "  }"
+    "}"
+    "var all = document.querySelectorAll('body, body *');"
+    "for (var i = 0; i < all.length; i++) {"
+    "  var e = all[i];"
+    "  if (!clips(e.parentElement)) consider(e.getBoundingClientRect(), function () {"
+    "    return name(e);"
+    "  });"
+    "}"
+    "var walk = document.createTreeWalker(document.body || document.documentElement,"
+    "                                     NodeFilter.SHOW_TEXT);"
+    "var range = document.createRange();"
+    "for (var t = walk.nextNode(); t; t = walk.nextNode()) {"
+    "  if (!t.data.trim() || !t.parentElement || clips(t.parentElement)) continue;"
+    "  range.selectNodeContents(t);"
+    "  consider(range.getBoundingClientRect(), function () {"
+    "    return 'text \"' + t.data.trim().slice(0, 24) + '\" in ' + name(t.parentElement);"
+    "  });"
+    "}"
+    "var px = Math.max(sw, right) - ref;"
+    "return {px: px > 1 ? Math.ceil(px) : 0,"
+    "        what: (worst || '(no element)') + ' right=' + Math.round(right) +"
+    "              ' innerWidth=' + iw + ' scrollWidth=' + sw +"
+    "              (ref < iw ? ' screen=' + ref : '')};";
+
+int wd_overflow(wd_driver_t *d, char *what, size_t whatlen)
+{
+    if (what && whatlen)
+        what[0] = '\0';
+    if (!d || !d->session) {
+        fprintf(stderr, "webdriver: no browser session\n");
+        return -1;
+    }
+    cJSON *args = cJSON_CreateArray();
+    cJSON *width = cJSON_CreateNumber(d->emulated_width);
+    if (!args || !width || !cJSON_AddItemToArray(args, width)) {
+        fprintf(stderr, "webdriver: out of memory\n");
+        cJSON_Delete(width);
+        cJSON_Delete(args);
+        return -1;
+    }
+    cJSON *v = script_value(d, overflow_js, args);
+    cJSON_Delete(args);
+    if (!v)
+        return -1;
+    const cJSON *px = cJSON_GetObjectItemCaseSensitive(v, "px");
+    const cJSON *desc = cJSON_GetObjectItemCaseSensitive(v, "what");
+    int rc = -1;
+    if (cJSON_IsNumber(px) && px->valuedouble >= 0 && px->valuedouble < INT_MAX &&
+        cJSON_IsString(desc)) {
+        rc = (int)px->valuedouble;
+        if (what && whatlen)
+            snprintf(what, whatlen, "%s", desc->valuestring);
+    } else {
+        fprintf(stderr, "webdriver: the overflow script returned no {px, what}\n");
+    }
+    cJSON_Delete(v);
+    return rc;
 }

@@ -29,7 +29,14 @@
 #define WD_CHROMIUM "/usr/bin/chromium"
 #endif
 
+#include <stddef.h>
+
 #include <cjson/cJSON.h>
+
+/* The browser window of every session (--window-size), in CSS pixels: a desktop. The page
+ * gets a little less height (the window's frame: 1280x757 with Chromium 156). */
+#define WD_WINDOW_WIDTH  1280
+#define WD_WINDOW_HEIGHT 900
 
 typedef struct wd_driver wd_driver_t;
 
@@ -75,6 +82,9 @@ char *wd_wait_url(wd_driver_t *d, const char *prefix, int timeout_ms);
 /* Runs script (a function body, no arguments) in the page; its return value when that is a
  * string (heap), else NULL after a message. */
 char *wd_script_string(wd_driver_t *d, const char *script);
+/* The same for a script that returns a number: 0 with *out set (truncated toward zero), or
+ * -1 after a message. */
+int wd_script_int(wd_driver_t *d, const char *script, long *out);
 /* Every cookie the browser would send to the current page, as WebDriver's GET
  * /session/{id}/cookie gives them: a JSON array of objects with "name", "value", "path",
  * "domain", "secure", "httpOnly", "sameSite" and, for persistent cookies, "expiry" (heap:
@@ -83,10 +93,52 @@ cJSON *wd_cookies(wd_driver_t *d);
 /* The cookie called name in wd_cookies' array, or NULL (no message) when there is none. */
 const cJSON *wd_cookie_in(const cJSON *cookies, const char *name);
 
+/*
+ * The browser's console messages since the previous call (chromedriver hands each entry out
+ * once: reading drains the log, so a later call sees only newer messages), through
+ * chromedriver's POST /session/{id}/se/log {"type":"browser"}: a JSON array of objects with
+ * "level" ("SEVERE", "WARNING", "INFO", ...), "message", "source" ("security" for CSP
+ * violations, "javascript", "network", "console-api", ...) and "timestamp" (ms since the
+ * epoch) — heap: cJSON_Delete it — or NULL on error.
+ */
+cJSON *wd_browser_log(wd_driver_t *d);
+/* Drains the console log (as wd_browser_log) and counts the Content-Security-Policy
+ * violations in it (Chromium's message names the "Content Security Policy directive" that was
+ * violated); the first one's message goes into first (cut to firstlen, "" when there is none)
+ * unless first is NULL. -1 on error. Call it once before the steps under test to start from
+ * an empty log. */
+int wd_csp_violations(wd_driver_t *d, char *first, size_t firstlen);
+
+/*
+ * Emulates a screen of width x height CSS pixels at device scale 1 through the DevTools
+ * command Emulation.setDeviceMetricsOverride. With mobile set, Chromium lays pages out as a
+ * phone does: it honours the viewport meta tag, so a page without one lays out 980 px wide,
+ * and one whose content is wider than width is zoomed out to show all of it (innerWidth then
+ * grows past width; see wd_overflow). Without mobile the page simply gets a window width px
+ * wide. Takes effect on the next load: navigate (or reload) after it. Lasts until
+ * wd_clear_viewport or the end of the session.
+ */
+int wd_set_viewport(wd_driver_t *d, int width, int height, int mobile);
+/* Back to the session's desktop window (WD_WINDOW_WIDTH x WD_WINDOW_HEIGHT). */
+int wd_clear_viewport(wd_driver_t *d);
+
+/*
+ * How many CSS pixels the current page sticks out to the right of the screen: the widest of
+ * the document's scrollWidth and the right edge of every rendered element and text (not
+ * display:none, not zero-sized, not inside a box that clips or scrolls sideways) against
+ * innerWidth — or, after wd_set_viewport, against the emulated width when that is smaller: a
+ * phone zooms out to a page wider than its screen and innerWidth grows with it. 0 when nothing
+ * sticks out by more than 1 px (rounding); -1 on error. what (unless NULL) describes the
+ * rightmost thing, e.g. "table#grants.wide right=663 innerWidth=663 scrollWidth=663
+ * screen=390" ("screen=" only when innerWidth grew past the emulated width).
+ */
+int wd_overflow(wd_driver_t *d, char *what, size_t whatlen);
+
 /* Saves a PNG of the viewport to path. */
 int wd_screenshot(wd_driver_t *d, const char *path);
-/* When $SG_SCREENSHOT_DIR is set, saves $SG_SCREENSHOT_DIR/NAME.png; otherwise does nothing.
- * Returns 0 in both cases, -1 only when a requested screenshot could not be written. */
+/* When $SG_SCREENSHOT_DIR is set, saves $SG_SCREENSHOT_DIR/NAME.png, creating the folder and
+ * its parents (0755) when missing; otherwise does nothing. Returns 0 in both cases, -1 only
+ * when a requested screenshot could not be written. */
 int wd_snapshot(wd_driver_t *d, const char *name);
 
 #endif
