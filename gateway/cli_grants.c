@@ -319,7 +319,7 @@ static const char *when(long long t, char *buf, size_t len)
 
 static const char *state_of(const cJSON *g)
 {
-    static const char *const names[] = {"live", "dead", "revoked", "replaced"};
+    static const char *const names[] = {"live", "dead", "disconnected", "replaced"};
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(g, "state");
     if (cJSON_IsString(v))
         return v->valuestring;

@@ -1,6 +1,7 @@
 /* The deployment file: see config.h and README.md ("Configuration"). */
 #include "scopegate/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libconfig.h>
@@ -107,8 +108,11 @@ static const char *const top_keys[] = {
     "apps",         "provider_timeout",  "login_timeout",
     "clock_skew",   "allow_http_issuer", "log_level",
     "integrations", "vault_key_file",    "vault_old_key_files",
-    "webhook_url",  "watch_policy",      NULL,
+    "webhook_url",  "watch_policy",      "app_url",
+    "branding",     NULL,
 };
+static const char *const branding_keys[] = {"product_name", "logo_url", "logo_file", "accent_color",
+                                             NULL};
 static const char *const integration_keys[] = {"app", "username", "org_id", "private_key_file",
                                                NULL};
 static const char *const app_keys[] = {"issuer", "client_id", "client_secret_file", NULL};
@@ -123,6 +127,77 @@ static void check_keys(loader_t *L, const config_setting_t *g, const char *const
         if (!ok)
             fail_at(L, m, "unknown key '%s'", config_setting_name(m));
     }
+}
+
+/* #rgb or #rrggbb: the only colour syntax that can go into the stylesheet unescaped. */
+static int is_hex_colour(const char *v)
+{
+    size_t n = strlen(v);
+    if (v[0] != '#' || (n != 4 && n != 7))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (!isxdigit((unsigned char)v[i]))
+            return 0;
+    return 1;
+}
+
+/* A URL the pages may link to: an http(s) URL, or a path on this site. */
+static int is_page_url(const char *v)
+{
+    if (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0 &&
+        !(v[0] == '/' && v[1] != '/' && v[1] != '\\'))
+        return 0;
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == '"' || *p == '<' || *p == '>' || *p == '\\' ||
+            (unsigned char)*p == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* app_url (where "Back to the application" and the signed-out page lead) and the branding
+ * group (product name, logo, accent colour). All optional. */
+static void load_branding(loader_t *L, const config_setting_t *root, sg_config_t *cfg)
+{
+    const char *v = str(L, root, "app_url", 0);
+    if (v && !is_page_url(v))
+        fail_at(L, config_setting_get_member(root, "app_url"),
+                "'app_url' must be an http(s) URL or a path starting with /");
+    else if (v)
+        cfg->app_url = strdup(v);
+    const config_setting_t *b = config_setting_get_member(root, "branding");
+    if (!b)
+        return;
+    if (!config_setting_is_group(b)) {
+        fail_at(L, b, "'branding' must be a group: branding = { product_name = \"...\"; };");
+        return;
+    }
+    check_keys(L, b, branding_keys);
+    v = str(L, b, "product_name", 0);
+    if (v && (!*v || strlen(v) > 80))
+        fail_at(L, config_setting_get_member(b, "product_name"),
+                "'product_name' must be 1 to 80 characters");
+    else if (v)
+        cfg->product_name = strdup(v);
+    v = str(L, b, "logo_url", 0);
+    if (v && strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0)
+        fail_at(L, config_setting_get_member(b, "logo_url"), "'logo_url' must be an http(s) URL");
+    else if (v && !is_page_url(v))
+        fail_at(L, config_setting_get_member(b, "logo_url"),
+                "'logo_url' holds a character a URL cannot have");
+    else if (v)
+        cfg->logo_url = strdup(v);
+    v = str(L, b, "logo_file", 0);
+    if (v && cfg->logo_url)
+        fail_at(L, config_setting_get_member(b, "logo_file"),
+                "give 'logo_url' or 'logo_file', not both");
+    else if (v)
+        cfg->logo_file = resolve(L, v);
+    v = str(L, b, "accent_color", 0);
+    if (v && !is_hex_colour(v))
+        fail_at(L, config_setting_get_member(b, "accent_color"),
+                "'accent_color' must be a colour like \"#0b5cab\" or \"#06c\"");
+    else if (v)
+        cfg->accent_color = strdup(v);
 }
 
 static void load_apps(loader_t *L, const config_setting_t *apps, sg_config_t *cfg)
@@ -293,6 +368,8 @@ sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errle
         cfg->webhook_url = strdup(v);
     }
 
+    load_branding(&L, root, cfg);
+
     cfg->provider_timeout_ms = (long)duration(&L, root, "provider_timeout", 10) * 1000;
     cfg->login_timeout = duration(&L, root, "login_timeout", 600);
     cfg->clock_skew = duration(&L, root, "clock_skew", 60);
@@ -362,6 +439,11 @@ void sg_config_free(sg_config_t *cfg)
         free(cfg->vault_old_key_files[i]);
     free(cfg->vault_old_key_files);
     free(cfg->webhook_url);
+    free(cfg->app_url);
+    free(cfg->product_name);
+    free(cfg->logo_url);
+    free(cfg->logo_file);
+    free(cfg->accent_color);
     memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -1,5 +1,7 @@
 #include "scopegate/duration.h"
 
+#include <stdio.h>
+
 #include <ctype.h>
 
 #define MAX_SECONDS (100LL * 366 * 86400)
@@ -38,4 +40,17 @@ sg_rc sg_duration_parse(const char *s, long long *seconds)
         return SG_ERR_PARSE;
     *seconds = v * mult;
     return SG_OK;
+}
+
+const char *sg_duration_format(long long seconds, char *out, size_t n)
+{
+    if (seconds != 0 && seconds % 86400 == 0)
+        snprintf(out, n, "%lldd", seconds / 86400);
+    else if (seconds != 0 && seconds % 3600 == 0)
+        snprintf(out, n, "%lldh", seconds / 3600);
+    else if (seconds != 0 && seconds % 60 == 0)
+        snprintf(out, n, "%lldm", seconds / 60);
+    else
+        snprintf(out, n, "%llds", seconds);
+    return out;
 }

@@ -41,10 +41,24 @@ typedef struct {
     char rd[SG_RD_MAX + 1];
     long long created;
     int used;
+    int reconnect; /* CONNECT: replacing a grant that died or is about to */
 } sg_pending_t;
+
+/* How the pages look, fixed at start from the deployment config (pages.c). */
+typedef struct {
+    char *css;           /* the one stylesheet, inline in every page */
+    char *csp;           /* the pages' Content-Security-Policy (the stylesheet by its hash) */
+    char *logo_src;      /* an img src: branding.logo_url, or logo_file as a data: URL; or NULL */
+    const char *product; /* branding.product_name or "scopegate" */
+    const char *app_url; /* app_url or "/" */
+} sg_look_t;
+
+sg_rc sg_look_init(sg_look_t *look, const sg_config_t *cfg, char *err, size_t errlen);
+void sg_look_free(sg_look_t *look);
 
 typedef struct {
     sg_config_t cfg;
+    sg_look_t look;
     /* The policy in force. Replaced whole on reload; old ones are kept until exit so a
      * request that read the pointer before the swap can finish with it. */
     _Atomic(sg_policy_t *) policy;
@@ -113,12 +127,20 @@ void sg_route_login(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_auth(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* GET /logout: a sign-out button (sign-out needs the CSRF token), or "signed out". */
+void sg_route_logout_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_healthz(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_connect_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_connect_start(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* GET /connect/start?app=&rd=&csrf=[&reconnect=1]: what the pages' Connect and Reconnect
+ * links do (a link, not a form: browsers apply a page's CSP form-action to the redirect
+ * after a form, and the provider's authorize endpoint may redirect on to other hosts). */
+void sg_route_connect_go(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_connections(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_disconnect(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* GET /connections/disconnect?grant=N: asks for confirmation (the button posts). */
+void sg_route_disconnect_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 /* Routes of the internal listener. */
 void sg_route_metrics(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
@@ -154,10 +176,18 @@ char *sg_join_scopes(const char *const *scopes, size_t n);
 /* public_url + "/oauth/callback" (heap). */
 char *sg_gw_redirect_uri(sg_gateway_t *gw);
 
-/* Pages (pages.c): a whole HTML document with title and body (body is trusted HTML). */
-void sg_page(sg_resp_t *w, unsigned status, const char *title, const char *body_html);
-/* An error page: what happened and what to do, both plain text (escaped here). */
-void sg_page_error(sg_resp_t *w, unsigned status, const char *what, const char *todo);
+/*
+ * Pages (pages.c): a whole HTML document in the deployment's look, with title and body (body
+ * is trusted HTML). A ?notice=CODE in the request (signed_out, connected, reconnected,
+ * disconnected, disconnected_here) shows its fixed status message above the body.
+ */
+void sg_page(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, unsigned status, const char *title,
+             const char *body_html);
+/* An error page: a title, what happened and what to do (plain text, escaped here), a way on
+ * (sign in again, or the account page for someone signed in), the way back to the
+ * application, and the request id that the log lines carry. */
+void sg_page_error(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, unsigned status,
+                   const char *title, const char *what, const char *todo);
 void sg_resp_json_body(sg_resp_t *w, unsigned status, cJSON *json); /* takes json */
 
 /* A time for pages: "2026-11-27 10:00:00 UTC", or "never" for 0 (heap-free; n >= 32). */

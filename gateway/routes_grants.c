@@ -56,10 +56,10 @@ static long long grant_id(const cJSON *g)
     return num(g, "id", "grant_id");
 }
 
-/* "live", "dead", "revoked", "replaced" (the vault may say it as text or as sg_grant_state). */
+/* "live", "dead", "disconnected", "replaced" (the vault may say it as text or as sg_grant_state). */
 static const char *grant_state(const cJSON *g)
 {
-    static const char *const names[] = {"live", "dead", "revoked", "replaced"};
+    static const char *const names[] = {"live", "dead", "disconnected", "replaced"};
     const cJSON *v = field(g, "state", NULL);
     if (cJSON_IsString(v))
         return v->valuestring;

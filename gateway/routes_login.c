@@ -135,7 +135,8 @@ int sg_begin_authorization(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg
     sg_oidc_err_t err = {0};
     if (!op || !state || !nonce || !scopes || !cb || !browser ||
         sg_oidc_pkce_pair(&verifier, &challenge)) {
-        sg_page_error(w, 500, "The gateway could not start the sign-in.",
+        sg_page_error(gw, r, w, 500, "Sign-in could not start",
+                      "The gateway could not start the sign-in.",
                       "Try again in a moment; if it persists, tell the operators.");
         goto done;
     }
@@ -145,7 +146,8 @@ int sg_begin_authorization(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg
                tmpl->app, err.error, err.description);
         if (tmpl->kind == SG_AUTHZ_SIGNIN)
             signin_outcome(gw, "provider_error");
-        sg_page_error(w, 502, "The sign-in provider cannot be reached right now.",
+        sg_page_error(gw, r, w, 502, "The sign-in service is not answering",
+                      "The sign-in provider cannot be reached right now.",
                       "Try again in a minute; if it persists, tell the operators.");
         goto done;
     }
@@ -214,7 +216,8 @@ static int on_public_host(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w)
     if (b.ptr && !strpbrk(b.ptr, "\r\n"))
         sg_resp_redirect(w, b.ptr);
     else
-        sg_page_error(w, 400, "The sign-in link is malformed.", "Open the application again.");
+        sg_page_error(gw, r, w, 400, "This sign-in link does not work",
+                      "The sign-in link is malformed.", "Open the application again.");
     sg_buf_free(&b);
     return 0;
 }
@@ -225,7 +228,8 @@ void sg_route_login(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         return;
     const char *rd = sg_form_get(&r->query, "rd");
     if (r->query_bad || sg_form_first_dup(&r->query)) {
-        sg_page_error(w, 400, "The sign-in link is malformed.",
+        sg_page_error(gw, r, w, 400, "This sign-in link does not work",
+                      "The sign-in link is malformed.",
                       "Open the application again and follow its sign-in link.");
         return;
     }
@@ -236,7 +240,7 @@ void sg_route_login(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                "rid=%s refused a return address that is not a "
                "path on this site",
                r->request_id);
-        sg_page_error(w, 400,
+        sg_page_error(gw, r, w, 400, "This sign-in link does not work",
                       "The address to return to after sign-in is not a page of this "
                       "site, so it was refused.",
                       "Open the application again and sign in from there.");
@@ -305,25 +309,25 @@ static void drop_provider_tokens(sg_oidc_t *op, const sg_tokens_t *t, const char
     }
 }
 
-static void provider_failed(sg_gateway_t *gw, sg_resp_t *w, const char *rid, const char *step,
+static void provider_failed(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, const char *step,
                             const sg_oidc_err_t *err)
 {
-    sg_log(SG_LOG_WARN, "callback_provider", "rid=%s %s failed: status %d, %s: %s", rid, step,
-           err->http_status, err->error, err->description);
+    sg_log(SG_LOG_WARN, "callback_provider", "rid=%s %s failed: status %d, %s: %s",
+           r->request_id, step, err->http_status, err->error, err->description);
     if (strcmp(err->error, "timeout") == 0 || strcmp(err->error, "transport") == 0 ||
         strcmp(err->error, "malformed") == 0 || err->http_status >= 500) {
         signin_outcome(gw, "provider_error");
-        sg_page_error(w, 502,
+        sg_page_error(gw, r, w, 502, "The sign-in service is not answering",
                       "The sign-in provider did not answer properly, so you could not "
                       "be signed in.",
                       "Try again in a minute; if it persists, tell the operators.");
     } else {
         signin_outcome(gw, "provider_refused");
         char what[400];
-        snprintf(what, sizeof(what),
+        sg_textf(what, sizeof(what),
                  "The sign-in provider refused to complete the sign-in (%s%s%s).", err->error,
                  *err->description ? ": " : "", err->description);
-        sg_page_error(w, 400, what, "Start the sign-in again.");
+        sg_page_error(gw, r, w, 400, "Sign-in did not finish", what, "Start the sign-in again.");
     }
 }
 
@@ -341,7 +345,8 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     }
     if (r->query_bad || sg_form_first_dup(q) || !state || !*state || strlen(state) > 256) {
         signin_outcome(gw, "bad_state");
-        sg_page_error(w, 400, "This sign-in answer is incomplete or malformed (no valid state).",
+        sg_page_error(gw, r, w, 400, "Sign-in did not finish",
+                      "This sign-in answer is incomplete or malformed (no valid state).",
                       "Start the sign-in again from the application.");
         return;
     }
@@ -353,7 +358,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                tr == TAKE_OTHER_BROWSER ? "belongs to another browser"
                : tr == TAKE_EXPIRED     ? "expired"
                                         : "unknown or already used");
-        sg_page_error(w, 400,
+        sg_page_error(gw, r, w, 400, "Sign-in did not finish",
                       tr == TAKE_OTHER_BROWSER
                           ? "This sign-in was started in another browser (or its cookie is gone)."
                       : tr == TAKE_EXPIRED ? "This sign-in took too long and expired."
@@ -372,7 +377,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                "rid=%s the answer names another issuer than the "
                "sign-in app's; refused",
                r->request_id);
-        sg_page_error(w, 400,
+        sg_page_error(gw, r, w, 400, "Sign-in did not finish",
                       "This sign-in answer comes from another identity provider than "
                       "the one the sign-in was sent to.",
                       "Start the sign-in again from the application.");
@@ -388,16 +393,37 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                "rid=%s the provider did not sign the person "
                "in: %s%s%s",
                r->request_id, perr_c, desc ? ": " : "", desc_c);
+        int connect = p.kind == SG_AUTHZ_CONNECT;
+        if (strcmp(perr, "access_denied") == 0) {
+            /* The person pressed Deny (or the provider's admin blocks the app for them). */
+            sg_page_error(gw, r, w, 403,
+                          connect ? "API access was not approved" : "Sign-in was not approved",
+                          connect ? "The request for API access was not approved at the "
+                                    "provider, so nothing changed."
+                                  : "The sign-in was not approved at the provider, so you are "
+                                    "not signed in.",
+                          connect ? "To connect, try again and press Allow at the provider."
+                                  : "To use the application, sign in again and press Allow at "
+                                    "the provider. If you did, ask your administrators whether "
+                                    "you may use this app.");
+            return;
+        }
         char what[400];
-        sg_textf(what, sizeof(what), "The sign-in provider did not sign you in: %s%s%s.", perr_c,
-                 desc ? " - " : "", desc_c);
-        sg_page_error(w, strcmp(perr, "access_denied") == 0 ? 403 : 400, what,
-                      "Sign in again and approve the request, or ask an administrator.");
+        const char *kind = connect ? "request for API access" : "sign-in";
+        if (desc)
+            sg_textf(what, sizeof(what), "The provider stopped the %s: %s (%s).", kind, desc_c,
+                     perr_c);
+        else
+            sg_textf(what, sizeof(what), "The provider stopped the %s (%s).", kind, perr_c);
+        sg_page_error(gw, r, w, 400,
+                      connect ? "API access was not connected" : "Sign-in did not finish", what,
+                      "Try again; if it keeps failing, ask your administrators.");
         return;
     }
     if (!code || !*code) {
         signin_outcome(gw, "bad_request");
-        sg_page_error(w, 400, "The sign-in answer carries no code.", "Start the sign-in again.");
+        sg_page_error(gw, r, w, 400, "Sign-in did not finish",
+                      "The sign-in answer carries no code.", "Start the sign-in again.");
         return;
     }
     if (p.kind == SG_AUTHZ_CONNECT) {
@@ -411,17 +437,18 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     cJSON *claims = NULL, *info = NULL;
     char *user_id = NULL, *org_id = NULL, *claims_txt = NULL;
     if (!op || !cb) {
-        sg_page_error(w, 500, "The gateway is misconfigured.", "Tell the operators.");
+        sg_page_error(gw, r, w, 500, "Sign-in is not set up right", "The gateway is misconfigured.",
+                      "Tell the operators.");
         goto done;
     }
     if (sg_oidc_exchange_code(op, code, cb, p.verifier, &tok, &err)) {
-        provider_failed(gw, w, r->request_id, "code exchange", &err);
+        provider_failed(gw, r, w, "code exchange", &err);
         goto done;
     }
     if (!tok.id_token) {
         signin_outcome(gw, "bad_id_token");
         drop_provider_tokens(op, &tok, r->request_id);
-        sg_page_error(w, 502,
+        sg_page_error(gw, r, w, 502, "Sign-in is not set up right",
                       "The sign-in provider sent no ID token (is 'openid' among the "
                       "sign-in scopes?).",
                       "Tell the operators.");
@@ -434,13 +461,13 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         /* The provider's key set unavailable is an outage, not a forged answer. */
         if (strcmp(err.error, "bad_id_token") != 0) {
             signin_outcome(gw, "provider_error");
-            sg_page_error(w, 502,
+            sg_page_error(gw, r, w, 502, "The sign-in service is not answering",
                           "The sign-in provider's keys could not be fetched, so its "
                           "answer could not be checked.",
                           "Try again in a minute.");
         } else {
             signin_outcome(gw, "bad_id_token");
-            sg_page_error(w, 401,
+            sg_page_error(gw, r, w, 401, "Sign-in did not finish",
                           "The sign-in provider's answer could not be verified, so you "
                           "were not signed in.",
                           "Start the sign-in again; if it keeps failing, tell the operators.");
@@ -450,7 +477,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (needs_userinfo(pol, claims)) {
         if (sg_oidc_userinfo(op, tok.access_token, &info, &err)) {
             drop_provider_tokens(op, &tok, r->request_id);
-            provider_failed(gw, w, r->request_id, "userinfo", &err);
+            provider_failed(gw, r, w, "userinfo", &err);
             goto done;
         }
         /* OIDC Core 5.3.2: userinfo must be about the person the ID token names. */
@@ -462,7 +489,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                    r->request_id);
             signin_outcome(gw, "bad_id_token");
             drop_provider_tokens(op, &tok, r->request_id);
-            sg_page_error(w, 502,
+            sg_page_error(gw, r, w, 502, "Sign-in did not finish",
                           "The sign-in provider answered inconsistently (its user "
                           "information is about someone else).",
                           "Try again; if it keeps failing, tell the operators.");
@@ -475,8 +502,10 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_policy_result_t res;
     if (sg_oidc_identity(claims, &user_id, &org_id) || sg_policy_resolve(pol, claims, &res)) {
         signin_outcome(gw, "no_role");
-        sg_page_error(w, 403, "You were identified, but the access policy gives you no role.",
-                      "Ask an administrator for access.");
+        sg_page_error(gw, r, w, 403, "No access to this application",
+                      "You were identified, but you have not been given access to this "
+                      "application.",
+                      "Ask your administrators for access.");
         goto done;
     }
     const char *username = claim_str(claims, "preferred_username");
@@ -498,7 +527,8 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     char sid[SG_SESSION_ID_LEN + 1];
     if (sg_session_create(gw->sessions, &sn, sg_gw_now(), sid)) {
         signin_outcome(gw, "error");
-        sg_page_error(w, 500, "The gateway could not store your session.",
+        sg_page_error(gw, r, w, 500, "Sign-in did not finish",
+                      "The gateway could not store your session.",
                       "Try again; if it persists, tell the operators.");
         goto done;
     }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "scopegate/duration.h"
 #include "scopegate/log.h"
 
 #define AUDIT_TAIL_BYTES (64 * 1024)
@@ -41,7 +42,70 @@ void sg_route_reload(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_resp_json_body(w, res.ok ? 200 : 422, j);
 }
 
-/* The last lines of the audit log, newest last, as an HTML list. */
+/* One audit event as a table row: when, what, who, and the rest as "key value" pairs. */
+static void audit_row(sg_buf_t *b, const char *line)
+{
+    cJSON *j = cJSON_Parse(line);
+    if (!cJSON_IsObject(j)) {
+        sg_buf_adds(b, "<tr><td colspan=\"4\"><code>");
+        sg_buf_add_html(b, line);
+        sg_buf_adds(b, "</code></td></tr>\n");
+        cJSON_Delete(j);
+        return;
+    }
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(j, "ts");
+    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(j, "event");
+    const cJSON *who = cJSON_GetObjectItemCaseSensitive(j, "username");
+    if (!cJSON_IsString(who))
+        who = cJSON_GetObjectItemCaseSensitive(j, "user_id");
+    char when[32] = "";
+    if (cJSON_IsString(ts)) /* "2026-12-07T03:20:01.412Z" -> "2026-12-07 03:20:01" */
+        snprintf(when, sizeof(when), "%.10s %.8s", ts->valuestring,
+                 strlen(ts->valuestring) > 11 ? ts->valuestring + 11 : "");
+    sg_buf_adds(b, "<tr><td data-label=\"When\">");
+    sg_buf_add_html(b, when);
+    sg_buf_adds(b, "</td><td data-label=\"Event\"><b>");
+    sg_buf_add_html(b, cJSON_IsString(ev) ? ev->valuestring : "?");
+    sg_buf_adds(b, "</b></td><td data-label=\"Who\">");
+    sg_buf_add_html(b, cJSON_IsString(who) ? who->valuestring : "-");
+    sg_buf_adds(b, "</td><td data-label=\"Details\">");
+    const cJSON *f;
+    int first = 1;
+    cJSON_ArrayForEach(f, j)
+    {
+        const char *k = f->string;
+        if (!k || f == ts || f == ev || f == who || strcmp(k, "user_id") == 0)
+            continue;
+        char num[32];
+        const char *v = cJSON_IsString(f) ? f->valuestring : NULL;
+        if (cJSON_IsNumber(f)) {
+            snprintf(num, sizeof(num), "%.0f", f->valuedouble);
+            v = num;
+        } else if (cJSON_IsBool(f)) {
+            v = cJSON_IsTrue(f) ? "true" : "false";
+        }
+        if (!v)
+            continue;
+        sg_buf_adds(b, first ? "" : ", ");
+        first = 0;
+        sg_buf_adds(b, "<span class=\"muted\">");
+        sg_buf_add_html(b, k);
+        sg_buf_adds(b, "</span> ");
+        /* Hashes are long and alike: their start tells them apart. */
+        int hash = strcmp(k, "sha256") == 0 || strcmp(k, "policy") == 0;
+        if (hash && strlen(v) == 64) {
+            sg_buf_adds(b, "<code>");
+            sg_buf_add(b, v, 12);
+            sg_buf_adds(b, "</code>");
+        } else {
+            sg_buf_add_html(b, v);
+        }
+    }
+    sg_buf_adds(b, "</td></tr>\n");
+    cJSON_Delete(j);
+}
+
+/* The last lines of the audit log, newest first, as a table. */
 static void audit_tail(sg_gateway_t *gw, sg_buf_t *b)
 {
     char path[4200];
@@ -72,15 +136,18 @@ static void audit_tail(sg_gateway_t *gw, sg_buf_t *b)
         if (tail[start] == '\n' && start + 1 < n)
             lines++;
     }
-    const char *from = tail + start + (tail[start] == '\n' ? 1 : 0);
-    sg_buf_adds(b, "<ol id=\"audit\" class=\"muted\">\n");
+    char *from = tail + start + (tail[start] == '\n' ? 1 : 0);
+    char *lines_at[AUDIT_TAIL_LINES + 2];
+    size_t nl = 0;
     char *save = NULL;
-    for (char *l = strtok_r((char *)from, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-        sg_buf_adds(b, "<li><code>");
-        sg_buf_add_html(b, l);
-        sg_buf_adds(b, "</code></li>\n");
-    }
-    sg_buf_adds(b, "</ol>\n");
+    for (char *l = strtok_r(from, "\n", &save); l && nl < sizeof(lines_at) / sizeof(lines_at[0]);
+         l = strtok_r(NULL, "\n", &save))
+        lines_at[nl++] = l;
+    sg_buf_adds(b, "<table id=\"audit\" class=\"stack\"><tr class=\"head\"><th>When (UTC)</th>"
+                   "<th>Event</th><th>Who</th><th>Details</th></tr>\n");
+    while (nl > 0)
+        audit_row(b, lines_at[--nl]);
+    sg_buf_adds(b, "</table>\n");
     free(tail);
 }
 
@@ -104,8 +171,10 @@ void sg_route_policy_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_policy_t *pol = sg_gw_policy(gw);
     const sg_policy_role_t *me = sg_policy_role(pol, v.role);
     if (!me || !me->can_view_policy) {
-        sg_page_error(w, 403, "Your role may not view the access policy.",
-                      "Ask the people who manage the policy to mark your role can_view_policy.");
+        sg_page_error(gw, r, w, 403, "This page is for security staff",
+                      "The access policy page shows who may use the application and how; your "
+                      "access does not include it.",
+                      "If your work needs it, ask your administrators.");
         return;
     }
     sg_buf_t b;
@@ -114,7 +183,7 @@ void sg_route_policy_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     pthread_mutex_lock(&gw->reload_lock);
     sg_fmt_time(gw->policy_loaded_at, loaded, sizeof(loaded));
     sg_fmt_time(gw->last_reload_at, reloaded, sizeof(reloaded));
-    sg_buf_adds(&b, "<table>\n<tr><th>In force</th><td><code id=\"policy-hash\">");
+    sg_buf_adds(&b, "<table class=\"stack\">\n<tr><th>In force</th><td><code id=\"policy-hash\">");
     sg_buf_add_html(&b, sg_policy_hash(pol));
     sg_buf_adds(&b, "</code></td></tr>\n<tr><th>File</th><td><code>");
     sg_buf_add_html(&b, sg_policy_source(pol));
@@ -124,10 +193,11 @@ void sg_route_policy_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_buf_add_html(&b, gw->last_reload_trigger);
     sg_buf_adds(&b, ")</td></tr>\n</table>\n");
     if (!gw->last_reload_ok && gw->last_reload_errors[0]) {
-        sg_buf_adds(&b, "<p class=\"error\">The last reload was refused; the policy above stays "
-                        "in force. Errors:</p>\n<pre id=\"reload-errors\">");
+        sg_buf_adds(&b, "<div class=\"error\"><p>The last reload was refused; the policy above "
+                        "stays in force. What was wrong with the new file:</p>\n"
+                        "<pre id=\"reload-errors\">");
         sg_buf_add_html(&b, gw->last_reload_errors);
-        sg_buf_adds(&b, "</pre>\n");
+        sg_buf_adds(&b, "</pre></div>\n");
     }
     pthread_mutex_unlock(&gw->reload_lock);
 
@@ -136,23 +206,26 @@ void sg_route_policy_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_buf_add_html(&b, si->app);
     sg_buf_adds(&b, "</code>, scopes ");
     scopes_html(&b, si->scopes, si->nscopes);
-    sg_buf_adds(&b, "</p>\n<h2>Roles</h2>\n<table id=\"roles\"><tr><th>Role</th><th>Offline "
-                    "app</th><th>Offline scopes</th><th>Session</th></tr>\n");
+    sg_buf_adds(&b, "</p>\n<h2>Roles</h2>\n<table id=\"roles\" class=\"stack\"><tr "
+                    "class=\"head\"><th>Role</th><th>Offline app</th><th>Offline scopes</th>"
+                    "<th>Session</th></tr>\n");
     size_t nroles = 0;
     const sg_policy_role_t *roles = sg_policy_roles(pol, &nroles);
     for (size_t i = 0; i < nroles; i++) {
-        sg_buf_adds(&b, "<tr><td>");
+        char idle[32], max[32];
+        sg_buf_adds(&b, "<tr><td data-label=\"Role\"><b>");
         sg_buf_add_html(&b, roles[i].name);
-        sg_buf_adds(&b, "</td><td>");
+        sg_buf_adds(&b, "</b></td><td data-label=\"Offline app\">");
         if (roles[i].offline) {
             sg_buf_add_html(&b, roles[i].offline->app);
-            sg_buf_adds(&b, "</td><td>");
+            sg_buf_adds(&b, "</td><td data-label=\"Offline scopes\">");
             scopes_html(&b, roles[i].offline->scopes, roles[i].offline->nscopes);
         } else {
-            sg_buf_adds(&b, "-</td><td>-");
+            sg_buf_adds(&b, "-</td><td data-label=\"Offline scopes\">-");
         }
-        sg_buf_printf(&b, "</td><td>idle %llds, max %llds</td></tr>\n", roles[i].idle,
-                      roles[i].max);
+        sg_buf_printf(&b, "</td><td data-label=\"Session\">idle %s, at most %s</td></tr>\n",
+                      sg_duration_format(roles[i].idle, idle, sizeof(idle)),
+                      sg_duration_format(roles[i].max, max, sizeof(max)));
     }
     sg_buf_adds(&b, "</table>\n<h2>Rules (first match wins)</h2>\n<ol id=\"rules\">\n");
     size_t nrules = 0;
@@ -166,7 +239,8 @@ void sg_route_policy_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     }
     sg_buf_adds(&b, "</ol>\n<h2>Latest audit events</h2>\n");
     audit_tail(gw, &b);
-    sg_buf_adds(&b, "<p><a href=\"/\">Home</a></p>");
-    sg_page(w, 200, "Access policy", b.ptr ? b.ptr : "");
+    sg_buf_adds(&b, "<div class=\"actions\"><a class=\"button secondary\" href=\"/\">Your "
+                    "account</a></div>");
+    sg_page(gw, r, w, 200, "Access policy", b.ptr ? b.ptr : "");
     sg_buf_free(&b);
 }

@@ -1,7 +1,7 @@
 /*
  * What a signed-in browser and the proxy in front of the web app ask: GET /auth (the hot
- * path: memory only, no provider call, no disk, no heap), GET / (who am I), POST /logout,
- * GET /healthz; and /metrics on the internal listener.
+ * path: memory only, no provider call, no disk, no heap), GET / (who am I), GET and POST
+ * /logout, GET /healthz; and /metrics on the internal listener.
  */
 #include "gateway.h"
 
@@ -66,7 +66,7 @@ void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     const char *cookie = sg_gw_session_cookie(gw, r, sid, sizeof(sid));
     if (!cookie || sg_session_lookup(gw->sessions, cookie, sg_gw_now(), &v)) {
         clear_cookie(gw, w);
-        sg_resp_redirect(w, "/");
+        sg_resp_redirect(w, "/logout");
         return;
     }
     if (sg_gw_check_form(gw, r, w, &v, &f))
@@ -77,25 +77,77 @@ void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_audit(gw->audit, "logout", "user_id", v.user_id, "role", v.role, NULL);
     sg_log(SG_LOG_INFO, "logout", "rid=%s user %s signed out", r->request_id, v.user_id);
     clear_cookie(gw, w);
-    sg_resp_redirect(w, "/");
+    sg_resp_redirect(w, "/logout?notice=signed_out");
+}
+
+/* The sign-out form of a session (its CSRF token), as a button. */
+static void logout_form(sg_gateway_t *gw, sg_buf_t *b, const sg_session_view_t *v, const char *cls)
+{
+    char csrf[64];
+    sg_csrf_token(gw, v->id_hash, csrf, sizeof(csrf));
+    sg_buf_printf(b,
+                  "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" "
+                  "name=\"csrf\" value=\"%s\"><button type=\"submit\" id=\"logout\"%s>Sign "
+                  "out</button></form>",
+                  csrf, cls);
+}
+
+void sg_route_logout_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
+{
+    sg_session_view_t v;
+    sg_buf_t b;
+    sg_buf_init(&b, 16384);
+    if (sg_gw_current_session(gw, r, &v) == 0) {
+        sg_buf_adds(&b, "<p>You are signed in as <b id=\"who\">");
+        sg_buf_add_html(&b, v.username[0] ? v.username : v.user_id);
+        sg_buf_adds(&b, "</b>. Signing out ends your session here; you will have to sign in "
+                        "again to use the application.</p>\n<div class=\"actions\">");
+        logout_form(gw, &b, &v, "");
+        sg_buf_adds(&b, "<a class=\"button secondary\" href=\"/\">Stay signed in</a></div>");
+        sg_page(gw, r, w, 200, "Sign out?", b.ptr ? b.ptr : "");
+    } else {
+        sg_buf_adds(&b, "<p>You are not signed in to the application.</p>\n"
+                        "<div class=\"actions\"><a class=\"button\" id=\"signin\" "
+                        "href=\"/login\">Sign in again</a><a class=\"button secondary\" "
+                        "href=\"");
+        sg_buf_add_html(&b, gw->look.app_url);
+        sg_buf_adds(&b, "\">Back to the application</a></div>");
+        sg_page(gw, r, w, 200, "Signed out", b.ptr ? b.ptr : "");
+    }
+    sg_buf_free(&b);
 }
 
 void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
     sg_session_view_t v;
     if (sg_gw_current_session(gw, r, &v)) {
-        sg_page(w, 200, "Not signed in",
+        sg_page(gw, r, w, 200, "Not signed in",
                 "<p>You are not signed in.</p>\n"
-                "<p><a class=\"button\" href=\"/login\">Sign in</a></p>");
+                "<div class=\"actions\"><a class=\"button\" id=\"signin\" href=\"/login\">"
+                "Sign in</a></div>");
         return;
     }
     sg_buf_t b;
     sg_buf_init(&b, 65536);
-    char expires[64], since[64], csrf[64];
+    char expires[64], since[64];
     sg_fmt_time(v.expires_at, expires, sizeof(expires));
     sg_fmt_time(v.created, since, sizeof(since));
-    sg_csrf_token(gw, v.id_hash, csrf, sizeof(csrf));
-    sg_buf_adds(&b, "<table>\n<tr><th>Name</th><td>");
+    const sg_policy_role_t *role = sg_policy_role(sg_gw_policy(gw), v.role);
+    if (role && role->offline) {
+        /* An admin sees at once when the API access they granted has stopped working. */
+        long long live = sg_vault_live_grant(gw->vault, v.user_id, role->offline->app);
+        sg_grant_rec_t dead = {0};
+        if (!live && sg_vault_last_dead(gw->vault, v.user_id, role->offline->app, &dead)) {
+            const char *title = dead.cause ? sg_vault_cause_title(dead.cause) : "";
+            sg_buf_adds(&b, "<div class=\"error\" id=\"grant-dead\"><p><b>Your API access has "
+                            "stopped working.</b> ");
+            sg_buf_add_html(&b, *title ? title : "The provider refused it");
+            sg_buf_adds(&b, ".</p><div class=\"actions\"><a class=\"button\" "
+                            "href=\"/connections\">See why and reconnect</a></div></div>\n");
+            sg_grant_rec_free(&dead);
+        }
+    }
+    sg_buf_adds(&b, "<table id=\"who\" class=\"stack\">\n<tr><th>Name</th><td>");
     sg_buf_add_html(&b, v.username);
     sg_buf_adds(&b, "</td></tr>\n<tr><th>User id</th><td><code>");
     sg_buf_add_html(&b, v.user_id);
@@ -117,22 +169,16 @@ void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                   "<tr><th>Session ends</th><td id=\"expires\">%s if unused until then</td>"
                   "</tr>\n</table>\n",
                   since, expires);
-    const sg_policy_role_t *role = sg_policy_role(sg_gw_policy(gw), v.role);
-    if (role && (role->offline || role->can_view_policy)) {
-        sg_buf_adds(&b, "<p>");
-        if (role->offline)
-            sg_buf_adds(&b, "<a href=\"/connections\" id=\"connections-link\">Your API "
-                            "connections</a> ");
-        if (role->can_view_policy)
-            sg_buf_adds(&b, "<a href=\"/policy\" id=\"policy-link\">Access policy</a>");
-        sg_buf_adds(&b, "</p>\n");
-    }
-    sg_buf_printf(&b,
-                  "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" "
-                  "name=\"csrf\" value=\"%s\"><button type=\"submit\" id=\"logout\">Sign "
-                  "out</button></form>",
-                  csrf);
-    sg_page(w, 200, "Signed in", b.ptr ? b.ptr : "");
+    sg_buf_adds(&b, "<div class=\"actions\">");
+    if (role && role->offline)
+        sg_buf_adds(&b, "<a class=\"button secondary\" href=\"/connections\" "
+                        "id=\"connections-link\">Your API connections</a>");
+    if (role && role->can_view_policy)
+        sg_buf_adds(&b, "<a class=\"button secondary\" href=\"/policy\" id=\"policy-link\">"
+                        "Access policy</a>");
+    logout_form(gw, &b, &v, " class=\"secondary\"");
+    sg_buf_adds(&b, "</div>");
+    sg_page(gw, r, w, 200, "Signed in", b.ptr ? b.ptr : "");
     sg_buf_free(&b);
 }
 

@@ -53,11 +53,14 @@ static const route_t public_routes[] = {
     {"GET", "/login", sg_route_login},
     {"GET", "/oauth/callback", sg_route_callback},
     {"POST", "/logout", sg_route_logout},
+    {"GET", "/logout", sg_route_logout_page},
     {"GET", "/healthz", sg_route_healthz},
     {"GET", "/", sg_route_home},
     {"GET", "/connect", sg_route_connect_page},
     {"POST", "/connect", sg_route_connect_start},
+    {"GET", "/connect/start", sg_route_connect_go},
     {"GET", "/connections", sg_route_connections},
+    {"GET", "/connections/disconnect", sg_route_disconnect_page},
     {"POST", "/connections/disconnect", sg_route_disconnect},
     {"GET", "/policy", sg_route_policy_page},
     {NULL, NULL, NULL},
@@ -97,11 +100,23 @@ static void dispatch(sg_gateway_t *gw, const route_t *routes, sg_req_t *r, sg_re
             return;
         }
     }
-    if (path_known) {
-        sg_resp_text(w, 405, "text/plain", "method not allowed\n");
+    if (routes == internal_routes) {
+        /* The internal listener speaks JSON to programs. */
+        sg_resp_text(w, path_known ? 405 : 404, "application/json",
+                     path_known ? "{\"error\":\"method_not_allowed\",\"error_description\":"
+                                  "\"this path takes another method\"}"
+                                : "{\"error\":\"not_found\",\"error_description\":"
+                                  "\"there is no such path on the internal listener\"}");
         return;
     }
-    sg_page(w, 404, "Not found", "<p>There is no such page here.</p><p><a href=\"/\">Home</a></p>");
+    if (path_known) {
+        sg_page_error(gw, r, w, 405, "Not a way to use this page",
+                      "This page cannot be used with that kind of request.",
+                      "Open it from a link or a button on this site.");
+        return;
+    }
+    sg_page_error(gw, r, w, 404, "Page not found", "There is no such page here.",
+                  "Check the address, or go back to the application.");
 }
 
 static void public_handler(void *app, sg_req_t *r, sg_resp_t *w)
@@ -485,6 +500,10 @@ static int start(sg_gateway_t *gw, const char *config_path)
         return 1;
     }
     sg_log_set_level((sg_log_level)gw->cfg.log_level);
+    if (sg_look_init(&gw->look, &gw->cfg, err, sizeof(err))) {
+        fprintf(stderr, "%s: error: %s\n", config_path, err);
+        return 1;
+    }
     snprintf(gw->login_cookie, sizeof(gw->login_cookie), "%s",
              gw->cfg.secure_cookies ? "__Host-scopegate_login" : "scopegate_login");
     declare_metrics(gw);
@@ -618,6 +637,7 @@ static void stop(sg_gateway_t *gw)
     }
     OPENSSL_cleanse(gw->csrf_key, sizeof(gw->csrf_key));
     sg_audit_close(gw->audit);
+    sg_look_free(&gw->look);
     sg_config_free(&gw->cfg);
     sg_metrics_reset();
 }

@@ -1398,39 +1398,57 @@ int sg_vault_last_dead(sg_vault_t *v, const char *user_id, const char *app, sg_g
 #define EVIDENCE_TRIES         3 /* other live grants asked for the org's OauthToken rows */
 #define QUERY_API_VERSION      "v62.0"
 
+/* Each cause of death: a few words for a table cell, and what happened and what to do. */
+static const struct {
+    const char *cause, *title, *advice;
+} causes[] = {
+    {"evicted", "Pushed out by approvals made elsewhere",
+     "More approvals of this app were made for this person outside the gateway than the "
+     "provider keeps, so it revoked the oldest one: this grant. Reconnect, and stop the other "
+     "tool from asking for refresh tokens."},
+    {"idle_expiry", "Expired after going unused",
+     "The refresh token was not used within the app's idle window, so the provider expired it. "
+     "Reconnect, and turn keep-alive on for this app."},
+    {"absolute_expiry", "Reached its maximum lifetime",
+     "The refresh token reached the absolute lifetime the app's policy allows. Reconnect; the "
+     "gateway warns ahead of the next expiry."},
+    {"revoked", "Revoked at the provider",
+     "An admin or the person revoked the app's access at the provider (no newer approvals "
+     "explain it). Reconnect if the access is still wanted."},
+    {"revoked_or_evicted", "Revoked, or pushed out by approvals made elsewhere",
+     "Revoked at the provider, or evicted by approvals made outside the gateway: no other live "
+     "grant of the org could read its OAuth records to tell which. Reconnect."},
+    {"ip_restricted", "Refused from the gateway's network address",
+     "The provider refused the refresh from the gateway's address (login IP ranges or login "
+     "hours). Allow the gateway's address, or relax IP restrictions for refresh tokens in the "
+     "app's policy, then reconnect."},
+    {"inactive_user", "The account is deactivated",
+     "The person's account is deactivated at the provider. Reactivate it and reconnect, or "
+     "connect another person."},
+    {"inactive_org", "The organization is not active",
+     "The organization is locked, suspended or closed at the provider. Reconnect once it is "
+     "active again."},
+    {"rotation_reuse", "Cut off during a token rotation",
+     "A refresh was cut off (the gateway stopped mid-refresh) after the provider rotated the "
+     "token, so the old one was presented again and the provider revoked the grant. Reconnect."},
+    {"unknown", "Refused for a reason not recognized",
+     "The provider refused the grant for a reason the gateway does not recognize; see the "
+     "provider's text. Reconnect."},
+};
+
 const char *sg_vault_cause_advice(const char *cause)
 {
-    static const struct {
-        const char *cause, *advice;
-    } t[] = {
-        {"evicted", "More approvals of this app were made for this person outside the gateway "
-                    "than the provider keeps, so it revoked the oldest one: this grant. Reconnect, "
-                    "and stop the other tool from asking for refresh tokens."},
-        {"idle_expiry", "The refresh token was not used within the app's idle window, so the "
-                        "provider expired it. Reconnect, and turn keep-alive on for this app."},
-        {"absolute_expiry", "The refresh token reached the absolute lifetime the app's policy "
-                            "allows. Reconnect; the gateway warns ahead of the next expiry."},
-        {"revoked", "An admin or the person revoked the app's access at the provider (no newer "
-                    "approvals explain it). Reconnect if the access is still wanted."},
-        {"revoked_or_evicted",
-         "Revoked at the provider, or evicted by approvals made outside the gateway: no other "
-         "live grant of the org could read its OAuth records to tell which. Reconnect."},
-        {"ip_restricted", "The provider refused the refresh from the gateway's address (login IP "
-                          "ranges or login hours). Allow the gateway's address, or relax IP "
-                          "restrictions for refresh tokens in the app's policy, then reconnect."},
-        {"inactive_user", "The person's account is deactivated at the provider. Reactivate it and "
-                          "reconnect, or connect another person."},
-        {"inactive_org", "The organization is locked, suspended or closed at the provider. "
-                         "Reconnect once it is active again."},
-        {"rotation_reuse", "A refresh was cut off (the gateway stopped mid-refresh) after the "
-                           "provider rotated the token, so the old one was presented again and "
-                           "the provider revoked the grant. Reconnect."},
-        {"unknown", "The provider refused the grant for a reason the gateway does not recognize; "
-                    "see the provider's text. Reconnect."},
-    };
-    for (size_t i = 0; cause && i < sizeof t / sizeof t[0]; i++)
-        if (strcmp(cause, t[i].cause) == 0)
-            return t[i].advice;
+    for (size_t i = 0; cause && i < sizeof causes / sizeof causes[0]; i++)
+        if (strcmp(cause, causes[i].cause) == 0)
+            return causes[i].advice;
+    return "";
+}
+
+const char *sg_vault_cause_title(const char *cause)
+{
+    for (size_t i = 0; cause && i < sizeof causes / sizeof causes[0]; i++)
+        if (strcmp(cause, causes[i].cause) == 0)
+            return causes[i].title;
     return "";
 }
 
@@ -2040,7 +2058,7 @@ sg_rc sg_vault_refresh_grant(sg_vault_t *v, long long grant_id, sg_vault_err_t *
     return rc;
 }
 
-static const char *state_name(int state)
+const char *sg_vault_state_name(int state)
 {
     switch (state) {
     case SG_GRANT_LIVE:
@@ -2048,7 +2066,7 @@ static const char *state_name(int state)
     case SG_GRANT_DEAD:
         return "dead";
     case SG_GRANT_REVOKED:
-        return "revoked";
+        return "disconnected";
     case SG_GRANT_REPLACED:
         return "replaced";
     }
@@ -2070,7 +2088,7 @@ static cJSON *explain_rec(sg_vault_t *v, const sg_grant_rec_t *rec, int with_evi
              add_str_or_null(j, "org_id", rec->org_id) &&
              add_str_or_null(j, "username", rec->username) &&
              cJSON_AddStringToObject(j, "app", rec->app) &&
-             cJSON_AddStringToObject(j, "state", state_name(rec->state)) &&
+             cJSON_AddStringToObject(j, "state", sg_vault_state_name(rec->state)) &&
              add_str_or_null(j, "reason", rec->dead_reason) &&
              cJSON_AddNumberToObject(j, "dead_at", (double)rec->dead_at) &&
              add_str_or_null(j, "cause", rec->cause) &&

@@ -240,17 +240,9 @@ static void parse_signin(sg_policy_ctx_t *c, const config_setting_t *root)
     get_scopes(c, s, "signin", SG_SCOPES_SIGNIN, &si->scopes, &si->nscopes);
 }
 
-/* "8h", "90m", "45s": the largest unit that divides evenly, for messages. */
 static void fmt_duration(long long secs, char *buf, size_t len)
 {
-    if (secs % 86400 == 0)
-        snprintf(buf, len, "%lldd", secs / 86400);
-    else if (secs % 3600 == 0)
-        snprintf(buf, len, "%lldh", secs / 3600);
-    else if (secs % 60 == 0)
-        snprintf(buf, len, "%lldm", secs / 60);
-    else
-        snprintf(buf, len, "%llds", secs);
+    sg_duration_format(secs, buf, len);
 }
 
 /* Seconds, dflt when absent, -1 when wrong (reported). A duration is "30m" or whole seconds;

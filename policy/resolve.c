@@ -4,6 +4,7 @@
  * why a rule failed, and so can run per request on any thread.
  */
 #include "policy_int.h"
+#include "scopegate/duration.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -200,9 +201,17 @@ static cJSON *app_json(const char *app, const char *const *scopes, size_t n)
 }
 
 /* A number of seconds, or null for 0 ("not declared", "never"). */
+/* A duration as the policy file writes it ("15m"), or null when unset. */
 static cJSON *secs_or_null(long long v)
 {
-    return v ? cJSON_CreateNumber((double)v) : cJSON_CreateNull();
+    char buf[32];
+    return v ? cJSON_CreateString(sg_duration_format(v, buf, sizeof(buf))) : cJSON_CreateNull();
+}
+
+static cJSON *add_duration(cJSON *o, const char *key, long long v)
+{
+    char buf[32];
+    return cJSON_AddStringToObject(o, key, sg_duration_format(v, buf, sizeof(buf)));
 }
 
 /* offline.provider: the declared refresh-token policy and what it means (null: none). */
@@ -244,7 +253,7 @@ static cJSON *offline_json(const sg_policy_offline_t *off)
     cJSON *o = app_json(off->app, off->scopes, off->nscopes);
     cJSON *fb = o ? cJSON_CreateObject() : NULL;
     if (!o || !fb || !cJSON_AddNumberToObject(o, "grant_limit", off->grant_limit) ||
-        !(off->token_ttl ? cJSON_AddNumberToObject(o, "token_ttl", (double)off->token_ttl)
+        !(off->token_ttl ? add_duration(o, "token_ttl", off->token_ttl)
                          : cJSON_AddNullToObject(o, "token_ttl")) ||
         !cJSON_AddBoolToObject(fb, "same_org", off->fallback_same_org) ||
         !(off->fallback_integration
@@ -257,7 +266,7 @@ static cJSON *offline_json(const sg_policy_offline_t *off)
     cJSON_AddItemToObject(o, "fallback", fb);
     if (attach(o, "provider", provider_json(off)) != 0 ||
         attach(o, "keep_alive", keep_alive_json(off)) != 0 ||
-        !cJSON_AddNumberToObject(o, "warn_before", (double)off->warn_before)) {
+        !add_duration(o, "warn_before", off->warn_before)) {
         cJSON_Delete(o);
         return NULL;
     }
@@ -267,7 +276,8 @@ static cJSON *offline_json(const sg_policy_offline_t *off)
 static cJSON *rule_json(const sg_policy_rule_t *r, size_t index, const char *why)
 {
     cJSON *o = cJSON_CreateObject();
-    if (!o || !cJSON_AddNumberToObject(o, "index", (double)index) ||
+    /* Rules are numbered from 1, as the policy page and `policy diff` number them. */
+    if (!o || !cJSON_AddNumberToObject(o, "number", (double)index + 1) ||
         !cJSON_AddNumberToObject(o, "line", r->line) ||
         !cJSON_AddStringToObject(o, "text", r->text) ||
         (why && !cJSON_AddStringToObject(o, "why", why))) {
@@ -280,8 +290,7 @@ static cJSON *rule_json(const sg_policy_rule_t *r, size_t index, const char *why
 static cJSON *session_json(const sg_policy_role_t *role)
 {
     cJSON *o = cJSON_CreateObject();
-    if (!o || !cJSON_AddNumberToObject(o, "idle", (double)role->idle) ||
-        !cJSON_AddNumberToObject(o, "max", (double)role->max)) {
+    if (!o || !add_duration(o, "idle", role->idle) || !add_duration(o, "max", role->max)) {
         cJSON_Delete(o);
         return NULL;
     }

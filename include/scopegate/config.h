@@ -43,6 +43,12 @@ typedef struct {
     size_t nvault_old;
     char *webhook_url; /* grant deaths are POSTed here; NULL: none */
     int watch_policy;  /* reload when policy_file changes (checked every few seconds) */
+    /* What people see on the gateway's pages (all optional). */
+    char *app_url;      /* "Back to the application" and the signed-out page's link; NULL: "/" */
+    char *product_name; /* branding.product_name; NULL: "scopegate" */
+    char *logo_url;     /* branding.logo_url (http(s)), or */
+    char *logo_file;    /* branding.logo_file (PNG, JPEG, GIF, WebP or SVG, <= 256 KiB) */
+    char *accent_color; /* branding.accent_color, "#rgb" or "#rrggbb"; NULL: the default blue */
 
     long provider_timeout_ms; /* provider_timeout, default "10s" */
     long long login_timeout;  /* how long a sign-in may take (state lifetime), default "10m" */

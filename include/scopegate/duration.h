@@ -2,6 +2,8 @@
 #ifndef SCOPEGATE_DURATION_H
 #define SCOPEGATE_DURATION_H
 
+#include <stddef.h>
+
 #include "scopegate/rc.h"
 
 /*
@@ -9,5 +11,9 @@
  * no unit means seconds. Rejects empty text, signs, overflow past 100 years, junk.
  */
 sg_rc sg_duration_parse(const char *s, long long *seconds);
+
+/* seconds as people write it in the files: the largest unit that divides it evenly ("15m",
+ * "4h", "30d", "90m", "45s"; "0s"). out holds at least 24 bytes. Returns out. */
+const char *sg_duration_format(long long seconds, char *out, size_t n);
 
 #endif

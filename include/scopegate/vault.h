@@ -195,6 +195,11 @@ sg_rc sg_vault_invalidate(sg_vault_t *v, const char *access_token);
  */
 /* For people: what happened and what to do (static text; "" for an unknown name). */
 const char *sg_vault_cause_advice(const char *cause);
+/* For people, in a few words ("Expired after going unused"; "" for an unknown name). */
+const char *sg_vault_cause_title(const char *cause);
+/* The one word for a grant's state (sg_grant_state) in every page, API answer, command and
+ * metric: "live", "dead", "disconnected" (by its owner), "replaced" (by a reconnect). */
+const char *sg_vault_state_name(int state);
 
 /* Refreshes one live grant now, through the single flight (`scopegate grants check`). */
 sg_rc sg_vault_refresh_grant(sg_vault_t *v, long long grant_id, sg_vault_err_t *err);

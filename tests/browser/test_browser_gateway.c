@@ -1,5 +1,5 @@
 /*
- * The gateway in a real browser (issue 3, acceptance 8): headless Chromium, driven through
+ * The gateway in a real browser: headless Chromium, driven through
  * chromedriver, opens the gateway, follows its redirect to sfsim, logs in there, presses
  * "Allow", and lands back on the gateway signed in: the home page shows the role, and the
  * session cookie the browser keeps has the attributes the gateway promises (HttpOnly,
@@ -185,7 +185,7 @@ static void sign_in_at_sfsim(const char *shot, const char *username, const char 
     CHECK(wd_click(drv, allow) == 0, "could not press \"Allow\"");
 
     /* Back on the gateway: the home page, or for an admin without an offline grant the
-     * connect page first (issue 4). */
+     * connect page first. */
     char *home = keep_str(th_fmt("%s/", stack.url));
     char *connect = keep_str(th_fmt("%s/connect?app=api&rd=%%2F", stack.url));
     char *at = NULL;
@@ -287,7 +287,7 @@ static void test_browser_gateway_admin_signs_in(void **state)
     (void)state;
     open_page("/login?rd=%2F");
     sign_in_at_sfsim("gateway-admin", TH_ADMIN, "admin");
-    /* With no offline grant yet, an admin is offered the connect page first (issue 4);
+    /* With no offline grant yet, an admin is offered the connect page first;
      * "Continue without connecting" goes on to the home page. */
     wait_exact_url(keep_str(th_fmt("%s/connect?app=api&rd=%%2F", stack.url)), 8000);
     CHECK(strstr(keep_str(wd_title(drv)), "Connect API access") != NULL,
@@ -296,8 +296,8 @@ static void test_browser_gateway_admin_signs_in(void **state)
     expect_signed_in(TH_ADMIN, "admin");
 }
 
-/* The sign-out button ends the session: the home page says "Not signed in" again, the
- * browser has no session cookie left, and /auth with the old id says 401. */
+/* The sign-out button ends the session: the signed-out page says so, the browser has no
+ * session cookie left, and /auth with the old id says 401. */
 static void test_browser_gateway_sign_out(void **state)
 {
     (void)state;
@@ -321,14 +321,15 @@ static void test_browser_gateway_sign_out(void **state)
 
     char *button = element("#logout", "the home page");
     CHECK(wd_click(drv, button) == 0, "could not press \"Sign out\"");
-    char *home = keep_str(th_fmt("%s/", stack.url));
-    wait_exact_url(home, LANDING_MS);
+    char *done = keep_str(th_fmt("%s/logout?notice=signed_out", stack.url));
+    wait_exact_url(done, LANDING_MS);
     snapshot("gateway-logout-4-signed-out");
     char *title = keep_str(wd_title(drv));
-    CHECK(title && strstr(title, "Not signed in"),
-          "expected \"Not signed in\" after signing out, got \"%s\"", title ? title : "?");
+    CHECK(title && strstr(title, "Signed out"),
+          "expected \"Signed out\" after signing out, got \"%s\"", title ? title : "?");
     char *html = keep_str(wd_page_source(drv));
-    CHECK(html && strstr(html, "Not signed in"), "expected the page to say \"Not signed in\"");
+    CHECK(html && strstr(html, "You have signed out."),
+          "expected the page to say \"You have signed out.\"");
     CHECK(wd_count(drv, "#role") == 0, "expected no role on the page after signing out");
 
     cJSON *after = keep_json(wd_cookies(drv));

@@ -2324,6 +2324,24 @@ char *th_stack_internal_key(const th_stack_t *s)
     return key;
 }
 
+char *th_html_link(const char *html, const char *href_prefix)
+{
+    size_t plen = strlen(href_prefix);
+    for (const char *p = html ? strchr(html, '<') : NULL; p; p = strchr(p + 1, '<')) {
+        if (!tag_is(p + 1, "a"))
+            continue;
+        tag_t t = {.n = 0};
+        if (!parse_attrs(p + 2, &t))
+            return NULL;
+        const char *href = tag_get(&t, "href");
+        char *found = href && strncmp(href, href_prefix, plen) == 0 ? strdup(href) : NULL;
+        tag_free(&t);
+        if (found)
+            return found;
+    }
+    return NULL;
+}
+
 char *th_html_form(const char *html, const char *action)
 {
     const char *p = html;

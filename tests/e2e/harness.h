@@ -254,5 +254,8 @@ char *th_stack_internal_key(const th_stack_t *s);
  * application/x-www-form-urlencoded body (heap), or NULL when there is no such form.
  */
 char *th_html_form(const char *html, const char *action);
+/* The href (entity-decoded, heap) of the first <a> in html whose href starts with
+ * href_prefix, or NULL. */
+char *th_html_link(const char *html, const char *href_prefix);
 
 #endif

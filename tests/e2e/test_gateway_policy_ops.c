@@ -402,20 +402,31 @@ static const char *page_form(th_client_t *c, const char *path, const char *actio
     return form;
 }
 
+/* The Connect or Reconnect link of page (GET path), its CSRF token remembered (kept). */
+static const char *page_connect_link(th_client_t *c, const char *path)
+{
+    th_resp_t *page = gw_get(c, path);
+    expect_status(page, 200, FMT("GET %s", path));
+    const char *link = keep_str(th_html_link(page->body, "/connect/start?"));
+    CHECK(link && strstr(link, "csrf="), "GET %s: no /connect/start link with a csrf: %.2000s",
+          path, page->body);
+    csrf_of(link);
+    return link;
+}
+
 /*
- * POSTs a connect form (from the connect or connections page), approves at sfsim and follows
- * the callback: the offline grant is connected. Codes, states and the CSRF token are
+ * Follows a Connect link (from the connect or connections page), approves at sfsim and
+ * follows the callback: the offline grant is connected. Codes, states and the CSRF token are
  * remembered as secrets.
  */
-static void connect_with(th_client_t *c, const char *form, const char *user, const char *password)
+static void connect_with(th_client_t *c, const char *link, const char *user, const char *password)
 {
-    th_resp_t *start =
-        req(c, "POST", FMT("%s/connect", GW.url), "application/x-www-form-urlencoded", form, NULL);
+    th_resp_t *start = req(c, "GET", FMT("%s%s", GW.url, link), NULL, NULL, NULL);
     const char *authz = FMT("%s/services/oauth2/authorize?", GW.sim.url);
     CHECK(start->status == 302 && start->location &&
               strncmp(start->location, authz, strlen(authz)) == 0,
-          "POST /connect (%s): expected 302 to %s..., got %ld to %s: %.500s", form, authz,
-          start->status, start->location ? start->location : "nowhere", start->body);
+          "GET %s: expected 302 to %s..., got %ld to %s: %.500s", link, authz, start->status,
+          start->location ? start->location : "nowhere", start->body);
     secret("the connect flow's state", keep_str(th_url_param(start->location, "state")));
     const char *scope = keep_str(th_url_param(start->location, "scope"));
     CHECK(scope && strcmp(scope, OFFLINE_SCOPES) == 0, "the connect asks for scope %s, not %s",
@@ -441,7 +452,7 @@ static long long connect_flow(th_client_t *c, const char *user, const char *pass
     CHECK(strncmp(loc, "/connect?", 9) == 0,
           "an admin without a live grant should be sent to /connect after sign-in; %s went to %s",
           user, loc);
-    connect_with(c, page_form(c, loc, "/connect"), user, password);
+    connect_with(c, page_connect_link(c, loc), user, password);
     th_resp_t *conns = gw_get(c, "/connections");
     expect_status(conns, 200, "GET /connections after connecting");
     expect_in(conns->body, "class=\"grant live\"", "the connections page after connecting");
@@ -1051,22 +1062,28 @@ static void test_audit_log(void **state)
 
     /* grant_connected, token_served. */
     long long g1 = connect_flow(adm, TH_ADMIN, "admin", ADMIN_ID);
-    /* grant_replaced: reconnect from the connections page. */
-    const char *form = page_form(adm, "/connections", "/connect");
-    CHECK(strstr(form, "reconnect=1"), "the connections page's connect form should reconnect: %s",
-          form);
-    connect_with(adm, form, TH_ADMIN, "admin");
+    /* grant_replaced: a reconnect while the grant lives (the pages offer it only ahead of a
+     * declared expiry; the link works whenever the person's CSRF token is in it). */
+    const char *csrf = csrf_of(page_form(adm, "/", "/logout"));
+    CHECK(csrf, "no csrf in the home page's sign-out form");
+    connect_with(adm,
+                 FMT("/connect/start?app=api&rd=%%2Fconnections&csrf=%s&reconnect=1",
+                     keep_str(th_enc(csrf))),
+                 TH_ADMIN, "admin");
     cJSON *t = token_ok("user=" ADMIN_ID);
     secret("an access token", jstr(t, "access_token"));
     long long g2 = grant_id_of(t);
     CHECK(g2 != g1, "after reconnecting /v1/token still serves grant %lld", g1);
     /* grant_revoked: disconnect. */
-    const char *disc = page_form(adm, "/connections", "/connections/disconnect");
+    th_resp_t *conns = gw_get(adm, "/connections");
+    const char *ask = keep_str(th_html_link(conns->body, "/connections/disconnect?grant="));
+    CHECK(ask, "the connections page has no Disconnect link: %.2000s", conns->body);
+    const char *disc = page_form(adm, ask, "/connections/disconnect");
     th_resp_t *dr = req(adm, "POST", FMT("%s/connections/disconnect", GW.url),
                         "application/x-www-form-urlencoded", disc, NULL);
     expect_status(dr, 302, "POST /connections/disconnect");
     /* A new grant, then grant_died: revoked at sfsim, the backend reports its token. */
-    connect_with(adm, page_form(adm, "/connect?app=api", "/connect"), TH_ADMIN, "admin");
+    connect_with(adm, page_connect_link(adm, "/connect?app=api"), TH_ADMIN, "admin");
     t = token_ok("user=" ADMIN_ID);
     secret("an access token", jstr(t, "access_token"));
     long long g3 = grant_id_of(t);

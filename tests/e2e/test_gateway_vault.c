@@ -449,18 +449,19 @@ static long long connect_flow(th_client_t *c, const char *user, const char *pass
         expect_in(page->body, FMT("<code>%.*s</code>", (int)(e - s), s),
                   "the connect page lists what will be granted");
     }
-    const char *form = keep_str(th_html_form(page->body, "/connect"));
-    CHECK(form && strstr(form, "csrf="),
-          "the connect page has no POST /connect form with a csrf "
-          "field: %.2000s",
+    /* A link (a GET navigation), not a form: a page's CSP form-action would block the redirect
+     * to the provider that follows a form. */
+    const char *link = keep_str(th_html_link(page->body, "/connect/start?"));
+    CHECK(link && strstr(link, "csrf="),
+          "the connect page has no /connect/start link with a csrf "
+          "parameter: %.2000s",
           page->body);
-    th_resp_t *start =
-        req(c, "POST", FMT("%s/connect", GW.url), "application/x-www-form-urlencoded", form, NULL);
+    th_resp_t *start = req(c, "GET", FMT("%s%s", GW.url, link), NULL, NULL, NULL);
     const char *authz = FMT("%s/services/oauth2/authorize?", GW.sim.url);
     CHECK(start->status == 302 && start->location &&
               strncmp(start->location, authz, strlen(authz)) == 0,
-          "POST /connect (%s): expected 302 to %s..., got %ld to %s: %.500s", form, authz,
-          start->status, start->location ? start->location : "nowhere", start->body);
+          "GET %s: expected 302 to %s..., got %ld to %s: %.500s", link, authz, start->status,
+          start->location ? start->location : "nowhere", start->body);
     const char *want[][2] = {{"client_id", API_APP},
                              {"prompt", "consent"},
                              {"scope", OFFLINE_SCOPES},
@@ -480,9 +481,16 @@ static long long connect_flow(th_client_t *c, const char *user, const char *pass
           "sfsim sent the browser to %s, expected the gateway's callback",
           fin->location ? fin->location : "nowhere");
     th_resp_t *done = req(c, "GET", fin->location, NULL, NULL, NULL);
-    CHECK(done->status == 302 && done->location && strcmp(done->location, "/") == 0,
-          "the connect callback for %s: expected 302 to / (the rd), got %ld to %s: %.1500s", user,
+    /* Back to the connect page, which says it worked and continues to the rd ("/"). */
+    const char *back = died_reason ? "/connect?app=api&rd=%2F&notice=reconnected"
+                                   : "/connect?app=api&rd=%2F&notice=connected";
+    CHECK(done->status == 302 && done->location && strcmp(done->location, back) == 0,
+          "the connect callback for %s: expected 302 to %s, got %ld to %s: %.1500s", user, back,
           done->status, done->location ? done->location : "nowhere", done->body);
+    th_resp_t *said = gw_get(c, back);
+    expect_status(said, 200, FMT("GET %s", back));
+    expect_in(said->body, "id=\"notice\"", "the connect page after connecting");
+    expect_in(said->body, "id=\"continue\" href=\"/\"", "the connect page after connecting");
 
     /* The connections page lists a live grant. */
     th_resp_t *conns = gw_get(c, "/connections");

@@ -203,12 +203,11 @@ static long long connect_as(const char *user, const char *password, const char *
           "the admin without a grant should be sent to /connect, went to %s", loc ? loc : "none");
     th_resp_t *page = gw_get(c, loc);
     expect_status(page, 200, FMT("GET %s", loc));
-    const char *form = keep_str(th_html_form(page->body, "/connect"));
-    CHECK(form, "the connect page has no POST /connect form: %.1500s", page->body);
-    th_resp_t *start =
-        req(c, "POST", FMT("%s/connect", GW.url), "application/x-www-form-urlencoded", form, NULL);
+    const char *link = keep_str(th_html_link(page->body, "/connect/start?"));
+    CHECK(link, "the connect page has no /connect/start link: %.1500s", page->body);
+    th_resp_t *start = req(c, "GET", FMT("%s%s", GW.url, link), NULL, NULL, NULL);
     CHECK(start->status == 302 && start->location,
-          "POST /connect: expected a redirect to sfsim, got %ld", start->status);
+          "GET %s: expected a redirect to sfsim, got %ld", link, start->status);
     th_resp_t *back = new_resp();
     CHECK(th_browser_authorize(c, start->location, user, password, 1, back) == 0,
           "the approval at sfsim did not come back (see above)");

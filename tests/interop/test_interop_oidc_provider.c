@@ -872,7 +872,9 @@ static void test_consent_cancelled(void **state)
     assert_string_equal(err, "access_denied");
     free(err);
     assert_int_equal(403, f.callback.status);
-    assert_non_null(strstr(f.callback.body, "access_denied"));
+    /* Said in plain words, not as the provider's code. */
+    assert_non_null(strstr(f.callback.body, "Sign-in was not approved"));
+    assert_null(strstr(f.callback.body, "access_denied"));
     assert_false(sets_session(&f.callback));
     flow_free(&f);
     th_resp_t a = {0};

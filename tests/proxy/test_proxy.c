@@ -932,8 +932,10 @@ static void sign_out_through_proxy(proxy_t *p)
     char *form = keep_str(th_fmt("csrf=%s", csrf));
     r = req(c, "POST", logout, form, hdr);
     char *cleared = keep_str(th_resp_set_cookie(r, TH_SESSION_COOKIE));
-    CHECK(r->status == 302 && r->location && strcmp(r->location, "/") == 0 && cleared && !*cleared,
-          "%s: expected POST /logout through the proxy to answer 302 to / and clear the cookie, "
+    CHECK(r->status == 302 && r->location &&
+              strcmp(r->location, "/logout?notice=signed_out") == 0 && cleared && !*cleared,
+          "%s: expected POST /logout through the proxy to answer 302 to the signed-out page "
+          "and clear the cookie, "
           "got %ld (Location %s, cookie %s)\n%.600s",
           p->name, r->status, r->location ? r->location : "none", cleared ? cleared : "not set",
           r->body);

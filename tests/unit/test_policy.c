@@ -814,18 +814,18 @@ static void test_explain_gives_the_contract_shape(void **state)
     char *text = cJSON_PrintUnformatted(out);
     const char *want =
         "{\"role\":\"admin\","
-        "\"rule\":{\"index\":2,\"line\":11,\"text\":\"groups contains [gateway-admins]\"},"
+        "\"rule\":{\"number\":3,\"line\":11,\"text\":\"groups contains [gateway-admins]\"},"
         "\"signin\":{\"app\":\"signin\",\"scopes\":[\"openid\",\"profile\",\"email\"]},"
         "\"offline\":{\"app\":\"api\",\"scopes\":[\"api\",\"refresh_token\"],\"grant_limit\":5,"
         "\"token_ttl\":null,\"fallback\":{\"same_org\":false,\"integration\":null},"
         "\"provider\":null,\"keep_alive\":{\"enabled\":false,\"at\":0.5,\"jitter\":0.1},"
-        "\"warn_before\":604800},"
-        "\"session\":{\"idle\":1800,\"max\":28800},"
+        "\"warn_before\":\"7d\"},"
+        "\"session\":{\"idle\":\"30m\",\"max\":\"8h\"},"
         "\"can_view_policy\":false,"
         "\"skipped\":["
-        "{\"index\":0,\"line\":9,\"text\":\"preferred_username in [root@x, 42, true]\","
+        "{\"number\":1,\"line\":9,\"text\":\"preferred_username in [root@x, 42, true]\","
         "\"why\":\"claim 'preferred_username' missing\"},"
-        "{\"index\":1,\"line\":10,\"text\":\"custom_attributes.role in [ops]\","
+        "{\"number\":2,\"line\":10,\"text\":\"custom_attributes.role in [ops]\","
         "\"why\":\"claim 'custom_attributes.role' missing\"}]}";
     if (strcmp(text, want) != 0)
         print_error("expected\n%s\ngot\n%s\n", want, text);
@@ -975,8 +975,8 @@ static void test_explain_shows_provider_and_keep_alive(void **state)
     const cJSON *off = cJSON_GetObjectItem(out, "offline");
     char *text = cJSON_PrintUnformatted(cJSON_GetObjectItem(off, "provider"));
     const char *want = "{\"refresh_token_policy\":\"expire_if_unused\","
-                       "\"refresh_token_validity\":86400,\"idle_ttl_limit\":true,"
-                       "\"rotation\":true,\"app_name\":\"Acme API\",\"idle_window\":86400,"
+                       "\"refresh_token_validity\":\"1d\",\"idle_ttl_limit\":true,"
+                       "\"rotation\":true,\"app_name\":\"Acme API\",\"idle_window\":\"1d\","
                        "\"absolute_lifetime\":null}";
     if (strcmp(text, want) != 0)
         print_error("expected\n%s\ngot\n%s\n", want, text);
@@ -985,7 +985,7 @@ static void test_explain_shows_provider_and_keep_alive(void **state)
     text = cJSON_PrintUnformatted(cJSON_GetObjectItem(off, "keep_alive"));
     assert_string_equal(text, "{\"enabled\":true,\"at\":0.25,\"jitter\":0.1}");
     cJSON_free(text);
-    assert_int_equal(cJSON_GetObjectItem(off, "warn_before")->valuedouble, 7 * 86400);
+    assert_string_equal(cJSON_GetObjectItem(off, "warn_before")->valuestring, "7d");
     cJSON_Delete(out);
     cJSON_Delete(claims);
     sg_policy_free(p);

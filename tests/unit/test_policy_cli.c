@@ -283,7 +283,7 @@ static void test_explain_prints_role_rule_apps_and_skipped(void **state)
     cJSON *j = explain_ok(&r);
     assert_string_equal(cJSON_GetObjectItem(j, "role")->valuestring, "admin");
     cJSON *rule = cJSON_GetObjectItem(j, "rule");
-    assert_int_equal(cJSON_GetObjectItem(rule, "index")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItem(rule, "number")->valueint, 2);
     assert_int_equal(cJSON_GetObjectItem(rule, "line")->valueint, 10);
     assert_string_equal(cJSON_GetObjectItem(rule, "text")->valuestring,
                         "groups contains [gateway-admins]");
@@ -296,8 +296,8 @@ static void test_explain_prints_role_rule_apps_and_skipped(void **state)
                         "refresh_token");
     assert_int_equal(cJSON_GetObjectItem(offline, "grant_limit")->valueint, 5);
     cJSON *session = cJSON_GetObjectItem(j, "session");
-    assert_int_equal(cJSON_GetObjectItem(session, "idle")->valueint, 900);
-    assert_int_equal(cJSON_GetObjectItem(session, "max")->valueint, 14400);
+    assert_string_equal(cJSON_GetObjectItem(session, "idle")->valuestring, "15m");
+    assert_string_equal(cJSON_GetObjectItem(session, "max")->valuestring, "4h");
     cJSON *skipped = cJSON_GetObjectItem(j, "skipped");
     assert_int_equal(cJSON_GetArraySize(skipped), 1);
     cJSON *s0 = cJSON_GetArrayItem(skipped, 0);
