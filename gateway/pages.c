@@ -50,8 +50,7 @@ static const char page_css_fmt[] =
     ".button.danger,button.danger{background:#b3261e;border-color:#b3261e;color:#fff}"
     "form{margin:0}"
     ".state{font-weight:600}.state.live{color:#2e7d32}.state.dead{color:#b3261e}"
-    "footer{max-width:54em;margin:0 auto 2em;padding:0 1.5em;color:#5f6368;font-size:.85em}"
-    "@media (max-width:600px){main{margin:0;border-radius:0;padding:1em}footer{padding:0 1em}"
+    "@media (max-width:600px){main{margin:0;border-radius:0;padding:1em}"
     "table.stack,table.stack tbody,table.stack tr,table.stack td,table.stack th{display:block;"
     "width:100%%}"
     "table.stack tr.head{display:none}"
@@ -242,13 +241,14 @@ static void page_doc(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, unsigned
         sg_buf_adds(&b, "</p>\n");
     }
     sg_buf_adds(&b, body_html);
-    sg_buf_adds(&b, "\n</main>\n");
     if (show_rid && r && r->request_id[0]) {
-        sg_buf_adds(&b, "<footer>Reference <code id=\"request-id\">");
+        sg_buf_adds(&b, "\n<p class=\"muted\" id=\"reference\"><small>Reference <code "
+                        "id=\"request-id\">");
         sg_buf_add_html(&b, r->request_id);
         sg_buf_adds(&b, "</code>: give it to your administrators if you ask them for help."
-                        "</footer>\n");
+                        "</small></p>");
     }
+    sg_buf_adds(&b, "\n</main>\n");
     sg_buf_adds(&b, "</body></html>\n");
     if (b.ptr)
         sg_resp_text(w, status, "text/html;charset=UTF-8", b.ptr);
