@@ -24,108 +24,11 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "webdriver.h"
+#include "browser_test.h"
 
 #define LANDING_MS 8000 /* from "Allow" to the gateway's home page */
 
-static th_stack_t stack;
-static wd_driver_t *drv;
-
-/* ---- failing with a message ---------------------------------------------------------- */
-
-static void failf(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), noreturn));
-static void failf(const char *file, int line, const char *fmt, ...)
-{
-    char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    print_error("%s\n", msg);
-    _fail(file, line);
-    abort(); /* _fail does not return; this tells the compiler so */
-}
-#define FAILF(...) failf(__FILE__, __LINE__, __VA_ARGS__)
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            FAILF(__VA_ARGS__);                                                                    \
-    } while (0)
-
-/* ---- per-test memory: a failing assertion jumps out, teardown frees ------------------- */
-
-#define MAX_KEPT 256
-static struct {
-    void *ptr;
-    int is_json;
-} kept[MAX_KEPT];
-static size_t nkept;
-
-static void *keep(void *ptr, int is_json)
-{
-    if (!ptr)
-        return NULL;
-    if (nkept == MAX_KEPT) {
-        if (is_json)
-            cJSON_Delete(ptr);
-        else
-            free(ptr);
-        FAILF("test keeps more than %d allocations", MAX_KEPT);
-    }
-    kept[nkept].ptr = ptr;
-    kept[nkept].is_json = is_json;
-    nkept++;
-    return ptr;
-}
-
-static char *keep_str(char *s)
-{
-    return keep(s, 0);
-}
-
-static cJSON *keep_json(cJSON *j)
-{
-    return keep(j, 1);
-}
-
-static void free_kept(void)
-{
-    while (nkept > 0) {
-        nkept--;
-        if (kept[nkept].is_json)
-            cJSON_Delete(kept[nkept].ptr);
-        else
-            free(kept[nkept].ptr);
-    }
-}
-
 /* ---- browser steps ---------------------------------------------------------------------- */
-
-static void snapshot(const char *name)
-{
-    CHECK(wd_snapshot(drv, name) == 0, "could not save the screenshot %s", name);
-}
-
-static char *element(const char *css, const char *page)
-{
-    char *el = keep_str(wd_find(drv, css));
-    CHECK(el != NULL, "expected %s to have an element \"%s\"", page, css);
-    return el;
-}
-
-static char *text_of(const char *css, const char *page)
-{
-    char *t = keep_str(wd_text(drv, element(css, page)));
-    CHECK(t != NULL, "could not read the text of \"%s\" on %s", css, page);
-    return t;
-}
-
-static void open_page(const char *path)
-{
-    char *url = keep_str(th_fmt("%s%s", stack.url, path));
-    CHECK(url && wd_navigate(drv, url) == 0, "expected the browser to load %s", url);
-}
 
 /* Polls until the browser's URL is exactly want (the page then shows or is loading). */
 static void wait_exact_url(const char *want, int timeout_ms)
@@ -150,7 +53,7 @@ static void wait_exact_url(const char *want, int timeout_ms)
  * home page. */
 static void sign_in_at_sfsim(const char *shot, const char *username, const char *password)
 {
-    char *authorize = keep_str(th_fmt("%s/services/oauth2/authorize?", stack.sim.url));
+    char *authorize = keep_str(th_fmt("%s/services/oauth2/authorize?", GW.sim.url));
     char *url = keep_str(wd_wait_url(drv, authorize, LANDING_MS));
     CHECK(url != NULL, "expected the gateway to send the browser to %s...", authorize);
     char *client = keep_str(th_url_param(url, "client_id"));
@@ -158,7 +61,7 @@ static void sign_in_at_sfsim(const char *shot, const char *username, const char 
           "expected the sign-in app demo-signin in %s, got client_id=%s", url,
           client ? client : "(none)");
     char *redirect = keep_str(th_url_param(url, "redirect_uri"));
-    char *callback = keep_str(th_fmt("%s/oauth/callback", stack.url));
+    char *callback = keep_str(th_fmt("%s/oauth/callback", GW.url));
     CHECK(redirect && strcmp(redirect, callback) == 0, "expected redirect_uri=%s in %s", callback,
           url);
 
@@ -186,8 +89,8 @@ static void sign_in_at_sfsim(const char *shot, const char *username, const char 
 
     /* Back on the gateway: the home page, or for an admin without an offline grant the
      * connect page first. */
-    char *home = keep_str(th_fmt("%s/", stack.url));
-    char *connect = keep_str(th_fmt("%s/connect?app=api&rd=%%2F", stack.url));
+    char *home = keep_str(th_fmt("%s/", GW.url));
+    char *connect = keep_str(th_fmt("%s/connect?app=api&rd=%%2F", GW.url));
     char *at = NULL;
     for (int waited = 0; waited < LANDING_MS; waited += 50) {
         free(at);
@@ -289,7 +192,7 @@ static void test_browser_gateway_admin_signs_in(void **state)
     sign_in_at_sfsim("gateway-admin", TH_ADMIN, "admin");
     /* With no offline grant yet, an admin is offered the connect page first;
      * "Continue without connecting" goes on to the home page. */
-    wait_exact_url(keep_str(th_fmt("%s/connect?app=api&rd=%%2F", stack.url)), 8000);
+    wait_exact_url(keep_str(th_fmt("%s/connect?app=api&rd=%%2F", GW.url)), 8000);
     CHECK(strstr(keep_str(wd_title(drv)), "Connect API access") != NULL,
           "expected the connect page's title");
     open_page("/");
@@ -311,7 +214,7 @@ static void test_browser_gateway_sign_out(void **state)
     char *sid = keep_str(strdup(v->valuestring));
 
     /* The old session works for forward auth until the button is pressed. */
-    char *auth = keep_str(th_fmt("%s/auth", stack.url));
+    char *auth = keep_str(th_fmt("%s/auth", GW.url));
     char *hdr = keep_str(th_fmt("Cookie: %s=%s", TH_SESSION_COOKIE, sid));
     const char *headers[] = {hdr, NULL};
     th_resp_t r;
@@ -321,7 +224,7 @@ static void test_browser_gateway_sign_out(void **state)
 
     char *button = element("#logout", "the home page");
     CHECK(wd_click(drv, button) == 0, "could not press \"Sign out\"");
-    char *done = keep_str(th_fmt("%s/logout?notice=signed_out", stack.url));
+    char *done = keep_str(th_fmt("%s/logout?notice=signed_out", GW.url));
     wait_exact_url(done, LANDING_MS);
     snapshot("gateway-logout-4-signed-out");
     char *title = keep_str(wd_title(drv));
@@ -345,59 +248,21 @@ static void test_browser_gateway_sign_out(void **state)
 
 /* ---- fixtures --------------------------------------------------------------------------- */
 
-static int group_teardown(void **state);
-
 static int group_setup(void **state)
 {
-    if (th_stack_start(&stack, NULL))
-        goto fail;
-    if (wd_start(&drv))
-        goto fail;
-    return 0;
-fail:
-    fprintf(stderr, "browser gateway tests: setup failed (see above); no test ran\n");
-    group_teardown(state);
-    return -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    int rc = 0;
-    if (wd_stop(drv)) {
-        fprintf(stderr, "chromedriver or the browser did not stop cleanly\n");
-        rc = -1;
-    }
-    drv = NULL;
-    if (th_stack_stop(&stack))
-        rc = -1;
-    return rc;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    if (th_sim_post(stack.sim.url, "/_sim/reset")) {
-        fprintf(stderr, "POST /_sim/reset: expected 200 {\"reset\":true}\n");
-        return -1;
-    }
-    return wd_session_new(drv);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    free_kept();
-    return wd_session_delete(drv);
+    return browser_group_setup(state, NULL);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_browser_gateway_user_signs_in_from_home, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_browser_gateway_admin_signs_in, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_browser_gateway_sign_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_browser_gateway_user_signs_in_from_home, browser_setup,
+                                        browser_teardown),
+        cmocka_unit_test_setup_teardown(test_browser_gateway_admin_signs_in, browser_setup,
+                                        browser_teardown),
+        cmocka_unit_test_setup_teardown(test_browser_gateway_sign_out, browser_setup,
+                                        browser_teardown),
     };
-    return cmocka_run_group_tests_name("browser gateway", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("browser gateway", tests, group_setup,
+                                       browser_group_teardown);
 }

@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "webdriver.h"
+#include "browser_test.h"
 
 #define LANDING_MS   8000
 #define PHONE_WIDTH  390
@@ -40,95 +40,24 @@
 #define PRODUCT      "Acme Portal"
 #define APP_URL      "https://app.acme.example/"
 
-static th_stack_t stack;
-static wd_driver_t *drv;
-
-/* ---- failing with a message ---------------------------------------------------------- */
-
-static void failf(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), noreturn));
-static void failf(const char *file, int line, const char *fmt, ...)
-{
-    char msg[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    print_error("%s\n", msg);
-    _fail(file, line);
-    abort(); /* _fail does not return; this tells the compiler so */
-}
-#define FAILF(...) failf(__FILE__, __LINE__, __VA_ARGS__)
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            FAILF(__VA_ARGS__);                                                                    \
-    } while (0)
-
-/* ---- per-test memory: a failing assertion jumps out, teardown frees ------------------- */
-
-#define MAX_KEPT 512
-static char *kept[MAX_KEPT];
-static size_t nkept;
-
-static char *keep(char *s)
-{
-    if (!s)
-        return NULL;
-    if (nkept == MAX_KEPT) {
-        free(s);
-        FAILF("a test keeps more than %d strings", MAX_KEPT);
-    }
-    kept[nkept++] = s;
-    return s;
-}
-
-static void free_kept(void)
-{
-    while (nkept > 0)
-        free(kept[--nkept]);
-}
-
-#define FMT(...) keep(th_fmt(__VA_ARGS__))
-
 /* ---- the browser ------------------------------------------------------------------------ */
-
-static char *element(const char *css, const char *page)
-{
-    char *el = keep(wd_find(drv, css));
-    CHECK(el != NULL, "expected %s to have an element \"%s\"", page, css);
-    return el;
-}
-
-static char *text_of(const char *css, const char *page)
-{
-    char *t = keep(wd_text(drv, element(css, page)));
-    CHECK(t != NULL, "could not read the text of \"%s\" on %s", css, page);
-    return t;
-}
 
 static void click(const char *css, const char *page)
 {
     CHECK(wd_click(drv, element(css, page)) == 0, "could not press \"%s\" on %s", css, page);
 }
 
-static void open_page(const char *path)
-{
-    const char *url = FMT("%s%s", stack.url, path);
-    CHECK(wd_navigate(drv, url) == 0, "expected the browser to load %s", url);
-}
-
 static const char *title(void)
 {
-    const char *t = keep(wd_title(drv));
+    const char *t = keep_str(wd_title(drv));
     return t ? t : "?";
 }
 
-/* Waits until the browser's URL starts with stack.url + path_prefix; returns it. */
+/* Waits until the browser's URL starts with GW.url + path_prefix; returns it. */
 static const char *wait_at(const char *path_prefix)
 {
-    const char *want = FMT("%s%s", stack.url, path_prefix);
-    const char *url = keep(wd_wait_url(drv, want, LANDING_MS));
+    const char *want = FMT("%s%s", GW.url, path_prefix);
+    const char *url = keep_str(wd_wait_url(drv, want, LANDING_MS));
     CHECK(url != NULL, "expected the browser on %s... (see above)", want);
     return url;
 }
@@ -164,7 +93,7 @@ static void look_at(const char *shot)
     CHECK(csp == 0, "%s: expected no Content-Security-Policy violation in the console, got %d: %s",
           shot, csp, first);
     expect_text("#product", shot, PRODUCT);
-    const char *back = keep(
+    const char *back = keep_str(
         wd_script_string(drv, "var a = document.getElementById('back'); return a ? a.href : '';"));
     CHECK(back && strcmp(back, APP_URL) == 0,
           "%s: expected the \"Back to the application\" link to %s, got %s", shot, APP_URL,
@@ -192,15 +121,15 @@ static void look_at(const char *shot)
 static void at_sfsim_from(const char *leaving, const char *username, const char *password,
                           int approve)
 {
-    const char *login = FMT("%s/login", stack.url);
+    const char *login = FMT("%s/login", GW.url);
     int logged_in = 0, decided = 0, seen_sfsim = 0;
     for (int waited = 0; waited < LANDING_MS; waited += 100) {
         /* Back on the gateway (past /login): sfsim may need no page at all when its own
          * session and an earlier approval are still there. */
-        const char *url = keep(wd_current_url(drv));
-        if (url && strncmp(url, stack.sim.url, strlen(stack.sim.url)) == 0)
+        const char *url = keep_str(wd_current_url(drv));
+        if (url && strncmp(url, GW.sim.url, strlen(GW.sim.url)) == 0)
             seen_sfsim = 1;
-        if (url && strncmp(url, stack.url, strlen(stack.url)) == 0 &&
+        if (url && strncmp(url, GW.url, strlen(GW.url)) == 0 &&
             strncmp(url, login, strlen(login)) != 0 && !strstr(url, "/connect/start?") &&
             (seen_sfsim || !leaving || strcmp(url, leaving) != 0))
             return;
@@ -228,7 +157,7 @@ static void at_sfsim_from(const char *leaving, const char *username, const char 
 static void via_sfsim(const char *css, const char *page, const char *username, const char *password,
                       int approve)
 {
-    const char *here = keep(wd_current_url(drv));
+    const char *here = keep_str(wd_current_url(drv));
     click(css, page);
     at_sfsim_from(here, username, password, approve);
 }
@@ -239,7 +168,7 @@ static void at_sfsim(const char *username, const char *password, int approve)
 }
 
 /* Signs in from the gateway's /login; the browser is back on the gateway afterwards. */
-static void sign_in(const char *username, const char *password)
+static void sign_in_browser(const char *username, const char *password)
 {
     open_page("/login?rd=%2F");
     at_sfsim(username, password, 1);
@@ -250,14 +179,14 @@ static void sign_in(const char *username, const char *password)
 
 static long internal(const char *method, const char *path, char **body)
 {
-    char *key = keep(th_stack_internal_key(&stack));
+    char *key = keep_str(th_stack_internal_key(&GW));
     CHECK(key, "no internal key in the stack's state_dir");
     const char *hdrs[] = {FMT("Authorization: Bearer %s", key), NULL};
     th_resp_t r;
-    int rc = th_http(NULL, method, FMT("%s%s", stack.internal_url, path), NULL, NULL, hdrs, &r);
+    int rc = th_http(NULL, method, FMT("%s%s", GW.internal_url, path), NULL, NULL, hdrs, &r);
     long st = rc == 0 ? r.status : 0;
     if (body)
-        *body = keep(strdup(r.body ? r.body : ""));
+        *body = keep_str(strdup(r.body ? r.body : ""));
     th_resp_free(&r);
     return st;
 }
@@ -284,10 +213,10 @@ static void test_person_signs_in_sees_who_and_signs_out(void **state)
     expect_text("#notice", "the signed-out page", "You have signed out");
     expect_none("#role", "the signed-out page");
     look_at("person-2-signed-out");
-    CHECK(th_gateway_status(NULL, &stack, "/auth") == 401, "/auth without a session");
+    CHECK(th_gateway_status(NULL, &GW, "/auth") == 401, "/auth without a session");
 
     /* GET /logout while signed in: a page with the button, not a bare 405. */
-    sign_in(TH_ALICE, "alice");
+    sign_in_browser(TH_ALICE, "alice");
     open_page("/logout");
     expect_title("Sign out?");
     look_at("person-3-logout-page");
@@ -309,9 +238,9 @@ static void test_admin_connects_then_disconnects(void **state)
     click("#connect", "the connect page");
     /* The provider's consent for the API app (prompt=consent: the approval page again). */
     const char *authz =
-        keep(wd_wait_url(drv, FMT("%s/services/oauth2/authorize?", stack.sim.url), LANDING_MS));
+        keep_str(wd_wait_url(drv, FMT("%s/services/oauth2/authorize?", GW.sim.url), LANDING_MS));
     CHECK(authz, "pressing Connect did not reach the provider (a CSP form-action block?)");
-    const char *client = keep(th_url_param(authz, "client_id"));
+    const char *client = keep_str(th_url_param(authz, "client_id"));
     CHECK(client && strcmp(client, "demo-api") == 0, "Connect went to client_id %s",
           client ? client : "(none)");
     at_sfsim(TH_ADMIN, "admin", 1);
@@ -369,16 +298,16 @@ static void test_dead_grant_is_explained_and_reconnected(void **state)
     CHECK(internal("GET", "/v1/token?user=" ADMIN_ID, &body) == 200, "/v1/token: %s", body);
     cJSON *j = cJSON_Parse(body);
     const cJSON *at = cJSON_GetObjectItemCaseSensitive(j, "access_token");
-    char *token = cJSON_IsString(at) ? keep(th_enc(at->valuestring)) : NULL;
+    char *token = cJSON_IsString(at) ? keep_str(th_enc(at->valuestring)) : NULL;
     cJSON_Delete(j);
     CHECK(token, "no access_token in %s", body);
-    CHECK(th_sim_post(stack.sim.url, "/_sim/revoke?username=admin%40demo.example&client_id=demo-"
-                                     "api") == 0,
+    CHECK(th_sim_post(GW.sim.url, "/_sim/revoke?username=admin%40demo.example&client_id=demo-"
+                                  "api") == 0,
           "POST /_sim/revoke");
     th_resp_t r;
-    const char *key = keep(th_stack_internal_key(&stack));
+    const char *key = keep_str(th_stack_internal_key(&GW));
     const char *hdrs[] = {FMT("Authorization: Bearer %s", key), NULL};
-    CHECK(th_http(NULL, "POST", FMT("%s/v1/token/invalid", stack.internal_url),
+    CHECK(th_http(NULL, "POST", FMT("%s/v1/token/invalid", GW.internal_url),
                   "application/x-www-form-urlencoded", FMT("access_token=%s", token), hdrs,
                   &r) == 0,
           "POST /v1/token/invalid");
@@ -409,7 +338,7 @@ static void test_dead_grant_is_explained_and_reconnected(void **state)
 static void test_plain_user_meets_each_403(void **state)
 {
     (void)state;
-    sign_in(TH_ALICE, "alice");
+    sign_in_browser(TH_ALICE, "alice");
     const char *pages[][3] = {{"/connect", "Nothing to connect here", "403-connect"},
                               {"/connections", "Nothing to connect here", "403-connections"},
                               {"/policy", "This page is for security staff", "403-policy"}};
@@ -420,7 +349,7 @@ static void test_plain_user_meets_each_403(void **state)
         element("#account", pages[i][0]);
         const char *rid = text_of("#request-id", pages[i][0]);
         CHECK(strlen(rid) >= 8, "%s: expected a request id, got \"%s\"", pages[i][0], rid);
-        const char *html = keep(wd_page_source(drv));
+        const char *html = keep_str(wd_page_source(drv));
         CHECK(html && !strstr(html, "can_view_policy") && !strstr(html, "offline API"),
               "%s: the page speaks the config's words", pages[i][0]);
         look_at(pages[i][2]);
@@ -434,7 +363,7 @@ static void test_plain_user_meets_each_403(void **state)
 static void test_security_staff_read_policy_with_rejected_reload(void **state)
 {
     (void)state;
-    sign_in(TH_ADMIN, "admin");
+    sign_in_browser(TH_ADMIN, "admin");
     open_page("/policy");
     expect_title("Access policy");
     const char *roles = text_of("#roles", "the policy page");
@@ -443,8 +372,8 @@ static void test_security_staff_read_policy_with_rejected_reload(void **state)
     element("#audit", "the policy page");
     look_at("policy-1");
 
-    char *good = keep(th_read_file(stack.policy, NULL));
-    CHECK(good, "cannot read %s", stack.policy);
+    char *good = keep_str(th_read_file(GW.policy, NULL));
+    CHECK(good, "cannot read %s", GW.policy);
     /* A long word in an error, so the page must wrap what the parser says about it. */
     const char *at = strstr(good, "idle = \"30m\"");
     CHECK(at, "the demo policy has no idle = \"30m\"");
@@ -452,15 +381,15 @@ static void test_security_staff_read_policy_with_rejected_reload(void **state)
         FMT("%.*sidle = \"%s\"%s", (int)(at - good), good,
             "an-idle-window-written-by-someone-in-a-hurry-that-nobody-can-read-as-a-duration",
             at + strlen("idle = \"30m\""));
-    CHECK(th_write_file(stack.policy, bad, 0600) == 0, "cannot write the policy");
+    CHECK(th_write_file(GW.policy, bad, 0600) == 0, "cannot write the policy");
     char *body = NULL;
     long st = internal("POST", "/v1/reload", &body);
-    CHECK(th_write_file(stack.policy, good, 0600) == 0, "cannot restore the policy");
+    CHECK(th_write_file(GW.policy, good, 0600) == 0, "cannot restore the policy");
     CHECK(st == 422, "POST /v1/reload of a broken policy: expected 422, got %ld %s", st, body);
     open_page("/policy");
     expect_text("#last-reload", "the policy page", "rejected");
     element("#reload-errors", "the policy page");
-    const char *rows = keep(
+    const char *rows = keep_str(
         wd_script_string(drv, "return String(document.querySelectorAll('#audit tr').length);"));
     CHECK(rows && atoi(rows) >= 3, "expected audit events as table rows, got %s",
           rows ? rows : "?");
@@ -488,7 +417,7 @@ static void test_denied_consent(void **state)
 static void test_provider_outage(void **state)
 {
     (void)state;
-    CHECK(th_sim_post(stack.sim.url, "/_sim/fault?endpoint=token&mode=503&count=3") == 0,
+    CHECK(th_sim_post(GW.sim.url, "/_sim/fault?endpoint=token&mode=503&count=3") == 0,
           "POST /_sim/fault");
     open_page("/login?rd=%2F");
     at_sfsim(TH_ALICE, "alice", 1);
@@ -501,8 +430,7 @@ static void test_provider_outage(void **state)
 
 /* ---- fixtures --------------------------------------------------------------------------- */
 
-static int group_teardown(void **state);
-
+/* The demo's policy (admins may read /policy; same-org fallback) and a deployment branding. */
 static int group_setup(void **state)
 {
     const char *root = getenv("SG_SOURCE_ROOT");
@@ -517,50 +445,14 @@ static int group_setup(void **state)
                          .extra_config = "app_url = \"" APP_URL "\";\n"
                                          "branding = { product_name = \"" PRODUCT "\"; "
                                          "accent_color = \"#5b2a86\"; };\n"};
-    int rc = th_stack_start_opts(&stack, &o);
+    int rc = browser_group_setup(state, &o);
     free(policy);
-    if (rc || wd_start(&drv)) {
-        fprintf(stderr, "browser journeys: setup failed (see above); no test ran\n");
-        group_teardown(state);
-        return -1;
-    }
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    int rc = 0;
-    if (wd_stop(drv)) {
-        fprintf(stderr, "chromedriver or the browser did not stop cleanly\n");
-        rc = -1;
-    }
-    drv = NULL;
-    if (th_stack_stop(&stack))
-        rc = -1;
     return rc;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    if (th_sim_post(stack.sim.url, "/_sim/reset")) {
-        fprintf(stderr, "POST /_sim/reset: expected 200 {\"reset\":true}\n");
-        return -1;
-    }
-    return wd_session_new(drv);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    free_kept();
-    return wd_session_delete(drv);
 }
 
 int main(void)
 {
-#define JOURNEY(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
+#define JOURNEY(t) cmocka_unit_test_setup_teardown(t, browser_setup, browser_teardown)
     const struct CMUnitTest tests[] = {
         JOURNEY(test_person_signs_in_sees_who_and_signs_out),
         JOURNEY(test_admin_connects_then_disconnects),
@@ -570,5 +462,6 @@ int main(void)
         JOURNEY(test_denied_consent),
         JOURNEY(test_provider_outage),
     };
-    return cmocka_run_group_tests_name("browser journeys", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("browser journeys", tests, group_setup,
+                                       browser_group_teardown);
 }

@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "gw_test.h"
 
 #define GW_URL  "http://127.0.0.1:8080"
 #define SIM_URL "http://127.0.0.1:8090"
@@ -44,26 +45,6 @@ static pid_t demo_pid;   /* also its process group */
 static int held_fd = -1; /* a port this test holds */
 static char *kept;       /* the text a failing check printed (freed in teardown) */
 static th_client_t *client;
-
-static void failf(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void failf(const char *fmt, ...)
-{
-    char msg[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    print_error("%s\n", msg);
-    fail();
-    abort();
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Whether a listener holds 127.0.0.1:port (a bind without SO_REUSEPORT fails only then, or
  * when another socket is bound there; TIME_WAIT leftovers do not count). */
@@ -112,7 +93,7 @@ static void start_demo(const char *extra_env)
 {
     demo_pid = fork();
     if (demo_pid < 0)
-        failf("fork: %s", strerror(errno));
+        FAILF("fork: %s", strerror(errno));
     if (demo_pid == 0) {
         setpgid(0, 0);
         int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -180,7 +161,7 @@ static void require_free_ports(void)
 {
     for (size_t i = 0; i < sizeof demo_ports / sizeof demo_ports[0]; i++)
         if (port_busy(demo_ports[i]))
-            failf("port %d is in use before the demo starts; the demo needs 8080, 8081 and "
+            FAILF("port %d is in use before the demo starts; the demo needs 8080, 8081 and "
                   "8090 free",
                   demo_ports[i]);
 }
@@ -213,7 +194,7 @@ static void test_demo_serves_signin_and_stops_on_ctrl_c(void **state)
         int st;
         if (waitpid(demo_pid, &st, WNOHANG) == demo_pid) {
             demo_pid = 0;
-            failf("the demo exited before it was ready (status %d); it printed:\n%s",
+            FAILF("the demo exited before it was ready (status %d); it printed:\n%s",
                   WIFEXITED(st) ? WEXITSTATUS(st) : -1, demo_output());
         }
         /* A request only once something listens: the harness reports refused connections. */
@@ -225,7 +206,7 @@ static void test_demo_serves_signin_and_stops_on_ctrl_c(void **state)
     }
     const char *out = demo_output();
     if (!ready)
-        failf("the demo was not ready within %d s; it printed:\n%s", READY_SECONDS, out);
+        FAILF("the demo was not ready within %d s; it printed:\n%s", READY_SECONDS, out);
     const char *banner[] = {GW_URL,
                             SIM_URL,
                             "alice@demo.example / alice",
@@ -234,7 +215,7 @@ static void test_demo_serves_signin_and_stops_on_ctrl_c(void **state)
                             GW_URL "/auth"};
     for (size_t i = 0; i < sizeof banner / sizeof banner[0]; i++)
         if (!strstr(out, banner[i]))
-            failf("the demo's banner lacks \"%s\"; it printed:\n%s", banner[i], out);
+            FAILF("the demo's banner lacks \"%s\"; it printed:\n%s", banner[i], out);
 
     /* alice signs in through sfsim's login (and approval) pages. */
     th_stack_t s;
@@ -243,7 +224,7 @@ static void test_demo_serves_signin_and_stops_on_ctrl_c(void **state)
     snprintf(s.sim.url, sizeof s.sim.url, "%s", SIM_URL);
     th_resp_t fin;
     if (th_gateway_signin(c, &s, "/", TH_ALICE, "alice", &fin) != 0)
-        failf("alice's sign-in through the demo failed at HTTP %ld:\n%.2000s", fin.status,
+        FAILF("alice's sign-in through the demo failed at HTTP %ld:\n%.2000s", fin.status,
               fin.body ? fin.body : "");
     th_resp_free(&fin);
     th_resp_t a;
@@ -252,7 +233,7 @@ static void test_demo_serves_signin_and_stops_on_ctrl_c(void **state)
     char *email = th_resp_header(&a, "X-Auth-Request-Email");
     if (a.status != 200 || !role || strcmp(role, "user") != 0 || !email ||
         strcmp(email, TH_ALICE) != 0)
-        failf("/auth after alice's sign-in: expected 200, role user, email %s; got %ld, role "
+        FAILF("/auth after alice's sign-in: expected 200, role user, email %s; got %ld, role "
               "%s, email %s",
               TH_ALICE, a.status, role ? role : "(none)", email ? email : "(none)");
     free(role);
@@ -265,18 +246,18 @@ static void test_demo_serves_signin_and_stops_on_ctrl_c(void **state)
     assert_int_equal(kill(-pgid, SIGINT), 0);
     int status = wait_exit(STOP_SECONDS);
     if (status < 0)
-        failf("the demo was still running %d s after SIGINT; it printed:\n%s", STOP_SECONDS,
+        FAILF("the demo was still running %d s after SIGINT; it printed:\n%s", STOP_SECONDS,
               demo_output());
     end = now_s() + 5;
     while (group_alive(pgid) && now_s() < end)
         usleep(50 * 1000);
     if (group_alive(pgid)) {
         kill(-pgid, SIGKILL);
-        failf("processes the demo started were still running after it exited on SIGINT");
+        FAILF("processes the demo started were still running after it exited on SIGINT");
     }
     for (size_t i = 0; i < sizeof demo_ports / sizeof demo_ports[0]; i++)
         if (port_busy(demo_ports[i]))
-            failf("port %d is still in use after the demo stopped", demo_ports[i]);
+            FAILF("port %d is still in use after the demo stopped", demo_ports[i]);
 }
 
 static void expect_refusal(const char *extra_env, const char *const *want, size_t nwant)
@@ -286,19 +267,19 @@ static void expect_refusal(const char *extra_env, const char *const *want, size_
     int status = wait_exit(READY_SECONDS);
     const char *out = demo_output();
     if (status < 0)
-        failf("the demo did not give up within %d s; it printed:\n%s", READY_SECONDS, out);
+        FAILF("the demo did not give up within %d s; it printed:\n%s", READY_SECONDS, out);
     if (status == 0)
-        failf("the demo exited 0; expected a non-zero status. It printed:\n%s", out);
+        FAILF("the demo exited 0; expected a non-zero status. It printed:\n%s", out);
     for (size_t i = 0; i < nwant; i++)
         if (!strstr(out, want[i]))
-            failf("expected the demo to say \"%s\"; it printed (status %d):\n%s", want[i], status,
+            FAILF("expected the demo to say \"%s\"; it printed (status %d):\n%s", want[i], status,
                   out);
     double end = now_s() + 5;
     while (group_alive(pgid) && now_s() < end)
         usleep(50 * 1000);
     if (group_alive(pgid)) {
         kill(-pgid, SIGKILL);
-        failf("the demo left processes running after it failed");
+        FAILF("the demo left processes running after it failed");
     }
 }
 
@@ -307,7 +288,7 @@ static void test_demo_names_the_process_holding_its_port(void **state)
     require_free_ports();
     held_fd = hold_port(8080);
     if (held_fd < 0)
-        failf("cannot listen on 127.0.0.1:8080 for the test: %s", strerror(errno));
+        FAILF("cannot listen on 127.0.0.1:8080 for the test: %s", strerror(errno));
     char by[128];
     snprintf(by, sizeof by, "port 8080 is already in use by test_demo (pid %ld)", (long)getpid());
     const char *want[] = {by};
@@ -323,7 +304,7 @@ static void test_demo_shows_why_sfsim_did_not_start(void **state)
     expect_refusal(env, want, 2);
     for (size_t i = 0; i < sizeof demo_ports / sizeof demo_ports[0]; i++)
         if (port_busy(demo_ports[i]))
-            failf("port %d is still in use after the demo failed", demo_ports[i]);
+            FAILF("port %d is still in use after the demo failed", demo_ports[i]);
 }
 
 int main(void)
