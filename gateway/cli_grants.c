@@ -1,5 +1,5 @@
 /*
- * `scopegate grants list|check|explain`: grant health for operators (issue 6). The commands
+ * `scopegate grants list|check|explain`: grant health for operators. The commands
  * read the deployment config for where the running gateway's internal listener is and its
  * bearer key, and ask the gateway (GET /v1/grants, POST /v1/grants/check, GET /v1/grants/ID;
  * routes_grants.c). They never refresh a grant themselves: two processes refreshing one

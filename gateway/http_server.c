@@ -290,11 +290,6 @@ sg_rc sg_httpd_start(const sg_httpd_opts_t *opts, sg_httpd_t **out, char *err, s
     return SG_OK;
 }
 
-unsigned sg_httpd_port(const sg_httpd_t *d)
-{
-    return d->port;
-}
-
 const char *sg_httpd_url(const sg_httpd_t *d)
 {
     return d->url;

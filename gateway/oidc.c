@@ -805,7 +805,7 @@ sg_rc sg_oidc_parse_tokens(long status, const char *body, size_t len,
             rc = SG_ERR_PARSE;
             goto fail;
         }
-        /* Salesforce sends milliseconds (reference 1.4). A value that small is a provider
+        /* Salesforce sends milliseconds (salesforce.md 1.4). A value that small is a provider
          * counting seconds: 1e11 ms is 1973, 1e11 s is the year 5138. */
         out->issued_at = v >= 100000000000LL ? v / 1000 : v;
     }

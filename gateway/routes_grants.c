@@ -1,5 +1,5 @@
 /*
- * Grant health for operators (issue 6), on the internal listener only, behind the bearer key
+ * Grant health for operators, on the internal listener only, behind the bearer key
  * of internal_key_file: what `scopegate grants list|check|explain` asks the running gateway.
  *
  *   GET  /v1/grants         {"now":T,"grants":[...]}: every grant (sg_vault_report), each with

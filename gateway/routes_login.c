@@ -286,7 +286,8 @@ static const char *claim_str(const cJSON *claims, const char *name)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* Drops the sign-in app's tokens: the gateway does not need them (DESIGN: sign-in flow). */
+/* Drops the sign-in app's tokens: the gateway does not need them (docs/architecture.md,
+ * the life of a sign-in). */
 static void drop_provider_tokens(sg_oidc_t *op, const sg_tokens_t *t, const char *rid)
 {
     sg_oidc_err_t err = {0};

@@ -276,7 +276,7 @@ static int session_role(void *ctx, const sg_session_rec_t *rec, char *role, size
     const reresolve_ctx_t *rc = ctx;
     sg_gateway_t *gw = rc->gw;
     if (!rec->role || !sg_policy_role(sg_gw_policy(gw), rec->role)) {
-        /* The session's role is gone from the policy: the session ends (issue 5). */
+        /* The session's role is gone from the policy: the session ends. */
         sg_audit(gw->audit, "session_ended", "user_id", rec->user_id, "role", rec->role, "reason",
                  "the role no longer exists", "trigger", rc->trigger, NULL);
         return 0;
@@ -351,7 +351,7 @@ static sg_oidc_t *vault_provider(void *ctx, const char *app)
 }
 
 /*
- * The vault's grant-health declaration for app (issue 6): what the policy in force says the
+ * The vault's grant-health declaration for app: what the policy in force says the
  * provider does with the app's refresh tokens, and whether to keep grants alive. Any role's
  * offline block for the app counts as a declaration, even without a provider block: its
  * grant_limit is the approval limit the vault tells eviction from revocation with. 0 only for

@@ -92,7 +92,7 @@ static const migration_t migrations[] = {
         "  claims     TEXT NOT NULL,"
         "  updated_at INTEGER NOT NULL"
         ") WITHOUT ROWID;"},
-    /* Grant health (issue 6): why a grant died and the evidence, the refresh marker (set
+    /* Grant health: why a grant died and the evidence, the refresh marker (set
      * durably right before a refresh token is presented, cleared once the result is stored),
      * and when the expiry warning went out. */
     {4, "ALTER TABLE grants ADD COLUMN cause TEXT;"

@@ -24,7 +24,7 @@
  * durable writes, not 200. Whatever is left is written by the next hand-out, by
  * sg_vault_grants (the connections page) and at close.
  *
- * Grant health (issue 6). When opts.health is set, a scheduler thread looks at the live grants
+ * Grant health. When opts.health is set, a scheduler thread looks at the live grants
  * every keep_alive_tick_ms (grant_each, copied out: its visitor may not call the store). A
  * grant whose app declares an idle window and keep-alive is due once keep_alive_at of the
  * window (moved by the grant's own jitter, a hash of its id) has passed since its last
@@ -68,7 +68,7 @@
 #define DEFAULT_WEBHOOK_MS 5000
 #define NBUCKETS           256
 #define TOUCH_ROUNDS       3
-#define JWT_LIFETIME       180 /* seconds ahead for the assertion's exp (reference 6) */
+#define JWT_LIFETIME       180 /* seconds ahead for the assertion's exp (salesforce.md 6) */
 #define EXPIRY_MARGIN      60  /* a token is dropped this long (at most 10%) before it expires */
 
 /* A failed attempt, as the token API will report it. */
@@ -128,7 +128,7 @@ struct sg_vault {
     pthread_mutex_t lock; /* the table below */
     entry_t *table[NBUCKETS];
 
-    /* grant health (issue 6) */
+    /* grant health */
     int (*health)(void *ctx, const char *app, sg_grant_health_t *out);
     long query_timeout_ms;
     int ka_workers_n; /* keep-alive refreshes at once */
@@ -1340,11 +1340,6 @@ sg_rc sg_vault_disconnect(sg_vault_t *v, long long grant_id, const char *user_id
     return rc;
 }
 
-sg_rc sg_vault_ledger_add(sg_vault_t *v, const char *user_id, const char *app, const char *event)
-{
-    return v->store->ops->ledger_add(v->store, user_id, app, event, now_s());
-}
-
 long long sg_vault_ledger_count(sg_vault_t *v, const char *user_id, const char *app)
 {
     long long n = 0;
@@ -1386,7 +1381,7 @@ int sg_vault_last_dead(sg_vault_t *v, const char *user_id, const char *app, sg_g
     return dead;
 }
 
-/* ---- grant health (issue 6) ------------------------------------------------------------- */
+/* ---- grant health ------------------------------------------------------------- */
 
 #define DEFAULT_APPROVAL_LIMIT 5
 #define DEFAULT_KEEP_ALIVE_AT  0.5

@@ -15,7 +15,7 @@
 
 /*
  * The scope names a policy may use without a warning: Salesforce's scopes_supported
- * (sg_salesforce_scopes, shared/salesforce-oauth.md 1.3 and 2), plus `groups`, which other
+ * (sg_salesforce_scopes, docs/salesforce.md 1.3 and 2), plus `groups`, which other
  * OpenID Providers (Keycloak, Okta, Dex) use to release group membership.
  */
 static const char *const other_scopes[] = {"groups", NULL};

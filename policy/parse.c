@@ -380,7 +380,7 @@ static double get_fraction(sg_policy_ctx_t *c, const config_setting_t *group, co
 /*
  * offline.provider = { refresh_token_policy = "..."; refresh_token_validity = "30d";
  * idle_ttl_limit = false; rotation = false; app_name = "..."; }: what the Connected App's
- * OAuth policies do with refresh tokens (shared/salesforce-oauth.md 3.1, 3.2), declared
+ * OAuth policies do with refresh tokens (docs/salesforce.md 3.1, 3.2), declared
  * because the gateway cannot read them. Derives idle_window and absolute_lifetime.
  */
 static void parse_provider(sg_policy_ctx_t *c, const config_setting_t *offline, const char *where,
@@ -452,7 +452,7 @@ static void parse_provider(sg_policy_ctx_t *c, const config_setting_t *offline, 
     else if (strcmp(rtp, SG_POLICY_RT_EXPIRE_AFTER) == 0)
         o->absolute_lifetime = validity;
     /* The 30-day idle limit: every policy but "immediately expire" also dies after 30 days
-     * unused (shared/salesforce-oauth.md 3.1). */
+     * unused (docs/salesforce.md 3.1). */
     if (o->idle_ttl_limit && strcmp(rtp, SG_POLICY_RT_IMMEDIATELY_EXPIRE) != 0 &&
         (o->idle_window == 0 || o->idle_window > SG_POLICY_IDLE_TTL_LIMIT))
         o->idle_window = SG_POLICY_IDLE_TTL_LIMIT;

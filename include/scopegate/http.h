@@ -105,7 +105,6 @@ typedef struct {
 typedef struct sg_httpd sg_httpd_t;
 
 sg_rc sg_httpd_start(const sg_httpd_opts_t *opts, sg_httpd_t **out, char *err, size_t errlen);
-unsigned sg_httpd_port(const sg_httpd_t *d);
 /* "http://HOST:PORT" as bound (for printing). */
 const char *sg_httpd_url(const sg_httpd_t *d);
 /* Stops accepting, lets requests in flight finish (up to grace_ms), then stops. */

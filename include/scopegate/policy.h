@@ -1,6 +1,6 @@
 /*
  * The scope policy: which role a signed-in person gets, and what each role may ask the
- * provider for. Security staff write it as a libconfig file (shape in shared/DESIGN.md):
+ * provider for. Security staff write it as a libconfig file (shape in docs/policy.md):
  *
  *   version = 1;
  *   signin = { app = "signin"; scopes = ["openid", "profile", "email"]; };
@@ -118,7 +118,7 @@ typedef struct {
     long long warn_before;            /* warn this long before absolute_lifetime ends (7d) */
 } sg_policy_offline_t;
 
-/* offline.provider.refresh_token_policy values (shared/salesforce-oauth.md 3.1). */
+/* offline.provider.refresh_token_policy values (docs/salesforce.md 3.1). */
 #define SG_POLICY_RT_VALID_UNTIL_REVOKED    "valid_until_revoked"
 #define SG_POLICY_RT_IMMEDIATELY_EXPIRE     "immediately_expire"
 #define SG_POLICY_RT_EXPIRE_IF_UNUSED       "expire_if_unused"

@@ -54,7 +54,7 @@ typedef struct {
     int state;         /* sg_grant_state */
     char *dead_reason; /* the provider's error text, or why it was revoked; NULL while live */
     long long dead_at;
-    /* Grant health (issue 6; schema version 4). */
+    /* Grant health (schema version 4). */
     char *cause;               /* why it died (sg_vault_cause_advice names); NULL: not known */
     char *evidence;            /* JSON object text with the figures behind cause; may be NULL */
     long long refresh_started; /* set right before a refresh token is presented, cleared once
@@ -116,7 +116,7 @@ typedef struct {
      * call the store. For reports over the whole vault (`scopegate policy diff --config`). */
     sg_rc (*grant_each)(sg_store_t *st, sg_grant_visit_fn visit, void *ctx);
 
-    /* Grant health (issue 6). Durable like every grant write; SG_ERR_NOTFOUND for no grant. */
+    /* Grant health. Durable like every grant write; SG_ERR_NOTFOUND for no grant. */
     /* Why the grant died and the evidence (JSON object text); either may be NULL. */
     sg_rc (*grant_set_cause)(sg_store_t *st, long long id, const char *cause, const char *evidence);
     /* The refresh marker: at (seconds) right before a refresh token is presented, 0 after. */

@@ -36,7 +36,7 @@
 
 typedef struct sg_vault sg_vault_t;
 
-/* A JWT-bearer integration user: access tokens without any refresh token (reference 6). */
+/* A JWT-bearer integration user: access tokens without any refresh token (salesforce.md 6). */
 typedef struct {
     const char *name;     /* as in ?integration=NAME and the policy's fallback */
     const char *app;      /* whose provider client (consumer key, issuer) signs */
@@ -95,7 +95,7 @@ typedef struct {
     const char *webhook_url; /* NULL: no webhook */
     long webhook_timeout_ms; /* 0 means 5000 */
     void (*on_event)(void *ctx, const sg_vault_event_t *e); /* may be NULL */
-    /* Grant health (issue 6). health fills the declaration for app and returns 1, or 0 when
+    /* Grant health. health fills the declaration for app and returns 1, or 0 when
      * the policy declares nothing (then no keep-alive and no expiry warnings for it). */
     int (*health)(void *ctx, const char *app, sg_grant_health_t *out);
     int keep_alive_in_flight; /* keep-alive refreshes at once, at most; 0 means 4 */
@@ -124,8 +124,6 @@ sg_rc sg_vault_connect(sg_vault_t *v, const sg_vault_new_t *g, long long *grant_
 /* The admin's "disconnect": revokes at the provider, marks SG_GRANT_REVOKED. Only the grant's
  * owner (user_id) may; SG_ERR_DENIED otherwise, SG_ERR_NOTFOUND for no such live grant. */
 sg_rc sg_vault_disconnect(sg_vault_t *v, long long grant_id, const char *user_id);
-/* Records in the ledger that an authorization was started (the connect page's button). */
-sg_rc sg_vault_ledger_add(sg_vault_t *v, const char *user_id, const char *app, const char *event);
 /* How many authorizations the gateway has started for (user, app). */
 long long sg_vault_ledger_count(sg_vault_t *v, const char *user_id, const char *app);
 
@@ -184,7 +182,7 @@ void sg_vault_token_free(sg_vault_token_t *t);
  * refreshes. SG_ERR_NOTFOUND when it is not a cached token. */
 sg_rc sg_vault_invalidate(sg_vault_t *v, const char *access_token);
 
-/* ---- grant health (issue 6) ------------------------------------------------------------ */
+/* ---- grant health ------------------------------------------------------------ */
 
 /*
  * Why a grant died. Salesforce answers "expired access/refresh token" for eviction and

@@ -1571,7 +1571,7 @@ cJSON *th_sim_get(const char *base, const char *path_and_query)
 /* ---- the gateway stack ------------------------------------------------------------------ */
 
 const char th_default_policy[] =
-    "# The e2e tests' policy: DESIGN.md's shape for the demo org (tests/e2e/harness.h).\n"
+    "# The e2e tests' policy: the demo org's policy shape (tests/e2e/harness.h).\n"
     "version = 1;\n"
     "signin = { app = \"signin\"; scopes = [\"openid\", \"profile\", \"email\"]; };\n"
     "roles = {\n"
@@ -2247,7 +2247,7 @@ int th_stack_start_public(th_stack_t *s, const th_stack_opts_t *opts, const char
     return stack_start(s, opts, public_url);
 }
 
-/* ---- the vault's tests (appended) ------------------------------------------------------- */
+/* ---- the vault's tests ------------------------------------------------------- */
 
 static int jwt_parts(const th_stack_t *s, const th_stack_opts_t *opts, char **app, char **integ)
 {

@@ -144,7 +144,7 @@ cJSON *th_sim_get(const char *base, const char *path_and_query);
 #define TH_SESSION_COOKIE "scopegate"
 #define TH_LOGIN_COOKIE   "scopegate_login"
 
-/* The stack's policy when none is given: DESIGN.md's shape for the demo org. admin@ is admin
+/* The stack's policy when none is given: the demo org's policy shape. admin@ is admin
  * by preferred_username; a custom_attributes.role of "admin" (ops@) gives "auditor", so a test
  * can tell which rule matched; everyone else is "user". */
 extern const char th_default_policy[];
@@ -234,7 +234,7 @@ char *th_read_file(const char *path, size_t *len);
  */
 int th_stack_start_public(th_stack_t *s, const th_stack_opts_t *opts, const char *public_url);
 
-/* ---- the vault's tests (appended) ------------------------------------------------------- */
+/* ---- the vault's tests ------------------------------------------------------- */
 
 /* The demo org's id (tests/sfsim/demo.cfg). */
 #define TH_DEMO_ORG_ID "00D8d000001DeMoEAK"

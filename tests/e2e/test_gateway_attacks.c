@@ -1,5 +1,5 @@
 /*
- * Attacks on the gateway's sign-in (issue 3, acceptance 3). Each must end in a 401 or 400
+ * Attacks on the gateway's sign-in. Each must end in a 401 or 400
  * with an HTML page and no session: no session cookie handed out, /auth stays 401.
  *
  * - cookies: tampered, truncated, expired and unknown session cookies;

@@ -1,5 +1,5 @@
 /*
- * The provider failing under the gateway (issue 3, acceptance 4). sfsim's fault injection
+ * The provider failing under the gateway. sfsim's fault injection
  * breaks the token endpoint, userinfo or the key set (JWKS) in each of its ways: HTTP 500,
  * HTTP 503, an answer delayed past the gateway's provider_timeout, malformed JSON, and the
  * connection closed without an answer. Each time the browser's callback must get a clear

@@ -1,5 +1,5 @@
 /*
- * Policy operations end to end (issue 5, acceptance 2, 3 and 4, and the policy page): sfsim and
+ * Policy operations end to end: sfsim and
  * `scopegate serve` as real processes, libcurl browsers, and security staff played by files
  * written next to the gateway's config, SIGHUP and POST /v1/reload on the internal listener.
  *
@@ -51,7 +51,7 @@
 #define DEAD_TEXT           "expired access/refresh token"
 #define OFFLINE_SCOPES      "api refresh_token offline_access"
 
-#define HAMMER_THREADS 50 /* issue 5, acceptance 2 */
+#define HAMMER_THREADS 50
 #define RELOADS        100
 #define EFFECT_LIMIT_S 1.0
 /* The broken policy's syntax error is on this line (see broken_policy). */
@@ -920,7 +920,7 @@ static void test_demotion(void **state)
           json_text(g));
 }
 
-/* A policy that drops a role entirely ends the sessions that had it (issue 5: "a session whose
+/* A policy that drops a role entirely ends the sessions that had it ("a session whose
  * role no longer exists ends"); the others keep theirs. */
 static void test_role_removed_ends_sessions(void **state)
 {
@@ -1209,7 +1209,7 @@ static void test_audit_log(void **state)
         wrong = FMT("%s\n- event classes missing from the audit log:%s", wrong, missing);
     if (!audit_find(text, "session_ended", "user_id", OPS_ID))
         wrong = FMT("%s\n- no session_ended for ops, whose role (auditor) C2 removed", wrong);
-    /* The rejected file's hash is recorded too (README, issue 5: "policy loaded or rejected
+    /* The rejected file's hash is recorded too (README: "policy loaded or rejected
      * (file hash, who/what triggered)"): it says which version of the file was refused. */
     j = audit_find(text, "policy_rejected", NULL, NULL);
     if (!jstr(j, "sha256") || strcmp(jstr(j, "sha256"), sha_hex(c2_broken)) != 0)
@@ -1317,7 +1317,7 @@ static void test_policy_page(void **state)
     CHECK(last && strstr(last, "ok"), "the last reload should say ok: %s", last ? last : "none");
     CHECK(!strstr(p->body, "id=\"reload-errors\""),
           "after a good reload the old errors should be gone: %.2000s", p->body);
-    /* ops was an auditor, a role g2 removes: that session ended (issue 5). Signed in again,
+    /* ops was an auditor, a role g2 removes: that session ended. Signed in again,
      * ops is an admin under g2 and sees the page too. */
     th_resp_t *gone = gw_get(ops, "/policy");
     CHECK(gone->status == 302 && gone->location && strstr(gone->location, "/login"),
@@ -1346,5 +1346,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_audit_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_page, setup, teardown),
     };
-    return cmocka_run_group_tests_name("gateway policy operations (issue 5)", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("gateway policy operations", tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
 /*
- * The gateway's sign-in end to end (issue 3, acceptance 1, 2 and 5): sfsim and
+ * The gateway's sign-in end to end: sfsim and
  * `scopegate serve` as real processes on loopback, libcurl browsers with cookie jars playing
  * sfsim's login form. A plain user signs in with the policy's sign-in scopes only, gets the
  * gateway's cookie, and /auth answers with the forward-auth headers; no refresh token exists
@@ -412,7 +412,7 @@ static void test_fifty_admin_signins_spend_no_grant(void **state)
         th_client_free(c);
         keep_str(where);
         keep_str(role);
-        /* An admin without an offline grant is offered the connect page first (issue 4);
+        /* An admin without an offline grant is offered the connect page first;
          * declining it is fine: no grant is made unless the admin connects. */
         CHECK(rc == 0 && status == 302 && where &&
                   (strcmp(where, "/admin") == 0 ||

@@ -1,5 +1,5 @@
 /*
- * Offline grants and the vault end to end (issue 4, acceptance 1b to 7): sfsim and
+ * Offline grants and the vault end to end: sfsim and
  * `scopegate serve` as real processes, libcurl browsers playing the connect flow, and the
  * web app's backend played by plain HTTP calls to the internal listener's token API.
  *
@@ -51,7 +51,7 @@
 #define DEAD_TEXT           "expired access/refresh token"
 #define OFFLINE_SCOPES      "api refresh_token offline_access"
 #define SIGNINS             100
-#define PARALLEL            200 /* issue 4, acceptance 2 */
+#define PARALLEL            200
 #define STORM_THREADS       20
 
 /* ---- the stack of one test ------------------------------------------------------------------- */
@@ -1389,5 +1389,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_token_at_rest_and_api_needs_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_token_api_bad_input, setup, teardown),
     };
-    return cmocka_run_group_tests_name("gateway vault (issue 4)", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("gateway vault", tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
 /*
- * Grant health (issue 6), at the vault level against a real sfsim: keep-alive keeps a grant
+ * Grant health, at the vault level against a real sfsim: keep-alive keeps a grant
  * alive through an idle window it would not survive otherwise (and without it the death is
  * diagnosed as idle expiry), every cause of death reproduced and diagnosed (one table row
  * each), and 1,000 grants due at once refreshed with no more than the configured number of

@@ -1,5 +1,5 @@
 /*
- * `scopegate grants list|check|explain` end to end (issue 6, acceptance 4): sfsim and
+ * `scopegate grants list|check|explain` end to end: sfsim and
  * `scopegate serve` as real processes, an admin's grant connected through the gateway by a
  * libcurl browser, and the operator played by runs of $SCOPEGATE grants ... --config on the
  * stack's own config (the commands find the internal listener, whose port is chosen at start,
@@ -442,7 +442,7 @@ static void test_usage_errors_and_stopped_gateway(void **state)
     CHECK(strstr(r.err, "not running"), "check with the gateway stopped: %s", r.err);
 }
 
-/* ---- keep-alive through the gateway (issue 6, acceptance 1) ----------------------------------
+/* ---- keep-alive through the gateway ----------------------------------
  */
 
 #define IDLE_N 2 /* seconds: sfsim's "expire refresh token if not used for N" */
@@ -543,5 +543,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_without_keep_alive_the_grant_dies_of_idle_expiry,
                                         setup, teardown),
     };
-    return cmocka_run_group_tests_name("grants CLI (issue 6)", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("grants CLI", tests, NULL, NULL);
 }

@@ -5,7 +5,7 @@
  * HTTP on a raw socket, and a fixed-seed barrage of garbage. After each, sfsim must still
  * answer its discovery document within 2 s; at the end it must exit 0 on SIGTERM (under
  * ASan/LSan that also means no leak). The expected answers come from tests/sfsim/README.md
- * ("Bad input") and salesforce-oauth.md section 5.
+ * ("Bad input") and docs/salesforce.md section 5.
  */
 #include "harness.h"
 

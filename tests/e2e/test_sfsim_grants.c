@@ -2,7 +2,7 @@
  * sfsim's refresh-token grants as Salesforce keeps them: refresh-token policies, rotation, the
  * five-approval limit, JWT bearer, deactivated users, locked orgs, IP restrictions and usage
  * accounting. Each test carries the number of the statement it checks from section 10 of
- * shared/salesforce-oauth.md ("the reference"); tests/sfsim/README.md says how sfsim exposes it.
+ * docs/salesforce.md; tests/sfsim/README.md says how sfsim exposes it.
  *
  * One sfsim serves the whole executable; every test starts from POST /_sim/reset and moves
  * time with /_sim/clock, never with sleep. Everything a test allocates is kept in a list freed
@@ -29,7 +29,7 @@
 #define JWT_APP        "demo-jwt"
 #define OFFLINE_SCOPES "api refresh_token offline_access"
 #define JWT_GRANT_TYPE "urn:ietf:params:oauth:grant-type:jwt-bearer"
-/* The one wire text of a dead refresh token (reference 5.1). */
+/* The one wire text of a dead refresh token (salesforce.md 5.1). */
 #define EXPIRED_TOKEN "expired access/refresh token"
 #define DAY           86400
 /* An address outside every range the tests set, and one inside 10.0.0.0/8. */
@@ -497,7 +497,7 @@ static int cleanup(void **state)
     return 0;
 }
 
-/* ---- the motivating scenario (DESIGN.md, reference 4 and 10.25) ------------------------ */
+/* ---- the motivating scenario (salesforce.md 4 and 10.25) ------------------------ */
 
 /*
  * A web app asks for `api refresh_token offline_access` at every admin login. The sixth login
@@ -532,13 +532,13 @@ static void test_s25_motivating_six_authorizations(void **state)
     expect_grant_count(AT, sim_call(AT, "GET", "/_sim/grants"), 6);
     cJSON *g = grants_of(AT, TH_ADMIN, API);
     expect_grant_count(AT, g, 6);
-    /* One successful refresh before eviction, one failed after: both count (reference 7). */
+    /* One successful refresh before eviction, one failed after: both count (salesforce.md 7). */
     expect_grant(AT, g, 0, 0, "evicted", 2);
     for (int i = 1; i < 6; i++)
         expect_grant(AT, g, i, 1, NULL, i);
 }
 
-/* ---- refresh-token policies (reference 3.1) ------------------------------------------ */
+/* ---- refresh-token policies (salesforce.md 3.1) ------------------------------------------ */
 
 static void test_s17_valid_until_revoked_survives_400_days(void **state)
 {
@@ -595,7 +595,7 @@ static void test_s19_expire_if_unused(void **state)
 
 /*
  * README: the idle clock runs from the last *successful* refresh. A failed attempt moves
- * last_used (reference 7) but must not keep an unused grant alive.
+ * last_used (salesforce.md 7) but must not keep an unused grant alive.
  */
 static void test_s19_failed_refresh_does_not_reset_idle_clock(void **state)
 {
@@ -678,7 +678,7 @@ static void test_s21_idle_ttl_limit_caps_expire_after(void **state)
     expect_grant(AT, g, 0, 0, "idle_ttl_limit", 2);
 }
 
-/* ---- rotation (reference 3.2) -------------------------------------------------------- */
+/* ---- rotation (salesforce.md 3.2) -------------------------------------------------------- */
 
 static void test_s22_rotation_off_keeps_the_refresh_token(void **state)
 {
@@ -724,7 +724,7 @@ static void test_s23_rotation_reuse_kills_the_grant(void **state)
     const char *at2 = jstr(t2.json, "access_token");
     expect_session_live(AT, "access token of the current refresh token", at2);
 
-    /* The rotated-out token is dead, and presenting it kills the grant (reference 3.2). */
+    /* The rotated-out token is dead, and presenting it kills the grant (salesforce.md 3.2). */
     expect_error(AT, "refresh with the rotated-out first token", refresh(rt0), "invalid_grant",
                  EXPIRED_TOKEN);
     expect_error(AT, "refresh with the newest token after the reuse", refresh(rt2), "invalid_grant",
@@ -739,7 +739,7 @@ static void test_s23_rotation_reuse_kills_the_grant(void **state)
     expect_grant(AT, g, 0, 0, "rotation_reuse", -1);
 }
 
-/* Text UNCONFIRMED (reference 10.24); sfsim models it as expired access/refresh token. */
+/* Text UNCONFIRMED (salesforce.md 10.24); sfsim models it as expired access/refresh token. */
 static void test_s24_refresh_with_another_apps_client_id(void **state)
 {
     (void)state;
@@ -751,7 +751,7 @@ static void test_s24_refresh_with_another_apps_client_id(void **state)
                  refresh_as(JWT_APP, secret_of(JWT_APP), rt), "invalid_grant", EXPIRED_TOKEN);
 }
 
-/* ---- the five-approval limit (reference 4) ------------------------------------------- */
+/* ---- the five-approval limit (salesforce.md 4) ------------------------------------------- */
 
 static void test_s25_sixth_grant_evicts_oldest(void **state)
 {
@@ -857,7 +857,7 @@ static void test_s26_other_users_and_apps_untouched(void **state)
 }
 
 /*
- * ASSUMPTION (reference 4 and 10.27, UNCONFIRMED; README: "refreshing takes no new slot"):
+ * ASSUMPTION (salesforce.md 4 and 10.27, UNCONFIRMED; README: "refreshing takes no new slot"):
  * a rotated refresh token stays inside its grant, so rotation never evicts anything.
  */
 static void test_s27_rotation_takes_no_new_slot(void **state)
@@ -891,10 +891,10 @@ static void test_s27_rotation_takes_no_new_slot(void **state)
         expect_grant(AT, g, i, 1, NULL, 0);
 }
 
-/* ---- openid-only sign-ins (the reference's decision on openid_signins_count) ------------ */
+/* ---- openid-only sign-ins (salesforce.md's decision on openid_signins_count) ------------ */
 
 /*
- * The reference decides: an openid-only sign-in (no refresh_token/offline_access) takes no
+ * salesforce.md decides: an openid-only sign-in (no refresh_token/offline_access) takes no
  * slot by default (settings.openid_signins_count = false, which demo.cfg keeps). Whatever that
  * switch says, the sign-in app is a different Connected App, so its sign-ins can never evict
  * the API app's grants: that separation is scopegate's whole design.
@@ -939,7 +939,7 @@ static void test_openid_signins_count_off_same_app_takes_no_slot(void **state)
     refresh_ok(AT, "refresh of the oldest grant after an openid-only sign-in", rt[0]);
 }
 
-/* ---- JWT bearer (reference 6) -------------------------------------------------------- */
+/* ---- JWT bearer (salesforce.md 6) -------------------------------------------------------- */
 
 static void test_s32_jwt_bearer_success(void **state)
 {
@@ -954,7 +954,7 @@ static void test_s32_jwt_bearer_success(void **state)
     if (jhas(t.json, "refresh_token") || jhas(t.json, "id_token"))
         failf(AT, "JWT bearer: expected no refresh_token and no id_token, got %s", t.body);
     expect_session_live(AT, "JWT-bearer access token", jstr(t.json, "access_token"));
-    /* No refresh token, so no grant and no slot (reference 4). */
+    /* No refresh token, so no grant and no slot (salesforce.md 4). */
     expect_grant_count(AT, grants_of(AT, TH_ADMIN, JWT_APP), 0);
 }
 
@@ -1023,7 +1023,7 @@ static void test_s33_jwt_unknown_issuer(void **state)
 
 /*
  * Without admin pre-authorization the user must have approved the app in an interactive flow
- * that issued a refresh token, and that grant must still be live (reference 6, README).
+ * that issued a refresh token, and that grant must still be live (salesforce.md 6, README).
  */
 static void test_s33_jwt_requires_prior_approval_when_not_preauthorized(void **state)
 {
@@ -1044,7 +1044,7 @@ static void test_s33_jwt_requires_prior_approval_when_not_preauthorized(void **s
                  "user hasn't approved this consumer");
 }
 
-/* Text UNCONFIRMED (reference 6); README names this default. */
+/* Text UNCONFIRMED (salesforce.md 6); README names this default. */
 static void test_s33_jwt_unknown_subject(void **state)
 {
     (void)state;
@@ -1069,7 +1069,7 @@ static void test_s34_jwt_enforces_ip_even_when_relaxed(void **state)
     expect_ok(AT, "JWT bearer from " OFFICE_IP ", inside the user's ranges", jwt_admin(AT));
 }
 
-/* ---- users and orgs (reference 5.1) -------------------------------------------------- */
+/* ---- users and orgs (salesforce.md 5.1) -------------------------------------------------- */
 
 static void test_s35_deactivated_user(void **state)
 {
@@ -1099,7 +1099,7 @@ static void test_s35_locked_org(void **state)
     expect_no_sign_in(AT, "locked org", API, OFFLINE_SCOPES, TH_ADMIN);
 }
 
-/* ---- IP relaxation (reference 7) ---------------------------------------------------- */
+/* ---- IP relaxation (salesforce.md 7) ---------------------------------------------------- */
 
 /* admin may log in from 10.0.0.0/8 only; a grant made from inside it, then the user moves. */
 static const char *grant_from_office(at_t at, const char *relaxation)
@@ -1119,7 +1119,7 @@ static void test_s36_enforce_refresh_from_foreign_ip_fails(void **state)
     expect_error(AT, "refresh from " FOREIGN_IP " under enforce", refresh(rt), "invalid_grant",
                  "ip restricted");
     expect_no_sign_in(AT, "login from " FOREIGN_IP " under enforce", API, OFFLINE_SCOPES, TH_ADMIN);
-    /* Assumption (not stated by the reference): an IP refusal is a failed login, not a
+    /* Assumption (not stated in salesforce.md): an IP refusal is a failed login, not a
      * revocation, so the grant works again from an allowed address. */
     set_client_ip(AT, OFFICE_IP);
     refresh_ok(AT, "refresh from " OFFICE_IP " under enforce", rt);
@@ -1148,7 +1148,7 @@ static void test_s36_relax_all_flows_but_jwt(void **state)
                  "ip restricted");
 }
 
-/* ---- client authentication (reference 5.1) ------------------------------------------ */
+/* ---- client authentication (salesforce.md 5.1) ------------------------------------------ */
 
 static void test_s37_wrong_secret_and_unknown_client(void **state)
 {
@@ -1170,7 +1170,7 @@ static void test_s37_wrong_secret_and_unknown_client(void **state)
                  "invalid client credentials");
 }
 
-/* ---- usage accounting and admin actions (reference 7) ------------------------------ */
+/* ---- usage accounting and admin actions (salesforce.md 7) ------------------------------ */
 
 static void test_s38_use_count_and_last_used(void **state)
 {
@@ -1189,7 +1189,7 @@ static void test_s38_use_count_and_last_used(void **state)
         failf(AT, "after a refresh at %.0f: expected last_used=%.0f (+ seconds), got %s", t1, t1,
               dump(g));
 
-    /* A failed login counts too (reference 7: "even if the app failed to log in"). */
+    /* A failed login counts too (salesforce.md 7: "even if the app failed to log in"). */
     advance(AT, 1000);
     double t2 = sim_now(AT);
     set_user_active(AT, TH_ADMIN, 0);

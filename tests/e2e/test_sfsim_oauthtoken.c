@@ -1,5 +1,5 @@
 /*
- * sfsim's REST query resource for the OauthToken object (reference 7; issue 6): the evidence
+ * sfsim's REST query resource for the OauthToken object (salesforce.md 7): the evidence
  * that tells an approval evicted by the grant limit from a revoked one. One row per live
  * refresh-token grant, gone once the grant is evicted or revoked; filters on UserId, AppName,
  * AppMenuItemId and CreatedDate; ORDER BY and LIMIT; who sees which rows; Salesforce's error
@@ -409,7 +409,7 @@ static void test_counts_live_grants_by_user_and_app(void **state)
     const char *admin_at = authorize_api(AT, TH_ADMIN, NULL);
     expect_rows(AT, query(AT, admin_at, soql), 4, soql);
 
-    /* Use Count follows the refresh requests that name the grant (reference 7). */
+    /* Use Count follows the refresh requests that name the grant (salesforce.md 7). */
     cJSON *j = NULL;
     long st = th_refresh(cur_base, API, API "-secret", rt[1], &j);
     keep_json(j);

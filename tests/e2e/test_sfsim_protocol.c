@@ -1,5 +1,5 @@
 /*
- * sfsim against salesforce-oauth.md section 10, statements 1-16 and 28-31: discovery, keys,
+ * sfsim against docs/salesforce.md section 10, statements 1-16 and 28-31: discovery, keys,
  * the token endpoint's shapes and errors, scopes, codes, PKCE, state/nonce/prompt, access
  * token lifetime, resource errors, revocation and introspection. Each test is named after its
  * statement. One sfsim serves the whole file; every test starts from POST /_sim/reset.
@@ -977,7 +977,7 @@ static void test_s03_errors_are_json_no_store(void **state)
     expect_oauth_error(&r, 400, "unsupported_grant_type", NULL, "error shape");
     char *cc = th_resp_header(&r, "Cache-Control");
     if (!cc || !strstr(cc, "no-store"))
-        fail_msg("token error: expected Cache-Control: no-store (reference 5), got %s",
+        fail_msg("token error: expected Cache-Control: no-store (salesforce.md 5), got %s",
                  cc ? cc : "(none)");
     free(cc);
     cJSON *j = expect_json(&r, "error shape");
@@ -2293,6 +2293,6 @@ int main(void)
         T(test_s31_introspect_dead_or_unknown_tokens_are_inactive),
         cmocka_unit_test(test_sfsim_log_holds_no_secret_and_exit_is_clean),
     };
-    return cmocka_run_group_tests_name("sfsim protocol (reference 10: 1-16, 28-31)", tests,
+    return cmocka_run_group_tests_name("sfsim protocol (salesforce.md 10: 1-16, 28-31)", tests,
                                        group_setup, group_teardown);
 }

@@ -1,5 +1,5 @@
 /*
- * Interoperability (issue 3, acceptance 7): the gateway's sign-in against a standards-compliant
+ * Interoperability: the gateway's sign-in against a standards-compliant
  * OpenID Provider that is not sfsim: panva's certified oidc-provider (tests/interop, version
  * pinned in package.json), run by node on loopback. Found by discovery only; ID tokens signed
  * with keys from its JWKS (which holds an EC key beside the RSA one); code flow with PKCE S256

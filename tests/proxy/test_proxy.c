@@ -759,7 +759,7 @@ static void sign_in(const proxy_t *p, th_client_t *c, const char *path, const ch
 
     r = req(c, "GET", fin->location, NULL, NULL);
     char *sid = keep_str(th_resp_set_cookie(r, TH_SESSION_COOKIE));
-    /* An admin with no offline grant is first offered the connect page (issue 4). */
+    /* An admin with no offline grant is first offered the connect page. */
     char *enc = keep_str(sg_url_encode(path));
     char *connect = keep_str(th_fmt("/connect?app=api&rd=%s", enc ? enc : ""));
     CHECK(r->status == 302 && r->location &&

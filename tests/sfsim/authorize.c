@@ -26,7 +26,7 @@ static const char *param(const authz_t *a, const char *k)
     return sg_form_get(a->p, k);
 }
 
-/* Errors Salesforce shows in the browser instead of redirecting (reference 5). */
+/* Errors Salesforce shows in the browser instead of redirecting (salesforce.md 5). */
 static void error_page(sg_resp_t *w, const char *error, const char *desc)
 {
     sg_buf_t b;
@@ -195,14 +195,14 @@ static void approval_page(sg_resp_t *w, const authz_t *a, sim_session_t *s)
     sg_buf_free(&b);
 }
 
-/* Resolves the requested scopes against the app's (reference 2). -1: redirect already set. */
+/* Resolves the requested scopes against the app's (salesforce.md 2). -1: redirect already set. */
 static int resolve_scopes(sg_resp_t *w, authz_t *a)
 {
     const char *req = param(a, "scope");
     sg_buf_t b;
     sg_buf_init(&b, 8192);
     if (!req) {
-        /* UNCONFIRMED (reference 2): what an omitted scope grants; settings.omitted_scope. */
+        /* UNCONFIRMED (salesforce.md 2): what an omitted scope grants; settings.omitted_scope. */
         if (sim_cfg.omitted_scope_openid) {
             if (sim_app_has_scope(a->app, "openid"))
                 sg_buf_adds(&b, "openid");
@@ -223,7 +223,7 @@ static int resolve_scopes(sg_resp_t *w, authz_t *a)
             break;
         }
         if (!sim_app_has_scope(a->app, t)) {
-            /* UNCONFIRMED (reference 2): reject or drop a scope the app did not select. */
+            /* UNCONFIRMED (salesforce.md 2): reject or drop a scope the app did not select. */
             if (sim_cfg.unselected_scope_drop)
                 continue;
             bad = 1;
@@ -235,7 +235,7 @@ static int resolve_scopes(sg_resp_t *w, authz_t *a)
     free(copy);
     if (bad) {
         sg_buf_free(&b);
-        /* UNCONFIRMED text (reference 5.1, 9.5). */
+        /* UNCONFIRMED text (salesforce.md 5.1, 9.5). */
         redirect_error(w, a, "invalid_scope",
                        "the requested scope is invalid, unknown, or malformed");
         return -1;
@@ -268,7 +268,7 @@ static int preauthorized(const sim_app_t *app, const sim_user_t *u)
     return 0;
 }
 
-/* Is the login allowed from this address (reference 7)? */
+/* Is the login allowed from this address (salesforce.md 7)? */
 static int ip_allows_login(const sim_req_t *r, const sim_app_t *app, const sim_user_t *u)
 {
     if (u->nranges == 0 || app->ip_relax == IP_RELAX ||

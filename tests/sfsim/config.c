@@ -481,7 +481,7 @@ int sim_config_load(const char *path, sim_config_t *cfg, char *err, size_t errle
     cfg->key_file = resolve_path(&L, kf);
     free(kf);
     cfg->kid = get_str(&L, st, "kid", "248", 0);
-    /* UNCONFIRMED (reference 7): who sees which OauthToken rows; Salesforce's object reference
+    /* UNCONFIRMED (salesforce.md 7): who sees which OauthToken rows; Salesforce's object reference
      * says users with Customize Application (older texts: Manage Users) see every user's. */
     p = get_str(&L, st, "oauthtoken_visibility", "admin", 0);
     if (p && strcmp(p, "all") == 0)

@@ -1,6 +1,6 @@
 /*
  * The REST query resource, GET /services/data/vNN.N/query?q=SOQL, for the one object sfsim
- * models: OauthToken (reference 7), the evidence issue 6 uses to tell an evicted grant from a
+ * models: OauthToken (salesforce.md 7), the evidence the gateway uses to tell an evicted grant from a
  * revoked one. The SOQL subset and its parser are soql.c; this file turns the org's grants
  * into rows and rows into Salesforce's answer.
  *
@@ -192,7 +192,7 @@ void sim_route_query(sim_req_t *r, sg_resp_t *w, const char *version)
         return;
     }
 
-    /* UNCONFIRMED (reference 7): a System Administrator's token sees every user's rows (the
+    /* UNCONFIRMED (salesforce.md 7): a System Administrator's token sees every user's rows (the
      * object reference: users with Customize Application), anyone else only their own;
      * settings.oauthtoken_visibility = "all" shows every row to every token. */
     int see_all = sim_cfg.oauthtoken_visibility_all ||

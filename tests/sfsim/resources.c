@@ -32,7 +32,7 @@ static void add_url(cJSON *o, const char *key, const char *base, const char *pat
 
 void sim_route_discovery(sim_req_t *r, sg_resp_t *w)
 {
-    /* The fields of login.salesforce.com's document and no others (reference 1.3). */
+    /* The fields of login.salesforce.com's document and no others (salesforce.md 1.3). */
     static const char *const response_types[] = {"code", "token", "token id_token", NULL};
     static const char *const subject_types[] = {"public", NULL};
     static const char *const algs[] = {"RS256", NULL};
@@ -83,7 +83,7 @@ static void revoke_answer(sim_req_t *r, sg_resp_t *w, const char *callback, int 
                           const char *error, const char *desc)
 {
     if (callback) {
-        /* JSONP: always 200, "{}" or {"error":...} (reference 5.2). */
+        /* JSONP: always 200, "{}" or {"error":...} (salesforce.md 5.2). */
         char body[512];
         snprintf(body, sizeof(body), "%s(%s%s%s)", callback, ok ? "{}" : "{\"error\":\"",
                  ok ? "" : error, ok ? "" : "\"}");
@@ -141,7 +141,7 @@ void sim_route_revoke(sim_req_t *r, sg_resp_t *w)
     }
     sim_access_t *a = sim_access_find(token);
     if (a && a->live) {
-        a->live = 0; /* logs that session out, nothing more (reference 1.2) */
+        a->live = 0; /* logs that session out, nothing more (salesforce.md 1.2) */
         revoke_answer(r, w, callback, 1, NULL, NULL);
         goto done;
     }
@@ -152,7 +152,7 @@ void sim_route_revoke(sim_req_t *r, sg_resp_t *w)
         revoke_answer(r, w, callback, 1, NULL, NULL);
         goto done;
     }
-    /* UNCONFIRMED body (reference 5.2). */
+    /* UNCONFIRMED body (salesforce.md 5.2). */
     revoke_answer(r, w, callback, 0, "invalid_token", "invalid token");
 done:
     sg_form_free(&body);
@@ -261,7 +261,7 @@ static int may_read_identity(const sim_access_t *a)
     for (size_t i = 0; ok[i]; i++)
         if (sim_scope_has(a->scopes, ok[i]))
             return 1;
-    /* UNCONFIRMED (reference 2): an openid-only token; settings.openid_only_userinfo. */
+    /* UNCONFIRMED (salesforce.md 2): an openid-only token; settings.openid_only_userinfo. */
     return sim_cfg.openid_only_userinfo && sim_scope_has(a->scopes, "openid");
 }
 
@@ -355,7 +355,7 @@ void sim_route_identity(sim_req_t *r, sg_resp_t *w)
     int same = (ol == 15 || ol == 18) && (ul == 15 || ul == 18) &&
                strncmp(org, sim_cfg.org_id, ol) == 0 && strncmp(user, u->id, ul) == 0;
     if (!same) {
-        /* UNCONFIRMED (reference 5.2): another user's (or no such) identity. */
+        /* UNCONFIRMED (salesforce.md 5.2): another user's (or no such) identity. */
         sg_resp_text(w, 403, "text/plain;charset=UTF-8", "Bad_Id");
         return;
     }

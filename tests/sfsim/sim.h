@@ -75,7 +75,7 @@ typedef struct {
     int require_secret;
     int blocked;
     int always_refresh; /* test knob: a refresh token whatever the scopes (misconfigured app) */
-    char *menu_item_id; /* 18-character AppMenuItemId of its OauthToken rows (reference 7) */
+    char *menu_item_id; /* 18-character AppMenuItemId of its OauthToken rows (salesforce.md 7) */
 } sim_app_t;
 
 typedef struct {
@@ -311,7 +311,7 @@ char *sim_identity_url(const char *base, const sim_user_t *u);
 /* Bearer token from the Authorization header (or NULL). */
 const char *sim_bearer(const sim_req_t *r);
 /* The REST API's session: a live access token with api, full or web, or NULL with w filled
- * (401 INVALID_SESSION_ID, reference 5.2). Records activity. */
+ * (401 INVALID_SESSION_ID, salesforce.md 5.2). Records activity. */
 sim_access_t *sim_rest_session(sim_req_t *r, sg_resp_t *w);
 /* A form body, when the request is a form POST; -1 with w filled when it is not usable. */
 int sim_parse_body_form(sim_req_t *r, sg_form_t *form);

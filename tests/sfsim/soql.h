@@ -1,6 +1,6 @@
 /*
  * The SOQL subset sfsim answers on its REST query resource, for the one object it models,
- * OauthToken (reference 7). A small, bounded, hand-written tokenizer and parser: pure (no
+ * OauthToken (salesforce.md 7). A small, bounded, hand-written tokenizer and parser: pure (no
  * allocation, no state, no I/O), so the fuzz target tests/fuzz/fuzz_soql.c calls it directly.
  *
  *   SELECT field [, field]... FROM OauthToken

@@ -139,7 +139,7 @@ static char *token_with_prefix(const char *prefix, size_t nbytes, const char *su
 
 char *sim_new_refresh_token(void)
 {
-    /* Real refresh tokens start "5Aep861" (reference 1.4). */
+    /* Real refresh tokens start "5Aep861" (salesforce.md 1.4). */
     return token_with_prefix("5Aep861", 48, "");
 }
 
@@ -231,7 +231,7 @@ void sim_grant_kill(sim_grant_t *g, const char *reason)
         return;
     g->live = 0;
     g->reason = reason;
-    /* A dead refresh token takes every access token issued from it along (reference 1.2). */
+    /* A dead refresh token takes every access token issued from it along (salesforce.md 1.2). */
     for (size_t i = 0; i < sim_st.naccess; i++)
         if (sim_st.access[i].grant_id == g->id)
             sim_st.access[i].live = 0;
@@ -281,7 +281,7 @@ sim_access_t *sim_access_new(size_t user, size_t app, int grant_id, const char *
     if (!a)
         return NULL;
     char prefix[32];
-    /* Access tokens are session ids: 15-character org id, '!', opaque (reference 1.4). */
+    /* Access tokens are session ids: 15-character org id, '!', opaque (salesforce.md 1.4). */
     snprintf(prefix, sizeof(prefix), "%.15s!AR", sim_cfg.org_id);
     a->token = token_with_prefix(prefix, 72, "");
     a->scopes = strdup(scopes);
@@ -326,7 +326,7 @@ sim_access_t *sim_access_check(const char *token, int touch)
     }
     if (sim_cfg.org_locked || !sim_cfg.users[a->user].active || sim_cfg.apps[a->app].blocked)
         return NULL;
-    /* Activity is written down only once half the timeout has passed (reference 3.3). */
+    /* Activity is written down only once half the timeout has passed (salesforce.md 3.3). */
     if (touch && now - a->last_active >= timeout / 2)
         a->last_active = now;
     return a;
@@ -340,7 +340,7 @@ sim_code_t *sim_code_new(size_t user, size_t app, const char *redirect_uri, cons
     sim_code_t *c = PUSH(sim_st.codes, sim_st.ncodes, sim_st.capcodes);
     if (!c)
         return NULL;
-    /* Codes look like "aPrx...==" (reference 1.4). */
+    /* Codes look like "aPrx...==" (salesforce.md 1.4). */
     c->code = token_with_prefix("aPrx", 60, "==");
     c->user = user;
     c->app = app;

@@ -1,6 +1,6 @@
 /*
  * /services/oauth2/token: authorization_code, refresh_token and JWT bearer grants, with the
- * answers and error texts of reference sections 1.4, 1.5, 3, 4, 5.1 and 6.
+ * answers and error texts of salesforce.md sections 1.4, 1.5, 3, 4, 5.1 and 6.
  */
 #include "sim.h"
 
@@ -86,7 +86,7 @@ static void out_send(out_t *o, sg_resp_t *w, unsigned status)
     out_free(o);
 }
 
-/* Token-endpoint errors are HTTP 400 with error and error_description (reference 5). */
+/* Token-endpoint errors are HTTP 400 with error and error_description (salesforce.md 5). */
 static void fail(out_t *o, sg_resp_t *w, const char *error, const char *desc)
 {
     out_free(o);
@@ -121,7 +121,7 @@ typedef struct {
     int secret_given, secret_ok;
 } client_t;
 
-/* Client authentication: HTTP Basic or body fields (reference 1.2). -1: error sent. */
+/* Client authentication: HTTP Basic or body fields (salesforce.md 1.2). -1: error sent. */
 static int client_auth(sim_req_t *r, const sg_form_t *f, out_t *o, sg_resp_t *w, client_t *c)
 {
     const char *id = sg_form_get(f, "client_id"), *secret = sg_form_get(f, "client_secret");
@@ -166,7 +166,7 @@ static int require_secret(out_t *o, sg_resp_t *w, const client_t *c)
 
 static char *signature_for(const sim_app_t *app, const char *id, const char *issued_at)
 {
-    /* base64(HMAC-SHA256(client_secret, id + issued_at)) (reference 1.5). */
+    /* base64(HMAC-SHA256(client_secret, id + issued_at)) (salesforce.md 1.5). */
     unsigned char mac[SG_SHA256_LEN];
     size_t n = strlen(id) + strlen(issued_at) + 1;
     char *msg = malloc(n);
@@ -283,7 +283,7 @@ static char *make_id_token(const sim_req_t *r, const sim_app_t *app, const sim_u
     cJSON_AddNumberToObject(c, "iat", (double)now);
     if (nonce)
         cJSON_AddStringToObject(c, "nonce", nonce);
-    /* "Include Standard Claims" (reference 8). */
+    /* "Include Standard Claims" (salesforce.md 8). */
     char name[512];
     snprintf(name, sizeof(name), "%s%s%s", u->first_name, *u->first_name ? " " : "", u->last_name);
     cJSON_AddStringToObject(c, "name", name);
@@ -335,7 +335,7 @@ static void add_common(out_t *o, const sim_req_t *r, const sim_app_t *app, const
     free(id);
 }
 
-/* Shared checks on the person and org before any token is issued (reference 5.1). */
+/* Shared checks on the person and org before any token is issued (salesforce.md 5.1). */
 static int user_usable(out_t *o, sg_resp_t *w, const sim_user_t *u)
 {
     if (sim_cfg.org_locked) {
@@ -360,7 +360,7 @@ static void grant_authorization_code(sim_req_t *r, const sg_form_t *f, out_t *o,
         return;
     }
     sim_code_t *code = sim_code_find(code_s);
-    /* Reused, expired, unknown or someone else's: one answer (reference 5.1, 10.12). */
+    /* Reused, expired, unknown or someone else's: one answer (salesforce.md 5.1, 10.12). */
     if (!code || code->used || code->app != c.app_idx ||
         sim_now() - code->created > sim_cfg.code_lifetime) {
         if (code && code->app == c.app_idx)
@@ -410,13 +410,13 @@ static void grant_authorization_code(sim_req_t *r, const sg_form_t *f, out_t *o,
         return;
     }
 
-    /* A refresh token needs refresh_token/offline_access granted (reference 2, 10.9). */
+    /* A refresh token needs refresh_token/offline_access granted (salesforce.md 2, 10.9). */
     int want_refresh = sim_scope_has(code->scopes, "refresh_token") ||
                        sim_scope_has(code->scopes, "offline_access") || c.app->always_refresh;
     int openid = sim_scope_has(code->scopes, "openid");
     sim_grant_t *g = NULL;
     if (want_refresh || (openid && sim_cfg.openid_signins_count)) {
-        /* UNCONFIRMED (reference 4): openid-only sign-ins take a slot only when
+        /* UNCONFIRMED (salesforce.md 4): openid-only sign-ins take a slot only when
          * settings.openid_signins_count is on. */
         g = sim_grant_new(code->user, code->app, code->scopes, want_refresh);
         if (!g) {
@@ -457,16 +457,16 @@ static void grant_refresh(sim_req_t *r, const sg_form_t *f, out_t *o, sg_resp_t 
         fail(o, w, "invalid_grant", dead);
         return;
     }
-    /* Use Count and Last Used move even when the refresh fails (reference 7). */
+    /* Use Count and Last Used move even when the refresh fails (salesforce.md 7). */
     g->use_count++;
     g->last_used = sim_now();
     if (rotated) {
-        /* Reuse of a rotated-out token revokes the current one too (reference 3.2). */
+        /* Reuse of a rotated-out token revokes the current one too (salesforce.md 3.2). */
         sim_grant_kill(g, "rotation_reuse");
         fail(o, w, "invalid_grant", dead);
         return;
     }
-    /* Another app's client id: UNCONFIRMED text (reference 10.24). */
+    /* Another app's client id: UNCONFIRMED text (salesforce.md 10.24). */
     if (g->app != c.app_idx || !g->live) {
         fail(o, w, "invalid_grant", dead);
         return;
@@ -505,7 +505,7 @@ static void grant_refresh(sim_req_t *r, const sg_form_t *f, out_t *o, sg_resp_t 
         g->refresh_token = fresh;
         out_add(o, "refresh_token", g->refresh_token);
     }
-    /* UNCONFIRMED (reference 1.4): id_token on refresh; settings.id_token_on_refresh. */
+    /* UNCONFIRMED (salesforce.md 1.4): id_token on refresh; settings.id_token_on_refresh. */
     char *idt = sim_cfg.id_token_on_refresh && sim_scope_has(g->scopes, "openid")
                     ? make_id_token(r, c.app, u, at->token, NULL)
                     : NULL;
@@ -564,13 +564,13 @@ static void grant_jwt_bearer(sim_req_t *r, const sg_form_t *f, out_t *o, sg_resp
     } else if (!cJSON_IsNumber(exp)) {
         fail(o, w, "invalid_grant", "invalid assertion");
     } else if (exp->valuedouble < (double)now) {
-        /* Salesforce's (odd) text for a past exp (reference 6). */
+        /* Salesforce's (odd) text for a past exp (salesforce.md 6). */
         fail(o, w, "invalid_grant", "expired authorization code");
     } else if (exp->valuedouble > (double)(now + sim_cfg.jwt_max_ahead)) {
-        /* UNCONFIRMED (reference 6): how far ahead, and the text. */
+        /* UNCONFIRMED (salesforce.md 6): how far ahead, and the text. */
         fail(o, w, "invalid_grant", "invalid assertion");
     } else if (!u) {
-        /* UNCONFIRMED text for an unknown sub (reference 6). */
+        /* UNCONFIRMED text for an unknown sub (salesforce.md 6). */
         fail(o, w, "invalid_grant", "user hasn't approved this consumer");
     } else if (user_usable(o, w, u) == 0) {
         size_t ui = (size_t)(u - sim_cfg.users), ai = (size_t)(app - sim_cfg.apps);
@@ -578,7 +578,7 @@ static void grant_jwt_bearer(sim_req_t *r, const sg_form_t *f, out_t *o, sg_resp
         for (size_t i = 0; i < app->npreauth; i++)
             preauth |= strcmp(app->preauth_profiles[i], u->profile) == 0;
         if (u->nranges && !sim_ip_in_ranges(sim_req_client_ip(r), u->ranges, u->nranges)) {
-            /* JWT bearer always enforces login IP ranges (reference 6, 7). */
+            /* JWT bearer always enforces login IP ranges (salesforce.md 6, 7). */
             fail(o, w, "invalid_grant", "ip restricted");
         } else if (app->blocked) {
             fail(o, w, "invalid_grant", "app blocked");
@@ -644,7 +644,7 @@ void sim_route_token(sim_req_t *r, sg_resp_t *w)
         grant_jwt_bearer(r, &f, &o, w);
         break;
     case 3:
-        /* Username-password flow: blocked in new orgs since Summer '23 (reference 1.4). */
+        /* Username-password flow: blocked in new orgs since Summer '23 (salesforce.md 1.4). */
         fail(&o, w, "invalid_grant", "authentication failure");
         break;
     default:
