@@ -1,4 +1,4 @@
-/* The deployment file: see config.h and README.md ("Configuration"). */
+/* The deployment file: see config.h and docs/configuration.md. */
 #include "scopegate/config.h"
 
 #include <ctype.h>

@@ -1,6 +1,6 @@
 /*
  * The deployment file (libconfig): where the gateway listens, which providers it talks to,
- * where it keeps its state. Keys and defaults are listed in README.md ("Configuration").
+ * where it keeps its state. Keys and defaults are listed in docs/configuration.md.
  * Values start unset and take their defaults in one merge step at the end of loading; paths
  * are resolved relative to the config file's folder.
  */

@@ -7,7 +7,7 @@
  *
  * Mutations come from a fixed-seed xorshift generator, so a failure reproduces exactly.
  * There is no coverage feedback: this is a smoke test that every build runs, not a
- * replacement for a libFuzzer campaign (see README.md). When a sanitizer or a target's own
+ * replacement for a libFuzzer campaign (see tests/fuzz/README.md). When a sanitizer or a target's own
  * check kills the process, the input at fault is written to fuzz-crash-NAME in the current
  * directory and echoed to stderr.
  */

@@ -1,7 +1,7 @@
 /*
- * The README's proxy examples, run for real: nginx (auth_request) and Caddy (forward_auth),
+ * The proxy examples of docs/proxies.md, run for real: nginx (auth_request) and Caddy (forward_auth),
  * each in front of the gateway and of a tiny web app, with the configs of tests/proxy/
- * (nginx.conf.in, Caddyfile.in), whose README parts must stay word for word the README's.
+ * (nginx.conf.in, Caddyfile.in), whose parts between the README markers must stay word for word docs/proxies.md's.
  *
  * Each proxy gets its own stack (sfsim + the gateway, harness.h's th_stack_start_public)
  * whose public_url is the proxy's address, so the callback registered at sfsim is
@@ -55,7 +55,7 @@
 #define CADDY_BIN "/usr/bin/caddy"
 #endif
 
-/* The README's addresses in its examples, which the test replaces with its own. */
+/* The addresses in docs/proxies.md's examples, which the test replaces with its own. */
 #define README_GATEWAY "127.0.0.1:8080"
 #define README_APP     "127.0.0.1:3000"
 
@@ -1013,10 +1013,10 @@ static char *readme_block(const char *readme, const char *lang)
 {
     char *fence = keep_str(th_fmt("\n```%s\n", lang));
     const char *start = strstr(readme, fence);
-    CHECK(start != NULL, "README.md has no ```%s block", lang);
+    CHECK(start != NULL, "docs/proxies.md has no ```%s block", lang);
     start += strlen(fence);
     const char *end = strstr(start, "\n```");
-    CHECK(end != NULL, "README.md's ```%s block does not end", lang);
+    CHECK(end != NULL, "docs/proxies.md's ```%s block does not end", lang);
     return keep_str(strndup(start, (size_t)(end - start + 1)));
 }
 
@@ -1062,18 +1062,18 @@ static void expect_same(const char *what, const char *readme, const char *tested
 static void test_readme_examples_are_the_tested_configs(void **state)
 {
     (void)state;
-    char *readme = keep_str(source_file("README.md"));
-    CHECK(readme != NULL, "cannot read README.md");
-    expect_same("nginx (README \"Behind nginx\" vs tests/proxy/nginx.conf.in)",
+    char *readme = keep_str(source_file("docs/proxies.md"));
+    CHECK(readme != NULL, "cannot read docs/proxies.md");
+    expect_same("nginx (docs/proxies.md vs tests/proxy/nginx.conf.in)",
                 readme_block(readme, "nginx"), template_part("nginx.conf.in"));
 
     /* Caddy: the README's site block around the tested lines. */
     char *caddy = readme_block(readme, "caddy");
     const char *open = strchr(caddy, '{');
     const char *close = strrchr(caddy, '}');
-    CHECK(open && close && close > open, "README.md's ```caddy block is not one site block");
+    CHECK(open && close && close > open, "docs/proxies.md's ```caddy block is not one site block");
     char *inner = keep_str(strndup(open + 1, (size_t)(close - open - 1)));
-    expect_same("Caddy (README \"Behind Caddy\" vs tests/proxy/Caddyfile.in)", inner,
+    expect_same("Caddy (docs/proxies.md vs tests/proxy/Caddyfile.in)", inner,
                 template_part("Caddyfile.in"));
 }
 
