@@ -374,6 +374,7 @@ static int vault_health(void *ctx, const char *app, sg_grant_health_t *out)
     out->keep_alive_at = off->keep_alive_at;
     out->keep_alive_jitter = off->keep_alive_jitter;
     out->warn_before = off->warn_before;
+    out->token_ttl = off->token_ttl;
     out->provider_app_name = off->provider_app_name;
     return 1;
 }

@@ -128,7 +128,7 @@ sg_rc sg_vault_connect(sg_vault_t *v, const sg_vault_new_t *g, long long *grant_
         sg_oidc_t *op = v->provider(v->ctx, g->app);
         sg_tokens_t tok = {.access_token = (char *)g->access_token, .expires_in = g->expires_in};
         long long exp = g->expires_in >= 0 ? now + g->expires_in
-                        : op               ? sg_vault_expiry(v, op, &tok, now)
+                        : op               ? sg_vault_expiry(v, op, g->app, &tok, now)
                                            : now + v->ttl;
         char *at = strdup(g->access_token);
         char *iu = sg_vault_dup_or_null(g->instance_url);

@@ -208,7 +208,8 @@ sg_rc sg_vault_single_flight(sg_vault_t *v, entry_t *e, fetch_fn fetch, const vo
 /* ---- talking to the provider (vault_refresh.c) ------------------------------------------ */
 
 /* When a fresh access token stops being good (how: see vault_refresh.c). */
-long long sg_vault_expiry(sg_vault_t *v, sg_oidc_t *op, const sg_tokens_t *tok, long long now);
+long long sg_vault_expiry(sg_vault_t *v, sg_oidc_t *op, const char *app, const sg_tokens_t *tok,
+                          long long now);
 /* fetch_fn of a grant: the refresh_token grant with the stored token. */
 void sg_vault_fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_t *f);
 /* fetch_fn of an integration: the JWT-bearer grant. */

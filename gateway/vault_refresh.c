@@ -24,9 +24,12 @@
  * clock ahead of ours (or sfsim's moved clock) cannot stretch the cache; else token_ttl. A
  * little is cut off the end so that a token is not handed out just before it dies.
  */
-long long sg_vault_expiry(sg_vault_t *v, sg_oidc_t *op, const sg_tokens_t *tok, long long now)
+long long sg_vault_expiry(sg_vault_t *v, sg_oidc_t *op, const char *app, const sg_tokens_t *tok,
+                          long long now)
 {
-    long long life = v->ttl;
+    /* The policy's token_ttl for the app, else the vault's. */
+    sg_grant_health_t h;
+    long long life = sg_vault_health_of(v, app, &h) && h.token_ttl > 0 ? h.token_ttl : v->ttl;
     if (tok->expires_in >= 0) {
         life = tok->expires_in;
     } else if (sg_oidc_can_introspect(op)) {
@@ -185,7 +188,7 @@ void sg_vault_fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_
     if (rc)
         sg_log(SG_LOG_WARN, "grant_store_failed", "grant %lld: refresh marker not cleared: %s",
                rec.id, sg_rc_str(rc));
-    f->expires_at = sg_vault_expiry(v, op, &tok, now);
+    f->expires_at = sg_vault_expiry(v, op, rec.app, &tok, now);
     f->issued_at = now;
     f->access_token = tok.access_token;
     tok.access_token = NULL;
@@ -216,7 +219,7 @@ void sg_vault_fetch_jwt(sg_vault_t *v, entry_t *e, const void *arg, fetched_t *f
         return;
     }
     long long now = sg_vault_now();
-    f->expires_at = sg_vault_expiry(v, op, &tok, now);
+    f->expires_at = sg_vault_expiry(v, op, in->app, &tok, now);
     f->issued_at = now;
     f->access_token = tok.access_token;
     tok.access_token = NULL;

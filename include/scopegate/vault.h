@@ -73,6 +73,9 @@ typedef struct {
     double keep_alive_jitter;    /* each grant's due time moves by up to this fraction of the
                                     window, the same for a grant every time (0 means 0.1) */
     long long warn_before;       /* warn this long before absolute_lifetime ends (0: 7 days) */
+    long long token_ttl;         /* trust an access token this long when neither the token
+                                    answer (expires_in) nor introspection says (0: the vault's
+                                    token_ttl) */
     /* The app's name as the provider knows it (Salesforce's OauthToken.AppName, the Connected
      * App's name): the cause-of-death query filters on it. NULL: the query filters on the
      * person only and counts their approvals of every app. */

@@ -591,6 +591,27 @@ typedef struct {
     char *token, *source, *body;
 } caller_t;
 
+/* The policy's token_ttl decides how long an access token is trusted when neither the token
+ * answer (Salesforce sends no expires_in) nor introspection says: here introspection fails. */
+static void test_policy_token_ttl_applies_when_the_provider_says_nothing(void **state)
+{
+    (void)state;
+    start_stack(policy(ONLY_ADMIN, "token_ttl = \"10m\";"), NULL, 0);
+    th_client_t *c = browser();
+    connect_flow(c, TH_ADMIN, "admin", ADMIN_ID, NULL);
+    cJSON *t0 = token_ok("user=" ADMIN_ID, NULL);
+    sim_post("/_sim/fault?endpoint=introspect&mode=500&count=5");
+    token_invalid(jstr(t0, "access_token"));
+    cJSON *t1 = token_ok("user=" ADMIN_ID, "refresh");
+    const cJSON *iat = cJSON_GetObjectItemCaseSensitive(t1, "issued_at");
+    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(t1, "expires_at");
+    CHECK(cJSON_IsNumber(iat) && cJSON_IsNumber(exp), "expected issued_at and expires_at");
+    /* 10 minutes, less the 10% (at most 60 s) the vault keeps in hand. */
+    long long life = (long long)(exp->valuedouble - iat->valuedouble);
+    CHECK(life == 600 - 60, "expected the token trusted for 540 s (token_ttl 10m), got %lld s",
+          life);
+}
+
 static void *caller_main(void *arg)
 {
     caller_t *c = arg;
@@ -1374,6 +1395,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_connect_once_then_hundred_signins, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_policy_token_ttl_applies_when_the_provider_says_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallel_callers_share_one_refresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoked_grant_falls_back_to_second_admin, setup,
                                         teardown),
