@@ -16,8 +16,7 @@ static int hexval(unsigned char c)
     return -1;
 }
 
-/* Decodes s[0..len) into a new string; '+' is a space. NULL on a bad escape or a NUL. */
-static char *pct_decode(const char *s, size_t len)
+char *sg_url_decode(const char *s, size_t len)
 {
     char *out = malloc(len + 1);
     if (!out)
@@ -88,8 +87,8 @@ sg_rc sg_form_parse(const char *s, size_t len, sg_form_t *form)
         if (end > i) {
             const char *eq = memchr(s + i, '=', end - i);
             size_t klen = eq ? (size_t)(eq - (s + i)) : end - i;
-            char *k = pct_decode(s + i, klen);
-            char *v = eq ? pct_decode(eq + 1, (size_t)(s + end - eq - 1)) : strdup("");
+            char *k = sg_url_decode(s + i, klen);
+            char *v = eq ? sg_url_decode(eq + 1, (size_t)(s + end - eq - 1)) : strdup("");
             sg_rc rc = (!k || !v) ? SG_ERR_PARSE : sg_form_add(form, k, v);
             free(k);
             free(v);
@@ -207,8 +206,8 @@ sg_rc sg_basic_auth_parse(const char *header, char **user, char **pass)
         return SG_ERR_PARSE;
     }
     /* RFC 6749 2.3.1: both halves are form-urlencoded before base64. */
-    *user = pct_decode((char *)raw, (size_t)(colon - (char *)raw));
-    *pass = pct_decode(colon + 1, rawlen - (size_t)(colon + 1 - (char *)raw));
+    *user = sg_url_decode((char *)raw, (size_t)(colon - (char *)raw));
+    *pass = sg_url_decode(colon + 1, rawlen - (size_t)(colon + 1 - (char *)raw));
     free(raw);
     if (!*user || !*pass) {
         free(*user);

@@ -89,18 +89,6 @@ static double mono_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-void sg_oidc_err_set(sg_oidc_err_t *err, int http_status, const char *error, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    err->http_status = http_status;
-    sg_text_clean(err->error, sizeof err->error, error);
-    va_list ap;
-    va_start(ap, fmt);
-    sg_vtextf(err->description, sizeof err->description, fmt, ap);
-    va_end(ap);
-}
-
 /* Puts "what: " before a local error's description (provider texts stay as they came). */
 static void err_prefix(sg_oidc_err_t *err, const char *what)
 {

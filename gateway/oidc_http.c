@@ -7,11 +7,26 @@
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+#include "scopegate/text.h"
 #include "scopegate/version.h"
+
+/* Lives here, below everything else in the client: the HTTP call reports with it too. */
+void sg_oidc_err_set(sg_oidc_err_t *err, int http_status, const char *error, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    err->http_status = http_status;
+    sg_text_clean(err->error, sizeof err->error, error);
+    va_list ap;
+    va_start(ap, fmt);
+    sg_vtextf(err->description, sizeof err->description, fmt, ap);
+    va_end(ap);
+}
 
 typedef struct {
     sg_oidc_resp_t *resp;

@@ -311,29 +311,6 @@ static int unsafe_char(unsigned char c)
     return c < 0x20 || c == 0x7f || c == '\\';
 }
 
-/* One round of %-decoding into out (same size or smaller); -1 on a bad escape. */
-static int pct_decode_once(const char *in, char *out, size_t outlen)
-{
-    size_t o = 0;
-    for (size_t i = 0; in[i]; i++) {
-        if (o + 1 >= outlen)
-            return -1;
-        if (in[i] == '%') {
-            char hex[3] = {in[i + 1], in[i + 1] ? in[i + 2] : '\0', '\0'};
-            char *end;
-            long v = strtol(hex, &end, 16);
-            if (!hex[0] || !hex[1] || *end)
-                return -1;
-            out[o++] = (char)v;
-            i += 2;
-        } else {
-            out[o++] = in[i];
-        }
-    }
-    out[o] = '\0';
-    return 0;
-}
-
 /*
  * A return path is safe when it, and each %-decoding of it, is a path on this origin: starts
  * with one '/', not "//" or "/\" (which browsers read as another host), and holds no
@@ -342,7 +319,7 @@ static int pct_decode_once(const char *in, char *out, size_t outlen)
  */
 int sg_rd_is_safe(const char *rd)
 {
-    char cur[SG_RD_MAX + 1], next[SG_RD_MAX + 1];
+    char cur[SG_RD_MAX + 1];
     if (!rd || strlen(rd) > SG_RD_MAX)
         return 0;
     snprintf(cur, sizeof(cur), "%s", rd);
@@ -354,9 +331,11 @@ int sg_rd_is_safe(const char *rd)
                 return 0;
         if (!strchr(cur, '%'))
             return 1;
-        if (pct_decode_once(cur, next, sizeof(next)))
+        char *next = sg_url_decode(cur, strlen(cur)); /* never longer than cur */
+        if (!next)
             return 0;
-        memcpy(cur, next, sizeof(cur));
+        snprintf(cur, sizeof(cur), "%s", next);
+        free(next);
     }
     return 0; /* still encoded after three rounds: nobody needs that */
 }

@@ -40,6 +40,9 @@ void sg_form_free(sg_form_t *form);
 
 /* Percent-encodes everything but unreserved characters (RFC 3986). */
 char *sg_url_encode(const char *s);
+/* Percent-decodes s[0..len) into a new string, '+' as a space; NULL on a bad escape, an
+ * encoded NUL or a NUL byte (nothing half-decoded escapes). */
+char *sg_url_decode(const char *s, size_t len);
 /* Value of cookie name in a Cookie header, copied; NULL when absent. */
 char *sg_cookie_get(const char *header, const char *name);
 /* The same without copying: a pointer into header and the value's length (hot paths). */

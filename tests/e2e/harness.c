@@ -79,27 +79,11 @@ static int hexval(int c)
     return -1;
 }
 
-/* Percent-decodes s[0..len) with '+' as a space; bad escapes are kept as they are. */
+/* Percent-decodes s[0..len) with '+' as a space; text with a bad escape is kept as it is. */
 static char *pct_decode(const char *s, size_t len)
 {
-    char *out = malloc(len + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '+') {
-            out[o++] = ' ';
-        } else if (s[i] == '%' && i + 2 < len && hexval((unsigned char)s[i + 1]) >= 0 &&
-                   hexval((unsigned char)s[i + 2]) >= 0) {
-            out[o++] =
-                (char)(hexval((unsigned char)s[i + 1]) << 4 | hexval((unsigned char)s[i + 2]));
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    out[o] = '\0';
-    return out;
+    char *d = sg_url_decode(s, len);
+    return d ? d : strndup(s, len);
 }
 
 char *th_url_param(const char *url, const char *name)
