@@ -1,5 +1,6 @@
 /* scopegate: the command-line entry point. Each command lives in its own function. */
 #include "cli.h"
+#include "serve.h"
 #include "scopegate/version.h"
 
 #include <stdio.h>

@@ -104,6 +104,10 @@ typedef struct {
     size_t sessions_changed, sessions_ended;
 } sg_reload_result_t;
 
+/* Reads and checks the policy file, logging and auditing the outcome (policy_loaded or
+ * policy_rejected with the file's sha256) and keeping the last reload's facts for the policy
+ * page: the new policy, or NULL when it is not usable. */
+sg_policy_t *sg_gw_load_policy(sg_gateway_t *gw, const char *why);
 /* Loads the policy file again; a bad one keeps the last good policy. Then every session's
  * role is decided again from its stored claims (audited as role_changed / session_ended). */
 void sg_gw_reload(sg_gateway_t *gw, const char *trigger, sg_reload_result_t *res);
@@ -158,8 +162,17 @@ int sg_gw_current_session(sg_gateway_t *gw, const sg_req_t *r, sg_session_view_t
 int sg_gw_check_form(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg_session_view_t *v,
                      sg_form_t *f);
 
-/* Pending authorizations (routes_login.c). */
+/* Pending authorizations (authz.c). */
 void sg_pending_expire(sg_gateway_t *gw, long long now);
+typedef enum { SG_TAKE_OK, SG_TAKE_UNKNOWN, SG_TAKE_OTHER_BROWSER, SG_TAKE_EXPIRED } sg_take_result;
+/* Finds and removes the pending authorization of state: a state works once, in its own
+ * browser (browser: the login cookie's value, or NULL); *out gets it on SG_TAKE_OK and
+ * SG_TAKE_EXPIRED. */
+sg_take_result sg_pending_take(sg_gateway_t *gw, const char *state, const char *browser,
+                               long long now, sg_pending_t *out);
+/* Counts a sign-in's outcome ("ok", "bad_state", "provider_error", ...); failures also go to
+ * the audit log (successes are audited with the person and role where they happen). */
+void sg_signin_outcome(sg_gateway_t *gw, const char *result);
 /*
  * Starts an authorization at app's provider and answers with the redirect: state, nonce and
  * PKCE kept in a pending entry bound to this browser by the login cookie. tmpl gives kind,

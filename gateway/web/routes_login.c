@@ -15,172 +15,7 @@
 #include "scopegate/log.h"
 #include "scopegate/text.h"
 
-/* ---- pending sign-ins ----------------------------------------------------------------- */
-
-void sg_pending_expire(sg_gateway_t *gw, long long now)
-{
-    pthread_mutex_lock(&gw->pending_lock);
-    size_t j = 0;
-    for (size_t i = 0; i < gw->npending; i++) {
-        sg_pending_t *p = &gw->pending[i];
-        if (!p->used && now - p->created <= gw->cfg.login_timeout)
-            gw->pending[j++] = *p;
-    }
-    gw->npending = j;
-    pthread_mutex_unlock(&gw->pending_lock);
-}
-
-/* Adds a pending sign-in, dropping the oldest of this browser past the per-browser cap and
- * the oldest overall past the global one. */
-static void pending_add(sg_gateway_t *gw, const sg_pending_t *p)
-{
-    pthread_mutex_lock(&gw->pending_lock);
-    size_t mine = 0, oldest_mine = SIZE_MAX;
-    for (size_t i = 0; i < gw->npending; i++) {
-        if (memcmp(gw->pending[i].browser_hash, p->browser_hash, 32) == 0) {
-            if (oldest_mine == SIZE_MAX)
-                oldest_mine = i;
-            mine++;
-        }
-    }
-    size_t drop = SIZE_MAX;
-    if (mine >= SG_LOGIN_PER_BROWSER)
-        drop = oldest_mine;
-    else if (gw->npending >= SG_LOGIN_MAX_PENDING)
-        drop = 0;
-    if (drop != SIZE_MAX) {
-        memmove(&gw->pending[drop], &gw->pending[drop + 1],
-                (gw->npending - drop - 1) * sizeof(sg_pending_t));
-        gw->npending--;
-    }
-    gw->pending[gw->npending++] = *p;
-    pthread_mutex_unlock(&gw->pending_lock);
-}
-
-typedef enum { TAKE_OK, TAKE_UNKNOWN, TAKE_OTHER_BROWSER, TAKE_EXPIRED } take_result;
-
-/* Finds and removes the pending sign-in of state: a state works once, in its own browser. */
-static take_result pending_take(sg_gateway_t *gw, const char *state, const char *browser,
-                                long long now, sg_pending_t *out)
-{
-    unsigned char sh[32], bh[32];
-    sg_sha256(state, strlen(state), sh);
-    if (browser)
-        sg_sha256(browser, strlen(browser), bh);
-    take_result res = TAKE_UNKNOWN;
-    pthread_mutex_lock(&gw->pending_lock);
-    for (size_t i = 0; i < gw->npending; i++) {
-        sg_pending_t *p = &gw->pending[i];
-        if (!sg_ct_equal(p->state_hash, 32, sh, 32))
-            continue;
-        if (!browser || !sg_ct_equal(p->browser_hash, 32, bh, 32)) {
-            res = TAKE_OTHER_BROWSER; /* leave it: the right browser may still come */
-            break;
-        }
-        *out = *p;
-        memmove(p, p + 1, (gw->npending - i - 1) * sizeof(sg_pending_t));
-        gw->npending--;
-        res = now - out->created > gw->cfg.login_timeout ? TAKE_EXPIRED : TAKE_OK;
-        break;
-    }
-    pthread_mutex_unlock(&gw->pending_lock);
-    return res;
-}
-
-/* Counts a sign-in's outcome; failures also go to the audit log (successes are audited with
- * the person and role where they happen). */
-static void signin_outcome(sg_gateway_t *gw, const char *result)
-{
-    char labels[64];
-    snprintf(labels, sizeof(labels), "result=\"%s\"", result);
-    sg_metrics_inc("scopegate_signins_total", labels);
-    if (strcmp(result, "ok") != 0)
-        sg_audit(gw->audit, "signin", "result", result, NULL);
-}
-
 /* ---- GET /login ------------------------------------------------------------------------ */
-
-char *sg_gw_redirect_uri(sg_gateway_t *gw)
-{
-    size_t n = strlen(gw->cfg.public_url) + 32;
-    char *u = malloc(n);
-    if (u)
-        snprintf(u, n, "%s/oauth/callback", gw->cfg.public_url);
-    return u;
-}
-
-char *sg_join_scopes(const char *const *scopes, size_t n)
-{
-    sg_buf_t b;
-    sg_buf_init(&b, 4096);
-    for (size_t i = 0; i < n; i++)
-        if (sg_buf_printf(&b, "%s%s", i ? " " : "", scopes[i]))
-            return NULL;
-    return sg_buf_steal(&b);
-}
-
-int sg_begin_authorization(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg_pending_t *tmpl,
-                           const char *scopes, const char *prompt)
-{
-    sg_oidc_t *op = sg_gw_provider(gw, tmpl->app);
-    char *verifier = NULL, *challenge = NULL, *state = sg_random_token(32);
-    char *nonce = sg_random_token(24), *cb = sg_gw_redirect_uri(gw);
-    char *browser = NULL, *url = NULL;
-    int rc = -1;
-
-    size_t blen = 0;
-    const char *have = sg_cookie_find(sg_req_header(r, "Cookie"), gw->login_cookie, &blen);
-    browser = have && blen >= 32 && blen <= 64 ? strndup(have, blen) : sg_random_token(32);
-
-    sg_oidc_err_t err = {0};
-    if (!op || !state || !nonce || !scopes || !cb || !browser ||
-        sg_oidc_pkce_pair(&verifier, &challenge)) {
-        sg_page_error(gw, r, w, 500, "Sign-in could not start",
-                      "The gateway could not start the sign-in.",
-                      "Try again in a moment; if it persists, tell the operators.");
-        goto done;
-    }
-    url = sg_oidc_authorize_url(op, cb, scopes, state, nonce, challenge, prompt, &err);
-    if (!url) {
-        sg_log(SG_LOG_ERROR, "login_provider", "rid=%s provider %s unusable: %s %s", r->request_id,
-               tmpl->app, err.error, err.description);
-        if (tmpl->kind == SG_AUTHZ_SIGNIN)
-            signin_outcome(gw, "provider_error");
-        sg_page_error(gw, r, w, 502, "The sign-in service is not answering",
-                      "The sign-in provider cannot be reached right now.",
-                      "Try again in a minute; if it persists, tell the operators.");
-        goto done;
-    }
-
-    sg_pending_t p = *tmpl;
-    p.created = sg_gw_now();
-    p.used = 0;
-    sg_sha256(state, strlen(state), p.state_hash);
-    sg_sha256(browser, strlen(browser), p.browser_hash);
-    snprintf(p.nonce, sizeof(p.nonce), "%s", nonce);
-    snprintf(p.verifier, sizeof(p.verifier), "%s", verifier);
-    pending_add(gw, &p);
-
-    /* One login cookie per browser, shared by its tabs: old ones cannot pile up. Lax, since
-     * the provider's redirect back is a top-level GET from another site. */
-    char cookie[256];
-    snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Lax%s",
-             gw->login_cookie, browser, gw->cfg.login_timeout,
-             gw->cfg.secure_cookies ? "; Secure" : "");
-    sg_resp_header(w, "Set-Cookie", cookie);
-    sg_resp_redirect(w, url);
-    w->no_store = 1;
-    rc = 0;
-done:
-    free(verifier);
-    free(challenge);
-    free(state);
-    free(nonce);
-    free(cb);
-    free(browser);
-    free(url);
-    return rc;
-}
 
 static int loopback_name(const char *h, size_t n)
 {
@@ -313,17 +148,17 @@ static void drop_provider_tokens(sg_oidc_t *op, const sg_tokens_t *t, const char
 static void provider_failed(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, const char *step,
                             const sg_oidc_err_t *err)
 {
-    sg_log(SG_LOG_WARN, "callback_provider", "rid=%s %s failed: status %d, %s: %s",
-           r->request_id, step, err->http_status, err->error, err->description);
+    sg_log(SG_LOG_WARN, "callback_provider", "rid=%s %s failed: status %d, %s: %s", r->request_id,
+           step, err->http_status, err->error, err->description);
     if (strcmp(err->error, "timeout") == 0 || strcmp(err->error, "transport") == 0 ||
         strcmp(err->error, "malformed") == 0 || err->http_status >= 500) {
-        signin_outcome(gw, "provider_error");
+        sg_signin_outcome(gw, "provider_error");
         sg_page_error(gw, r, w, 502, "The sign-in service is not answering",
                       "The sign-in provider did not answer properly, so you could not "
                       "be signed in.",
                       "Try again in a minute; if it persists, tell the operators.");
     } else {
-        signin_outcome(gw, "provider_refused");
+        sg_signin_outcome(gw, "provider_refused");
         char what[400];
         sg_textf(what, sizeof(what),
                  "The sign-in provider refused to complete the sign-in (%s%s%s).", err->error,
@@ -345,25 +180,25 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         browser[blen] = '\0';
     }
     if (r->query_bad || sg_form_first_dup(q) || !state || !*state || strlen(state) > 256) {
-        signin_outcome(gw, "bad_state");
+        sg_signin_outcome(gw, "bad_state");
         sg_page_error(gw, r, w, 400, "Sign-in did not finish",
                       "This sign-in answer is incomplete or malformed (no valid state).",
                       "Start the sign-in again from the application.");
         return;
     }
     sg_pending_t p;
-    take_result tr = pending_take(gw, state, browser[0] ? browser : NULL, sg_gw_now(), &p);
-    if (tr != TAKE_OK) {
-        signin_outcome(gw, "bad_state");
+    sg_take_result tr = sg_pending_take(gw, state, browser[0] ? browser : NULL, sg_gw_now(), &p);
+    if (tr != SG_TAKE_OK) {
+        sg_signin_outcome(gw, "bad_state");
         sg_log(SG_LOG_WARN, "callback_state", "rid=%s state %s", r->request_id,
-               tr == TAKE_OTHER_BROWSER ? "belongs to another browser"
-               : tr == TAKE_EXPIRED     ? "expired"
-                                        : "unknown or already used");
+               tr == SG_TAKE_OTHER_BROWSER ? "belongs to another browser"
+               : tr == SG_TAKE_EXPIRED     ? "expired"
+                                           : "unknown or already used");
         sg_page_error(gw, r, w, 400, "Sign-in did not finish",
-                      tr == TAKE_OTHER_BROWSER
+                      tr == SG_TAKE_OTHER_BROWSER
                           ? "This sign-in was started in another browser (or its cookie is gone)."
-                      : tr == TAKE_EXPIRED ? "This sign-in took too long and expired."
-                                           : "This sign-in link is unknown or was already used.",
+                      : tr == SG_TAKE_EXPIRED ? "This sign-in took too long and expired."
+                                              : "This sign-in link is unknown or was already used.",
                       "Start the sign-in again from the application.");
         return;
     }
@@ -373,7 +208,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     const char *iss = sg_form_get(q, "iss");
     if (iss && (!app || strcmp(iss, app->issuer) != 0)) {
         /* RFC 9207: the answer names its issuer; another one means a mix-up attack. */
-        signin_outcome(gw, "bad_state");
+        sg_signin_outcome(gw, "bad_state");
         sg_log(SG_LOG_WARN, "callback_iss",
                "rid=%s the answer names another issuer than the "
                "sign-in app's; refused",
@@ -386,7 +221,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     }
     if (perr) {
         const char *desc = sg_form_get(q, "error_description");
-        signin_outcome(gw, "provider_refused");
+        sg_signin_outcome(gw, "provider_refused");
         char perr_c[64], desc_c[256];
         sg_text_clean(perr_c, sizeof(perr_c), perr);
         sg_text_clean(desc_c, sizeof(desc_c), desc);
@@ -422,7 +257,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         return;
     }
     if (!code || !*code) {
-        signin_outcome(gw, "bad_request");
+        sg_signin_outcome(gw, "bad_request");
         sg_page_error(gw, r, w, 400, "Sign-in did not finish",
                       "The sign-in answer carries no code.", "Start the sign-in again.");
         return;
@@ -447,7 +282,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         goto done;
     }
     if (!tok.id_token) {
-        signin_outcome(gw, "bad_id_token");
+        sg_signin_outcome(gw, "bad_id_token");
         drop_provider_tokens(op, &tok, r->request_id);
         sg_page_error(gw, r, w, 502, "Sign-in is not set up right",
                       "The sign-in provider sent no ID token (is 'openid' among the "
@@ -461,13 +296,13 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         drop_provider_tokens(op, &tok, r->request_id);
         /* The provider's key set unavailable is an outage, not a forged answer. */
         if (strcmp(err.error, "bad_id_token") != 0) {
-            signin_outcome(gw, "provider_error");
+            sg_signin_outcome(gw, "provider_error");
             sg_page_error(gw, r, w, 502, "The sign-in service is not answering",
                           "The sign-in provider's keys could not be fetched, so its "
                           "answer could not be checked.",
                           "Try again in a minute.");
         } else {
-            signin_outcome(gw, "bad_id_token");
+            sg_signin_outcome(gw, "bad_id_token");
             sg_page_error(gw, r, w, 401, "Sign-in did not finish",
                           "The sign-in provider's answer could not be verified, so you "
                           "were not signed in.",
@@ -488,7 +323,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                    "rid=%s userinfo names another subject "
                    "than the ID token; sign-in refused",
                    r->request_id);
-            signin_outcome(gw, "bad_id_token");
+            sg_signin_outcome(gw, "bad_id_token");
             drop_provider_tokens(op, &tok, r->request_id);
             sg_page_error(gw, r, w, 502, "Sign-in did not finish",
                           "The sign-in provider answered inconsistently (its user "
@@ -502,7 +337,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 
     sg_policy_result_t res;
     if (sg_oidc_identity(claims, &user_id, &org_id) || sg_policy_resolve(pol, claims, &res)) {
-        signin_outcome(gw, "no_role");
+        sg_signin_outcome(gw, "no_role");
         sg_page_error(gw, r, w, 403, "No access to this application",
                       "You were identified, but you have not been given access to this "
                       "application.",
@@ -527,7 +362,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                            .max_lifetime = res.role->max};
     char sid[SG_SESSION_ID_LEN + 1];
     if (sg_session_create(gw->sessions, &sn, sg_gw_now(), sid)) {
-        signin_outcome(gw, "error");
+        sg_signin_outcome(gw, "error");
         sg_page_error(gw, r, w, 500, "Sign-in did not finish",
                       "The gateway could not store your session.",
                       "Try again; if it persists, tell the operators.");
@@ -540,7 +375,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (gw->store->ops->person_put(gw->store, user_id, sn.claims_json, sg_gw_now()))
         sg_log(SG_LOG_WARN, "person_store", "rid=%s the person's claims were not stored",
                r->request_id);
-    signin_outcome(gw, "ok");
+    sg_signin_outcome(gw, "ok");
     char line[16];
     snprintf(line, sizeof(line), "%d", res.rule->line);
     sg_audit(gw->audit, "signin", "result", "ok", "user_id", user_id, "org_id", org_id, "username",
