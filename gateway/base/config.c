@@ -282,30 +282,35 @@ static void load_integrations(loader_t *L, const config_setting_t *ints, sg_conf
     }
 }
 
+int sg_libconfig_read(const char *path, config_t *c, char *dir, size_t dirlen, char *err,
+                      size_t errlen)
+{
+    snprintf(dir, dirlen, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, dirlen, ".");
+    config_init(c);
+    if (config_read_file(c, path))
+        return 0;
+    if (config_error_type(c) == CONFIG_ERR_FILE_IO)
+        snprintf(err, errlen, "%s: error: cannot read the file", path);
+    else
+        snprintf(err, errlen, "%s:%d: error: %s", path, config_error_line(c),
+                 config_error_text(c));
+    config_destroy(c);
+    return -1;
+}
+
 sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof(*cfg));
     loader_t L = {.path = path};
-    sg_buf_init(&L.err, 4096);
-    snprintf(L.dir, sizeof(L.dir), "%s", path);
-    char *slash = strrchr(L.dir, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        snprintf(L.dir, sizeof(L.dir), ".");
-
     config_t c;
-    config_init(&c);
-    if (!config_read_file(&c, path)) {
-        if (config_error_type(&c) == CONFIG_ERR_FILE_IO)
-            snprintf(err, errlen, "%s: error: cannot read the file", path);
-        else
-            snprintf(err, errlen, "%s:%d: error: %s", path, config_error_line(&c),
-                     config_error_text(&c));
-        config_destroy(&c);
-        sg_buf_free(&L.err);
+    if (sg_libconfig_read(path, &c, L.dir, sizeof(L.dir), err, errlen))
         return SG_ERR_CONFIG;
-    }
+    sg_buf_init(&L.err, 4096);
     const config_setting_t *root = config_root_setting(&c);
     check_keys(&L, root, top_keys);
     cfg->path = strdup(path);

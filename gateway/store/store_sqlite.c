@@ -233,41 +233,69 @@ void sg_grant_recs_free(sg_grant_rec_t *recs, size_t n)
     free(recs);
 }
 
+/* Bindings collect the first error, so a statement's parameters read as a list. */
+typedef struct {
+    sqlite3_stmt *q;
+    int src;
+} binder_t;
+
+static void b_text(binder_t *b, int idx, const char *s)
+{
+    if (b->src == SQLITE_OK)
+        b->src = bind_text(b->q, idx, s);
+}
+
+static void b_int(binder_t *b, int idx, long long v)
+{
+    if (b->src == SQLITE_OK)
+        b->src = sqlite3_bind_int64(b->q, idx, v);
+}
+
+static void b_blob(binder_t *b, int idx, const void *p, size_t n)
+{
+    if (b->src == SQLITE_OK)
+        b->src = sqlite3_bind_blob64(b->q, idx, p, (sqlite3_uint64)n, SQLITE_STATIC);
+}
+
+/*
+ * Runs a bound write and leaves the statement reset and unbound whatever happened. With
+ * must_change, a write that matched no row is SG_ERR_NOTFOUND. The caller holds the mutex.
+ */
+static sg_rc write_locked(sqlite_store_t *st, binder_t *b, const char *what, int must_change)
+{
+    int src = b->src;
+    if (src == SQLITE_OK) {
+        src = step_done(b->q);
+    } else {
+        sqlite3_reset(b->q);
+        sqlite3_clear_bindings(b->q);
+    }
+    if (src != SQLITE_OK)
+        return fail(st, what, src);
+    if (must_change && sqlite3_changes(st->db) == 0)
+        return SG_ERR_NOTFOUND;
+    return SG_OK;
+}
+
 static sg_rc op_session_put(sg_store_t *s, const sg_session_rec_t *rec)
 {
     sqlite_store_t *st = impl(s);
     if (!rec || !is_id_hash(rec->id_hash) || !rec->user_id || !rec->role)
         return SG_ERR_PARSE;
     pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = st->put;
-    int src = bind_text(q, 1, rec->id_hash);
-    if (src == SQLITE_OK)
-        src = bind_text(q, 2, rec->user_id);
-    if (src == SQLITE_OK)
-        src = bind_text(q, 3, rec->org_id);
-    if (src == SQLITE_OK)
-        src = bind_text(q, 4, rec->username);
-    if (src == SQLITE_OK)
-        src = bind_text(q, 5, rec->email);
-    if (src == SQLITE_OK)
-        src = bind_text(q, 6, rec->role);
-    if (src == SQLITE_OK)
-        src = bind_text(q, 7, rec->claims);
-    if (src == SQLITE_OK)
-        src = sqlite3_bind_int64(q, 8, rec->created);
-    if (src == SQLITE_OK)
-        src = sqlite3_bind_int64(q, 9, rec->last_seen);
-    if (src == SQLITE_OK)
-        src = sqlite3_bind_int64(q, 10, rec->idle_timeout);
-    if (src == SQLITE_OK)
-        src = sqlite3_bind_int64(q, 11, rec->max_lifetime);
-    if (src == SQLITE_OK) {
-        src = step_done(q);
-    } else {
-        sqlite3_reset(q);
-        sqlite3_clear_bindings(q);
-    }
-    sg_rc rc = src == SQLITE_OK ? SG_OK : fail(st, "session_put", src);
+    binder_t b = {st->put, SQLITE_OK};
+    b_text(&b, 1, rec->id_hash);
+    b_text(&b, 2, rec->user_id);
+    b_text(&b, 3, rec->org_id);
+    b_text(&b, 4, rec->username);
+    b_text(&b, 5, rec->email);
+    b_text(&b, 6, rec->role);
+    b_text(&b, 7, rec->claims);
+    b_int(&b, 8, rec->created);
+    b_int(&b, 9, rec->last_seen);
+    b_int(&b, 10, rec->idle_timeout);
+    b_int(&b, 11, rec->max_lifetime);
+    sg_rc rc = write_locked(st, &b, "session_put", 0);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -278,14 +306,9 @@ static sg_rc op_session_delete(sg_store_t *s, const char *id_hash)
     if (!is_id_hash(id_hash))
         return SG_ERR_PARSE;
     pthread_mutex_lock(&st->mu);
-    int src = bind_text(st->del, 1, id_hash);
-    if (src == SQLITE_OK)
-        src = step_done(st->del);
-    sg_rc rc;
-    if (src != SQLITE_OK)
-        rc = fail(st, "session_delete", src);
-    else
-        rc = sqlite3_changes(st->db) > 0 ? SG_OK : SG_ERR_NOTFOUND;
+    binder_t b = {st->del, SQLITE_OK};
+    b_text(&b, 1, id_hash);
+    sg_rc rc = write_locked(st, &b, "session_delete", 1);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -313,11 +336,10 @@ static sg_rc op_session_touch(sg_store_t *s, const char *const *id_hashes, const
     for (size_t i = 0; i < n && src == SQLITE_OK; i++) {
         if (!is_id_hash(id_hashes[i]))
             continue; /* not a session of ours: nothing to update */
-        src = bind_text(st->touch, 1, id_hashes[i]);
-        if (src == SQLITE_OK)
-            src = sqlite3_bind_int64(st->touch, 2, seen[i]);
-        if (src == SQLITE_OK)
-            src = step_done(st->touch);
+        binder_t b = {st->touch, SQLITE_OK};
+        b_text(&b, 1, id_hashes[i]);
+        b_int(&b, 2, seen[i]);
+        src = b.src == SQLITE_OK ? step_done(st->touch) : b.src;
     }
     sg_rc rc = SG_OK;
     if (src == SQLITE_OK)
@@ -379,12 +401,9 @@ static sg_rc op_session_expire(sg_store_t *s, long long now, size_t *n)
 {
     sqlite_store_t *st = impl(s);
     pthread_mutex_lock(&st->mu);
-    int src = sqlite3_bind_int64(st->expire, 1, now);
-    if (src == SQLITE_OK)
-        src = step_done(st->expire);
-    sg_rc rc = SG_OK;
-    if (src != SQLITE_OK)
-        rc = fail(st, "session_expire", src);
+    binder_t b = {st->expire, SQLITE_OK};
+    b_int(&b, 1, now);
+    sg_rc rc = write_locked(st, &b, "session_expire", 0);
     if (n)
         *n = rc ? 0 : (size_t)sqlite3_changes(st->db);
     pthread_mutex_unlock(&st->mu);
@@ -397,50 +416,6 @@ static sg_rc op_session_expire(sg_store_t *s, long long now, size_t *n)
  * Every grant operation is one SQL statement in autocommit mode: SQLite applies it whole or
  * not at all, and with synchronous=FULL the commit is on disk (WAL fsync'd) before we return.
  */
-
-/* Bindings collect the first error, so a statement's parameters read as a list. */
-typedef struct {
-    sqlite3_stmt *q;
-    int src;
-} binder_t;
-
-static void b_text(binder_t *b, int idx, const char *s)
-{
-    if (b->src == SQLITE_OK)
-        b->src = bind_text(b->q, idx, s);
-}
-
-static void b_int(binder_t *b, int idx, long long v)
-{
-    if (b->src == SQLITE_OK)
-        b->src = sqlite3_bind_int64(b->q, idx, v);
-}
-
-static void b_blob(binder_t *b, int idx, const void *p, size_t n)
-{
-    if (b->src == SQLITE_OK)
-        b->src = sqlite3_bind_blob64(b->q, idx, p, (sqlite3_uint64)n, SQLITE_STATIC);
-}
-
-/*
- * Runs a bound write and leaves the statement reset and unbound whatever happened. With
- * must_change, a write that matched no row is SG_ERR_NOTFOUND. The caller holds the mutex.
- */
-static sg_rc write_locked(sqlite_store_t *st, binder_t *b, const char *what, int must_change)
-{
-    int src = b->src;
-    if (src == SQLITE_OK) {
-        src = step_done(b->q);
-    } else {
-        sqlite3_reset(b->q);
-        sqlite3_clear_bindings(b->q);
-    }
-    if (src != SQLITE_OK)
-        return fail(st, what, src);
-    if (must_change && sqlite3_changes(st->db) == 0)
-        return SG_ERR_NOTFOUND;
-    return SG_OK;
-}
 
 static int nonempty(const char *s)
 {

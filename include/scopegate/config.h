@@ -8,6 +8,7 @@
 #define SCOPEGATE_CONFIG_H
 
 #include <stddef.h>
+#include <libconfig.h>
 #include "scopegate/rc.h"
 
 typedef struct {
@@ -58,6 +59,15 @@ typedef struct {
     int secure_cookies;       /* derived: public_url is https */
     char cookie_name[64];     /* derived: "__Host-scopegate" when secure, else "scopegate" */
 } sg_config_t;
+
+/*
+ * Reads a libconfig file into *c (config_init'ed here) and puts the file's folder, against
+ * which its relative paths resolve, in dir. 0, or -1 with "FILE: error: cannot read the file"
+ * or "FILE:LINE: error: ..." in err and *c destroyed. For every libconfig file we read: the
+ * deployment config here, sfsim's org.
+ */
+int sg_libconfig_read(const char *path, config_t *c, char *dir, size_t dirlen, char *err,
+                      size_t errlen);
 
 /* Loads path. On failure *err holds "FILE:LINE: error: ..." lines and the config is empty. */
 sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errlen);

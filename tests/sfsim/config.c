@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "scopegate/config.h"
 #include "scopegate/duration.h"
 #include "scopegate/jose.h"
 
@@ -422,24 +423,9 @@ int sim_config_load(const char *path, sim_config_t *cfg, char *err, size_t errle
 {
     loader_t L = {.path = path, .err = err, .errlen = errlen};
     memset(cfg, 0, sizeof(*cfg));
-    snprintf(L.dir, sizeof(L.dir), "%s", path);
-    char *slash = strrchr(L.dir, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        snprintf(L.dir, sizeof(L.dir), ".");
-
     config_t c;
-    config_init(&c);
-    if (!config_read_file(&c, path)) {
-        if (config_error_type(&c) == CONFIG_ERR_FILE_IO)
-            snprintf(err, errlen, "%s: error: cannot read file", path);
-        else
-            snprintf(err, errlen, "%s:%d: error: %s", path, config_error_line(&c),
-                     config_error_text(&c));
-        config_destroy(&c);
+    if (sg_libconfig_read(path, &c, L.dir, sizeof(L.dir), err, errlen))
         return -1;
-    }
     const config_setting_t *root = config_root_setting(&c);
     check_keys(&L, root, top_keys);
 
