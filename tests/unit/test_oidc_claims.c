@@ -2,7 +2,7 @@
  * oidc, the parts that need no provider: ID-token claim checks (iss, aud, azp, exp, iat, nbf,
  * nonce, sub) at chosen clock values, token-response shapes (Salesforce's and others'),
  * provider error mapping, client_secret_basic encoding, identity extraction, PKCE, and the
- * options sg_oidc_new refuses. The provider-facing parts are in tests/e2e/test_oidc.c.
+ * options sg_oidc_new refuses. The provider-facing parts are in tests/lib/test_oidc.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>

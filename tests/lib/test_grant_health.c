@@ -35,69 +35,46 @@
 #include "scopegate/oidc.h"
 #include "scopegate/store.h"
 #include "scopegate/vault.h"
+#include "vault_fixture.h"
 
-#define ORG_ID     "00D8d000001DeMoEAK"
-#define ADMIN_ID   "0058d000002AdmnEAA"
-#define OPS_ID     "0058d000002OpsxEAA"
-#define API        "demo-api"
-#define API_SEC    "demo-api-secret"
-#define API_NAME   "scopegate API" /* demo-api's name at sfsim: OauthToken.AppName */
-#define API_SCOPES "api refresh_token offline_access"
-#define NMANY      1000
+#define API_NAME "scopegate API" /* demo-api's name at sfsim: OauthToken.AppName */
+#define NMANY    1000
 
-static th_proc_t simproc;
-static const char *B;
+/* ---- the per-test fixture (vault_fixture.h's fx, and this file's additions) -------------- */
 
-/* ---- the per-test fixture ---------------------------------------------------------------- */
-
-typedef struct {
-    char dir[256];
-    char db[300];
-    unsigned char key[SG_AEAD_KEY_LEN];
-    sg_store_t *store;
-    sg_vault_t *vault;
-    sg_oidc_t *api;
-    sg_vault_opts_t opts;
-    sg_grant_health_t decl; /* what the "policy" declares for app "api" */
+/* What the "policy" declares for app "api", and what the vault's events said (under fx.mu). */
+static struct {
+    sg_grant_health_t decl;
     int declared;
-    pthread_mutex_t mu;
     int died, kept_alive, expiring;
     char last_cause[64];
     char last_evidence[1024];
     long long last_expires_at;
-} fixture_t;
-
-static fixture_t fx;
-
-static sg_oidc_t *provider(void *ctx, const char *app)
-{
-    fixture_t *f = ctx;
-    return strcmp(app, "api") == 0 ? f->api : NULL;
-}
+} hx;
 
 static int health(void *ctx, const char *app, sg_grant_health_t *out)
 {
-    fixture_t *f = ctx;
-    if (!f->declared || strcmp(app, "api") != 0)
+    (void)ctx;
+    if (!hx.declared || strcmp(app, "api") != 0)
         return 0;
-    *out = f->decl;
+    *out = hx.decl;
     return 1;
 }
 
 static void on_event(void *ctx, const sg_vault_event_t *e)
 {
-    fixture_t *f = ctx;
+    vault_fixture_t *f = ctx;
     pthread_mutex_lock(&f->mu);
     if (strcmp(e->kind, "grant_died") == 0) {
-        f->died++;
-        snprintf(f->last_cause, sizeof f->last_cause, "%s", e->cause ? e->cause : "(null)");
-        snprintf(f->last_evidence, sizeof f->last_evidence, "%s",
+        hx.died++;
+        snprintf(hx.last_cause, sizeof hx.last_cause, "%s", e->cause ? e->cause : "(null)");
+        snprintf(hx.last_evidence, sizeof hx.last_evidence, "%s",
                  e->evidence ? e->evidence : "(null)");
     } else if (strcmp(e->kind, "grant_kept_alive") == 0) {
-        f->kept_alive++;
+        hx.kept_alive++;
     } else if (strcmp(e->kind, "grant_expiring") == 0) {
-        f->expiring++;
-        f->last_expires_at = e->expires_at;
+        hx.expiring++;
+        hx.last_expires_at = e->expires_at;
     }
     pthread_mutex_unlock(&f->mu);
 }
@@ -110,91 +87,28 @@ static int counter(const int *c)
     return n;
 }
 
-static void vault_open(void)
-{
-    fx.opts.store = fx.store;
-    sg_rc rc = sg_vault_open(&fx.opts, &fx.vault);
-    if (rc)
-        fail_msg("sg_vault_open: %s", sg_rc_str(rc));
-}
-
-static void vault_close(void)
-{
-    sg_vault_close(fx.vault);
-    fx.vault = NULL;
-}
-
 static int setup(void **state)
 {
     (void)state;
-    if (th_sim_post(B, "/_sim/reset"))
+    if (vf_setup("health"))
         return -1;
-    memset(&fx, 0, sizeof fx);
-    pthread_mutex_init(&fx.mu, NULL);
-    snprintf(fx.dir, sizeof fx.dir, "/tmp/sg-health-XXXXXX");
-    if (!mkdtemp(fx.dir))
-        return -1;
-    snprintf(fx.db, sizeof fx.db, "%s/scopegate.db", fx.dir);
-    if (sg_random_bytes(fx.key, sizeof fx.key))
-        return -1;
-    char err[256] = "";
-    if (sg_store_open_sqlite(fx.db, &fx.store, err, sizeof err)) {
-        fprintf(stderr, "store: %s\n", err);
-        return -1;
-    }
-    sg_oidc_opts_t o = {.issuer = B,
-                        .client_id = API,
-                        .client_secret = API_SEC,
-                        .timeout_ms = 5000,
-                        .allow_http = 1};
-    if (sg_oidc_new(&o, &fx.api))
-        return -1;
-    fx.declared = 1;
-    fx.decl = (sg_grant_health_t){.approval_limit = 5, .provider_app_name = API_NAME};
-    fx.opts = (sg_vault_opts_t){.store = fx.store,
-                                .key = fx.key,
-                                .provider = provider,
-                                .ctx = &fx,
-                                .wait_ms = 20000,
-                                .on_event = on_event,
-                                .health = health,
-                                .keep_alive_tick_ms = 100};
+    memset(&hx, 0, sizeof hx);
+    hx.declared = 1;
+    hx.decl = (sg_grant_health_t){.approval_limit = 5, .provider_app_name = API_NAME};
+    fx.opts.on_event = on_event;
+    fx.opts.health = health;
+    fx.opts.keep_alive_tick_ms = 100;
     return 0;
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    vault_close();
-    if (fx.store)
-        fx.store->ops->close(fx.store);
-    sg_oidc_free(fx.api);
-    nftw(fx.dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
-    pthread_mutex_destroy(&fx.mu);
+    vf_teardown();
     return 0;
 }
 
 /* ---- helpers ----------------------------------------------------------------------------- */
-
-static void sim(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sim(const char *fmt, ...)
-{
-    char path[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(path, sizeof path, fmt, ap);
-    va_end(ap);
-    if (th_sim_post(B, path))
-        fail_msg("sfsim refused POST %s", path);
-}
 
 static double sim_stat(const char *name, const char *sub)
 {
@@ -215,45 +129,14 @@ static double mono(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-typedef struct {
-    char *refresh_token;
-    long long id;
-} connected_t;
-
-/* Authorizes demo-api as username at sfsim and stores the grant as user_id's. */
-static connected_t connect_as(const char *username, const char *password, const char *user_id)
-{
-    connected_t c = {0};
-    cJSON *j = th_authorize_and_exchange(B, API, API_SEC, API_SCOPES, username, password);
-    if (!j)
-        fail_msg("authorizing %s at sfsim failed", username);
-    const cJSON *rt = cJSON_GetObjectItemCaseSensitive(j, "refresh_token");
-    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(j, "instance_url");
-    assert_true(cJSON_IsString(rt));
-    c.refresh_token = strdup(rt->valuestring);
-    sg_vault_new_t g = {.user_id = user_id,
-                        .org_id = ORG_ID,
-                        .username = username,
-                        .app = "api",
-                        .scopes = API_SCOPES,
-                        .instance_url = cJSON_IsString(iu) ? iu->valuestring : NULL,
-                        .refresh_token = c.refresh_token,
-                        .expires_in = -1};
-    sg_rc rc = sg_vault_connect(fx.vault, &g, &c.id);
-    cJSON_Delete(j);
-    if (rc || c.id <= 0)
-        fail_msg("sg_vault_connect(%s): %s", username, sg_rc_str(rc));
-    return c;
-}
-
 static connected_t connect_admin(void)
 {
-    return connect_as(TH_ADMIN, "admin", ADMIN_ID);
+    return connect_user(TH_ADMIN, "admin", ADMIN_ID, 0);
 }
 
 static connected_t connect_ops(void)
 {
-    return connect_as(TH_OPS, "ops", OPS_ID);
+    return connect_user(TH_OPS, "ops", OPS_ID, 0);
 }
 
 /* sfsim's grant of username for demo-api, by index (negative: from the end): live? */
@@ -309,10 +192,10 @@ static cJSON *expect_cause(long long id, const char *cause, const char *what)
     assert_true(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(x, "evidence")));
     /* The event said the same. */
     pthread_mutex_lock(&fx.mu);
-    int same = strcmp(fx.last_cause, cause) == 0;
+    int same = strcmp(hx.last_cause, cause) == 0;
     pthread_mutex_unlock(&fx.mu);
     if (!same)
-        fail_msg("%s: the grant_died event's cause is %s, not %s", what, fx.last_cause, cause);
+        fail_msg("%s: the grant_died event's cause is %s, not %s", what, hx.last_cause, cause);
     return x;
 }
 
@@ -326,7 +209,7 @@ static cJSON *expect_death(long long id, const char *cause, const char *what)
     if (e.http_status != 409 || strcmp(e.error, "grant_unavailable") != 0)
         fail_msg("%s: expected 409 grant_unavailable, got %d %s: %s", what, e.http_status, e.error,
                  e.reason);
-    assert_int_equal(1, counter(&fx.died));
+    assert_int_equal(1, counter(&hx.died));
     return expect_cause(id, cause, what);
 }
 
@@ -451,21 +334,21 @@ static void idle_app(void)
 {
     sim("/_sim/app?client_id=%s&refresh_token_policy=expire_if_unused&refresh_token_validity=2",
         API);
-    fx.decl.idle_window = 2;
-    fx.decl.keep_alive_at = 0.5;
+    hx.decl.idle_window = 2;
+    hx.decl.keep_alive_at = 0.5;
 }
 
 static void test_keep_alive_keeps_an_idle_grant_alive(void **state)
 {
     (void)state;
     idle_app();
-    fx.decl.keep_alive = 1;
+    hx.decl.keep_alive = 1;
     vault_open();
     connected_t a = connect_admin();
     sleep(10); /* 5x the window, no traffic at all */
     assert_true(sim_grant_live(TH_ADMIN, 0));
-    assert_int_equal(0, counter(&fx.died));
-    int kept = counter(&fx.kept_alive);
+    assert_int_equal(0, counter(&hx.died));
+    int kept = counter(&hx.kept_alive);
     if (kept < 5 || kept > 14) /* about one per second (half the window, jittered) */
         fail_msg("expected 5..14 keep-alive refreshes in 10 s, got %d", kept);
 
@@ -489,18 +372,18 @@ static void test_keep_alive_keeps_an_idle_grant_alive(void **state)
     assert_true(jnum(x, "idle_expires_at") == jnum(x, "last_refreshed") + 2);
     assert_true(jnum(x, "expires_in") >= 0 && jnum(x, "expires_in") <= 2);
     cJSON_Delete(x);
-    free(a.refresh_token);
+    connected_free(&a);
 }
 
 static void test_without_keep_alive_the_grant_dies_of_idle_expiry(void **state)
 {
     (void)state;
     idle_app();
-    fx.decl.keep_alive = 0;
+    hx.decl.keep_alive = 0;
     vault_open();
     connected_t a = connect_admin();
     sleep(4);
-    assert_int_equal(0, counter(&fx.kept_alive));
+    assert_int_equal(0, counter(&hx.kept_alive));
     sg_vault_query_t q = {.by = SG_VAULT_BY_USER, .id = ADMIN_ID, .app = "api", .caller = "t"};
     sg_vault_token_t t;
     sg_vault_err_t e;
@@ -511,7 +394,7 @@ static void test_without_keep_alive_the_grant_dies_of_idle_expiry(void **state)
     assert_true(jnum(ev, "idle_window") == 2);
     assert_true(jnum(ev, "idle_for") >= 2);
     cJSON_Delete(x);
-    free(a.refresh_token);
+    connected_free(&a);
 }
 
 /* ---- (b) every cause, one row each ----------------------------------------------------------- */
@@ -548,8 +431,8 @@ static void row_evicted(void)
     expect_refresh_ok(o.id, "the witness");
     vault_close();
     hook_stop(&h);
-    free(a.refresh_token);
-    free(o.refresh_token);
+    connected_free(&a);
+    connected_free(&o);
 }
 
 static void row_revoked(void)
@@ -563,8 +446,8 @@ static void row_revoked(void)
     assert_true(jnum(ev, "approvals_after") == 0);
     assert_true(jnum(ev, "query_by_grant") == (double)o.id);
     cJSON_Delete(x);
-    free(a.refresh_token);
-    free(o.refresh_token);
+    connected_free(&a);
+    connected_free(&o);
 }
 
 static void row_revoked_without_witness(void)
@@ -575,7 +458,7 @@ static void row_revoked_without_witness(void)
     cJSON *x = expect_death(a.id, "revoked_or_evicted", "revoke, nobody to ask");
     assert_non_null(jstr(cJSON_GetObjectItemCaseSensitive(x, "evidence"), "why"));
     cJSON_Delete(x);
-    free(a.refresh_token);
+    connected_free(&a);
 }
 
 static void row_idle_expiry(void)
@@ -586,13 +469,13 @@ static void row_idle_expiry(void)
     sleep(4);
     cJSON *x = expect_death(a.id, "idle_expiry", "idle");
     cJSON_Delete(x);
-    free(a.refresh_token);
+    connected_free(&a);
 }
 
 static void row_absolute_expiry(void)
 {
     sim("/_sim/app?client_id=%s&refresh_token_policy=expire_after&refresh_token_validity=2", API);
-    fx.decl.absolute_lifetime = 2;
+    hx.decl.absolute_lifetime = 2;
     hook_t h;
     hook_start(&h);
     fx.opts.webhook_url = h.url;
@@ -605,14 +488,14 @@ static void row_absolute_expiry(void)
     cJSON_Delete(w);
     sleep(3);
     /* Warned ahead (warn_before defaults to 7 days, so at once), and only once. */
-    assert_int_equal(1, counter(&fx.expiring));
+    assert_int_equal(1, counter(&hx.expiring));
     cJSON *x = expect_death(a.id, "absolute_expiry", "absolute");
     const cJSON *ev = cJSON_GetObjectItemCaseSensitive(x, "evidence");
     assert_true(jnum(ev, "absolute_lifetime") == 2);
     assert_true(jnum(ev, "age") >= 2);
     assert_true(jnum(x, "warned_at") > 0);
     assert_true(jnum(x, "absolute_expires_at") == jnum(x, "created") + 2);
-    assert_true(fx.last_expires_at == (long long)jnum(x, "absolute_expires_at"));
+    assert_true(hx.last_expires_at == (long long)jnum(x, "absolute_expires_at"));
     cJSON_Delete(x);
     vault_close();
     pthread_mutex_lock(&h.mu);
@@ -622,7 +505,7 @@ static void row_absolute_expiry(void)
     pthread_mutex_unlock(&h.mu);
     assert_int_equal(1, expiring_msgs); /* once, though many ticks saw it */
     hook_stop(&h);
-    free(a.refresh_token);
+    connected_free(&a);
 }
 
 static void row_inactive_user(void)
@@ -631,7 +514,7 @@ static void row_inactive_user(void)
     connected_t a = connect_admin();
     sim("/_sim/user?username=%s&active=false", TH_ADMIN);
     cJSON_Delete(expect_death(a.id, "inactive_user", "deactivated"));
-    free(a.refresh_token);
+    connected_free(&a);
 }
 
 static void row_inactive_org(void)
@@ -640,7 +523,7 @@ static void row_inactive_org(void)
     connected_t a = connect_admin();
     sim("/_sim/org?locked=true");
     cJSON_Delete(expect_death(a.id, "inactive_org", "locked org"));
-    free(a.refresh_token);
+    connected_free(&a);
 }
 
 static void row_ip_restricted(void)
@@ -649,7 +532,7 @@ static void row_ip_restricted(void)
     connected_t a = connect_admin();
     sim("/_sim/user?username=%s&login_ip_ranges=10.0.0.0/8", TH_ADMIN);
     cJSON_Delete(expect_death(a.id, "ip_restricted", "IP restricted"));
-    free(a.refresh_token);
+    connected_free(&a);
 }
 
 static void row_ip_relaxed_for_refresh(void)
@@ -660,14 +543,14 @@ static void row_ip_relaxed_for_refresh(void)
     sim("/_sim/user?username=%s&login_ip_ranges=10.0.0.0/8", TH_ADMIN);
     expect_refresh_ok(a.id, "relaxed for refresh tokens");
     expect_refresh_ok(a.id, "and again");
-    assert_int_equal(0, counter(&fx.died));
-    free(a.refresh_token);
+    assert_int_equal(0, counter(&hx.died));
+    connected_free(&a);
 }
 
 static void row_rotation_reuse(void)
 {
     sim("/_sim/app?client_id=%s&rotation=true", API);
-    fx.decl.rotation = 1;
+    hx.decl.rotation = 1;
     vault_open();
     connected_t a = connect_admin();
     /* A process that died mid-refresh: the marker is set, and the provider already rotated
@@ -681,14 +564,14 @@ static void row_rotation_reuse(void)
     cJSON *x = expect_death(a.id, "rotation_reuse", "rotation reuse");
     assert_true(jnum(cJSON_GetObjectItemCaseSensitive(x, "evidence"), "refresh_started") > 0);
     cJSON_Delete(x);
-    free(a.refresh_token);
+    connected_free(&a);
 }
 
 /* A marker left by a refresh of this process that completed is cleared: no false reuse. */
 static void row_rotation_ok(void)
 {
     sim("/_sim/app?client_id=%s&rotation=true", API);
-    fx.decl.rotation = 1;
+    hx.decl.rotation = 1;
     vault_open();
     connected_t a = connect_admin();
     expect_refresh_ok(a.id, "rotation 1");
@@ -699,7 +582,7 @@ static void row_rotation_ok(void)
     assert_int_equal(0, rec.refresh_started);
     assert_int_equal(SG_GRANT_LIVE, rec.state);
     sg_grant_rec_free(&rec);
-    free(a.refresh_token);
+    connected_free(&a);
 }
 
 typedef struct {
@@ -740,8 +623,8 @@ static void test_many_due_grants_never_stampede(void **state)
 {
     (void)state;
     sim("/_sim/app?client_id=%s&grant_limit=%d", API, NMANY);
-    fx.decl.idle_window = 3600;
-    fx.decl.keep_alive = 1;
+    hx.decl.idle_window = 3600;
+    hx.decl.keep_alive = 1;
     fx.opts.keep_alive_in_flight = 4;
     vault_open();
     double t0 = mono();
@@ -750,12 +633,12 @@ static void test_many_due_grants_never_stampede(void **state)
     for (int i = 0; i < NMANY; i++) {
         char uid[32];
         snprintf(uid, sizeof uid, "user%04d", i); /* one vault grant per "person" */
-        connected_t c = connect_as(TH_ADMIN, "admin", uid);
+        connected_t c = connect_user(TH_ADMIN, "admin", uid, 0);
         ids[i] = c.id;
-        free(c.refresh_token);
+        connected_free(&c);
     }
     fprintf(stderr, "# %d grants made in %.1f s\n", NMANY, mono() - t0);
-    assert_int_equal(0, counter(&fx.kept_alive)); /* fresh: nothing due */
+    assert_int_equal(0, counter(&hx.kept_alive)); /* fresh: nothing due */
     assert_int_equal(0, (int)sim_stat("token", "refresh_token"));
 
     /* Every grant last refreshed 50 minutes ago: all due at the next tick. */
@@ -778,7 +661,7 @@ static void test_many_due_grants_never_stampede(void **state)
     fprintf(stderr, "# most token requests in flight: %.0f\n", in_flight);
     assert_true(in_flight <= 4);
     assert_true(in_flight >= 2); /* they did overlap */
-    assert_int_equal(NMANY, counter(&fx.kept_alive));
+    assert_int_equal(NMANY, counter(&hx.kept_alive));
 
     /* Each grant exactly once, as sfsim counts it. */
     char *q = th_fmt("/_sim/grants?username=%s&client_id=%s", TH_ADMIN, API);
@@ -842,8 +725,8 @@ static void test_report_and_advice(void **state)
         assert_true(strlen(sg_vault_cause_advice(causes[i])) > 20);
     assert_string_equal(sg_vault_cause_advice("no such cause"), "");
     assert_string_equal(sg_vault_cause_advice(NULL), "");
-    free(a.refresh_token);
-    free(o.refresh_token);
+    connected_free(&a);
+    connected_free(&o);
 }
 
 /* ---- main ------------------------------------------------------------------------------------ */
@@ -851,19 +734,13 @@ static void test_report_and_advice(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (th_sfsim_start(&simproc, NULL))
-        return -1;
-    B = simproc.url;
-    return 0;
+    return vf_sim_start();
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    int rc = th_proc_stop(&simproc);
-    curl_global_cleanup();
-    return rc == 0 ? 0 : -1;
+    return vf_sim_stop();
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)

@@ -1,5 +1,5 @@
 /*
- * The OIDC client (gateway/oidc.c) against a real sfsim process: discovery and its cache,
+ * The OIDC client (gateway/oidc/) against a real sfsim process: discovery and its cache,
  * the authorize URL, code + PKCE exchange, Salesforce's token shapes, provider errors,
  * refresh and rotation, ID-token validation (and the attacks on it), userinfo, revocation,
  * introspection, identity, provider faults and timeouts. A tiny in-test HTTP server plays a

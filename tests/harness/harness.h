@@ -1,7 +1,8 @@
 /*
- * End-to-end test harness: starts real processes (sfsim now, the gateway later) on ephemeral
- * loopback ports, drives them over real HTTP with libcurl (a cookie jar per client, redirects
- * never followed), and offers the few Salesforce-flow helpers every test needs.
+ * The end-to-end test harness (tests/harness; harness_int.h says which file does what): starts
+ * real processes (sfsim, and the gateway with it) on ephemeral loopback ports, drives them over
+ * real HTTP with libcurl (a cookie jar per client, redirects never followed), and offers the
+ * few Salesforce-flow helpers every test needs.
  *
  * Every function that can fail returns 0 on success and -1 on failure after printing why on
  * stderr, so a test can `assert_int_equal(0, f(...))` and still read what went wrong.

@@ -1,5 +1,5 @@
 /*
- * The vault (gateway/vault.c) driven directly, without the gateway, against a real sfsim:
+ * The vault (gateway/vault/) driven directly, without the gateway, against a real sfsim:
  * single flight under 200 concurrent callers (rotation off and on), the cache and its
  * invalidation, rotation safety, grant death (admin revocation, expire-if-unused, deactivated
  * user, IP restriction) with the webhook and the fallback chain (same org, JWT integration,
@@ -38,56 +38,40 @@
 #include "scopegate/oidc.h"
 #include "scopegate/store.h"
 #include "scopegate/vault.h"
+#include "vault_fixture.h"
 
-#define ORG_ID     "00D8d000001DeMoEAK"
-#define ORG15      "00D8d000001DeMo"
-#define ADMIN_ID   "0058d000002AdmnEAA"
-#define OPS_ID     "0058d000002OpsxEAA"
-#define API        "demo-api"
-#define API_SEC    "demo-api-secret"
-#define API_SCOPES "api refresh_token offline_access"
-#define JWT_GT     "urn:ietf:params:oauth:grant-type:jwt-bearer"
-#define INTEG      "ops-integration"
-#define NCALLERS   200
+#define ORG15    "00D8d000001DeMo"
+#define JWT_GT   "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#define INTEG    "ops-integration"
+#define NCALLERS 200
 
-static th_proc_t simproc;
-static const char *B; /* sim.url: also the issuer */
 static EVP_PKEY *jwt_key;
 
-/* ---- the per-test fixture ---------------------------------------------------------------- */
+/* ---- the per-test fixture (vault_fixture.h's fx, and this file's additions) -------------- */
 
-typedef struct {
-    char dir[256];
-    char db[300];
-    unsigned char key[SG_AEAD_KEY_LEN];
-    sg_store_t *store;
-    sg_vault_t *vault;
-    sg_oidc_t *api, *jwt;
-    sg_integration_t integ;
-    sg_vault_opts_t opts;
-    pthread_mutex_t mu;
-    char events[4096]; /* "kind " per event */
-} fixture_t;
-
-static fixture_t fx;
+static struct {
+    sg_oidc_t *jwt;         /* demo-jwt's client: app "jwt" */
+    sg_integration_t integ; /* INTEG, by JWT bearer as admin@ */
+    char events[4096];      /* "kind " per event, under fx.mu */
+} vx;
 
 static sg_oidc_t *provider(void *ctx, const char *app)
 {
-    fixture_t *f = ctx;
+    vault_fixture_t *f = ctx;
     if (strcmp(app, "api") == 0)
         return f->api;
     if (strcmp(app, "jwt") == 0)
-        return f->jwt;
+        return vx.jwt;
     return NULL;
 }
 
 static void on_event(void *ctx, const sg_vault_event_t *e)
 {
-    fixture_t *f = ctx;
+    vault_fixture_t *f = ctx;
     pthread_mutex_lock(&f->mu);
     if (strcmp(e->kind, "token_served") != 0) { /* 200 of those would drown the rest */
-        size_t n = strlen(f->events);
-        snprintf(f->events + n, sizeof f->events - n, "%s ", e->kind);
+        size_t n = strlen(vx.events);
+        snprintf(vx.events + n, sizeof vx.events - n, "%s ", e->kind);
     }
     pthread_mutex_unlock(&f->mu);
 }
@@ -97,93 +81,37 @@ static int event_count(const char *kind)
     pthread_mutex_lock(&fx.mu);
     int n = 0;
     size_t kl = strlen(kind);
-    for (const char *p = fx.events; (p = strstr(p, kind)) != NULL; p += kl)
-        if ((p == fx.events || p[-1] == ' ') && p[kl] == ' ')
+    for (const char *p = vx.events; (p = strstr(p, kind)) != NULL; p += kl)
+        if ((p == vx.events || p[-1] == ' ') && p[kl] == ' ')
             n++;
     pthread_mutex_unlock(&fx.mu);
     return n;
 }
 
-static sg_oidc_t *client(const char *id, const char *secret)
-{
-    sg_oidc_opts_t o = {
-        .issuer = B, .client_id = id, .client_secret = secret, .timeout_ms = 5000, .allow_http = 1};
-    sg_oidc_t *op = NULL;
-    sg_rc rc = sg_oidc_new(&o, &op);
-    if (rc)
-        fail_msg("sg_oidc_new(%s): %s", id, sg_rc_str(rc));
-    return op;
-}
-
-static void store_open(void)
-{
-    char err[256] = "";
-    sg_rc rc = sg_store_open_sqlite(fx.db, &fx.store, err, sizeof err);
-    if (rc)
-        fail_msg("sg_store_open_sqlite(%s): %s %s", fx.db, sg_rc_str(rc), err);
-}
-
-static void vault_open(void)
-{
-    fx.opts.store = fx.store;
-    sg_rc rc = sg_vault_open(&fx.opts, &fx.vault);
-    if (rc)
-        fail_msg("sg_vault_open: %s", sg_rc_str(rc));
-}
-
-static void vault_close(void)
-{
-    sg_vault_close(fx.vault);
-    fx.vault = NULL;
-}
-
 static int setup(void **state)
 {
     (void)state;
-    if (th_sim_post(B, "/_sim/reset"))
+    if (vf_setup("vault"))
         return -1;
-    memset(&fx, 0, sizeof fx);
-    pthread_mutex_init(&fx.mu, NULL);
-    snprintf(fx.dir, sizeof fx.dir, "/tmp/sg-vault-XXXXXX");
-    if (!mkdtemp(fx.dir))
+    memset(&vx, 0, sizeof vx);
+    vx.jwt = vf_client("demo-jwt", "demo-jwt-secret");
+    if (!vx.jwt)
         return -1;
-    snprintf(fx.db, sizeof fx.db, "%s/scopegate.db", fx.dir);
-    if (sg_random_bytes(fx.key, sizeof fx.key))
-        return -1;
-    store_open();
-    fx.api = client(API, API_SEC);
-    fx.jwt = client("demo-jwt", "demo-jwt-secret");
-    fx.integ = (sg_integration_t){
+    vx.integ = (sg_integration_t){
         .name = INTEG, .app = "jwt", .username = TH_ADMIN, .org_id = ORG_ID, .key = jwt_key};
-    fx.opts = (sg_vault_opts_t){.store = fx.store,
-                                .key = fx.key,
-                                .provider = provider,
-                                .ctx = &fx,
-                                .integrations = &fx.integ,
-                                .nintegrations = 1,
-                                .wait_ms = 20000,
-                                .on_event = on_event};
+    fx.opts.provider = provider;
+    fx.opts.integrations = &vx.integ;
+    fx.opts.nintegrations = 1;
+    fx.opts.on_event = on_event;
     return 0;
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    vault_close();
-    if (fx.store)
-        fx.store->ops->close(fx.store);
-    sg_oidc_free(fx.api);
-    sg_oidc_free(fx.jwt);
-    nftw(fx.dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
-    pthread_mutex_destroy(&fx.mu);
+    vf_teardown(); /* the vault first: its threads may still use vx.jwt */
+    sg_oidc_free(vx.jwt);
+    vx.jwt = NULL;
     return 0;
 }
 
@@ -204,18 +132,6 @@ static long sim_stat(const char *name, const char *sub)
 static long refreshes(void)
 {
     return sim_stat("token", "refresh_token");
-}
-
-static void sim(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sim(const char *fmt, ...)
-{
-    char path[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(path, sizeof path, fmt, ap);
-    va_end(ap);
-    if (th_sim_post(B, path))
-        fail_msg("sfsim refused POST %s", path);
 }
 
 /* sfsim's grants of (username, demo-api), oldest first: the index-th one's live and reason. */
@@ -259,49 +175,6 @@ static void expect_works(const char *access_token, const char *what)
 }
 
 /* ---- vault helpers ----------------------------------------------------------------------- */
-
-typedef struct {
-    char *refresh_token, *access_token;
-    long long id;
-} connected_t;
-
-static void connected_free(connected_t *c)
-{
-    free(c->refresh_token);
-    free(c->access_token);
-    memset(c, 0, sizeof *c);
-}
-
-/* Authorizes demo-api as username at sfsim and stores the grant (the access token is cached
- * only when keep_at). */
-static connected_t connect_user(const char *username, const char *password, const char *user_id,
-                                int keep_at)
-{
-    connected_t c = {0};
-    cJSON *j = th_authorize_and_exchange(B, API, API_SEC, API_SCOPES, username, password);
-    if (!j)
-        fail_msg("authorizing %s at sfsim failed", username);
-    const cJSON *rt = cJSON_GetObjectItemCaseSensitive(j, "refresh_token");
-    const cJSON *at = cJSON_GetObjectItemCaseSensitive(j, "access_token");
-    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(j, "instance_url");
-    assert_true(cJSON_IsString(rt) && cJSON_IsString(at));
-    c.refresh_token = strdup(rt->valuestring);
-    c.access_token = strdup(at->valuestring);
-    sg_vault_new_t g = {.user_id = user_id,
-                        .org_id = ORG_ID,
-                        .username = username,
-                        .app = "api",
-                        .scopes = API_SCOPES,
-                        .instance_url = cJSON_IsString(iu) ? iu->valuestring : NULL,
-                        .refresh_token = c.refresh_token,
-                        .access_token = keep_at ? c.access_token : NULL,
-                        .expires_in = -1};
-    sg_rc rc = sg_vault_connect(fx.vault, &g, &c.id);
-    cJSON_Delete(j);
-    if (rc || c.id <= 0)
-        fail_msg("sg_vault_connect(%s): %s, id %lld", username, sg_rc_str(rc), c.id);
-    return c;
-}
 
 static sg_vault_query_t by_user(const char *user_id)
 {
@@ -1133,26 +1006,22 @@ static void test_restart_keeps_the_grant_refreshable(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     const char *root = getenv("SG_SOURCE_ROOT");
     char *path = th_fmt("%s/tests/sfsim/jwt-demo.key", root ? root : ".");
     jwt_key = sg_pem_load_private(path);
     if (!jwt_key)
         fprintf(stderr, "cannot load %s\n", path);
     free(path);
-    if (!jwt_key || th_sfsim_start(&simproc, NULL))
+    if (!jwt_key)
         return -1;
-    B = simproc.url;
-    return 0;
+    return vf_sim_start();
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
     EVP_PKEY_free(jwt_key);
-    int rc = th_proc_stop(&simproc);
-    curl_global_cleanup();
-    return rc == 0 ? 0 : -1;
+    return vf_sim_stop();
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)

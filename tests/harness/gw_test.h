@@ -1,8 +1,9 @@
 /*
- * What the gateway's end-to-end tests share (test_gateway_*.c): assertions that say what was
- * expected and what came, per-test memory that a failing assertion cannot leak (cmocka jumps
- * out of the test; the teardown frees what was kept), and shorthands for the requests every
- * test makes. Include after <cmocka.h> and "harness.h"; each test file has one stack, GW.
+ * What the tests of a running gateway share (tests/gateway/test_gateway_*.c, and the CLI,
+ * browser and demo tests): assertions that say what was expected and what came, per-test
+ * memory that a failing assertion cannot leak (cmocka jumps out of the test; the teardown frees
+ * what was kept), and shorthands for the requests every test makes. Include after <cmocka.h>
+ * and "harness.h"; each test file has one stack, GW.
  */
 #ifndef SG_GW_TEST_H
 #define SG_GW_TEST_H
