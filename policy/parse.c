@@ -240,11 +240,6 @@ static void parse_signin(sg_policy_ctx_t *c, const config_setting_t *root)
     get_scopes(c, s, "signin", SG_SCOPES_SIGNIN, &si->scopes, &si->nscopes);
 }
 
-static void fmt_duration(long long secs, char *buf, size_t len)
-{
-    sg_duration_format(secs, buf, len);
-}
-
 /* Seconds, dflt when absent, -1 when wrong (reported). A duration is "30m" or whole seconds;
  * zero is an error whose message ends with why_not_zero. */
 static long long get_duration_why(sg_policy_ctx_t *c, const config_setting_t *session,
@@ -304,8 +299,8 @@ static void parse_session(sg_policy_ctx_t *c, const config_setting_t *s, const c
         const config_setting_t *si = config_setting_get_member(s, "idle");
         const config_setting_t *sm = config_setting_get_member(s, "max");
         char a[32], b[32];
-        fmt_duration(idle, a, sizeof(a));
-        fmt_duration(max, b, sizeof(b));
+        sg_duration_format(idle, a, sizeof(a));
+        sg_duration_format(max, b, sizeof(b));
         sg_policy_diag(c, line_of(si ? si : sm), ERR, "idle %s%s is longer than max %s%s", a,
                        si ? "" : " (the default)", b, sm ? "" : " (the default)");
     }
@@ -501,7 +496,7 @@ static void lint_grant_health(sg_policy_ctx_t *c, const config_setting_t *offlin
     const config_setting_t *prov = config_setting_get_member(offline, "provider");
     const config_setting_t *ka = config_setting_get_member(offline, "keep_alive");
     if (o->idle_window > 0 && !o->keep_alive) {
-        fmt_duration(o->idle_window, a, sizeof(a));
+        sg_duration_format(o->idle_window, a, sizeof(a));
         sg_policy_diag(c, line_of(prov ? prov : offline), WARN,
                        "grants die after %s unused%s; enable keep_alive (keep_alive = { enabled = "
                        "true; }) so the gateway refreshes them before that",
@@ -517,8 +512,8 @@ static void lint_grant_health(sg_policy_ctx_t *c, const config_setting_t *offlin
                        "refresh_token_policy \"expire_if_unused\" or idle_ttl_limit = true)");
     if (o->absolute_lifetime > 0 && o->warn_before >= o->absolute_lifetime) {
         const config_setting_t *wb = config_setting_get_member(offline, "warn_before");
-        fmt_duration(o->warn_before, a, sizeof(a));
-        fmt_duration(o->absolute_lifetime, b, sizeof(b));
+        sg_duration_format(o->warn_before, a, sizeof(a));
+        sg_duration_format(o->absolute_lifetime, b, sizeof(b));
         sg_policy_diag(c, line_of(wb ? wb : prov), WARN,
                        "warn_before %s%s is not shorter than the grants' lifetime %s: every grant "
                        "would be expiring soon from the start",

@@ -319,12 +319,11 @@ static const char *when(long long t, char *buf, size_t len)
 
 static const char *state_of(const cJSON *g)
 {
-    static const char *const names[] = {"live", "dead", "disconnected", "replaced"};
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(g, "state");
     if (cJSON_IsString(v))
         return v->valuestring;
     if (cJSON_IsNumber(v) && v->valueint >= 0 && v->valueint < 4)
-        return names[v->valueint];
+        return sg_vault_state_name(v->valueint);
     return "?";
 }
 

@@ -81,7 +81,7 @@ const char *sg_vault_cause_title(const char *cause)
     for (size_t i = 0; cause && i < sizeof causes / sizeof causes[0]; i++)
         if (strcmp(cause, causes[i].cause) == 0)
             return causes[i].title;
-    return "";
+    return "The provider refused it";
 }
 
 int sg_vault_health_of(sg_vault_t *v, const char *app, sg_grant_health_t *h)

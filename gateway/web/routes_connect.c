@@ -72,10 +72,9 @@ static void connect_link(sg_buf_t *b, const char *csrf, const char *app, const c
 /* What a dead grant's row or banner says: the cause in words, the advice, the code small. */
 static void death_html(sg_buf_t *b, const sg_grant_rec_t *g)
 {
-    const char *title = g->cause ? sg_vault_cause_title(g->cause) : "";
-    const char *advice = g->cause ? sg_vault_cause_advice(g->cause) : "";
+    const char *advice = sg_vault_cause_advice(g->cause);
     sg_buf_adds(b, "<b class=\"cause-title\">");
-    sg_buf_add_html(b, *title ? title : "The provider refused it");
+    sg_buf_add_html(b, sg_vault_cause_title(g->cause));
     sg_buf_adds(b, "</b>");
     if (*advice) {
         sg_buf_adds(b, "<br><span class=\"advice\">");

@@ -56,15 +56,15 @@ static long long grant_id(const cJSON *g)
     return num(g, "id", "grant_id");
 }
 
-/* "live", "dead", "disconnected", "replaced" (the vault may say it as text or as sg_grant_state). */
+/* "live", "dead", "disconnected", "replaced" (the vault may say it as text or as sg_grant_state).
+ */
 static const char *grant_state(const cJSON *g)
 {
-    static const char *const names[] = {"live", "dead", "disconnected", "replaced"};
     const cJSON *v = field(g, "state", NULL);
     if (cJSON_IsString(v))
         return v->valuestring;
     if (cJSON_IsNumber(v) && v->valueint >= 0 && v->valueint < 4)
-        return names[v->valueint];
+        return sg_vault_state_name(v->valueint);
     return "unknown";
 }
 

@@ -138,10 +138,9 @@ void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         long long live = sg_vault_live_grant(gw->vault, v.user_id, role->offline->app);
         sg_grant_rec_t dead = {0};
         if (!live && sg_vault_last_dead(gw->vault, v.user_id, role->offline->app, &dead)) {
-            const char *title = dead.cause ? sg_vault_cause_title(dead.cause) : "";
             sg_buf_adds(&b, "<div class=\"error\" id=\"grant-dead\"><p><b>Your API access has "
                             "stopped working.</b> ");
-            sg_buf_add_html(&b, *title ? title : "The provider refused it");
+            sg_buf_add_html(&b, sg_vault_cause_title(dead.cause));
             sg_buf_adds(&b, ".</p><div class=\"actions\"><a class=\"button\" "
                             "href=\"/connections\">See why and reconnect</a></div></div>\n");
             sg_grant_rec_free(&dead);

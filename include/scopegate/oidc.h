@@ -125,9 +125,8 @@ sg_rc sg_oidc_jwt_bearer(sg_oidc_t *op, const char *username, EVP_PKEY *key, lon
  */
 sg_rc sg_oidc_identity(const cJSON *claims, char **user_id, char **org_id);
 
-/* Added with the implementation: the userinfo counterpart of sg_oidc_can_revoke, which the
- * comment above sg_oidc_can_revoke already promised (flow code asks it before deciding to fetch
- * claims the ID token lacks). */
+/* Whether discovery names a userinfo endpoint: flow code asks it before deciding to fetch
+ * claims the ID token lacks. */
 int sg_oidc_can_userinfo(sg_oidc_t *op);
 
 /* Provider calls go through libcurl: the process calls curl_global_init(CURL_GLOBAL_DEFAULT)

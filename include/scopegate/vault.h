@@ -196,7 +196,8 @@ sg_rc sg_vault_invalidate(sg_vault_t *v, const char *access_token);
  */
 /* For people: what happened and what to do (static text; "" for an unknown name). */
 const char *sg_vault_cause_advice(const char *cause);
-/* For people, in a few words ("Expired after going unused"; "" for an unknown name). */
+/* For people, in a few words ("Expired after going unused"; for no cause or an unknown one,
+ * "The provider refused it"). */
 const char *sg_vault_cause_title(const char *cause);
 /* The one word for a grant's state (sg_grant_state) in every page, API answer, command and
  * metric: "live", "dead", "disconnected" (by its owner), "replaced" (by a reconnect). */

@@ -389,10 +389,10 @@ static void test_security_staff_read_policy_with_rejected_reload(void **state)
     open_page("/policy");
     expect_text("#last-reload", "the policy page", "rejected");
     element("#reload-errors", "the policy page");
-    const char *rows = keep_str(
-        wd_script_string(drv, "return String(document.querySelectorAll('#audit tr').length);"));
-    CHECK(rows && atoi(rows) >= 3, "expected audit events as table rows, got %s",
-          rows ? rows : "?");
+    long rows = 0;
+    CHECK(wd_script_int(drv, "return document.querySelectorAll('#audit tr').length;", &rows) == 0 &&
+              rows >= 3,
+          "expected audit events as table rows, got %ld", rows);
     look_at("policy-2-rejected-reload");
     CHECK(internal("POST", "/v1/reload", &body) == 200, "reload of the good policy: %s", body);
 }

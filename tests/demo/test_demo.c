@@ -46,35 +46,41 @@ static int held_fd = -1; /* a port this test holds */
 static char *kept;       /* the text a failing check printed (freed in teardown) */
 static th_client_t *client;
 
-/* Whether a listener holds 127.0.0.1:port (a bind without SO_REUSEPORT fails only then, or
- * when another socket is bound there; TIME_WAIT leftovers do not count). */
-static int port_busy(int port)
+/* A socket bound to 127.0.0.1:port (SO_REUSEADDR: TIME_WAIT leftovers do not count), or -1
+ * when a listener (or another bound socket) holds the port. */
+static int bind_loopback(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return 1;
+        return -1;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int busy = bind(fd, (struct sockaddr *)&a, sizeof a) != 0;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Whether something holds 127.0.0.1:port. */
+static int port_busy(int port)
+{
+    int fd = bind_loopback(port);
+    if (fd < 0)
+        return 1;
     close(fd);
-    return busy;
+    return 0;
 }
 
 /* A listening socket on 127.0.0.1:port, held by this test process; -1 when it is taken. */
 static int hold_port(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 4) != 0) {
+    int fd = bind_loopback(port);
+    if (fd >= 0 && listen(fd, 4) != 0) {
         close(fd);
-        return -1;
+        fd = -1;
     }
     return fd;
 }

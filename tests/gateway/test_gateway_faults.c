@@ -109,7 +109,7 @@ static counts_t read_counts(const char *endpoint)
     return c;
 }
 
-/* Runs one fault through a sign-in and checks acceptance 4; *delta (when not NULL) gets how
+/* Runs one fault through a sign-in and checks that it ends in an error page and no session; *delta (when not NULL) gets how
  * the metrics moved over the failed sign-in. */
 static void fault_case(const char *endpoint, const char *mode, counts_t *delta)
 {

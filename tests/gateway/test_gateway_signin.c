@@ -193,7 +193,7 @@ static const char *state_file(const char *name)
     return txt;
 }
 
-/* ---- acceptance 1: a plain user ---------------------------------------------------------- */
+/* ---- a plain user ------------------------------------------------------------------------ */
 
 static void test_plain_user_signs_in_with_signin_scopes_only(void **state)
 {
@@ -391,7 +391,7 @@ static void test_parallel_tabs_both_sign_in(void **state)
     expect_auth(c, ALICE_ID, TH_ALICE, "user");
 }
 
-/* ---- acceptance 2: fifty admin sign-ins spend no grant ----------------------------------- */
+/* ---- fifty admin sign-ins spend no grant -------------------------------------------------- */
 
 static void test_fifty_admin_signins_spend_no_grant(void **state)
 {
@@ -476,7 +476,7 @@ static void test_unwanted_signin_refresh_token_is_revoked_at_once(void **state)
           "expected a warning line (event signin_refresh_token) in the gateway's log");
 }
 
-/* ---- acceptance 5: restart, database, files, logs ----------------------------------------- */
+/* ---- restart, database, files, logs ------------------------------------------------------- */
 
 static void test_restart_keeps_sessions_and_nothing_secret_is_kept(void **state)
 {

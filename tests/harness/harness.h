@@ -10,6 +10,7 @@
 #ifndef SG_TEST_HARNESS_H
 #define SG_TEST_HARNESS_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <cjson/cJSON.h>
@@ -71,6 +72,32 @@ char *th_url_param(const char *url, const char *name);
 char *th_enc(const char *s);
 /* printf into a heap string. */
 char *th_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- a server of the test's own ---------------------------------------------------------- */
+
+/* Called for each request: head is the request line and headers (each line ends in CRLF),
+ * body the first body_len bytes after them (Content-Length, at most 16 KiB in all); the
+ * handler writes the whole answer to fd (th_send_all), which is closed after it returns. */
+typedef void (*th_serve_fn)(void *ctx, int fd, const char *head, const char *body,
+                            size_t body_len);
+
+typedef struct {
+    int fd;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    int running;
+    th_serve_fn fn;
+    void *ctx;
+    char url[64]; /* "http://127.0.0.1:PORT" */
+} th_server_t;
+
+/* Listens on a free loopback port and serves one connection at a time on a thread of its own
+ * (webhook receivers, fake providers). 0, or -1 after a message. */
+int th_server_start(th_server_t *s, th_serve_fn fn, void *ctx);
+/* Stops the thread and closes the listener. */
+void th_server_stop(th_server_t *s);
+/* Writes all n bytes (0), or -1 when the peer went away. */
+int th_send_all(int fd, const char *p, size_t n);
 
 /* ---- Salesforce flows against sfsim ----------------------------------------------------- */
 

@@ -122,13 +122,6 @@ static double sim_stat(const char *name, const char *sub)
     return n;
 }
 
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static connected_t connect_admin(void)
 {
     return connect_user(TH_ADMIN, "admin", ADMIN_ID, 0);
@@ -213,121 +206,6 @@ static cJSON *expect_death(long long id, const char *cause, const char *what)
     return expect_cause(id, cause, what);
 }
 
-/* ---- a webhook receiver (one request at a time) ------------------------------------------ */
-
-#define HOOK_MAX 8
-
-typedef struct {
-    int fd;
-    pthread_t thread;
-    char url[64];
-    pthread_mutex_t mu;
-    int running, n;
-    char *bodies[HOOK_MAX];
-} hook_t;
-
-static void hook_serve(hook_t *h, int c)
-{
-    char req[16384];
-    size_t n = 0, want = 0;
-    char *end = NULL;
-    while (n + 1 < sizeof req) {
-        ssize_t r = recv(c, req + n, sizeof req - 1 - n, 0);
-        if (r <= 0)
-            return;
-        n += (size_t)r;
-        req[n] = '\0';
-        end = strstr(req, "\r\n\r\n");
-        if (end) {
-            const char *cl = strcasestr(req, "\r\nContent-Length:");
-            want = cl ? (size_t)strtoul(cl + 17, NULL, 10) : 0;
-            if (n >= (size_t)(end + 4 - req) + want)
-                break;
-        }
-    }
-    if (!end)
-        return;
-    pthread_mutex_lock(&h->mu);
-    if (h->n < HOOK_MAX)
-        h->bodies[h->n++] = strndup(end + 4, want);
-    pthread_mutex_unlock(&h->mu);
-    const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    send(c, resp, strlen(resp), MSG_NOSIGNAL);
-}
-
-static void *hook_main(void *arg)
-{
-    hook_t *h = arg;
-    for (;;) {
-        pthread_mutex_lock(&h->mu);
-        int running = h->running;
-        pthread_mutex_unlock(&h->mu);
-        if (!running)
-            break;
-        struct pollfd p = {.fd = h->fd, .events = POLLIN};
-        if (poll(&p, 1, 50) <= 0)
-            continue;
-        int c = accept(h->fd, NULL, NULL);
-        if (c < 0)
-            continue;
-        hook_serve(h, c);
-        shutdown(c, SHUT_WR);
-        close(c);
-    }
-    return NULL;
-}
-
-static void hook_start(hook_t *h)
-{
-    memset(h, 0, sizeof *h);
-    h->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(h->fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(0, bind(h->fd, (struct sockaddr *)&sa, sizeof sa));
-    assert_int_equal(0, listen(h->fd, 16));
-    socklen_t sl = sizeof sa;
-    assert_int_equal(0, getsockname(h->fd, (struct sockaddr *)&sa, &sl));
-    snprintf(h->url, sizeof h->url, "http://127.0.0.1:%d/hook", ntohs(sa.sin_port));
-    pthread_mutex_init(&h->mu, NULL);
-    h->running = 1;
-    assert_int_equal(0, pthread_create(&h->thread, NULL, hook_main, h));
-}
-
-static void hook_stop(hook_t *h)
-{
-    pthread_mutex_lock(&h->mu);
-    h->running = 0;
-    pthread_mutex_unlock(&h->mu);
-    pthread_join(h->thread, NULL);
-    close(h->fd);
-    for (int i = 0; i < h->n && i < HOOK_MAX; i++)
-        free(h->bodies[i]);
-    pthread_mutex_destroy(&h->mu);
-}
-
-/* The first body whose "event" is event, parsed (caller deletes), waiting up to 10 s. */
-static cJSON *hook_find(hook_t *h, const char *event)
-{
-    double until = mono() + 10;
-    for (;;) {
-        pthread_mutex_lock(&h->mu);
-        for (int i = 0; i < h->n; i++) {
-            cJSON *j = cJSON_Parse(h->bodies[i]);
-            const char *ev = jstr(j, "event");
-            if (ev && strcmp(ev, event) == 0) {
-                pthread_mutex_unlock(&h->mu);
-                return j;
-            }
-            cJSON_Delete(j);
-        }
-        pthread_mutex_unlock(&h->mu);
-        if (mono() > until)
-            fail_msg("no %s webhook message in 10 s", event);
-        usleep(20000);
-    }
-}
-
 /* ---- (a) keep-alive against expire-if-unused ------------------------------------------------ */
 
 static void idle_app(void)
@@ -402,7 +280,7 @@ static void test_without_keep_alive_the_grant_dies_of_idle_expiry(void **state)
 static void row_evicted(void)
 {
     hook_t h;
-    hook_start(&h);
+    hook_start(&h, 0);
     fx.opts.webhook_url = h.url;
     vault_open();
     connected_t a = connect_admin();
@@ -477,7 +355,7 @@ static void row_absolute_expiry(void)
     sim("/_sim/app?client_id=%s&refresh_token_policy=expire_after&refresh_token_validity=2", API);
     hx.decl.absolute_lifetime = 2;
     hook_t h;
-    hook_start(&h);
+    hook_start(&h, 0);
     fx.opts.webhook_url = h.url;
     vault_open();
     connected_t a = connect_admin();
@@ -627,7 +505,7 @@ static void test_many_due_grants_never_stampede(void **state)
     hx.decl.keep_alive = 1;
     fx.opts.keep_alive_in_flight = 4;
     vault_open();
-    double t0 = mono();
+    double t0 = vf_mono();
     long long *ids = calloc(NMANY, sizeof *ids);
     assert_non_null(ids);
     for (int i = 0; i < NMANY; i++) {
@@ -637,7 +515,7 @@ static void test_many_due_grants_never_stampede(void **state)
         ids[i] = c.id;
         connected_free(&c);
     }
-    fprintf(stderr, "# %d grants made in %.1f s\n", NMANY, mono() - t0);
+    fprintf(stderr, "# %d grants made in %.1f s\n", NMANY, vf_mono() - t0);
     assert_int_equal(0, counter(&hx.kept_alive)); /* fresh: nothing due */
     assert_int_equal(0, (int)sim_stat("token", "refresh_token"));
 
@@ -651,10 +529,10 @@ static void test_many_due_grants_never_stampede(void **state)
                                                                rec.rt_cipher_len, rec.key_id, old));
         sg_grant_rec_free(&rec);
     }
-    double t1 = mono();
-    while (sim_stat("token", "refresh_token") < NMANY && mono() - t1 < 60)
+    double t1 = vf_mono();
+    while (sim_stat("token", "refresh_token") < NMANY && vf_mono() - t1 < 60)
         usleep(100000);
-    fprintf(stderr, "# %d keep-alive refreshes in %.1f s\n", NMANY, mono() - t1);
+    fprintf(stderr, "# %d keep-alive refreshes in %.1f s\n", NMANY, vf_mono() - t1);
     usleep(500000); /* a few more ticks: nothing is due again */
     assert_int_equal(NMANY, (int)sim_stat("token", "refresh_token"));
     double in_flight = sim_stat("token_in_flight_max", NULL);

@@ -218,10 +218,8 @@ static void expect_token_rejected(sg_oidc_t *op, const char *tok, const char *no
 /* ---- a tiny HTTP server that plays another provider -------------------------------------- */
 
 typedef struct {
-    int fd;
-    char url[64];
-    pthread_t thread;
-    int running;
+    th_server_t srv;
+    char url[64]; /* srv.url */
     pthread_mutex_t mu;
     /* what it serves */
     const char *auth_methods; /* JSON array text for token_endpoint_auth_methods_supported,
@@ -235,20 +233,6 @@ typedef struct {
     int requests;
 } fake_t;
 
-static int send_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static void respond(int fd, const char *ctype, const char *body, size_t len, int with_length)
 {
     char head[256];
@@ -260,33 +244,15 @@ static void respond(int fd, const char *ctype, const char *body, size_t len, int
     else
         snprintf(head, sizeof head,
                  "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nConnection: close\r\n\r\n", ctype);
-    if (send_all(fd, head, strlen(head)) == 0)
-        send_all(fd, body, len);
+    if (th_send_all(fd, head, strlen(head)) == 0)
+        th_send_all(fd, body, len);
 }
 
-static void fake_serve(fake_t *f, int c)
+static void fake_serve(void *ctx, int c, const char *head, const char *body, size_t body_len)
 {
-    char req[16384];
-    size_t n = 0;
-    char *end = NULL;
-    while (n + 1 < sizeof req) {
-        ssize_t r = recv(c, req + n, sizeof req - 1 - n, 0);
-        if (r <= 0)
-            return;
-        n += (size_t)r;
-        req[n] = '\0';
-        end = strstr(req, "\r\n\r\n");
-        if (end) {
-            const char *cl = strcasestr(req, "\r\nContent-Length:");
-            size_t want = cl ? (size_t)strtoul(cl + 17, NULL, 10) : 0;
-            if (n >= (size_t)(end + 4 - req) + want)
-                break;
-        }
-    }
-    if (!end)
-        return;
+    fake_t *f = ctx;
     char path[256] = "";
-    sscanf(req, "%*s %255s", path);
+    sscanf(head, "%*s %255s", path);
     pthread_mutex_lock(&f->mu);
     f->requests++;
     pthread_mutex_unlock(&f->mu);
@@ -314,68 +280,33 @@ static void fake_serve(fake_t *f, int c)
     } else if (strcmp(path, "/token") == 0) {
         pthread_mutex_lock(&f->mu);
         f->token_auth[0] = '\0';
-        const char *a = strcasestr(req, "\r\nAuthorization: ");
-        if (a && a < end) {
+        const char *a = strcasestr(head, "\r\nAuthorization: ");
+        if (a) {
             a += 17;
             size_t l = strcspn(a, "\r");
             snprintf(f->token_auth, sizeof f->token_auth, "%.*s", (int)l, a);
         }
-        snprintf(f->token_body, sizeof f->token_body, "%s", end + 4);
+        snprintf(f->token_body, sizeof f->token_body, "%.*s", (int)body_len, body);
         pthread_mutex_unlock(&f->mu);
         const char *tok = "{\"access_token\":\"at-1\",\"token_type\":\"Bearer\","
                           "\"expires_in\":3600,\"scope\":\"openid\"}";
         respond(c, "application/json", tok, strlen(tok), 1);
     } else {
         const char *nf = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        send_all(c, nf, strlen(nf));
+        th_send_all(c, nf, strlen(nf));
     }
-}
-
-static void *fake_main(void *arg)
-{
-    fake_t *f = arg;
-    for (;;) {
-        pthread_mutex_lock(&f->mu);
-        int running = f->running;
-        pthread_mutex_unlock(&f->mu);
-        if (!running)
-            break;
-        struct pollfd p = {.fd = f->fd, .events = POLLIN};
-        if (poll(&p, 1, 50) <= 0)
-            continue;
-        int c = accept(f->fd, NULL, NULL);
-        if (c < 0)
-            continue;
-        fake_serve(f, c);
-        shutdown(c, SHUT_WR);
-        close(c);
-    }
-    return NULL;
 }
 
 static void fake_start(fake_t *f)
 {
-    f->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(f->fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(0, bind(f->fd, (struct sockaddr *)&sa, sizeof sa));
-    assert_int_equal(0, listen(f->fd, 16));
-    socklen_t sl = sizeof sa;
-    assert_int_equal(0, getsockname(f->fd, (struct sockaddr *)&sa, &sl));
-    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d", ntohs(sa.sin_port));
     pthread_mutex_init(&f->mu, NULL);
-    f->running = 1;
-    assert_int_equal(0, pthread_create(&f->thread, NULL, fake_main, f));
+    assert_int_equal(0, th_server_start(&f->srv, fake_serve, f));
+    snprintf(f->url, sizeof f->url, "%s", f->srv.url);
 }
 
 static void fake_stop(fake_t *f)
 {
-    pthread_mutex_lock(&f->mu);
-    f->running = 0;
-    pthread_mutex_unlock(&f->mu);
-    pthread_join(f->thread, NULL);
-    close(f->fd);
+    th_server_stop(&f->srv);
     pthread_mutex_destroy(&f->mu);
 }
 

@@ -241,129 +241,6 @@ static int grant_state(long long id)
 
 /* ---- a webhook receiver ------------------------------------------------------------------ */
 
-#define HOOK_MAX 16
-
-typedef struct {
-    int fd;
-    pthread_t thread;
-    char url[64];
-    pthread_mutex_t mu;
-    int running;
-    int fail_first; /* answer 500 to this many requests, then 200 */
-    int n;
-    char *bodies[HOOK_MAX];
-    double at[HOOK_MAX];
-} hook_t;
-
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void hook_serve(hook_t *h, int c)
-{
-    char req[16384];
-    size_t n = 0;
-    char *end = NULL;
-    size_t want = 0;
-    while (n + 1 < sizeof req) {
-        ssize_t r = recv(c, req + n, sizeof req - 1 - n, 0);
-        if (r <= 0)
-            return;
-        n += (size_t)r;
-        req[n] = '\0';
-        end = strstr(req, "\r\n\r\n");
-        if (end) {
-            const char *cl = strcasestr(req, "\r\nContent-Length:");
-            want = cl ? (size_t)strtoul(cl + 17, NULL, 10) : 0;
-            if (n >= (size_t)(end + 4 - req) + want)
-                break;
-        }
-    }
-    if (!end)
-        return;
-    pthread_mutex_lock(&h->mu);
-    int status = h->n < h->fail_first ? 500 : 200;
-    if (h->n < HOOK_MAX) {
-        h->bodies[h->n] = strndup(end + 4, want);
-        h->at[h->n] = mono();
-        h->n++;
-    }
-    pthread_mutex_unlock(&h->mu);
-    char resp[128];
-    snprintf(resp, sizeof resp, "HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-             status);
-    send(c, resp, strlen(resp), MSG_NOSIGNAL);
-}
-
-static void *hook_main(void *arg)
-{
-    hook_t *h = arg;
-    for (;;) {
-        pthread_mutex_lock(&h->mu);
-        int running = h->running;
-        pthread_mutex_unlock(&h->mu);
-        if (!running)
-            break;
-        struct pollfd p = {.fd = h->fd, .events = POLLIN};
-        if (poll(&p, 1, 50) <= 0)
-            continue;
-        int c = accept(h->fd, NULL, NULL);
-        if (c < 0)
-            continue;
-        hook_serve(h, c);
-        shutdown(c, SHUT_WR);
-        close(c);
-    }
-    return NULL;
-}
-
-static void hook_start(hook_t *h, int fail_first)
-{
-    memset(h, 0, sizeof *h);
-    h->fail_first = fail_first;
-    h->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(h->fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(0, bind(h->fd, (struct sockaddr *)&sa, sizeof sa));
-    assert_int_equal(0, listen(h->fd, 16));
-    socklen_t sl = sizeof sa;
-    assert_int_equal(0, getsockname(h->fd, (struct sockaddr *)&sa, &sl));
-    snprintf(h->url, sizeof h->url, "http://127.0.0.1:%d/hook", ntohs(sa.sin_port));
-    pthread_mutex_init(&h->mu, NULL);
-    h->running = 1;
-    assert_int_equal(0, pthread_create(&h->thread, NULL, hook_main, h));
-}
-
-static void hook_stop(hook_t *h)
-{
-    pthread_mutex_lock(&h->mu);
-    h->running = 0;
-    pthread_mutex_unlock(&h->mu);
-    pthread_join(h->thread, NULL);
-    close(h->fd);
-    for (int i = 0; i < h->n && i < HOOK_MAX; i++)
-        free(h->bodies[i]);
-    pthread_mutex_destroy(&h->mu);
-}
-
-/* Waits up to seconds for the receiver to have seen n requests; how many it saw. */
-static int hook_wait(hook_t *h, int n, double seconds)
-{
-    double until = mono() + seconds;
-    for (;;) {
-        pthread_mutex_lock(&h->mu);
-        int got = h->n;
-        pthread_mutex_unlock(&h->mu);
-        if (got >= n || mono() > until)
-            return got;
-        usleep(20000);
-    }
-}
-
 static void expect_death_message(const char *body, long long grant_id, const char *reason)
 {
     cJSON *j = cJSON_Parse(body);
@@ -623,10 +500,10 @@ static void test_webhook_is_retried_with_backoff_and_nothing_left_is_409(void **
     sim("/_sim/revoke?username=%s&client_id=%s", TH_ADMIN, API);
     sg_vault_query_t q = by_user(ADMIN_ID);
     q.fallback_same_org = 1; /* no other grant in the org */
-    double t0 = mono();
+    double t0 = vf_mono();
     expect_error(&q, 409, "grant_unavailable", "expired access/refresh token", "nothing left");
-    if (mono() - t0 > 2)
-        fail_msg("the webhook must not hold up the caller (took %.1f s)", mono() - t0);
+    if (vf_mono() - t0 > 2)
+        fail_msg("the webhook must not hold up the caller (took %.1f s)", vf_mono() - t0);
     expect_dead(a.id, "expired access/refresh token");
 
     int got = hook_wait(&h, 3, 10);
@@ -812,10 +689,10 @@ static void test_wait_for_a_slow_refresh_is_bounded(void **state)
     pthread_t th;
     assert_int_equal(0, pthread_create(&th, NULL, slow_main, &s));
     usleep(200000);
-    double t0 = mono();
+    double t0 = vf_mono();
     sg_vault_query_t q = by_user(ADMIN_ID);
     expect_error(&q, 504, "busy", NULL, "a second caller during a 1.5 s refresh");
-    double waited = mono() - t0;
+    double waited = vf_mono() - t0;
     if (waited < 0.25 || waited > 1.0)
         fail_msg("expected the second caller to wait about 0.3 s, it waited %.2f s", waited);
     pthread_join(th, NULL);

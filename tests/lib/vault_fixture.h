@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "scopegate/crypto.h"
@@ -106,11 +108,8 @@ static inline int vf_setup(const char *name)
     fx.api = vf_client(API, API_SEC);
     if (!fx.api)
         return -1;
-    fx.opts = (sg_vault_opts_t){.store = fx.store,
-                                .key = fx.key,
-                                .provider = vf_provider,
-                                .ctx = &fx,
-                                .wait_ms = 20000};
+    fx.opts = (sg_vault_opts_t){
+        .store = fx.store, .key = fx.key, .provider = vf_provider, .ctx = &fx, .wait_ms = 20000};
     return 0;
 }
 
@@ -204,6 +203,98 @@ static inline connected_t connect_user(const char *username, const char *passwor
     if (rc || c.id <= 0)
         fail_msg("sg_vault_connect(%s): %s, id %lld", username, sg_rc_str(rc), c.id);
     return c;
+}
+
+/* ---- a webhook receiver ------------------------------------------------------------------ */
+
+#define HOOK_MAX 16
+
+typedef struct {
+    th_server_t srv;
+    char url[80]; /* srv.url + "/hook" */
+    pthread_mutex_t mu;
+    int fail_first; /* answer 500 to this many requests, then 200 */
+    int n;
+    char *bodies[HOOK_MAX];
+    double at[HOOK_MAX]; /* when each came (vf_mono) */
+} hook_t;
+
+static inline double vf_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static inline void hook_serve(void *ctx, int fd, const char *head, const char *body, size_t len)
+{
+    (void)head;
+    hook_t *h = ctx;
+    pthread_mutex_lock(&h->mu);
+    int status = h->n < h->fail_first ? 500 : 200;
+    if (h->n < HOOK_MAX) {
+        h->bodies[h->n] = strndup(body, len);
+        h->at[h->n] = vf_mono();
+        h->n++;
+    }
+    pthread_mutex_unlock(&h->mu);
+    char resp[128];
+    snprintf(resp, sizeof resp, "HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+             status);
+    th_send_all(fd, resp, strlen(resp));
+}
+
+static inline void hook_start(hook_t *h, int fail_first)
+{
+    memset(h, 0, sizeof *h);
+    h->fail_first = fail_first;
+    pthread_mutex_init(&h->mu, NULL);
+    assert_int_equal(0, th_server_start(&h->srv, hook_serve, h));
+    snprintf(h->url, sizeof h->url, "%s/hook", h->srv.url);
+}
+
+static inline void hook_stop(hook_t *h)
+{
+    th_server_stop(&h->srv);
+    for (int i = 0; i < h->n && i < HOOK_MAX; i++)
+        free(h->bodies[i]);
+    pthread_mutex_destroy(&h->mu);
+}
+
+/* Waits up to seconds for the receiver to have seen n requests; how many it saw. */
+static inline int hook_wait(hook_t *h, int n, double seconds)
+{
+    double until = vf_mono() + seconds;
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        int got = h->n;
+        pthread_mutex_unlock(&h->mu);
+        if (got >= n || vf_mono() > until)
+            return got;
+        usleep(20000);
+    }
+}
+
+/* The first body whose "event" is event, parsed (caller deletes), waiting up to 10 s. */
+static inline cJSON *hook_find(hook_t *h, const char *event)
+{
+    double until = vf_mono() + 10;
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        for (int i = 0; i < h->n; i++) {
+            cJSON *j = cJSON_Parse(h->bodies[i]);
+            const cJSON *ev = cJSON_GetObjectItemCaseSensitive(j, "event");
+            if (cJSON_IsString(ev) && strcmp(ev->valuestring, event) == 0) {
+                pthread_mutex_unlock(&h->mu);
+                return j;
+            }
+            cJSON_Delete(j);
+        }
+        pthread_mutex_unlock(&h->mu);
+        if (vf_mono() > until)
+            fail_msg("no %s webhook message in 10 s", event);
+        usleep(20000);
+    }
 }
 
 #endif
