@@ -162,6 +162,34 @@ static void f_missing(diff_t *d, cJSON *o, const char *key, const char *const *v
 
 /* ---- sign-in and roles -------------------------------------------------------------- */
 
+/* One yes/no setting of a role's offline block. */
+static void flag_changed(diff_t *d, const char *kind, const char *role, const char *setting,
+                         const char *words, int from, int to)
+{
+    if (!from == !to)
+        return;
+    cJSON *o = emit(d, kind, "role '%s': %s %s -> %s", role, words, yes_no(from), yes_no(to));
+    f_str(d, o, "role", role);
+    f_str(d, o, "setting", setting);
+    f_bool(d, o, "from", from);
+    f_bool(d, o, "to", to);
+}
+
+/* One optional name of a role's offline block ('name', or none). */
+static void name_changed(diff_t *d, const char *kind, const char *role, const char *setting,
+                         const char *words, const char *from, const char *to)
+{
+    if (!from == !to && (!from || strcmp(from, to) == 0))
+        return;
+    cJSON *o =
+        emit(d, kind, "role '%s': %s %s%s%s -> %s%s%s", role, words, from ? "'" : "",
+             from ? from : "none", from ? "'" : "", to ? "'" : "", to ? to : "none", to ? "'" : "");
+    f_str(d, o, "role", role);
+    f_str(d, o, "setting", setting);
+    f_str(d, o, "from", from);
+    f_str(d, o, "to", to);
+}
+
 /*
  * Scopes in to that from lacks, as one change: "PREFIX: a, b" (prefix names the role, if
  * any, and what the scopes are for). Nothing when there are none.
@@ -213,16 +241,8 @@ static void diff_fallback(diff_t *d, const char *role, const sg_policy_offline_t
         f_bool(d, o, "from", a->fallback_same_org);
         f_bool(d, o, "to", b->fallback_same_org);
     }
-    const char *fi = a->fallback_integration, *ti = b->fallback_integration;
-    if (!fi != !ti || (fi && strcmp(fi, ti) != 0)) {
-        cJSON *o = emit(d, "fallback_changed", "role '%s': fallback integration %s%s%s -> %s%s%s",
-                        role, fi ? "'" : "", fi ? fi : "none", fi ? "'" : "", ti ? "'" : "",
-                        ti ? ti : "none", ti ? "'" : "");
-        f_str(d, o, "role", role);
-        f_str(d, o, "setting", "integration");
-        f_str(d, o, "from", fi);
-        f_str(d, o, "to", ti);
-    }
+    name_changed(d, "fallback_changed", role, "integration", "fallback integration",
+                 a->fallback_integration, b->fallback_integration);
 }
 
 /* "valid until revoked", "expire if not used for 30d", "not declared": a refresh token
@@ -245,19 +265,6 @@ static const char *rt_words(const sg_policy_offline_t *o, char *buf, size_t len)
     return buf;
 }
 
-/* One yes/no setting of the provider or keep-alive blocks. */
-static void flag_changed(diff_t *d, const char *kind, const char *role, const char *setting,
-                         const char *words, int from, int to)
-{
-    if (!from == !to)
-        return;
-    cJSON *o = emit(d, kind, "role '%s': %s %s -> %s", role, words, yes_no(from), yes_no(to));
-    f_str(d, o, "role", role);
-    f_str(d, o, "setting", setting);
-    f_bool(d, o, "from", from);
-    f_bool(d, o, "to", to);
-}
-
 /* What the provider will do (offline.provider), keep-alive and the expiry warning. */
 static void diff_grant_health(diff_t *d, const char *role, const sg_policy_offline_t *a,
                               const sg_policy_offline_t *b)
@@ -278,16 +285,8 @@ static void diff_grant_health(diff_t *d, const char *role, const sg_policy_offli
                  a->idle_ttl_limit, b->idle_ttl_limit);
     flag_changed(d, "provider_changed", role, "rotation", "refresh token rotation", a->rotation,
                  b->rotation);
-    const char *fa = a->provider_app_name, *ta = b->provider_app_name;
-    if (!same_str(fa, ta) || !fa != !ta) {
-        cJSON *o = emit(d, "provider_changed", "role '%s': provider app name %s%s%s -> %s%s%s",
-                        role, fa ? "'" : "", fa ? fa : "none", fa ? "'" : "", ta ? "'" : "",
-                        ta ? ta : "none", ta ? "'" : "");
-        f_str(d, o, "role", role);
-        f_str(d, o, "setting", "app_name");
-        f_str(d, o, "from", fa);
-        f_str(d, o, "to", ta);
-    }
+    name_changed(d, "provider_changed", role, "app_name", "provider app name", a->provider_app_name,
+                 b->provider_app_name);
     if (a->idle_window != b->idle_window) {
         char n1[32], n2[32];
         if (a->idle_window)

@@ -191,6 +191,29 @@ sg_rc sg_b64_decode(const char *in, size_t inlen, unsigned char **out, size_t *o
 /* EVP takes int lengths; anything near INT_MAX is not a refresh token anyway. */
 #define AEAD_MAX_LEN ((size_t)INT32_MAX - SG_AEAD_OVERHEAD)
 
+/*
+ * An AES-256-GCM context for sealing (enc 1) or opening (enc 0) under key and nonce, with the
+ * additional data already fed in; NULL when OpenSSL fails (*rc says NOMEM or CRYPTO).
+ */
+static EVP_CIPHER_CTX *gcm_begin(int enc, const unsigned char *key, const unsigned char *nonce,
+                                 const void *aad, size_t aadlen, sg_rc *rc)
+{
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    if (!ctx) {
+        *rc = SG_ERR_NOMEM;
+        return NULL;
+    }
+    int n = 0;
+    /* 12 bytes is GCM's default IV length: no EVP_CTRL_GCM_SET_IVLEN needed. */
+    if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce, enc) != 1 ||
+        (aadlen && EVP_CipherUpdate(ctx, NULL, &n, aad, (int)aadlen) != 1)) {
+        EVP_CIPHER_CTX_free(ctx);
+        *rc = SG_ERR_CRYPTO;
+        return NULL;
+    }
+    return ctx;
+}
+
 sg_rc sg_aead_seal(const unsigned char key[SG_AEAD_KEY_LEN], const void *plain, size_t len,
                    const void *aad, size_t aadlen, unsigned char **out, size_t *outlen)
 {
@@ -208,22 +231,12 @@ sg_rc sg_aead_seal(const unsigned char key[SG_AEAD_KEY_LEN], const void *plain, 
     if (!buf)
         return SG_ERR_NOMEM;
     unsigned char *nonce = buf, *ct = buf + AEAD_NONCE_LEN, *tag = ct + len;
-    sg_rc rc = SG_ERR_CRYPTO;
+    EVP_CIPHER_CTX *ctx = NULL;
     int n = 0;
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    if (!ctx) {
-        rc = SG_ERR_NOMEM;
-        goto fail;
-    }
-    rc = sg_random_bytes(nonce, AEAD_NONCE_LEN);
-    if (rc)
+    sg_rc rc = sg_random_bytes(nonce, AEAD_NONCE_LEN);
+    if (rc || !(ctx = gcm_begin(1, key, nonce, aad, aadlen, &rc)))
         goto fail;
     rc = SG_ERR_CRYPTO;
-    /* 12 bytes is GCM's default IV length: no EVP_CTRL_GCM_SET_IVLEN needed. */
-    if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
-        goto fail;
-    if (aadlen && EVP_EncryptUpdate(ctx, NULL, &n, aad, (int)aadlen) != 1)
-        goto fail;
     if (len && EVP_EncryptUpdate(ctx, ct, &n, plain, (int)len) != 1)
         goto fail;
     if (EVP_EncryptFinal_ex(ctx, ct + len, &n) != 1 || n != 0)
@@ -265,15 +278,10 @@ sg_rc sg_aead_open(const unsigned char key[SG_AEAD_KEY_LEN], const unsigned char
         return SG_ERR_NOMEM;
     sg_rc rc = SG_ERR_CRYPTO;
     int n = 0;
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    if (!ctx) {
-        rc = SG_ERR_NOMEM;
+    EVP_CIPHER_CTX *ctx = gcm_begin(0, key, nonce, aad, aadlen, &rc);
+    if (!ctx)
         goto fail;
-    }
-    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
-        goto fail;
-    if (aadlen && EVP_DecryptUpdate(ctx, NULL, &n, aad, (int)aadlen) != 1)
-        goto fail;
+    rc = SG_ERR_CRYPTO;
     if (len && EVP_DecryptUpdate(ctx, plain, &n, ct, (int)len) != 1)
         goto fail;
     if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, AEAD_TAG_LEN, tagcopy) != 1)

@@ -2,6 +2,8 @@
 #ifndef SCOPEGATE_CLI_H
 #define SCOPEGATE_CLI_H
 
+#include <stdio.h>
+
 /* `scopegate policy ...`: argv[0] is "policy". Returns the exit status (2: usage). */
 int sg_cli_policy(int argc, char **argv);
 
@@ -14,5 +16,10 @@ int sg_cli_grants(int argc, char **argv);
  * set, or NULL when VALUE is missing; 0 when argv[*i] is another argument.
  */
 int sg_cli_take_option(int argc, char **argv, int *i, const char *name, const char **value);
+
+/* Says "scopegate: MESSAGE" on stderr, then the command's usage (usage(stderr)), and returns
+ * what usage returns: the usage exit status. */
+int sg_cli_usage_error(int (*usage)(FILE *out), const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #endif

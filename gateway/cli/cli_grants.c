@@ -14,9 +14,9 @@
 
 #include "scopegate/buf.h"
 #include "scopegate/config.h"
-#include "scopegate/vault.h"
+#include "scopegate/http_client.h"
 
-#include <curl/curl.h>
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,8 +29,8 @@
 #define EXIT_UNHEALTHY   1
 #define EXIT_USAGE       2
 #define EXIT_UNREACHABLE 3
-#define HTTP_TIMEOUT_S   30L
-#define BODY_MAX         (64L * 1024 * 1024)
+#define HTTP_TIMEOUT_MS  30000L
+#define BODY_MAX         ((size_t)64 * 1024 * 1024)
 
 static int usage(FILE *out)
 {
@@ -54,16 +54,7 @@ static int usage(FILE *out)
     return out == stderr ? EXIT_USAGE : EXIT_OK;
 }
 
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "scopegate: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    return usage(stderr);
-}
+#define usage_error(...) sg_cli_usage_error(usage, __VA_ARGS__)
 
 /* ---- talking to the gateway ------------------------------------------------------------------ */
 
@@ -178,13 +169,6 @@ static int conn_open(gw_conn_t *c, const char *config, const char *url)
     return status;
 }
 
-static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
-{
-    sg_buf_t *b = arg;
-    size_t n = size * nmemb;
-    return sg_buf_add(b, data, n) == SG_OK ? n : 0;
-}
-
 /*
  * One call to the internal listener; *json gets the parsed answer (caller deletes). Returns
  * the HTTP status, or 0 when no answer came (said on stderr).
@@ -192,62 +176,33 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 static long call(const gw_conn_t *c, const char *method, const char *path, cJSON **json)
 {
     *json = NULL;
-    CURL *h = curl_easy_init();
-    if (!h) {
-        fprintf(stderr, "scopegate: cannot set up an HTTP client\n");
+    char *url = NULL, *auth = NULL;
+    if (asprintf(&url, "%s%s", c->base, path) < 0 || asprintf(&auth, "Bearer %s", c->key) < 0) {
+        fprintf(stderr, "scopegate: out of memory\n");
+        free(url);
         return 0;
     }
-    char *url = NULL, *auth = NULL;
-    sg_buf_t body;
-    sg_buf_init(&body, BODY_MAX);
-    struct curl_slist *hdrs = NULL;
+    sg_http_req_t req = {.method = method,
+                         .url = url,
+                         .authorization = auth,
+                         .timeout_ms = HTTP_TIMEOUT_MS,
+                         .max_body = BODY_MAX,
+                         .no_proxy = 1}; /* the internal listener is never behind a proxy */
+    sg_http_resp_t resp;
+    sg_http_err_t err;
     long status = 0;
-    if (asprintf(&url, "%s%s", c->base, path) < 0 ||
-        asprintf(&auth, "Authorization: Bearer %s", c->key) < 0) {
-        fprintf(stderr, "scopegate: out of memory\n");
-        goto done;
-    }
-    hdrs = curl_slist_append(NULL, auth);
-    struct curl_slist *more = hdrs ? curl_slist_append(hdrs, "Accept: application/json") : NULL;
-    if (!more) {
-        fprintf(stderr, "scopegate: out of memory\n");
-        goto done;
-    }
-    hdrs = more;
-    char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, HTTP_TIMEOUT_S);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_PROXY, ""); /* the internal listener is never behind a proxy */
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    if (strcmp(method, "POST") == 0) {
-        curl_easy_setopt(h, CURLOPT_POST, 1L);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
-    }
-    CURLcode rc = curl_easy_perform(h);
-    if (rc != CURLE_OK) {
+    if (sg_http_call(&req, &resp, &err) != SG_OK) {
         fprintf(stderr, "scopegate: the gateway could not be reached at %s: %s\n", c->base,
-                errbuf[0] ? errbuf : curl_easy_strerror(rc));
-        goto done;
+                err.description);
+    } else {
+        status = resp.status;
+        if (resp.body.len)
+            *json = cJSON_ParseWithLength(resp.body.ptr, resp.body.len);
+        sg_http_resp_free(&resp);
     }
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    if (body.len)
-        *json = cJSON_ParseWithLength(body.ptr, body.len);
-done:
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(h);
     free(url);
-    if (auth) {
-        memset(auth, 0, strlen(auth));
-        free(auth);
-    }
-    sg_buf_free(&body);
+    explicit_bzero(auth, strlen(auth));
+    free(auth);
     return status;
 }
 
@@ -301,8 +256,7 @@ static long long jnum(const cJSON *o, const char *key)
 
 static long long grant_id_of(const cJSON *g)
 {
-    long long id = jnum(g, "id");
-    return id ? id : jnum(g, "grant_id");
+    return jnum(g, "grant_id");
 }
 
 /* "2026-11-27 09:50:12Z" (UTC), or "-" for 0. */
@@ -319,12 +273,8 @@ static const char *when(long long t, char *buf, size_t len)
 
 static const char *state_of(const cJSON *g)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(g, "state");
-    if (cJSON_IsString(v))
-        return v->valuestring;
-    if (cJSON_IsNumber(v) && v->valueint >= 0 && v->valueint < 4)
-        return sg_vault_state_name(v->valueint);
-    return "?";
+    const char *s = jstr(g, "state");
+    return s ? s : "?";
 }
 
 static const char *or_dash(const char *s)
@@ -429,7 +379,6 @@ static void print_explain(const cJSON *g)
                                         "cause",
                                         "advice",
                                         "reason",
-                                        "dead_reason",
                                         "dead_at",
                                         "user_id",
                                         "username",
@@ -448,9 +397,6 @@ static void print_explain(const cJSON *g)
     const char *user = jstr(g, "username");
     printf("grant %lld%s%s: %s\n", grant_id_of(g), user ? " of " : "", user ? user : "",
            state_of(g));
-    const char *cause = jstr(g, "cause");
-    if (cause && !jstr(g, "advice") && *sg_vault_cause_advice(cause))
-        printf("  %-20s %s\n", "advice", sg_vault_cause_advice(cause));
     for (size_t i = 0; order[i]; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(g, order[i]);
         if (v)
@@ -459,19 +405,13 @@ static void print_explain(const cJSON *g)
     const cJSON *e;
     cJSON_ArrayForEach(e, g)
     {
-        if (!e->string || strcmp(e->string, "id") == 0 || strcmp(e->string, "grant_id") == 0)
+        if (!e->string || strcmp(e->string, "grant_id") == 0)
             continue;
         size_t i = 0;
         while (order[i] && strcmp(order[i], e->string) != 0)
             i++;
         if (order[i])
             continue;
-        if (strcmp(e->string, "evidence") == 0 && cJSON_IsString(e)) {
-            cJSON *parsed = cJSON_Parse(e->valuestring); /* JSON text kept as a string */
-            print_field("  ", "evidence", parsed ? parsed : e);
-            cJSON_Delete(parsed);
-            continue;
-        }
         print_field("  ", e->string, e);
     }
 }
@@ -593,10 +533,10 @@ static int cmd_check(const args_t *a, const gw_conn_t *c)
                        : "");
         printf("\n");
         const char *reason = jstr(g, "reason");
-        if (!reason)
-            reason = jstr(g, "dead_reason");
-        if (strcmp(result, "ok") != 0 && reason)
+        if (strcmp(result, "dead") == 0 && reason)
             printf("              the provider said: %s\n", reason);
+        else if (strcmp(result, "error") == 0 && reason)
+            printf("              not refreshed: %s\n", reason);
         const char *advice = jstr(g, "advice");
         if (strcmp(result, "ok") != 0 && advice)
             printf("              %s\n", advice);
@@ -660,8 +600,8 @@ int sg_cli_grants(int argc, char **argv)
         return EXIT_OK; /* --help */
     if (prc > 0)
         return EXIT_USAGE;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "scopegate: cannot set up libcurl\n");
+    if (sg_http_client_init() != SG_OK) {
+        fprintf(stderr, "scopegate: cannot set up the HTTP client (libcurl)\n");
         return EXIT_UNREACHABLE;
     }
     gw_conn_t c;
@@ -669,6 +609,6 @@ int sg_cli_grants(int argc, char **argv)
     if (rc == EXIT_OK)
         rc = fn(&a, &c);
     conn_free(&c);
-    curl_global_cleanup();
+    sg_http_client_cleanup();
     return rc;
 }

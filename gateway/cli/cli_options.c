@@ -1,6 +1,7 @@
 /* Option parsing shared by the commands (cli.h): below main.c and every cli_*.c. */
 #include "cli.h"
 
+#include <stdarg.h>
 #include <string.h>
 
 /*
@@ -21,4 +22,15 @@ int sg_cli_take_option(int argc, char **argv, int *i, const char *name, const ch
         return 0;
     *value = *i + 1 < argc ? argv[++*i] : NULL;
     return 1;
+}
+
+int sg_cli_usage_error(int (*usage)(FILE *out), const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "scopegate: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return usage(stderr);
 }

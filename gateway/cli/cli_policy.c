@@ -38,16 +38,7 @@ static int usage(FILE *out)
     return out == stderr ? 2 : 0;
 }
 
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "scopegate: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    return usage(stderr);
-}
+#define usage_error(...) sg_cli_usage_error(usage, __VA_ARGS__)
 
 static int is_option(const char *arg)
 {

@@ -36,6 +36,7 @@
 
 #include "scopegate/crypto.h"
 #include "scopegate/http.h"
+#include "scopegate/http_client.h"
 #include "scopegate/jose.h"
 #include "scopegate/log.h"
 
@@ -103,6 +104,15 @@ static void err_prefix(sg_oidc_err_t *err, const char *what)
     memcpy(err->description, what, w - 2);
     memcpy(err->description + w - 2, ": ", 2);
     err->description[w + d] = '\0';
+}
+
+/* The caller's err, or local when it passed none, emptied: every entry point starts so. */
+static sg_oidc_err_t *err_begin(sg_oidc_err_t *err, sg_oidc_err_t *local)
+{
+    if (!err)
+        err = local;
+    memset(err, 0, sizeof *err);
+    return err;
 }
 
 static void secret_free(char *s)
@@ -281,15 +291,36 @@ void sg_oidc_map_error(long status, const char *body, size_t len, const char *ww
 
 /* ---- HTTP with the client's settings ---------------------------------------------------- */
 
+/* One call to the provider; a failure without an answer said in err as "WHAT: ...", with
+ * "malformed" for a body past SG_OIDC_MAX_BODY. */
 static sg_rc do_http(sg_oidc_t *op, const char *what, const char *url, const char *form,
-                     const char *authorization, sg_oidc_resp_t *resp, sg_oidc_err_t *err)
+                     const char *authorization, sg_http_resp_t *resp, sg_oidc_err_t *err)
 {
-    sg_oidc_req_t req = {
-        .url = url, .form = form, .authorization = authorization, .timeout_ms = op->timeout_ms};
-    sg_rc rc = sg_oidc_http(&req, resp, err);
-    if (rc)
+    sg_http_req_t req = {.url = url,
+                         .body = form,
+                         .authorization = authorization,
+                         .timeout_ms = op->timeout_ms,
+                         .max_body = SG_OIDC_MAX_BODY};
+    sg_http_err_t herr;
+    sg_rc rc = sg_http_call(&req, resp, &herr);
+    if (rc) {
+        sg_oidc_err_set(err, 0, rc == SG_ERR_TOO_BIG ? "malformed" : herr.error, "%s",
+                        herr.description);
         err_prefix(err, what);
+    }
     return rc;
+}
+
+void sg_oidc_err_set(sg_oidc_err_t *err, int http_status, const char *error, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    err->http_status = http_status;
+    sg_text_clean(err->error, sizeof err->error, error);
+    va_list ap;
+    va_start(ap, fmt);
+    sg_vtextf(err->description, sizeof err->description, fmt, ap);
+    va_end(ap);
 }
 
 char *sg_oidc_basic_auth(const char *client_id, const char *client_secret)
@@ -456,17 +487,17 @@ static sg_rc fetch_discovery(sg_oidc_t *op, disco_t **out, sg_oidc_err_t *err)
         n--; /* Discovery 4: a trailing slash is removed before the suffix is added */
     snprintf(url, sizeof url, "%.*s%s", (int)n, op->issuer, suffix);
 
-    sg_oidc_resp_t resp;
+    sg_http_resp_t resp;
     sg_rc rc = do_http(op, "discovery", url, NULL, NULL, &resp, err);
     if (rc)
         return rc;
     if (resp.status != 200) {
         sg_oidc_map_error(resp.status, resp.body.ptr, resp.body.len, NULL, "discovery", err);
-        sg_buf_free(&resp.body);
+        sg_http_resp_free(&resp);
         return SG_ERR_DENIED;
     }
     rc = parse_discovery(op, resp.body.ptr, resp.body.len, out, err);
-    sg_buf_free(&resp.body);
+    sg_http_resp_free(&resp);
     return rc;
 }
 
@@ -502,9 +533,7 @@ static sg_rc get_disco(sg_oidc_t *op, const disco_t **out, sg_oidc_err_t *err)
 sg_rc sg_oidc_discover(sg_oidc_t *op, sg_oidc_err_t *err)
 {
     sg_oidc_err_t local;
-    if (!err)
-        err = &local;
-    memset(err, 0, sizeof *err);
+    err = err_begin(err, &local);
     const disco_t *d;
     return get_disco(op, &d, err);
 }
@@ -615,9 +644,7 @@ char *sg_oidc_authorize_url(sg_oidc_t *op, const char *redirect_uri, const char 
                             const char *prompt, sg_oidc_err_t *err)
 {
     sg_oidc_err_t local;
-    if (!err)
-        err = &local;
-    memset(err, 0, sizeof *err);
+    err = err_begin(err, &local);
     const disco_t *d;
     if (get_disco(op, &d, err))
         return NULL;
@@ -833,7 +860,7 @@ static sg_rc token_request(sg_oidc_t *op, sg_buf_t *form, const char *refresh_se
         sg_oidc_err_set(err, 0, "transport", "out of memory");
         goto done;
     }
-    sg_oidc_resp_t resp;
+    sg_http_resp_t resp;
     rc = do_http(op, "token endpoint", d->token_endpoint, form->ptr, auth, &resp, err);
     if (!rc) {
         rc = sg_oidc_parse_tokens(resp.status, resp.body.ptr, resp.body.len, refresh_sent,
@@ -847,60 +874,63 @@ done:
     return rc;
 }
 
-sg_rc sg_oidc_exchange_code(sg_oidc_t *op, const char *code, const char *redirect_uri,
-                            const char *code_verifier, sg_tokens_t *out, sg_oidc_err_t *err)
+/*
+ * A token request of one grant type: fields are name, value pairs ending with a NULL name (a
+ * NULL value leaves its field out). refresh_sent as token_request() takes it.
+ */
+static sg_rc token_grant(sg_oidc_t *op, const char *const *fields, const char *refresh_sent,
+                         sg_tokens_t *out, sg_oidc_err_t *err)
 {
-    sg_oidc_err_t local;
-    if (!err)
-        err = &local;
-    memset(err, 0, sizeof *err);
-    memset(out, 0, sizeof *out);
-    out->expires_in = -1;
-    if (!code || !*code) {
-        sg_oidc_err_set(err, 0, "invalid_request", "no authorization code");
-        return SG_ERR_PARSE;
-    }
     sg_buf_t form;
     sg_buf_init(&form, FORM_MAX);
-    sg_rc rc = form_add(&form, "grant_type", "authorization_code");
-    if (!rc)
-        rc = form_add(&form, "code", code);
-    if (!rc && redirect_uri)
-        rc = form_add(&form, "redirect_uri", redirect_uri);
-    if (!rc && code_verifier)
-        rc = form_add(&form, "code_verifier", code_verifier);
+    sg_rc rc = SG_OK;
+    for (size_t i = 0; !rc && fields[i]; i += 2)
+        if (fields[i + 1])
+            rc = form_add(&form, fields[i], fields[i + 1]);
     if (rc) {
         form_free(&form);
         sg_oidc_err_set(err, 0, "transport", "token request: %s", sg_rc_str(rc));
         return rc;
     }
-    return token_request(op, &form, NULL, out, err);
+    return token_request(op, &form, refresh_sent, out, err);
+}
+
+/* The start of every token grant: out empty, no lifetime known. */
+static void tokens_begin(sg_tokens_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->expires_in = -1;
+}
+
+sg_rc sg_oidc_exchange_code(sg_oidc_t *op, const char *code, const char *redirect_uri,
+                            const char *code_verifier, sg_tokens_t *out, sg_oidc_err_t *err)
+{
+    sg_oidc_err_t local;
+    err = err_begin(err, &local);
+    tokens_begin(out);
+    if (!code || !*code) {
+        sg_oidc_err_set(err, 0, "invalid_request", "no authorization code");
+        return SG_ERR_PARSE;
+    }
+    const char *const fields[] = {
+        "grant_type", "authorization_code", "code",        code, "redirect_uri",
+        redirect_uri, "code_verifier",      code_verifier, NULL};
+    return token_grant(op, fields, NULL, out, err);
 }
 
 sg_rc sg_oidc_refresh(sg_oidc_t *op, const char *refresh_token, sg_tokens_t *out,
                       sg_oidc_err_t *err)
 {
     sg_oidc_err_t local;
-    if (!err)
-        err = &local;
-    memset(err, 0, sizeof *err);
-    memset(out, 0, sizeof *out);
-    out->expires_in = -1;
+    err = err_begin(err, &local);
+    tokens_begin(out);
     if (!refresh_token || !*refresh_token) {
         sg_oidc_err_set(err, 0, "invalid_request", "no refresh token");
         return SG_ERR_PARSE;
     }
-    sg_buf_t form;
-    sg_buf_init(&form, FORM_MAX);
-    sg_rc rc = form_add(&form, "grant_type", "refresh_token");
-    if (!rc)
-        rc = form_add(&form, "refresh_token", refresh_token);
-    if (rc) {
-        form_free(&form);
-        sg_oidc_err_set(err, 0, "transport", "token request: %s", sg_rc_str(rc));
-        return rc;
-    }
-    return token_request(op, &form, refresh_token, out, err);
+    const char *const fields[] = {"grant_type", "refresh_token", "refresh_token", refresh_token,
+                                  NULL};
+    return token_grant(op, fields, refresh_token, out, err);
 }
 
 #define JWT_GRANT_TYPE       "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -932,11 +962,8 @@ sg_rc sg_oidc_jwt_bearer(sg_oidc_t *op, const char *username, EVP_PKEY *key, lon
                          sg_tokens_t *out, sg_oidc_err_t *err)
 {
     sg_oidc_err_t local;
-    if (!err)
-        err = &local;
-    memset(err, 0, sizeof *err);
-    memset(out, 0, sizeof *out);
-    out->expires_in = -1;
+    err = err_begin(err, &local);
+    tokens_begin(out);
     if (!username || !*username || !key) {
         sg_oidc_err_set(err, 0, "invalid_request", "JWT bearer needs a username and a key");
         return SG_ERR_PARSE;
@@ -950,18 +977,10 @@ sg_rc sg_oidc_jwt_bearer(sg_oidc_t *op, const char *username, EVP_PKEY *key, lon
         sg_oidc_err_set(err, 0, "transport", "JWT bearer: cannot sign the assertion");
         return SG_ERR_CRYPTO;
     }
-    sg_buf_t form;
-    sg_buf_init(&form, FORM_MAX);
-    sg_rc rc = form_add(&form, "grant_type", JWT_GRANT_TYPE);
-    if (!rc)
-        rc = form_add(&form, "assertion", assertion);
+    const char *const fields[] = {"grant_type", JWT_GRANT_TYPE, "assertion", assertion, NULL};
+    sg_rc rc = token_grant(op, fields, NULL, out, err);
     secret_free(assertion);
-    if (rc) {
-        form_free(&form);
-        sg_oidc_err_set(err, 0, "transport", "token request: %s", sg_rc_str(rc));
-        return rc;
-    }
-    return token_request(op, &form, NULL, out, err);
+    return rc;
 }
 
 /* ---- JWKS ------------------------------------------------------------------------------- */
@@ -1008,7 +1027,7 @@ static sg_rc fetch_jwks(sg_oidc_t *op, const disco_t *d, sg_oidc_err_t *err)
     double t0 = mono_now();
     jwk_t fresh[MAX_KEYS];
     size_t n = 0;
-    sg_oidc_resp_t resp;
+    sg_http_resp_t resp;
     sg_rc rc = do_http(op, "jwks", d->jwks_uri, NULL, NULL, &resp, err);
     if (!rc) {
         if (resp.status != 200) {
@@ -1017,7 +1036,7 @@ static sg_rc fetch_jwks(sg_oidc_t *op, const disco_t *d, sg_oidc_err_t *err)
         } else {
             rc = parse_jwks(resp.body.ptr, resp.body.len, fresh, &n, err);
         }
-        sg_buf_free(&resp.body);
+        sg_http_resp_free(&resp);
     }
     observe(op, "jwks", t0, rc, err);
     if (rc) {
@@ -1216,9 +1235,7 @@ sg_rc sg_oidc_validate_id_token(sg_oidc_t *op, const char *id_token, const char 
                                 cJSON **claims, sg_oidc_err_t *err)
 {
     sg_oidc_err_t local;
-    if (!err)
-        err = &local;
-    memset(err, 0, sizeof *err);
+    err = err_begin(err, &local);
     if (claims)
         *claims = NULL;
 
@@ -1267,9 +1284,7 @@ done:
 sg_rc sg_oidc_userinfo(sg_oidc_t *op, const char *access_token, cJSON **claims, sg_oidc_err_t *err)
 {
     sg_oidc_err_t local;
-    if (!err)
-        err = &local;
-    memset(err, 0, sizeof *err);
+    err = err_begin(err, &local);
     *claims = NULL;
     const disco_t *d;
     sg_rc drc = get_disco(op, &d, err);
@@ -1291,7 +1306,7 @@ sg_rc sg_oidc_userinfo(sg_oidc_t *op, const char *access_token, cJSON **claims, 
         return SG_ERR_NOMEM;
     }
     snprintf(auth, alen, "Bearer %s", access_token);
-    sg_oidc_resp_t resp;
+    sg_http_resp_t resp;
     sg_rc rc = do_http(op, "userinfo", d->userinfo_endpoint, NULL, auth, &resp, err);
     secret_free(auth);
     if (!rc) {
@@ -1309,17 +1324,31 @@ sg_rc sg_oidc_userinfo(sg_oidc_t *op, const char *access_token, cJSON **claims, 
                 rc = SG_ERR_PARSE;
             }
         }
-        sg_buf_free(&resp.body);
+        sg_http_resp_free(&resp);
     }
     observe(op, "userinfo", t0, rc, err);
     return rc;
 }
 
-/* POSTs token (+ hint) with client authentication; resp is the answer on SG_OK. */
-static sg_rc token_post(sg_oidc_t *op, const char *what, const char *url, int basic,
-                        const char *token, const char *hint, sg_oidc_resp_t *resp,
-                        sg_oidc_err_t *err)
+/*
+ * POSTs token (+ hint) with client authentication to the revocation endpoint, or to the
+ * introspection endpoint when introspect is set, and reports the call to the observer. SG_OK
+ * with resp (caller frees its body) for a 200 answer; SG_ERR_NOTFOUND when the provider has no such
+ * endpoint; SG_ERR_DENIED with the provider's error in err for any other answer.
+ */
+static sg_rc token_post(sg_oidc_t *op, int introspect, const char *token, const char *hint,
+                        sg_http_resp_t *resp, sg_oidc_err_t *err)
 {
+    const char *what = introspect ? "introspection endpoint" : "revocation endpoint";
+    const disco_t *d;
+    sg_rc rc = get_disco(op, &d, err);
+    if (rc)
+        return rc;
+    const char *url = introspect ? d->introspection_endpoint : d->revocation_endpoint;
+    if (!url) {
+        sg_oidc_err_set(err, 0, "no_endpoint", "the provider has no %s", what);
+        return SG_ERR_NOTFOUND;
+    }
     if (!token || !*token) {
         sg_oidc_err_set(err, 0, "invalid_request", "no token");
         return SG_ERR_PARSE;
@@ -1327,48 +1356,36 @@ static sg_rc token_post(sg_oidc_t *op, const char *what, const char *url, int ba
     sg_buf_t form;
     sg_buf_init(&form, FORM_MAX);
     char *auth = NULL;
-    sg_rc rc = form_add(&form, "token", token);
+    rc = form_add(&form, "token", token);
     if (!rc && hint)
         rc = form_add(&form, "token_type_hint", hint);
     if (!rc)
-        rc = client_auth(op, basic, &form, &auth);
-    if (rc) {
+        rc = client_auth(op, introspect ? d->introspect_basic : d->revoke_basic, &form, &auth);
+    double t0 = mono_now();
+    if (rc)
         sg_oidc_err_set(err, 0, "transport", "%s: %s", what, sg_rc_str(rc));
-    } else {
+    else
         rc = do_http(op, what, url, form.ptr, auth, resp, err);
-    }
     secret_free(auth);
     form_free(&form);
+    if (!rc && resp->status != 200) {
+        sg_oidc_map_error(resp->status, resp->body.ptr, resp->body.len, resp->www_authenticate,
+                          what, err);
+        sg_http_resp_free(resp);
+        rc = SG_ERR_DENIED;
+    }
+    observe(op, introspect ? "introspect" : "revoke", t0, rc, err);
     return rc;
 }
 
 sg_rc sg_oidc_revoke(sg_oidc_t *op, const char *token, const char *hint, sg_oidc_err_t *err)
 {
     sg_oidc_err_t local;
-    if (!err)
-        err = &local;
-    memset(err, 0, sizeof *err);
-    const disco_t *d;
-    sg_rc drc = get_disco(op, &d, err);
-    if (drc)
-        return drc;
-    if (!d->revocation_endpoint) {
-        sg_oidc_err_set(err, 0, "no_endpoint", "the provider has no revocation endpoint");
-        return SG_ERR_NOTFOUND;
-    }
-    double t0 = mono_now();
-    sg_oidc_resp_t resp;
-    sg_rc rc = token_post(op, "revocation endpoint", d->revocation_endpoint, d->revoke_basic, token,
-                          hint, &resp, err);
-    if (!rc) {
-        if (resp.status != 200) {
-            sg_oidc_map_error(resp.status, resp.body.ptr, resp.body.len, NULL,
-                              "revocation endpoint", err);
-            rc = SG_ERR_DENIED;
-        }
-        sg_buf_free(&resp.body);
-    }
-    observe(op, "revoke", t0, rc, err);
+    err = err_begin(err, &local);
+    sg_http_resp_t resp;
+    sg_rc rc = token_post(op, 0, token, hint, &resp, err);
+    if (!rc)
+        sg_http_resp_free(&resp);
     return rc;
 }
 
@@ -1376,41 +1393,22 @@ sg_rc sg_oidc_introspect(sg_oidc_t *op, const char *token, const char *hint, cJS
                          sg_oidc_err_t *err)
 {
     sg_oidc_err_t local;
-    if (!err)
-        err = &local;
-    memset(err, 0, sizeof *err);
+    err = err_begin(err, &local);
     *result = NULL;
-    const disco_t *d;
-    sg_rc drc = get_disco(op, &d, err);
-    if (drc)
-        return drc;
-    if (!d->introspection_endpoint) {
-        sg_oidc_err_set(err, 0, "no_endpoint", "the provider has no introspection endpoint");
-        return SG_ERR_NOTFOUND;
-    }
-    double t0 = mono_now();
-    sg_oidc_resp_t resp;
-    sg_rc rc = token_post(op, "introspection endpoint", d->introspection_endpoint,
-                          d->introspect_basic, token, hint, &resp, err);
+    sg_http_resp_t resp;
+    sg_rc rc = token_post(op, 1, token, hint, &resp, err);
     if (!rc) {
-        if (resp.status != 200) {
-            sg_oidc_map_error(resp.status, resp.body.ptr, resp.body.len, resp.www_authenticate,
-                              "introspection endpoint", err);
-            rc = SG_ERR_DENIED;
+        cJSON *j = parse_object(resp.body.ptr, resp.body.len);
+        if (!j || !cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(j, "active"))) {
+            cJSON_Delete(j);
+            sg_oidc_err_set(err, 200, "malformed",
+                            "introspection: not a JSON object with a boolean active");
+            rc = SG_ERR_PARSE;
         } else {
-            cJSON *j = parse_object(resp.body.ptr, resp.body.len);
-            if (!j || !cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(j, "active"))) {
-                cJSON_Delete(j);
-                sg_oidc_err_set(err, 200, "malformed",
-                                "introspection: not a JSON object with a boolean active");
-                rc = SG_ERR_PARSE;
-            } else {
-                *result = j;
-            }
+            *result = j;
         }
-        sg_buf_free(&resp.body);
+        sg_http_resp_free(&resp);
     }
-    observe(op, "introspect", t0, rc, err);
     return rc;
 }
 

@@ -1,11 +1,7 @@
 /*
- * The OIDC client's insides, shared by gateway/oidc.c, gateway/oidc_http.c and the unit tests
+ * The OIDC client's insides, shared by gateway/oidc/oidc.c and the unit tests
  * (tests/unit/test_oidc_claims.c). Nothing else includes this file: the module's surface is
- * include/scopegate/oidc.h.
- *
- * oidc_http.c is the only place that talks to libcurl. One request is one easy handle, made
- * and freed by the calling thread, so requests from many threads never share curl state.
- * The daemon calls curl_global_init once at start (tests do it themselves).
+ * include/scopegate/oidc.h. Its HTTP goes through the one client, scopegate/http_client.h.
  */
 #ifndef SCOPEGATE_OIDC_INT_H
 #define SCOPEGATE_OIDC_INT_H
@@ -19,31 +15,6 @@
 
 /* JWKS refetches caused by an unknown kid happen at most this often (seconds). */
 #define SG_OIDC_JWKS_REFETCH_INTERVAL 10
-
-/* ---- HTTP (oidc_http.c) ----------------------------------------------------------------- */
-
-typedef struct {
-    const char *url;
-    const char *form;          /* POST body; NULL: GET */
-    const char *content_type;  /* of the body; NULL: application/x-www-form-urlencoded */
-    const char *authorization; /* whole Authorization header value, or NULL */
-    long timeout_ms;           /* total and connect */
-} sg_oidc_req_t;
-
-typedef struct {
-    long status;            /* HTTP status of the answer */
-    sg_buf_t body;          /* at most SG_OIDC_MAX_BODY bytes */
-    char content_type[128]; /* "" when absent (cut when longer) */
-    char www_authenticate[256];
-} sg_oidc_resp_t;
-
-/*
- * One request, redirects never followed, http/https only, bounded body. SG_OK when an HTTP
- * answer of any status arrived (resp filled; caller frees resp->body). Otherwise err says
- * "timeout", "transport" (refused, closed, TLS) or "malformed" (body past SG_OIDC_MAX_BODY),
- * resp->body is empty and the rc is SG_ERR_IO, or SG_ERR_TOO_BIG for an oversized body.
- */
-sg_rc sg_oidc_http(const sg_oidc_req_t *req, sg_oidc_resp_t *resp, sg_oidc_err_t *err);
 
 /* ---- protocol pieces (oidc.c), pure functions the unit tests call ------------------------ */
 

@@ -11,7 +11,6 @@
  * call is made here, with the other grant's token from the single flight.
  */
 #include "vault_int.h"
-#include "oidc_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,15 +19,13 @@
 
 #include <cjson/cJSON.h>
 
+#include "scopegate/http_client.h"
 #include "scopegate/log.h"
+#include "scopegate/policy.h" /* the defaults of what the policy declares */
 #include "scopegate/salesforce.h"
 #include "scopegate/text.h"
 
-#define DEFAULT_APPROVAL_LIMIT 5
-#define DEFAULT_KEEP_ALIVE_AT  0.5
-#define DEFAULT_JITTER         0.1
-#define DEFAULT_WARN_BEFORE    (7LL * 86400)
-#define EVIDENCE_TRIES         3 /* other live grants asked for the org's OauthToken rows */
+#define EVIDENCE_TRIES 3 /* other live grants asked for the org's OauthToken rows */
 
 /* Each cause of death: a few words for a table cell, and what happened and what to do. */
 static const struct {
@@ -90,13 +87,13 @@ int sg_vault_health_of(sg_vault_t *v, const char *app, sg_grant_health_t *h)
     if (!v->health || !app || !v->health(v->ctx, app, h))
         return 0;
     if (h->approval_limit <= 0)
-        h->approval_limit = DEFAULT_APPROVAL_LIMIT;
+        h->approval_limit = SG_POLICY_DEFAULT_GRANT_LIMIT;
     if (h->keep_alive_at <= 0 || h->keep_alive_at >= 1)
-        h->keep_alive_at = DEFAULT_KEEP_ALIVE_AT;
+        h->keep_alive_at = SG_POLICY_DEFAULT_KEEP_ALIVE_AT;
     if (h->keep_alive_jitter <= 0)
-        h->keep_alive_jitter = DEFAULT_JITTER;
+        h->keep_alive_jitter = SG_POLICY_DEFAULT_KEEP_ALIVE_JITTER;
     if (h->warn_before <= 0)
-        h->warn_before = DEFAULT_WARN_BEFORE;
+        h->warn_before = SG_POLICY_DEFAULT_WARN_BEFORE;
     return 1;
 }
 
@@ -138,12 +135,10 @@ static int count_approvals_after(sg_vault_t *v, const sg_grant_rec_t *rec,
         goto out;
     }
     snprintf(auth, alen, "Bearer %s", tok.access_token);
-    sg_oidc_req_t req = {.url = url, .authorization = auth, .timeout_ms = v->query_timeout_ms};
-    sg_oidc_resp_t resp;
-    sg_oidc_err_t oerr;
-    memset(&resp, 0, sizeof resp);
-    memset(&oerr, 0, sizeof oerr);
-    if (sg_oidc_http(&req, &resp, &oerr) != SG_OK) {
+    sg_http_req_t req = {.url = url, .authorization = auth, .timeout_ms = v->query_timeout_ms};
+    sg_http_resp_t resp;
+    sg_http_err_t oerr;
+    if (sg_http_call(&req, &resp, &oerr) != SG_OK) {
         sg_textf(why, whylen, "grant %lld: query failed: %s: %s", cand->id, oerr.error,
                  oerr.description);
         goto out;
@@ -152,12 +147,12 @@ static int count_approvals_after(sg_vault_t *v, const sg_grant_rec_t *rec,
         snprintf(why, whylen, "grant %lld: query answered HTTP %ld", cand->id, resp.status);
         if (resp.status == 401)
             sg_vault_invalidate(v, tok.access_token);
-        sg_buf_free(&resp.body);
+        sg_http_resp_free(&resp);
         goto out;
     }
     /* At or after: the provider made the dead grant a moment before the vault stored it. */
     int unread = sg_salesforce_count_since(resp.body.ptr, resp.body.len, rec->created, count, rows);
-    sg_buf_free(&resp.body);
+    sg_http_resp_free(&resp);
     if (unread) {
         snprintf(why, whylen, "grant %lld: the query's answer has no records", cand->id);
         goto out;
@@ -174,7 +169,7 @@ out:
 static const char *evidence_from_org(sg_vault_t *v, const sg_grant_rec_t *rec,
                                      const sg_grant_health_t *h, int has, cJSON *ev)
 {
-    int limit = has ? h->approval_limit : DEFAULT_APPROVAL_LIMIT;
+    int limit = has ? h->approval_limit : SG_POLICY_DEFAULT_GRANT_LIMIT;
     const char *app_name = has ? h->provider_app_name : NULL;
     sg_grant_rec_t *recs = NULL;
     size_t n = 0;

@@ -1,14 +1,13 @@
 /*
  * Refresh now, explain, report: one grant refreshed on demand (`scopegate grants check`), and
- * grants described as JSON (state, cause, evidence, use figures, declared expiries) for the
- * commands, the pages and the metrics.
+ * grants described as views (state, cause, evidence, use figures, declared expiries) that the
+ * commands, the pages and the metrics render.
  */
 #include "vault_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-
-#include <cjson/cJSON.h>
 
 sg_rc sg_vault_refresh_grant(sg_vault_t *v, long long grant_id, sg_vault_err_t *err)
 {
@@ -77,97 +76,86 @@ const char *sg_vault_state_name(int state)
     return "unknown";
 }
 
-/* One grant as sg_vault_explain describes it; NULL when out of memory. */
-static cJSON *explain_rec(sg_vault_t *v, const sg_grant_rec_t *rec, int with_evidence,
-                          long long now)
+/* The view of rec (taken over: rec is left empty), its expiries worked out at now. */
+static void view_of(sg_vault_t *v, sg_grant_rec_t *rec, long long now, sg_grant_view_t *out)
 {
-    cJSON *j = cJSON_CreateObject();
-    if (!j)
-        return NULL;
+    memset(out, 0, sizeof *out);
+    out->rec = *rec;
+    memset(rec, 0, sizeof *rec);
+    sg_grant_rec_t *r = &out->rec;
+    free(r->rt_cipher); /* sealed, so not secret; but nobody above the vault needs it */
+    r->rt_cipher = NULL;
+    r->rt_cipher_len = 0;
+    out->advice = r->cause ? sg_vault_cause_advice(r->cause) : NULL;
     sg_grant_health_t h;
-    int has = sg_vault_health_of(v, rec->app, &h);
-    long long last = rec->last_refreshed ? rec->last_refreshed : rec->created;
-    int ok = cJSON_AddNumberToObject(j, "grant_id", (double)rec->id) &&
-             cJSON_AddStringToObject(j, "user_id", rec->user_id) &&
-             sg_vault_add_str_or_null(j, "org_id", rec->org_id) &&
-             sg_vault_add_str_or_null(j, "username", rec->username) &&
-             cJSON_AddStringToObject(j, "app", rec->app) &&
-             cJSON_AddStringToObject(j, "state", sg_vault_state_name(rec->state)) &&
-             sg_vault_add_str_or_null(j, "reason", rec->dead_reason) &&
-             cJSON_AddNumberToObject(j, "dead_at", (double)rec->dead_at) &&
-             sg_vault_add_str_or_null(j, "cause", rec->cause) &&
-             (rec->cause ? cJSON_AddStringToObject(j, "advice", sg_vault_cause_advice(rec->cause))
-                         : cJSON_AddNullToObject(j, "advice")) &&
-             cJSON_AddNumberToObject(j, "use_count", (double)rec->use_count) &&
-             cJSON_AddNumberToObject(j, "last_used", (double)rec->last_used) &&
-             cJSON_AddNumberToObject(j, "last_refreshed", (double)rec->last_refreshed) &&
-             cJSON_AddNumberToObject(j, "created", (double)rec->created) &&
-             cJSON_AddNumberToObject(j, "warned_at", (double)rec->warned_at) &&
-             cJSON_AddBoolToObject(j, "keep_alive", has && h.keep_alive && h.idle_window > 0);
-    if (ok && with_evidence)
-        ok = sg_vault_add_json_text(j, "evidence", rec->evidence);
-    long long nearest = 0;
-    int any = 0;
-    if (ok && has && h.idle_window > 0) {
-        long long t = last + h.idle_window;
-        ok = cJSON_AddNumberToObject(j, "idle_expires_at", (double)t) != NULL;
-        nearest = t;
-        any = 1;
-    }
-    if (ok && has && h.absolute_lifetime > 0) {
-        long long t = rec->created + h.absolute_lifetime;
-        ok = cJSON_AddNumberToObject(j, "absolute_expires_at", (double)t) != NULL;
-        if (!any || t < nearest)
-            nearest = t;
-        any = 1;
-    }
-    if (ok)
-        ok = any && rec->state == SG_GRANT_LIVE
-                 ? cJSON_AddNumberToObject(j, "expires_in", (double)(nearest - now)) != NULL
-                 : cJSON_AddNullToObject(j, "expires_in") != NULL;
-    if (!ok) {
-        cJSON_Delete(j);
-        return NULL;
-    }
-    return j;
+    if (!sg_vault_health_of(v, r->app, &h))
+        return;
+    out->keep_alive = h.keep_alive && h.idle_window > 0;
+    long long last = r->last_refreshed > r->created ? r->last_refreshed : r->created;
+    if (h.idle_window > 0 && last)
+        out->idle_expires_at = last + h.idle_window;
+    if (h.absolute_lifetime > 0 && r->created)
+        out->absolute_expires_at = r->created + h.absolute_lifetime;
+    if (r->state != SG_GRANT_LIVE)
+        return;
+    long long idle = out->idle_expires_at, absolute = out->absolute_expires_at;
+    out->expires_at = idle && (!absolute || idle < absolute) ? idle : absolute;
+    out->expiring_soon = (absolute && absolute - now <= h.warn_before) ||
+                         (idle && !out->keep_alive && idle - now <= h.warn_before);
 }
 
-sg_rc sg_vault_explain(sg_vault_t *v, long long grant_id, cJSON **out)
+void sg_grant_view_free(sg_grant_view_t *g)
 {
-    *out = NULL;
+    if (!g)
+        return;
+    sg_grant_rec_free(&g->rec);
+    memset(g, 0, sizeof *g);
+}
+
+void sg_grant_views_free(sg_grant_view_t *g, size_t n)
+{
+    for (size_t i = 0; g && i < n; i++)
+        sg_grant_view_free(&g[i]);
+    free(g);
+}
+
+sg_rc sg_vault_explain(sg_vault_t *v, long long grant_id, sg_grant_view_t *out)
+{
+    memset(out, 0, sizeof *out);
     sg_vault_flush_all(v); /* the use figures: write what is counted */
     sg_grant_rec_t rec = {0};
     sg_rc rc = v->store->ops->grant_get(v->store, grant_id, &rec);
     if (rc)
         return rc;
-    *out = explain_rec(v, &rec, 1, sg_vault_now());
-    sg_grant_rec_free(&rec);
-    return *out ? SG_OK : SG_ERR_NOMEM;
+    view_of(v, &rec, sg_vault_now(), out);
+    return SG_OK;
 }
 
-sg_rc sg_vault_report(sg_vault_t *v, cJSON **out)
+sg_rc sg_vault_report(sg_vault_t *v, sg_grant_view_t **out, size_t *n)
 {
     *out = NULL;
+    *n = 0;
     if (!v->store->ops->grant_list)
         return SG_ERR_CONFIG;
     sg_vault_flush_all(v);
     sg_grant_rec_t *recs = NULL;
-    size_t n = 0;
-    sg_rc rc = v->store->ops->grant_list(v->store, &recs, &n);
+    size_t nrecs = 0;
+    sg_rc rc = v->store->ops->grant_list(v->store, &recs, &nrecs);
     if (rc)
         return rc;
-    cJSON *a = cJSON_CreateArray();
-    long long now = sg_vault_now();
-    for (size_t i = 0; a && i < n; i++) {
-        cJSON *j = explain_rec(v, &recs[i], 0, now);
-        if (!j) {
-            cJSON_Delete(a);
-            a = NULL;
-            break;
-        }
-        cJSON_AddItemToArray(a, j);
+    sg_grant_view_t *views = calloc(nrecs ? nrecs : 1, sizeof *views);
+    if (!views) {
+        sg_grant_recs_free(recs, nrecs);
+        return SG_ERR_NOMEM;
     }
-    sg_grant_recs_free(recs, n);
-    *out = a;
-    return a ? SG_OK : SG_ERR_NOMEM;
+    long long now = sg_vault_now();
+    for (size_t i = 0; i < nrecs; i++) {
+        free(recs[i].evidence); /* the report leaves it out: sg_vault_explain has it */
+        recs[i].evidence = NULL;
+        view_of(v, &recs[i], now, &views[i]);
+    }
+    free(recs); /* each record now belongs to its view */
+    *out = views;
+    *n = nrecs;
+    return SG_OK;
 }

@@ -1,18 +1,18 @@
 /*
- * The vault's webhook (see vault_int.h): one thread, one bounded queue, libcurl.
+ * The vault's webhook (see vault_int.h): one thread, one bounded queue, the HTTP client.
  *
  * Each queued message carries the monotonic time of its next attempt; the thread sends
  * whichever message is due first and sleeps on the condition variable until the earliest one
  * is due (or a new one arrives, or stop is asked). The lock is never held across the POST.
  */
 #include "vault_int.h"
-#include "oidc_int.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "scopegate/http_client.h"
 #include "scopegate/log.h"
 
 typedef struct {
@@ -39,20 +39,18 @@ static double mono_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* One POST through the oidc module's bounded HTTP client; 1 when a 2xx answer came. */
+/* One POST through the bounded HTTP client; 1 when a 2xx answer came. */
 static int post(const sg_webhook_t *w, const char *body)
 {
-    sg_oidc_req_t req = {.url = w->url,
-                         .form = body,
+    sg_http_req_t req = {.url = w->url,
+                         .body = body,
                          .content_type = "application/json",
                          .timeout_ms = w->timeout_ms};
-    sg_oidc_resp_t resp;
-    sg_oidc_err_t err;
-    memset(&resp, 0, sizeof(resp));
-    memset(&err, 0, sizeof(err));
-    sg_rc rc = sg_oidc_http(&req, &resp, &err);
+    sg_http_resp_t resp;
+    sg_http_err_t err;
+    sg_rc rc = sg_http_call(&req, &resp, &err);
     long status = rc == SG_OK ? resp.status : 0;
-    sg_buf_free(&resp.body);
+    sg_http_resp_free(&resp);
     if (rc != SG_OK)
         sg_log(SG_LOG_WARN, "webhook_failed", "webhook POST failed: %s: %s", err.error,
                err.description);

@@ -91,6 +91,13 @@ void sg_signin_outcome(sg_gateway_t *gw, const char *result)
         sg_audit(gw->audit, "signin", "result", result, NULL);
 }
 
+void sg_signin_failed(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, const char *outcome,
+                      unsigned status, const char *title, const char *what, const char *next)
+{
+    sg_signin_outcome(gw, outcome);
+    sg_page_error(gw, r, w, status, title, what, next);
+}
+
 /* ---- starting an authorization -------------------------------------------------------- */
 
 char *sg_gw_redirect_uri(sg_gateway_t *gw)
@@ -138,10 +145,10 @@ int sg_begin_authorization(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg
         sg_log(SG_LOG_ERROR, "login_provider", "rid=%s provider %s unusable: %s %s", r->request_id,
                tmpl->app, err.error, err.description);
         if (tmpl->kind == SG_AUTHZ_SIGNIN)
-            sg_signin_outcome(gw, "provider_error");
-        sg_page_error(gw, r, w, 502, "The sign-in service is not answering",
-                      "The sign-in provider cannot be reached right now.",
-                      "Try again in a minute; if it persists, tell the operators.");
+            sg_signin_failed(gw, r, w, "provider_error", 502,
+                             "The sign-in service is not answering",
+                             "The sign-in provider cannot be reached right now.",
+                             "Try again in a minute; if it persists, tell the operators.");
         goto done;
     }
 

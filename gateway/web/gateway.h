@@ -173,6 +173,9 @@ sg_take_result sg_pending_take(sg_gateway_t *gw, const char *state, const char *
 /* Counts a sign-in's outcome ("ok", "bad_state", "provider_error", ...); failures also go to
  * the audit log (successes are audited with the person and role where they happen). */
 void sg_signin_outcome(sg_gateway_t *gw, const char *result);
+/* A sign-in that ends here: its outcome counted (and audited), and the error page answered. */
+void sg_signin_failed(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, const char *outcome,
+                      unsigned status, const char *title, const char *what, const char *next);
 /*
  * Starts an authorization at app's provider and answers with the redirect: state, nonce and
  * PKCE kept in a pending entry bound to this browser by the login cookie. tmpl gives kind,

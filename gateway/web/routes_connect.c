@@ -351,20 +351,19 @@ static void expiry_banners(sg_gateway_t *gw, sg_buf_t *b, const sg_grant_rec_t *
     for (size_t i = 0; i < n; i++) {
         if (g[i].state != SG_GRANT_LIVE || !g[i].warned_at)
             continue;
-        cJSON *x = NULL;
+        sg_grant_view_t x;
         if (sg_vault_explain(gw->vault, g[i].id, &x) != SG_OK)
             continue;
-        const cJSON *at = cJSON_GetObjectItemCaseSensitive(x, "absolute_expires_at");
-        if (cJSON_IsNumber(at)) {
+        if (x.absolute_expires_at) {
             char when[64];
-            sg_fmt_time((long long)at->valuedouble, when, sizeof(when));
+            sg_fmt_time(x.absolute_expires_at, when, sizeof(when));
             sg_buf_printf(b,
                           "<p class=\"warn\" id=\"grant-expiring\">Grant %lld stops working on "
                           "%s: the Connected App's policy ends refresh tokens that old. "
                           "Reconnect before then, when it suits you.</p>\n",
                           g[i].id, when);
         }
-        cJSON_Delete(x);
+        sg_grant_view_free(&x);
     }
 }
 

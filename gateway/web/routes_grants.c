@@ -29,119 +29,68 @@ static void json_error(sg_resp_t *w, unsigned status, const char *error, const c
     sg_resp_json_body(w, status, j);
 }
 
-/* ---- reading the vault's grant objects ------------------------------------------------------ */
+/* ---- grants as JSON -------------------------------------------------------------------------- */
 
-static const cJSON *field(const cJSON *g, const char *a, const char *b)
+static int add_str(cJSON *o, const char *key, const char *v)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(g, a);
-    if ((!v || cJSON_IsNull(v)) && b)
-        v = cJSON_GetObjectItemCaseSensitive(g, b);
-    return v;
+    return (v ? cJSON_AddStringToObject(o, key, v) : cJSON_AddNullToObject(o, key)) != NULL;
 }
 
-static long long num(const cJSON *g, const char *a, const char *b)
+/* A time or a figure; 0 (never, not declared) as null where null says it better. */
+static int add_time(cJSON *o, const char *key, long long t)
 {
-    const cJSON *v = field(g, a, b);
-    return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
+    return (t ? cJSON_AddNumberToObject(o, key, (double)t) : cJSON_AddNullToObject(o, key)) != NULL;
 }
 
-static const char *str(const cJSON *g, const char *a, const char *b)
+static int add_num(cJSON *o, const char *key, long long v)
 {
-    const cJSON *v = field(g, a, b);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
+    return cJSON_AddNumberToObject(o, key, (double)v) != NULL;
 }
 
-static long long grant_id(const cJSON *g)
+/* The evidence is JSON object text in the store: inlined as an object, null when absent. */
+static int add_evidence(cJSON *o, const char *text)
 {
-    return num(g, "id", "grant_id");
-}
-
-/* "live", "dead", "disconnected", "replaced" (the vault may say it as text or as sg_grant_state).
- */
-static const char *grant_state(const cJSON *g)
-{
-    const cJSON *v = field(g, "state", NULL);
-    if (cJSON_IsString(v))
-        return v->valuestring;
-    if (cJSON_IsNumber(v) && v->valueint >= 0 && v->valueint < 4)
-        return sg_vault_state_name(v->valueint);
-    return "unknown";
-}
-
-static int is_state(const cJSON *g, const char *state)
-{
-    return strcmp(grant_state(g), state) == 0;
-}
-
-static int add_num_if_absent(cJSON *g, const char *key, long long v)
-{
-    if (cJSON_GetObjectItemCaseSensitive(g, key))
+    cJSON *ev = text ? cJSON_Parse(text) : NULL;
+    if (!ev)
+        return cJSON_AddNullToObject(o, "evidence") != NULL;
+    if (!cJSON_AddItemToObject(o, "evidence", ev)) {
+        cJSON_Delete(ev);
         return 0;
-    return (v ? cJSON_AddNumberToObject(g, key, (double)v) : cJSON_AddNullToObject(g, key)) ? 0
-                                                                                            : -1;
+    }
+    return 1;
 }
 
 /*
- * The expiries the policy in force declares for a live grant, added where the vault's object
- * does not already say them: idle_expires_at (last refresh, or creation, plus the idle window;
- * keep-alive moves it on), absolute_expires_at (creation plus the absolute lifetime),
- * expires_at (the nearer), expiring_soon (the absolute expiry is within warn_before, or the
- * idle expiry is and nothing keeps the grant alive).
+ * One grant as GET /v1/grants and GET /v1/grants/ID answer it (docs/operations.md): its
+ * record, cause and advice, and the expiries the policy in force declares: idle_expires_at,
+ * absolute_expires_at, expires_at (the nearer, live grants only), expires_in (seconds to
+ * expires_at) and expiring_soon. NULL when out of memory.
  */
-static int add_expiries(sg_gateway_t *gw, cJSON *g, long long now)
+static cJSON *grant_json(const sg_grant_view_t *g, long long now, int with_evidence)
 {
-    if (!cJSON_IsObject(g))
-        return 0;
-    const sg_policy_offline_t *off =
-        sg_policy_offline_for_app(sg_gw_policy(gw), str(g, "app", NULL));
-    long long idle = 0, absolute = 0;
-    int soon = 0;
-    if (off && is_state(g, "live")) {
-        long long created = num(g, "created", NULL), refreshed = num(g, "last_refreshed", NULL);
-        long long base = refreshed > created ? refreshed : created;
-        if (off->idle_window && base)
-            idle = base + off->idle_window;
-        if (off->absolute_lifetime && created)
-            absolute = created + off->absolute_lifetime;
-        soon = (absolute && absolute - now <= off->warn_before) ||
-               (idle && !off->keep_alive && idle - now <= off->warn_before);
-    }
-    long long nearest = idle && (!absolute || idle < absolute) ? idle : absolute;
-    if (add_num_if_absent(g, "idle_expires_at", idle) ||
-        add_num_if_absent(g, "absolute_expires_at", absolute) ||
-        add_num_if_absent(g, "expires_at", nearest))
-        return -1;
-    if (!cJSON_GetObjectItemCaseSensitive(g, "expiring_soon") &&
-        !cJSON_AddBoolToObject(g, "expiring_soon", soon))
-        return -1;
-    return 0;
-}
-
-static int is_expiring_soon(const cJSON *g)
-{
-    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g, "expiring_soon"));
-}
-
-/* The report with every grant's declared expiries, or NULL (answered with an error). */
-static cJSON *report(sg_gateway_t *gw, sg_resp_t *w, long long now)
-{
-    cJSON *grants = NULL;
-    sg_rc rc = sg_vault_report(gw->vault, &grants);
-    if (rc != SG_OK || !cJSON_IsArray(grants)) {
-        cJSON_Delete(grants);
-        json_error(w, 500, "server_error", "the vault's grants could not be read");
+    const sg_grant_rec_t *r = &g->rec;
+    cJSON *o = cJSON_CreateObject();
+    int ok = o && add_num(o, "grant_id", r->id) && add_str(o, "user_id", r->user_id) &&
+             add_str(o, "org_id", r->org_id) && add_str(o, "username", r->username) &&
+             add_str(o, "app", r->app) && add_str(o, "state", sg_vault_state_name(r->state)) &&
+             add_str(o, "reason", r->dead_reason) && add_num(o, "dead_at", r->dead_at) &&
+             add_str(o, "cause", r->cause) && add_str(o, "advice", g->advice) &&
+             add_num(o, "use_count", r->use_count) && add_num(o, "last_used", r->last_used) &&
+             add_num(o, "last_refreshed", r->last_refreshed) && add_num(o, "created", r->created) &&
+             add_num(o, "warned_at", r->warned_at) &&
+             cJSON_AddBoolToObject(o, "keep_alive", g->keep_alive) &&
+             add_time(o, "idle_expires_at", g->idle_expires_at) &&
+             add_time(o, "absolute_expires_at", g->absolute_expires_at) &&
+             add_time(o, "expires_at", g->expires_at) &&
+             (g->expires_at ? add_num(o, "expires_in", g->expires_at - now)
+                            : cJSON_AddNullToObject(o, "expires_in") != NULL) &&
+             cJSON_AddBoolToObject(o, "expiring_soon", g->expiring_soon) &&
+             (!with_evidence || add_evidence(o, r->evidence));
+    if (!ok) {
+        cJSON_Delete(o);
         return NULL;
     }
-    cJSON *g;
-    cJSON_ArrayForEach(g, grants)
-    {
-        if (add_expiries(gw, g, now) != 0) {
-            cJSON_Delete(grants);
-            json_error(w, 500, "server_error", "out of memory");
-            return NULL;
-        }
-    }
-    return grants;
+    return o;
 }
 
 /* ---- GET /v1/grants ------------------------------------------------------------------------- */
@@ -150,15 +99,25 @@ void sg_route_grants(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
     if (!sg_gw_internal_auth(gw, r, w))
         return;
-    long long now = sg_gw_now();
-    cJSON *grants = report(gw, w, now);
-    if (!grants)
+    sg_grant_view_t *g = NULL;
+    size_t n = 0;
+    if (sg_vault_report(gw->vault, &g, &n) != SG_OK) {
+        json_error(w, 500, "server_error", "the vault's grants could not be read");
         return;
+    }
+    long long now = sg_gw_now();
     cJSON *o = cJSON_CreateObject();
-    if (!o || !cJSON_AddNumberToObject(o, "now", (double)now) ||
-        !cJSON_AddItemToObject(o, "grants", grants)) {
+    cJSON *list = o && add_num(o, "now", now) ? cJSON_AddArrayToObject(o, "grants") : NULL;
+    int ok = list != NULL;
+    for (size_t i = 0; ok && i < n; i++) {
+        cJSON *item = grant_json(&g[i], now, 0);
+        ok = item && cJSON_AddItemToArray(list, item);
+        if (!ok)
+            cJSON_Delete(item);
+    }
+    sg_grant_views_free(g, n);
+    if (!ok) {
         cJSON_Delete(o);
-        cJSON_Delete(grants);
         json_error(w, 500, "server_error", "out of memory");
         return;
     }
@@ -180,21 +139,21 @@ void sg_route_grant_explain(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                    "the grant id must be a positive number: /v1/grants/ID");
         return;
     }
-    cJSON *o = NULL;
-    sg_rc rc = sg_vault_explain(gw->vault, id, &o);
+    sg_grant_view_t g;
+    sg_rc rc = sg_vault_explain(gw->vault, id, &g);
     if (rc == SG_ERR_NOTFOUND) {
         char msg[96];
         snprintf(msg, sizeof(msg), "there is no grant %lld", id);
         json_error(w, 404, "not_found", msg);
         return;
     }
-    if (rc != SG_OK || !o) {
-        cJSON_Delete(o);
+    if (rc != SG_OK) {
         json_error(w, 500, "server_error", "the grant could not be read");
         return;
     }
-    if (add_expiries(gw, o, sg_gw_now()) != 0) {
-        cJSON_Delete(o);
+    cJSON *o = grant_json(&g, sg_gw_now(), 1);
+    sg_grant_view_free(&g);
+    if (!o) {
         json_error(w, 500, "server_error", "out of memory");
         return;
     }
@@ -203,43 +162,24 @@ void sg_route_grant_explain(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 
 /* ---- POST /v1/grants/check ------------------------------------------------------------------ */
 
-/* One line of the check's answer: who, what came of it, and what to do. */
-static cJSON *check_item(const cJSON *g, const char *result, int checked)
+/* One line of the check's answer: who, what came of it, and what to do. reason: why it could
+ * not be checked, when the grant itself says nothing. */
+static cJSON *check_item(const sg_grant_view_t *g, const char *result, int checked,
+                         const char *reason)
 {
+    const sg_grant_rec_t *r = &g->rec;
     cJSON *o = cJSON_CreateObject();
-    if (!o)
-        return NULL;
-    const char *cause = str(g, "cause", NULL);
-    const char *advice = str(g, "advice", NULL);
-    if (!advice && cause)
-        advice = sg_vault_cause_advice(cause);
-    int ok = cJSON_AddNumberToObject(o, "id", (double)grant_id(g)) &&
-             cJSON_AddStringToObject(o, "result", result) &&
-             cJSON_AddBoolToObject(o, "checked", checked);
-    static const char *const copy[] = {"user_id",
-                                       "username",
-                                       "org_id",
-                                       "app",
-                                       "state",
-                                       "cause",
-                                       "reason",
-                                       "dead_reason",
-                                       "expires_at",
-                                       "idle_expires_at",
-                                       "absolute_expires_at",
-                                       "last_refreshed",
-                                       NULL};
-    for (size_t i = 0; ok && copy[i]; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(g, copy[i]);
-        if (!v || cJSON_GetObjectItemCaseSensitive(o, copy[i]))
-            continue;
-        cJSON *dup = cJSON_Duplicate(v, 1);
-        ok = dup && cJSON_AddItemToObject(o, copy[i], dup);
-        if (!ok)
-            cJSON_Delete(dup);
-    }
-    if (ok && advice && *advice)
-        ok = cJSON_AddStringToObject(o, "advice", advice) != NULL;
+    int ok = o && add_num(o, "grant_id", r->id) && cJSON_AddStringToObject(o, "result", result) &&
+             cJSON_AddBoolToObject(o, "checked", checked) && add_str(o, "user_id", r->user_id) &&
+             add_str(o, "username", r->username) && add_str(o, "org_id", r->org_id) &&
+             add_str(o, "app", r->app) && add_str(o, "state", sg_vault_state_name(r->state)) &&
+             add_str(o, "cause", r->cause) &&
+             add_str(o, "reason", r->dead_reason ? r->dead_reason : reason) &&
+             add_time(o, "expires_at", g->expires_at) &&
+             add_time(o, "idle_expires_at", g->idle_expires_at) &&
+             add_time(o, "absolute_expires_at", g->absolute_expires_at) &&
+             add_num(o, "last_refreshed", r->last_refreshed) &&
+             (!g->advice || !*g->advice || cJSON_AddStringToObject(o, "advice", g->advice));
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -247,39 +187,13 @@ static cJSON *check_item(const cJSON *g, const char *result, int checked)
     return o;
 }
 
-/* A grant the vault can no longer explain (deleted meanwhile): its report object instead. */
-static cJSON *explain_or_copy(sg_gateway_t *gw, const cJSON *g, long long now)
+/* Is grants[k] the newest grant of its person and app (no newer one of any state)? */
+static int newest_of_its_kind(const sg_grant_view_t *grants, size_t n, size_t k)
 {
-    cJSON *o = NULL;
-    if (sg_vault_explain(gw->vault, grant_id(g), &o) != SG_OK || !o) {
-        cJSON_Delete(o);
-        o = cJSON_Duplicate(g, 1);
-    }
-    if (o && cJSON_IsObject(o)) {
-        /* The check's own figures, not the report's from before the refresh. */
-        cJSON_DeleteItemFromObjectCaseSensitive(o, "expiring_soon");
-        cJSON_DeleteItemFromObjectCaseSensitive(o, "expires_at");
-        cJSON_DeleteItemFromObjectCaseSensitive(o, "idle_expires_at");
-        cJSON_DeleteItemFromObjectCaseSensitive(o, "absolute_expires_at");
-        if (add_expiries(gw, o, now) != 0) {
-            cJSON_Delete(o);
-            o = NULL;
-        }
-    }
-    return o;
-}
-
-/* Is g the newest grant of its person and app in grants (no newer one of any state)? */
-static int newest_of_its_kind(const cJSON *grants, const cJSON *g)
-{
-    const char *user = str(g, "user_id", NULL), *app = str(g, "app", NULL);
-    long long id = grant_id(g);
-    const cJSON *o;
-    cJSON_ArrayForEach(o, grants)
-    {
-        const char *u = str(o, "user_id", NULL), *a = str(o, "app", NULL);
-        if (u && a && user && app && strcmp(u, user) == 0 && strcmp(a, app) == 0 &&
-            grant_id(o) > id)
+    const sg_grant_rec_t *g = &grants[k].rec;
+    for (size_t i = 0; i < n; i++) {
+        const sg_grant_rec_t *o = &grants[i].rec;
+        if (o->id > g->id && strcmp(o->user_id, g->user_id) == 0 && strcmp(o->app, g->app) == 0)
             return 0;
     }
     return 1;
@@ -338,12 +252,15 @@ void sg_route_grants_check(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (!sg_gw_internal_auth(gw, r, w))
         return;
     long long now = sg_gw_now();
-    cJSON *grants = report(gw, w, now);
-    if (!grants)
+    sg_grant_view_t *grants = NULL;
+    size_t n = 0;
+    if (sg_vault_report(gw->vault, &grants, &n) != SG_OK) {
+        json_error(w, 500, "server_error", "the vault's grants could not be read");
         return;
+    }
     size_t nlive = 0, k = 0;
-    const cJSON *g;
-    cJSON_ArrayForEach(g, grants) nlive += is_state(g, "live");
+    for (size_t i = 0; i < n; i++)
+        nlive += grants[i].rec.state == SG_GRANT_LIVE;
     long long *ids = calloc(nlive + 1, sizeof(*ids));
     sg_rc *rcs = calloc(nlive + 1, sizeof(*rcs));
     sg_vault_err_t *errs = calloc(nlive + 1, sizeof(*errs));
@@ -351,50 +268,45 @@ void sg_route_grants_check(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     cJSON *list = out ? cJSON_AddArrayToObject(out, "grants") : NULL;
     int nok = 0, ndead = 0, nsoon = 0, nerr = 0, nchecked = 0, nomem = !list;
     if (!nomem) {
-        cJSON_ArrayForEach(g, grants)
-        {
-            if (is_state(g, "live"))
-                ids[k++] = grant_id(g);
-        }
+        for (size_t i = 0; i < n; i++)
+            if (grants[i].rec.state == SG_GRANT_LIVE)
+                ids[k++] = grants[i].rec.id;
         refresh_all(gw, ids, nlive, rcs, errs);
     }
     k = 0;
-    cJSON_ArrayForEach(g, grants)
-    {
-        if (nomem)
-            break;
+    for (size_t i = 0; i < n && !nomem; i++) {
+        const sg_grant_view_t *g = &grants[i];
         cJSON *item = NULL;
-        if (is_state(g, "live")) {
-            sg_vault_err_t err = errs[k];
+        if (g->rec.state == SG_GRANT_LIVE) {
+            const sg_vault_err_t *err = &errs[k];
             sg_rc rc = rcs[k++];
             nchecked++;
-            cJSON *now_g = explain_or_copy(gw, g, sg_gw_now());
-            if (!now_g) {
-                nomem = 1;
-                break;
-            }
+            /* The check's own figures, not the report's from before the refresh (the report's
+             * when the grant is gone meanwhile). */
+            sg_grant_view_t fresh;
+            int have = sg_vault_explain(gw->vault, g->rec.id, &fresh) == SG_OK;
+            const sg_grant_view_t *now_g = have ? &fresh : g;
             const char *result;
-            if (rc == SG_OK && is_state(now_g, "live")) {
-                result = is_expiring_soon(now_g) ? "expiring-soon" : "ok";
-            } else if (!is_state(now_g, "live")) {
+            if (now_g->rec.state != SG_GRANT_LIVE)
                 result = "dead";
-            } else {
+            else if (rc == SG_OK)
+                result = now_g->expiring_soon ? "expiring-soon" : "ok";
+            else
                 result = "error"; /* not refreshed (provider down, busy): not known */
-                if (!cJSON_GetObjectItemCaseSensitive(now_g, "reason"))
-                    cJSON_AddStringToObject(now_g, "reason",
-                                            err.reason[0]  ? err.reason
-                                            : err.error[0] ? err.error
-                                                           : sg_rc_str(rc));
-            }
-            item = check_item(now_g, result, 1);
-            cJSON_Delete(now_g);
+            const char *why = strcmp(result, "error") != 0 ? NULL
+                              : err->reason[0]             ? err->reason
+                              : err->error[0]              ? err->error
+                                                           : sg_rc_str(rc);
+            item = check_item(now_g, result, 1, why);
+            if (have)
+                sg_grant_view_free(&fresh);
             nok += strcmp(result, "ok") == 0;
             ndead += strcmp(result, "dead") == 0;
             nsoon += strcmp(result, "expiring-soon") == 0;
             nerr += strcmp(result, "error") == 0;
-        } else if (is_state(g, "dead") && newest_of_its_kind(grants, g)) {
+        } else if (g->rec.state == SG_GRANT_DEAD && newest_of_its_kind(grants, n, i)) {
             /* Died earlier and nobody has reconnected since: still a person without a grant. */
-            item = check_item(g, "dead", 0);
+            item = check_item(g, "dead", 0, NULL);
             ndead++;
         } else {
             continue; /* revoked on purpose, or replaced by a newer grant */
@@ -404,15 +316,13 @@ void sg_route_grants_check(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
             nomem = 1;
         }
     }
-    cJSON_Delete(grants);
+    sg_grant_views_free(grants, n);
     free(ids);
     free(rcs);
     free(errs);
-    if (nomem || !cJSON_AddNumberToObject(out, "now", (double)now) ||
-        !cJSON_AddNumberToObject(out, "checked", nchecked) ||
-        !cJSON_AddNumberToObject(out, "ok", nok) || !cJSON_AddNumberToObject(out, "dead", ndead) ||
-        !cJSON_AddNumberToObject(out, "expiring_soon", nsoon) ||
-        !cJSON_AddNumberToObject(out, "errors", nerr) ||
+    if (nomem || !add_num(out, "now", now) || !add_num(out, "checked", nchecked) ||
+        !add_num(out, "ok", nok) || !add_num(out, "dead", ndead) ||
+        !add_num(out, "expiring_soon", nsoon) || !add_num(out, "errors", nerr) ||
         !cJSON_AddBoolToObject(out, "healthy", ndead + nsoon + nerr == 0)) {
         cJSON_Delete(out);
         json_error(w, 500, "server_error", "out of memory");

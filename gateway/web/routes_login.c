@@ -152,11 +152,10 @@ static void provider_failed(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, c
            step, err->http_status, err->error, err->description);
     if (strcmp(err->error, "timeout") == 0 || strcmp(err->error, "transport") == 0 ||
         strcmp(err->error, "malformed") == 0 || err->http_status >= 500) {
-        sg_signin_outcome(gw, "provider_error");
-        sg_page_error(gw, r, w, 502, "The sign-in service is not answering",
-                      "The sign-in provider did not answer properly, so you could not "
-                      "be signed in.",
-                      "Try again in a minute; if it persists, tell the operators.");
+        sg_signin_failed(gw, r, w, "provider_error", 502, "The sign-in service is not answering",
+                         "The sign-in provider did not answer properly, so you could not "
+                         "be signed in.",
+                         "Try again in a minute; if it persists, tell the operators.");
     } else {
         sg_signin_outcome(gw, "provider_refused");
         char what[400];
@@ -180,26 +179,25 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         browser[blen] = '\0';
     }
     if (r->query_bad || sg_form_first_dup(q) || !state || !*state || strlen(state) > 256) {
-        sg_signin_outcome(gw, "bad_state");
-        sg_page_error(gw, r, w, 400, "Sign-in did not finish",
-                      "This sign-in answer is incomplete or malformed (no valid state).",
-                      "Start the sign-in again from the application.");
+        sg_signin_failed(gw, r, w, "bad_state", 400, "Sign-in did not finish",
+                         "This sign-in answer is incomplete or malformed (no valid state).",
+                         "Start the sign-in again from the application.");
         return;
     }
     sg_pending_t p;
     sg_take_result tr = sg_pending_take(gw, state, browser[0] ? browser : NULL, sg_gw_now(), &p);
     if (tr != SG_TAKE_OK) {
-        sg_signin_outcome(gw, "bad_state");
         sg_log(SG_LOG_WARN, "callback_state", "rid=%s state %s", r->request_id,
                tr == SG_TAKE_OTHER_BROWSER ? "belongs to another browser"
                : tr == SG_TAKE_EXPIRED     ? "expired"
                                            : "unknown or already used");
-        sg_page_error(gw, r, w, 400, "Sign-in did not finish",
-                      tr == SG_TAKE_OTHER_BROWSER
-                          ? "This sign-in was started in another browser (or its cookie is gone)."
-                      : tr == SG_TAKE_EXPIRED ? "This sign-in took too long and expired."
-                                              : "This sign-in link is unknown or was already used.",
-                      "Start the sign-in again from the application.");
+        sg_signin_failed(
+            gw, r, w, "bad_state", 400, "Sign-in did not finish",
+            tr == SG_TAKE_OTHER_BROWSER
+                ? "This sign-in was started in another browser (or its cookie is gone)."
+            : tr == SG_TAKE_EXPIRED ? "This sign-in took too long and expired."
+                                    : "This sign-in link is unknown or was already used.",
+            "Start the sign-in again from the application.");
         return;
     }
     sg_policy_t *pol = sg_gw_policy(gw);
@@ -208,15 +206,13 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     const char *iss = sg_form_get(q, "iss");
     if (iss && (!app || strcmp(iss, app->issuer) != 0)) {
         /* RFC 9207: the answer names its issuer; another one means a mix-up attack. */
-        sg_signin_outcome(gw, "bad_state");
         sg_log(SG_LOG_WARN, "callback_iss",
-               "rid=%s the answer names another issuer than the "
-               "sign-in app's; refused",
+               "rid=%s the answer names another issuer than the sign-in app's; refused",
                r->request_id);
-        sg_page_error(gw, r, w, 400, "Sign-in did not finish",
-                      "This sign-in answer comes from another identity provider than "
-                      "the one the sign-in was sent to.",
-                      "Start the sign-in again from the application.");
+        sg_signin_failed(gw, r, w, "bad_state", 400, "Sign-in did not finish",
+                         "This sign-in answer comes from another identity provider than "
+                         "the one the sign-in was sent to.",
+                         "Start the sign-in again from the application.");
         return;
     }
     if (perr) {
@@ -257,9 +253,8 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         return;
     }
     if (!code || !*code) {
-        sg_signin_outcome(gw, "bad_request");
-        sg_page_error(gw, r, w, 400, "Sign-in did not finish",
-                      "The sign-in answer carries no code.", "Start the sign-in again.");
+        sg_signin_failed(gw, r, w, "bad_request", 400, "Sign-in did not finish",
+                         "The sign-in answer carries no code.", "Start the sign-in again.");
         return;
     }
     if (p.kind == SG_AUTHZ_CONNECT) {
@@ -282,12 +277,11 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         goto done;
     }
     if (!tok.id_token) {
-        sg_signin_outcome(gw, "bad_id_token");
         drop_provider_tokens(op, &tok, r->request_id);
-        sg_page_error(gw, r, w, 502, "Sign-in is not set up right",
-                      "The sign-in provider sent no ID token (is 'openid' among the "
-                      "sign-in scopes?).",
-                      "Tell the operators.");
+        sg_signin_failed(gw, r, w, "bad_id_token", 502, "Sign-in is not set up right",
+                         "The sign-in provider sent no ID token (is 'openid' among the "
+                         "sign-in scopes?).",
+                         "Tell the operators.");
         goto done;
     }
     if (sg_oidc_validate_id_token(op, tok.id_token, p.nonce, &claims, &err)) {
@@ -296,17 +290,16 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         drop_provider_tokens(op, &tok, r->request_id);
         /* The provider's key set unavailable is an outage, not a forged answer. */
         if (strcmp(err.error, "bad_id_token") != 0) {
-            sg_signin_outcome(gw, "provider_error");
-            sg_page_error(gw, r, w, 502, "The sign-in service is not answering",
-                          "The sign-in provider's keys could not be fetched, so its "
-                          "answer could not be checked.",
-                          "Try again in a minute.");
+            sg_signin_failed(gw, r, w, "provider_error", 502,
+                             "The sign-in service is not answering",
+                             "The sign-in provider's keys could not be fetched, so its "
+                             "answer could not be checked.",
+                             "Try again in a minute.");
         } else {
-            sg_signin_outcome(gw, "bad_id_token");
-            sg_page_error(gw, r, w, 401, "Sign-in did not finish",
-                          "The sign-in provider's answer could not be verified, so you "
-                          "were not signed in.",
-                          "Start the sign-in again; if it keeps failing, tell the operators.");
+            sg_signin_failed(gw, r, w, "bad_id_token", 401, "Sign-in did not finish",
+                             "The sign-in provider's answer could not be verified, so you "
+                             "were not signed in.",
+                             "Start the sign-in again; if it keeps failing, tell the operators.");
         }
         goto done;
     }
@@ -323,12 +316,11 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                    "rid=%s userinfo names another subject "
                    "than the ID token; sign-in refused",
                    r->request_id);
-            sg_signin_outcome(gw, "bad_id_token");
             drop_provider_tokens(op, &tok, r->request_id);
-            sg_page_error(gw, r, w, 502, "Sign-in did not finish",
-                          "The sign-in provider answered inconsistently (its user "
-                          "information is about someone else).",
-                          "Try again; if it keeps failing, tell the operators.");
+            sg_signin_failed(gw, r, w, "bad_id_token", 502, "Sign-in did not finish",
+                             "The sign-in provider answered inconsistently (its user "
+                             "information is about someone else).",
+                             "Try again; if it keeps failing, tell the operators.");
             goto done;
         }
         merge_claims(claims, info);
@@ -337,11 +329,10 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 
     sg_policy_result_t res;
     if (sg_oidc_identity(claims, &user_id, &org_id) || sg_policy_resolve(pol, claims, &res)) {
-        sg_signin_outcome(gw, "no_role");
-        sg_page_error(gw, r, w, 403, "No access to this application",
-                      "You were identified, but you have not been given access to this "
-                      "application.",
-                      "Ask your administrators for access.");
+        sg_signin_failed(gw, r, w, "no_role", 403, "No access to this application",
+                         "You were identified, but you have not been given access to this "
+                         "application.",
+                         "Ask your administrators for access.");
         goto done;
     }
     const char *username = claim_str(claims, "preferred_username");
@@ -362,10 +353,9 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                            .max_lifetime = res.role->max};
     char sid[SG_SESSION_ID_LEN + 1];
     if (sg_session_create(gw->sessions, &sn, sg_gw_now(), sid)) {
-        sg_signin_outcome(gw, "error");
-        sg_page_error(gw, r, w, 500, "Sign-in did not finish",
-                      "The gateway could not store your session.",
-                      "Try again; if it persists, tell the operators.");
+        sg_signin_failed(gw, r, w, "error", 500, "Sign-in did not finish",
+                         "The gateway could not store your session.",
+                         "Try again; if it persists, tell the operators.");
         goto done;
     }
     char cookie[256];

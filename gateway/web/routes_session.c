@@ -197,24 +197,19 @@ static void grant_gauges(sg_gateway_t *gw)
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     static char seen[64][96];
     static size_t nseen;
-    cJSON *rep = NULL;
-    if (!gw->vault || sg_vault_report(gw->vault, &rep) != SG_OK)
+    sg_grant_view_t *g = NULL;
+    size_t n = 0;
+    if (!gw->vault || sg_vault_report(gw->vault, &g, &n) != SG_OK)
         return;
     char labels[64][96];
     long long count[64] = {0};
     size_t nl = 0;
     long long now = sg_gw_now(), oldest = 0, nearest = -1;
-    const cJSON *g;
-    cJSON_ArrayForEach(g, rep)
-    {
-        const cJSON *st = cJSON_GetObjectItemCaseSensitive(g, "state");
-        const cJSON *cause = cJSON_GetObjectItemCaseSensitive(g, "cause");
-        const cJSON *created = cJSON_GetObjectItemCaseSensitive(g, "created");
-        const cJSON *exp = cJSON_GetObjectItemCaseSensitive(g, "expires_in");
+    for (size_t k = 0; k < n; k++) {
+        const sg_grant_rec_t *r = &g[k].rec;
         char l[96];
-        snprintf(l, sizeof(l), "state=\"%s\",cause=\"%s\"",
-                 cJSON_IsString(st) ? st->valuestring : "unknown",
-                 cJSON_IsString(cause) ? cause->valuestring : "");
+        snprintf(l, sizeof(l), "state=\"%s\",cause=\"%s\"", sg_vault_state_name(r->state),
+                 r->cause ? r->cause : "");
         size_t i = 0;
         while (i < nl && strcmp(labels[i], l) != 0)
             i++;
@@ -222,14 +217,14 @@ static void grant_gauges(sg_gateway_t *gw)
             snprintf(labels[nl++], sizeof(labels[0]), "%s", l);
         if (i < nl)
             count[i]++;
-        if (cJSON_IsString(st) && strcmp(st->valuestring, "live") == 0) {
-            if (cJSON_IsNumber(created) && now - (long long)created->valuedouble > oldest)
-                oldest = now - (long long)created->valuedouble;
-            if (cJSON_IsNumber(exp) && (nearest < 0 || exp->valuedouble < (double)nearest))
-                nearest = (long long)exp->valuedouble;
+        if (r->state == SG_GRANT_LIVE) {
+            if (now - r->created > oldest)
+                oldest = now - r->created;
+            if (g[k].expires_at && (nearest < 0 || g[k].expires_at - now < nearest))
+                nearest = g[k].expires_at - now;
         }
     }
-    cJSON_Delete(rep);
+    sg_grant_views_free(g, n);
     pthread_mutex_lock(&lock);
     for (size_t i = 0; i < nseen; i++) {
         size_t j = 0;

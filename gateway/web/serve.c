@@ -6,7 +6,6 @@
  */
 #include "gateway.h"
 
-#include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <errno.h>
 #include <signal.h>
@@ -19,6 +18,7 @@
 
 #include "scopegate/buf.h"
 #include "scopegate/crypto.h"
+#include "scopegate/http_client.h"
 #include "scopegate/jose.h"
 #include "serve.h"
 #include "scopegate/log.h"
@@ -557,7 +557,10 @@ int sg_cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     umask(077);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (sg_http_client_init() != SG_OK) {
+        sg_log(SG_LOG_ERROR, "startup", "the HTTP client (libcurl) could not start");
+        return 1;
+    }
 
     sg_gateway_t *gw = calloc(1, sizeof(*gw));
     if (!gw)
@@ -591,7 +594,7 @@ int sg_cmd_serve(int argc, char **argv)
     pthread_mutex_destroy(&gw->pending_lock);
     pthread_mutex_destroy(&gw->reload_lock);
     free(gw);
-    curl_global_cleanup();
+    sg_http_client_cleanup();
     if (rc == 0)
         sg_log(SG_LOG_INFO, "stopped", "clean exit");
     return rc;

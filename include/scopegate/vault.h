@@ -26,7 +26,6 @@
 #define SCOPEGATE_VAULT_H
 
 #include <stddef.h>
-#include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
 #include "scopegate/crypto.h"
@@ -51,9 +50,9 @@ typedef struct {
                            "grant_expiring", "grant_kept_alive", "token_served" */
     long long grant_id; /* 0 for a JWT integration */
     const char *user_id, *org_id, *app;
-    const char *reason; /* grant_died/grant_revoked: why; NULL otherwise */
-    const char *source; /* token_served: "cache", "refresh", "jwt" */
-    const char *caller; /* token_served: who asked (the key's name), may be NULL */
+    const char *reason;   /* grant_died/grant_revoked: why; NULL otherwise */
+    const char *source;   /* token_served: "cache", "refresh", "jwt" */
+    const char *caller;   /* token_served: who asked (the key's name), may be NULL */
     const char *cause;    /* grant_died: one of the cause names below; NULL otherwise */
     const char *evidence; /* grant_died: JSON object text with the figures behind the cause */
     long long expires_at; /* grant_expiring: when the declared absolute lifetime ends */
@@ -205,11 +204,28 @@ const char *sg_vault_state_name(int state);
 
 /* Refreshes one live grant now, through the single flight (`scopegate grants check`). */
 sg_rc sg_vault_refresh_grant(sg_vault_t *v, long long grant_id, sg_vault_err_t *err);
-/* One grant's state, cause and evidence, use figures (use_count, last_used, last_refreshed)
- * and declared expiries, as a JSON object (caller deletes). SG_ERR_NOTFOUND for no grant. */
-sg_rc sg_vault_explain(sg_vault_t *v, long long grant_id, cJSON **out);
-/* Every grant (all states) as a JSON array of the objects sg_vault_explain gives, without
- * evidence: for `grants list` and the metrics. */
-sg_rc sg_vault_report(sg_vault_t *v, cJSON **out);
+/*
+ * One grant as people and programs see it: the stored record (its refresh token is not in it),
+ * the cause's advice, and the expiries the policy in force declares, worked out once here so
+ * every page, API answer, command and metric says the same.
+ */
+typedef struct {
+    sg_grant_rec_t rec;            /* without rt_cipher; evidence only from sg_vault_explain */
+    const char *advice;            /* static text for rec.cause; NULL when no cause is known */
+    int keep_alive;                /* the vault refreshes it before its idle window closes */
+    long long idle_expires_at;     /* last refresh (or creation) + idle window; 0: none declared */
+    long long absolute_expires_at; /* creation + absolute lifetime; 0: none declared */
+    long long expires_at;          /* live grants: the nearer of the two; 0: none, or not live */
+    int expiring_soon;             /* live, and it ends within warn_before (the idle expiry
+                                      counts only when nothing keeps the grant alive) */
+} sg_grant_view_t;
+
+/* One grant, with its evidence (SG_ERR_NOTFOUND for no grant); sg_grant_view_free after. */
+sg_rc sg_vault_explain(sg_vault_t *v, long long grant_id, sg_grant_view_t *out);
+void sg_grant_view_free(sg_grant_view_t *g);
+/* Every grant (all states, oldest first) without evidence: for `grants list|check`, the
+ * metrics and the pages. sg_grant_views_free after. */
+sg_rc sg_vault_report(sg_vault_t *v, sg_grant_view_t **out, size_t *n);
+void sg_grant_views_free(sg_grant_view_t *g, size_t n);
 
 #endif

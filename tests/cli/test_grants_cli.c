@@ -172,8 +172,7 @@ static long long num(const cJSON *o, const char *key)
 
 static long long id_of(const cJSON *g)
 {
-    long long id = num(g, "grant_id");
-    return id ? id : num(g, "id");
+    return num(g, "grant_id");
 }
 
 /* The grant with this id in a JSON array of grants, or NULL. */
@@ -206,8 +205,8 @@ static long long connect_as(const char *user, const char *password, const char *
     const char *link = keep_str(th_html_link(page->body, "/connect/start?"));
     CHECK(link, "the connect page has no /connect/start link: %.1500s", page->body);
     th_resp_t *start = req(c, "GET", FMT("%s%s", GW.url, link), NULL, NULL, NULL);
-    CHECK(start->status == 302 && start->location,
-          "GET %s: expected a redirect to sfsim, got %ld", link, start->status);
+    CHECK(start->status == 302 && start->location, "GET %s: expected a redirect to sfsim, got %ld",
+          link, start->status);
     th_resp_t *back = new_resp();
     CHECK(th_browser_authorize(c, start->location, user, password, 1, back) == 0,
           "the approval at sfsim did not come back (see above)");
@@ -261,6 +260,46 @@ static void test_list_check_revoke_explain(void **state)
     CHECK(jstr(g, "app") && strcmp(jstr(g, "app"), "api") == 0, "expected app api: %s", r.out);
     CHECK(jstr(g, "user_id") && strcmp(jstr(g, "user_id"), ADMIN_ID) == 0,
           "expected user_id " ADMIN_ID ": %s", r.out);
+    /* Every field docs/operations.md names, each grant alike. */
+    static const char *const keys[] = {"grant_id",
+                                       "user_id",
+                                       "org_id",
+                                       "username",
+                                       "app",
+                                       "state",
+                                       "reason",
+                                       "dead_at",
+                                       "cause",
+                                       "advice",
+                                       "use_count",
+                                       "last_used",
+                                       "last_refreshed",
+                                       "created",
+                                       "warned_at",
+                                       "keep_alive",
+                                       "idle_expires_at",
+                                       "absolute_expires_at",
+                                       "expires_at",
+                                       "expires_in",
+                                       "expiring_soon"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        CHECK(cJSON_GetObjectItemCaseSensitive(g, keys[k]),
+              "grants list --json: grant %s has no \"%s\": %s", id, keys[k], r.out);
+    CHECK(!cJSON_GetObjectItemCaseSensitive(g, "evidence"),
+          "grants list --json leaves the evidence to explain: %s", r.out);
+
+    /* check while the provider fails: "error", with why, and nothing marked dead. */
+    sim_post("/_sim/fault?endpoint=token&mode=503&count=1");
+    r = CLI("grants", "check", "--config", GW.gw_cfg, "--json");
+    expect_exit(&r, 1);
+    j = out_json(&r);
+    g = grant_in(cJSON_GetObjectItemCaseSensitive(j, "grants"), gid);
+    CHECK(g && strcmp(jstr(g, "result"), "error") == 0 && strcmp(jstr(g, "state"), "live") == 0,
+          "grants check with the token endpoint at 503: expected error, still live: %s", r.out);
+    CHECK(jstr(g, "reason") && *jstr(g, "reason"), "grants check: an error result says why: %s",
+          r.out);
+    CHECK(num(j, "errors") == 1 && num(j, "dead") == 0, "expected 1 error, 0 dead: %s", r.out);
+    usleep(1100 * 1000); /* the vault refreshes one grant at most once a second */
 
     /* check: every live grant refreshed once; all well. */
     double refreshes = jnum_path(sim_json("/_sim/stats"), "token.refresh_token");

@@ -169,20 +169,33 @@ static double jnum(const cJSON *j, const char *name)
     return cJSON_IsNumber(v) ? v->valuedouble : -1;
 }
 
-/* The grant must be dead with cause; returns sg_vault_explain's object (caller deletes). */
-static cJSON *expect_cause(long long id, const char *cause, const char *what)
+/* A grant as sg_vault_explain describes it, its evidence parsed. */
+typedef struct {
+    sg_grant_view_t g;
+    cJSON *ev;
+} explained_t;
+
+static void explained_free(explained_t *x)
 {
-    cJSON *x = NULL;
-    assert_int_equal(SG_OK, sg_vault_explain(fx.vault, id, &x));
-    const char *state = jstr(x, "state"), *got = jstr(x, "cause"), *advice = jstr(x, "advice");
-    if (!state || strcmp(state, "dead") != 0 || !got || strcmp(got, cause) != 0) {
-        char *txt = cJSON_PrintUnformatted(x);
-        fail_msg("%s: expected grant %lld dead of %s, got %s", what, id, cause, txt);
-    }
-    assert_non_null(advice);
-    assert_string_equal(advice, sg_vault_cause_advice(cause));
-    assert_true(strlen(advice) > 20);
-    assert_true(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(x, "evidence")));
+    sg_grant_view_free(&x->g);
+    cJSON_Delete(x->ev);
+}
+
+/* The grant must be dead with cause; returns its explanation (explained_free after). */
+static explained_t expect_cause(long long id, const char *cause, const char *what)
+{
+    explained_t x = {0};
+    assert_int_equal(SG_OK, sg_vault_explain(fx.vault, id, &x.g));
+    const char *got = x.g.rec.cause;
+    if (x.g.rec.state != SG_GRANT_DEAD || !got || strcmp(got, cause) != 0)
+        fail_msg("%s: expected grant %lld dead of %s, got %s of %s", what, id, cause,
+                 sg_vault_state_name(x.g.rec.state), got ? got : "no cause");
+    assert_non_null(x.g.advice);
+    assert_string_equal(x.g.advice, sg_vault_cause_advice(cause));
+    assert_true(strlen(x.g.advice) > 20);
+    assert_non_null(x.g.rec.evidence);
+    x.ev = cJSON_Parse(x.g.rec.evidence);
+    assert_true(cJSON_IsObject(x.ev));
     /* The event said the same. */
     pthread_mutex_lock(&fx.mu);
     int same = strcmp(hx.last_cause, cause) == 0;
@@ -193,7 +206,7 @@ static cJSON *expect_cause(long long id, const char *cause, const char *what)
 }
 
 /* Refreshes the grant now: it must die (409) of cause. Returns the explanation. */
-static cJSON *expect_death(long long id, const char *cause, const char *what)
+static explained_t expect_death(long long id, const char *cause, const char *what)
 {
     sg_vault_err_t e;
     sg_rc rc = sg_vault_refresh_grant(fx.vault, id, &e);
@@ -241,15 +254,19 @@ static void test_keep_alive_keeps_an_idle_grant_alive(void **state)
     sg_vault_token_free(&t);
     expect_refresh_ok(a.id, "after 10 idle seconds");
 
-    cJSON *x = NULL;
+    sg_grant_view_t x;
     assert_int_equal(SG_OK, sg_vault_explain(fx.vault, a.id, &x));
-    assert_string_equal(jstr(x, "state"), "live");
-    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(x, "cause")));
-    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "keep_alive")));
-    assert_true(jnum(x, "use_count") >= kept);
-    assert_true(jnum(x, "idle_expires_at") == jnum(x, "last_refreshed") + 2);
-    assert_true(jnum(x, "expires_in") >= 0 && jnum(x, "expires_in") <= 2);
-    cJSON_Delete(x);
+    assert_int_equal(SG_GRANT_LIVE, x.rec.state);
+    assert_null(x.rec.cause);
+    assert_null(x.advice);
+    assert_true(x.keep_alive);
+    assert_true(x.rec.use_count >= kept);
+    assert_true(x.idle_expires_at == x.rec.last_refreshed + 2);
+    assert_true(x.expires_at == x.idle_expires_at);
+    long long in = x.expires_at - (long long)time(NULL);
+    assert_true(in >= -1 && in <= 2);
+    assert_false(x.expiring_soon); /* kept alive: the idle expiry is no reason to warn */
+    sg_grant_view_free(&x);
     connected_free(&a);
 }
 
@@ -267,11 +284,11 @@ static void test_without_keep_alive_the_grant_dies_of_idle_expiry(void **state)
     sg_vault_err_t e;
     assert_int_not_equal(SG_OK, sg_vault_token(fx.vault, &q, &t, &e));
     assert_int_equal(409, e.http_status);
-    cJSON *x = expect_cause(a.id, "idle_expiry", "no keep-alive");
-    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(x, "evidence");
+    explained_t x = expect_cause(a.id, "idle_expiry", "no keep-alive");
+    const cJSON *ev = x.ev;
     assert_true(jnum(ev, "idle_window") == 2);
     assert_true(jnum(ev, "idle_for") >= 2);
-    cJSON_Delete(x);
+    explained_free(&x);
     connected_free(&a);
 }
 
@@ -292,13 +309,13 @@ static void row_evicted(void)
         cJSON_Delete(j);
     }
     assert_false(sim_grant_live(TH_ADMIN, 0));
-    cJSON *x = expect_death(a.id, "evicted", "five approvals outside");
-    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(x, "evidence");
+    explained_t x = expect_death(a.id, "evicted", "five approvals outside");
+    const cJSON *ev = x.ev;
     assert_true(jnum(ev, "approvals_after") == 5);
     assert_true(jnum(ev, "approval_limit") == 5);
     assert_true(jnum(ev, "query_by_grant") == (double)o.id);
     assert_string_equal(jstr(ev, "app_name"), API_NAME);
-    cJSON_Delete(x);
+    explained_free(&x);
     /* The webhook carries the cause and the evidence. */
     cJSON *w = hook_find(&h, "grant_died");
     assert_string_equal(jstr(w, "cause"), "evicted");
@@ -319,11 +336,11 @@ static void row_revoked(void)
     connected_t a = connect_admin();
     connected_t o = connect_ops();
     sim("/_sim/revoke?username=%s&client_id=%s", TH_ADMIN, API);
-    cJSON *x = expect_death(a.id, "revoked", "admin revoke");
-    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(x, "evidence");
+    explained_t x = expect_death(a.id, "revoked", "admin revoke");
+    const cJSON *ev = x.ev;
     assert_true(jnum(ev, "approvals_after") == 0);
     assert_true(jnum(ev, "query_by_grant") == (double)o.id);
-    cJSON_Delete(x);
+    explained_free(&x);
     connected_free(&a);
     connected_free(&o);
 }
@@ -333,9 +350,9 @@ static void row_revoked_without_witness(void)
     vault_open();
     connected_t a = connect_admin();
     sim("/_sim/revoke?username=%s&client_id=%s", TH_ADMIN, API);
-    cJSON *x = expect_death(a.id, "revoked_or_evicted", "revoke, nobody to ask");
-    assert_non_null(jstr(cJSON_GetObjectItemCaseSensitive(x, "evidence"), "why"));
-    cJSON_Delete(x);
+    explained_t x = expect_death(a.id, "revoked_or_evicted", "revoke, nobody to ask");
+    assert_non_null(jstr(x.ev, "why"));
+    explained_free(&x);
     connected_free(&a);
 }
 
@@ -345,8 +362,8 @@ static void row_idle_expiry(void)
     vault_open();
     connected_t a = connect_admin();
     sleep(4);
-    cJSON *x = expect_death(a.id, "idle_expiry", "idle");
-    cJSON_Delete(x);
+    explained_t x = expect_death(a.id, "idle_expiry", "idle");
+    explained_free(&x);
     connected_free(&a);
 }
 
@@ -367,14 +384,15 @@ static void row_absolute_expiry(void)
     sleep(3);
     /* Warned ahead (warn_before defaults to 7 days, so at once), and only once. */
     assert_int_equal(1, counter(&hx.expiring));
-    cJSON *x = expect_death(a.id, "absolute_expiry", "absolute");
-    const cJSON *ev = cJSON_GetObjectItemCaseSensitive(x, "evidence");
+    explained_t x = expect_death(a.id, "absolute_expiry", "absolute");
+    const cJSON *ev = x.ev;
     assert_true(jnum(ev, "absolute_lifetime") == 2);
     assert_true(jnum(ev, "age") >= 2);
-    assert_true(jnum(x, "warned_at") > 0);
-    assert_true(jnum(x, "absolute_expires_at") == jnum(x, "created") + 2);
-    assert_true(hx.last_expires_at == (long long)jnum(x, "absolute_expires_at"));
-    cJSON_Delete(x);
+    assert_true(x.g.rec.warned_at > 0);
+    assert_true(x.g.absolute_expires_at == x.g.rec.created + 2);
+    assert_true(x.g.expires_at == 0); /* dead: nothing left to expire */
+    assert_true(hx.last_expires_at == x.g.absolute_expires_at);
+    explained_free(&x);
     vault_close();
     pthread_mutex_lock(&h.mu);
     int expiring_msgs = 0;
@@ -391,7 +409,8 @@ static void row_inactive_user(void)
     vault_open();
     connected_t a = connect_admin();
     sim("/_sim/user?username=%s&active=false", TH_ADMIN);
-    cJSON_Delete(expect_death(a.id, "inactive_user", "deactivated"));
+    explained_t x = expect_death(a.id, "inactive_user", "deactivated");
+    explained_free(&x);
     connected_free(&a);
 }
 
@@ -400,7 +419,8 @@ static void row_inactive_org(void)
     vault_open();
     connected_t a = connect_admin();
     sim("/_sim/org?locked=true");
-    cJSON_Delete(expect_death(a.id, "inactive_org", "locked org"));
+    explained_t x = expect_death(a.id, "inactive_org", "locked org");
+    explained_free(&x);
     connected_free(&a);
 }
 
@@ -409,7 +429,8 @@ static void row_ip_restricted(void)
     vault_open();
     connected_t a = connect_admin();
     sim("/_sim/user?username=%s&login_ip_ranges=10.0.0.0/8", TH_ADMIN);
-    cJSON_Delete(expect_death(a.id, "ip_restricted", "IP restricted"));
+    explained_t x = expect_death(a.id, "ip_restricted", "IP restricted");
+    explained_free(&x);
     connected_free(&a);
 }
 
@@ -439,9 +460,9 @@ static void row_rotation_reuse(void)
     assert_int_equal(200, th_refresh(B, API, API_SEC, a.refresh_token, &j));
     assert_non_null(cJSON_GetObjectItemCaseSensitive(j, "refresh_token"));
     cJSON_Delete(j);
-    cJSON *x = expect_death(a.id, "rotation_reuse", "rotation reuse");
-    assert_true(jnum(cJSON_GetObjectItemCaseSensitive(x, "evidence"), "refresh_started") > 0);
-    cJSON_Delete(x);
+    explained_t x = expect_death(a.id, "rotation_reuse", "rotation reuse");
+    assert_true(jnum(x.ev, "refresh_started") > 0);
+    explained_free(&x);
     connected_free(&a);
 }
 
@@ -556,15 +577,16 @@ static void test_many_due_grants_never_stampede(void **state)
     cJSON_Delete(a);
 
     /* The report lists them all, refreshed just now. */
-    cJSON *r = NULL;
-    assert_int_equal(SG_OK, sg_vault_report(fx.vault, &r));
-    assert_int_equal(NMANY, cJSON_GetArraySize(r));
-    cJSON_ArrayForEach(g, r)
-    {
-        assert_true(jnum(g, "last_refreshed") > (double)old);
-        assert_null(cJSON_GetObjectItemCaseSensitive(g, "evidence"));
+    sg_grant_view_t *r = NULL;
+    size_t nr = 0;
+    assert_int_equal(SG_OK, sg_vault_report(fx.vault, &r, &nr));
+    assert_int_equal(NMANY, nr);
+    for (size_t i = 0; i < nr; i++) {
+        assert_true(r[i].rec.last_refreshed > old);
+        assert_null(r[i].rec.evidence);
+        assert_null(r[i].rec.rt_cipher); /* the sealed token stays in the vault */
     }
-    cJSON_Delete(r);
+    sg_grant_views_free(r, nr);
     free(ids);
 }
 
@@ -584,17 +606,19 @@ static void test_report_and_advice(void **state)
     assert_int_not_equal(SG_OK, sg_vault_refresh_grant(fx.vault, a.id, &e));
     assert_int_equal(409, e.http_status);
     assert_int_equal(SG_ERR_NOTFOUND, sg_vault_refresh_grant(fx.vault, 99999, &e));
-    cJSON *r = NULL;
-    assert_int_equal(SG_OK, sg_vault_report(fx.vault, &r));
-    assert_int_equal(2, cJSON_GetArraySize(r));
-    const cJSON *g0 = cJSON_GetArrayItem(r, 0), *g1 = cJSON_GetArrayItem(r, 1);
-    assert_true(jnum(g0, "grant_id") == (double)a.id);
-    assert_string_equal(jstr(g0, "state"), "dead");
-    assert_string_equal(jstr(g0, "cause"), "inactive_user");
-    assert_string_equal(jstr(g1, "state"), "live");
-    assert_null(cJSON_GetObjectItemCaseSensitive(g0, "evidence"));
-    cJSON_Delete(r);
-    cJSON *x = NULL;
+    sg_grant_view_t *r = NULL;
+    size_t nr = 0;
+    assert_int_equal(SG_OK, sg_vault_report(fx.vault, &r, &nr));
+    assert_int_equal(2, nr);
+    assert_int_equal(a.id, r[0].rec.id);
+    assert_int_equal(SG_GRANT_DEAD, r[0].rec.state);
+    assert_string_equal(r[0].rec.cause, "inactive_user");
+    assert_string_equal(r[0].advice, sg_vault_cause_advice("inactive_user"));
+    assert_int_equal(SG_GRANT_LIVE, r[1].rec.state);
+    assert_null(r[1].advice);
+    assert_null(r[0].rec.evidence);
+    sg_grant_views_free(r, nr);
+    sg_grant_view_t x;
     assert_int_equal(SG_ERR_NOTFOUND, sg_vault_explain(fx.vault, 99999, &x));
     const char *causes[] = {
         "evicted",       "idle_expiry",   "absolute_expiry", "revoked",        "revoked_or_evicted",

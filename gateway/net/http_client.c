@@ -1,27 +1,29 @@
 /*
- * The OIDC client's one HTTP request (see oidc_int.h): libcurl easy handle per call, no
+ * The outbound HTTP client (scopegate/http_client.h): a libcurl easy handle per call, no
  * redirects, http/https only, a timeout on everything, a bounded body and no signals (the
  * gateway calls this from many threads at once).
  */
-#include "oidc_int.h"
+#include "scopegate/http_client.h"
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "scopegate/text.h"
 #include "scopegate/version.h"
 
-/* Lives here, below everything else in the client: the HTTP call reports with it too. */
-void sg_oidc_err_set(sg_oidc_err_t *err, int http_status, const char *error, const char *fmt, ...)
+static void err_set(sg_http_err_t *err, const char *error, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void err_set(sg_http_err_t *err, const char *error, const char *fmt, ...)
 {
     if (!err)
         return;
-    err->http_status = http_status;
-    sg_text_clean(err->error, sizeof err->error, error);
+    snprintf(err->error, sizeof err->error, "%s", error);
     va_list ap;
     va_start(ap, fmt);
     sg_vtextf(err->description, sizeof err->description, fmt, ap);
@@ -29,7 +31,7 @@ void sg_oidc_err_set(sg_oidc_err_t *err, int http_status, const char *error, con
 }
 
 typedef struct {
-    sg_oidc_resp_t *resp;
+    sg_http_resp_t *resp;
     sg_rc body_rc; /* why the body stopped growing, or SG_OK */
 } ctx_t;
 
@@ -80,31 +82,34 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
     return len;
 }
 
-static void transport_error(CURLcode code, long timeout_ms, sg_oidc_err_t *err)
+static void transport_error(CURLcode code, long timeout_ms, sg_http_err_t *err)
 {
     switch (code) {
     case CURLE_OPERATION_TIMEDOUT:
-        sg_oidc_err_set(err, 0, "timeout", "no answer within %ld ms", timeout_ms);
+        err_set(err, "timeout", "no answer within %ld ms", timeout_ms);
         break;
     case CURLE_GOT_NOTHING:
-        sg_oidc_err_set(err, 0, "transport", "connection closed without a response");
+        err_set(err, "transport", "connection closed without a response");
         break;
     case CURLE_COULDNT_CONNECT:
-        sg_oidc_err_set(err, 0, "transport", "connection refused");
+        err_set(err, "transport", "connection refused");
         break;
     case CURLE_COULDNT_RESOLVE_HOST:
-        sg_oidc_err_set(err, 0, "transport", "host name not found");
+        err_set(err, "transport", "host name not found");
         break;
     default:
-        sg_oidc_err_set(err, 0, "transport", "%s", curl_easy_strerror(code));
+        err_set(err, "transport", "%s", curl_easy_strerror(code));
         break;
     }
 }
 
-sg_rc sg_oidc_http(const sg_oidc_req_t *req, sg_oidc_resp_t *resp, sg_oidc_err_t *err)
+sg_rc sg_http_call(const sg_http_req_t *req, sg_http_resp_t *resp, sg_http_err_t *err)
 {
     memset(resp, 0, sizeof *resp);
-    sg_buf_init(&resp->body, SG_OIDC_MAX_BODY);
+    if (err)
+        memset(err, 0, sizeof *err);
+    size_t max_body = req->max_body ? req->max_body : SG_HTTP_MAX_BODY;
+    sg_buf_init(&resp->body, max_body);
     ctx_t c = {.resp = resp, .body_rc = SG_OK};
     struct curl_slist *headers = NULL, *h;
     char *auth = NULL;
@@ -114,14 +119,14 @@ sg_rc sg_oidc_http(const sg_oidc_req_t *req, sg_oidc_resp_t *resp, sg_oidc_err_t
 
     CURL *curl = curl_easy_init();
     if (!curl) {
-        sg_oidc_err_set(err, 0, "transport", "libcurl could not start a request");
+        err_set(err, "transport", "libcurl could not start a request");
         return SG_ERR_NOMEM;
     }
     h = curl_slist_append(headers, "Accept: application/json");
     if (!h)
         goto fail;
     headers = h;
-    if (req->form) {
+    if (req->body) {
         char ctype[160];
         snprintf(ctype, sizeof(ctype), "Content-Type: %s",
                  req->content_type ? req->content_type : "application/x-www-form-urlencoded");
@@ -147,7 +152,7 @@ sg_rc sg_oidc_http(const sg_oidc_req_t *req, sg_oidc_resp_t *resp, sg_oidc_err_t
     }
     snprintf(ua, sizeof ua, "scopegate/%s", sg_version());
 
-    long timeout = req->timeout_ms > 0 ? req->timeout_ms : 10000;
+    long timeout = req->timeout_ms > 0 ? req->timeout_ms : SG_HTTP_TIMEOUT_MS;
     curl_easy_setopt(curl, CURLOPT_URL, req->url);
 #if LIBCURL_VERSION_NUM >= 0x075500
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -158,29 +163,34 @@ sg_rc sg_oidc_http(const sg_oidc_req_t *req, sg_oidc_resp_t *resp, sg_oidc_err_t
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout);
-    curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)SG_OIDC_MAX_BODY);
+    curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_body);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_USERAGENT, ua);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &c);
     curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, &c);
-    if (req->form) {
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, req->form);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(req->form));
+    if (req->no_proxy)
+        curl_easy_setopt(curl, CURLOPT_PROXY, "");
+    const char *method = req->method ? req->method : req->body ? "POST" : "GET";
+    if (strcmp(method, "POST") == 0) {
+        const char *body = req->body ? req->body : "";
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+    } else if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     }
 
     CURLcode code = curl_easy_perform(curl);
     performed = 1;
     if (code == CURLE_FILESIZE_EXCEEDED ||
         (code == CURLE_WRITE_ERROR && c.body_rc == SG_ERR_TOO_BIG)) {
-        sg_oidc_err_set(err, 0, "malformed", "response body larger than %d bytes (refused)",
-                        SG_OIDC_MAX_BODY);
+        err_set(err, "too_big", "response body larger than %zu bytes (refused)", max_body);
         rc = SG_ERR_TOO_BIG;
         goto fail;
     }
     if (code == CURLE_WRITE_ERROR && c.body_rc == SG_ERR_NOMEM) {
-        sg_oidc_err_set(err, 0, "transport", "out of memory reading the response");
+        err_set(err, "transport", "out of memory reading the response");
         rc = SG_ERR_NOMEM;
         goto fail;
     }
@@ -191,7 +201,7 @@ sg_rc sg_oidc_http(const sg_oidc_req_t *req, sg_oidc_resp_t *resp, sg_oidc_err_t
     }
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp->status);
     if (!resp->body.ptr && sg_buf_add(&resp->body, "", 0)) {
-        sg_oidc_err_set(err, 0, "transport", "out of memory reading the response");
+        err_set(err, "transport", "out of memory reading the response");
         rc = SG_ERR_NOMEM;
         goto fail;
     }
@@ -200,7 +210,7 @@ sg_rc sg_oidc_http(const sg_oidc_req_t *req, sg_oidc_resp_t *resp, sg_oidc_err_t
 
 fail:
     if (!performed)
-        sg_oidc_err_set(err, 0, "transport", "out of memory");
+        err_set(err, "transport", "out of memory");
     sg_buf_free(&resp->body);
     resp->status = 0;
 done:
@@ -211,4 +221,20 @@ done:
         free(auth);
     }
     return rc;
+}
+
+void sg_http_resp_free(sg_http_resp_t *resp)
+{
+    if (resp)
+        sg_buf_free(&resp->body);
+}
+
+sg_rc sg_http_client_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? SG_OK : SG_ERR_IO;
+}
+
+void sg_http_client_cleanup(void)
+{
+    curl_global_cleanup();
 }
