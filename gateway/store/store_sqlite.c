@@ -34,6 +34,8 @@
 
 #define BUSY_TIMEOUT_MS 5000
 
+#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+
 typedef struct {
     int version;
     const char *sql;
@@ -101,7 +103,7 @@ static const migration_t migrations[] = {
         "ALTER TABLE grants ADD COLUMN warned_at INTEGER NOT NULL DEFAULT 0;"},
 };
 
-#define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
+#define N_MIGRATIONS COUNT_OF(migrations)
 
 typedef struct {
     sg_store_t base; /* first: the public handle is a pointer to it */
@@ -177,6 +179,12 @@ static int bind_text(sqlite3_stmt *stmt, int idx, const char *s)
     if (!s)
         return sqlite3_bind_null(stmt, idx);
     return sqlite3_bind_text(stmt, idx, s, -1, SQLITE_STATIC);
+}
+
+/* Column text, borrowed: valid until the next step or reset (a session visitor copies it). */
+static char *col_text(sqlite3_stmt *q, int i)
+{
+    return (char *)sqlite3_column_text(q, i);
 }
 
 /* Runs a statement that returns no rows, then resets it and clears its bindings. */
@@ -257,24 +265,72 @@ static void b_blob(binder_t *b, int idx, const void *p, size_t n)
         b->src = sqlite3_bind_blob64(b->q, idx, p, (sqlite3_uint64)n, SQLITE_STATIC);
 }
 
-/*
- * Runs a bound write and leaves the statement reset and unbound whatever happened. With
- * must_change, a write that matched no row is SG_ERR_NOTFOUND. The caller holds the mutex.
- */
-static sg_rc write_locked(sqlite_store_t *st, binder_t *b, const char *what, int must_change)
+/* Binds n texts to the parameters first, first + 1, ... (the columns of a row, in order). */
+static void b_texts(binder_t *b, int first, const char *const *v, size_t n)
 {
-    int src = b->src;
-    if (src == SQLITE_OK) {
-        src = step_done(b->q);
-    } else {
-        sqlite3_reset(b->q);
-        sqlite3_clear_bindings(b->q);
-    }
-    if (src != SQLITE_OK)
+    for (size_t i = 0; i < n; i++)
+        b_text(b, first + (int)i, v[i]);
+}
+
+static void b_ints(binder_t *b, int first, const long long *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        b_int(b, first + (int)i, v[i]);
+}
+
+/*
+ * Takes the mutex for one use of q. Every begin() ends in commit() or finish(), which leave q
+ * reset and unbound and give the mutex back.
+ */
+static binder_t begin(sqlite_store_t *st, sqlite3_stmt *q)
+{
+    pthread_mutex_lock(&st->mu);
+    return (binder_t){q, SQLITE_OK};
+}
+
+/* Resets and unbinds q, releases the mutex taken by begin(), and returns rc. */
+static sg_rc finish(sqlite_store_t *st, sqlite3_stmt *q, sg_rc rc)
+{
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* Runs a bound write. With must_change, a write that matched no row is SG_ERR_NOTFOUND. */
+static sg_rc step_write(sqlite_store_t *st, binder_t *b, const char *what, int must_change)
+{
+    int src = b->src == SQLITE_OK ? sqlite3_step(b->q) : b->src;
+    if (src != SQLITE_DONE)
         return fail(st, what, src);
     if (must_change && sqlite3_changes(st->db) == 0)
         return SG_ERR_NOTFOUND;
     return SG_OK;
+}
+
+/* Runs the write begun with begin() and ends it. */
+static sg_rc commit(sqlite_store_t *st, binder_t *b, const char *what, int must_change)
+{
+    return finish(st, b->q, step_write(st, b, what, must_change));
+}
+
+/* Steps a bound query once: SG_OK leaves its row to read, no row is SG_ERR_NOTFOUND. */
+static sg_rc step_row(sqlite_store_t *st, binder_t *b, const char *what)
+{
+    int src = b->src == SQLITE_OK ? sqlite3_step(b->q) : b->src;
+    if (src == SQLITE_ROW)
+        return SG_OK;
+    return src == SQLITE_DONE ? SG_ERR_NOTFOUND : fail(st, what, src);
+}
+
+/* A session row, in the order of the put statement's parameters. */
+static void bind_session(binder_t *b, const sg_session_rec_t *rec)
+{
+    const char *text[] = {rec->id_hash, rec->user_id, rec->org_id, rec->username,
+                          rec->email,   rec->role,    rec->claims};
+    const long long num[] = {rec->created, rec->last_seen, rec->idle_timeout, rec->max_lifetime};
+    b_texts(b, 1, text, COUNT_OF(text));
+    b_ints(b, 8, num, COUNT_OF(num));
 }
 
 static sg_rc op_session_put(sg_store_t *s, const sg_session_rec_t *rec)
@@ -282,22 +338,9 @@ static sg_rc op_session_put(sg_store_t *s, const sg_session_rec_t *rec)
     sqlite_store_t *st = impl(s);
     if (!rec || !is_id_hash(rec->id_hash) || !rec->user_id || !rec->role)
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->put, SQLITE_OK};
-    b_text(&b, 1, rec->id_hash);
-    b_text(&b, 2, rec->user_id);
-    b_text(&b, 3, rec->org_id);
-    b_text(&b, 4, rec->username);
-    b_text(&b, 5, rec->email);
-    b_text(&b, 6, rec->role);
-    b_text(&b, 7, rec->claims);
-    b_int(&b, 8, rec->created);
-    b_int(&b, 9, rec->last_seen);
-    b_int(&b, 10, rec->idle_timeout);
-    b_int(&b, 11, rec->max_lifetime);
-    sg_rc rc = write_locked(st, &b, "session_put", 0);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    binder_t b = begin(st, st->put);
+    bind_session(&b, rec);
+    return commit(st, &b, "session_put", 0);
 }
 
 static sg_rc op_session_delete(sg_store_t *s, const char *id_hash)
@@ -305,12 +348,9 @@ static sg_rc op_session_delete(sg_store_t *s, const char *id_hash)
     sqlite_store_t *st = impl(s);
     if (!is_id_hash(id_hash))
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->del, SQLITE_OK};
+    binder_t b = begin(st, st->del);
     b_text(&b, 1, id_hash);
-    sg_rc rc = write_locked(st, &b, "session_delete", 1);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return commit(st, &b, "session_delete", 1);
 }
 
 static int exec_locked(sqlite_store_t *st, const char *sql)
@@ -326,38 +366,46 @@ static sg_rc op_session_touch(sg_store_t *s, const char *const *id_hashes, const
         return SG_OK;
     if (!id_hashes || !seen)
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
+    binder_t b = begin(st, st->touch);
     int src = exec_locked(st, "BEGIN IMMEDIATE");
-    if (src != SQLITE_OK) {
-        sg_rc rc = fail(st, "session_touch begin", src);
-        pthread_mutex_unlock(&st->mu);
-        return rc;
-    }
+    if (src != SQLITE_OK)
+        return finish(st, b.q, fail(st, "session_touch begin", src));
+    /* One binder for every row: the loop stops at the first error, so b.src is clean here. */
     for (size_t i = 0; i < n && src == SQLITE_OK; i++) {
         if (!is_id_hash(id_hashes[i]))
             continue; /* not a session of ours: nothing to update */
-        binder_t b = {st->touch, SQLITE_OK};
         b_text(&b, 1, id_hashes[i]);
         b_int(&b, 2, seen[i]);
-        src = b.src == SQLITE_OK ? step_done(st->touch) : b.src;
+        src = b.src == SQLITE_OK ? step_done(b.q) : b.src;
     }
-    sg_rc rc = SG_OK;
     if (src == SQLITE_OK)
         src = exec_locked(st, "COMMIT");
-    if (src != SQLITE_OK) {
-        rc = fail(st, "session_touch", src);
-        sqlite3_reset(st->touch);
-        sqlite3_clear_bindings(st->touch);
-        exec_locked(st, "ROLLBACK");
-    }
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    if (src == SQLITE_OK)
+        return finish(st, b.q, SG_OK);
+    sg_rc rc = fail(st, "session_touch", src);
+    exec_locked(st, "ROLLBACK");
+    return finish(st, b.q, rc);
 }
 
-/* Column text as the record's char *: valid until the next step, and the visitor copies. */
-static char *col_text(sqlite3_stmt *q, int i)
+/* Points rec at the current sessions row; 0 for a row that is not a usable session. */
+static int read_session(sqlite3_stmt *q, sg_session_rec_t *rec)
 {
-    return (char *)sqlite3_column_text(q, i);
+    const char *h = col_text(q, 0);
+    if (!is_id_hash(h))
+        return 0;
+    memset(rec, 0, sizeof(*rec));
+    memcpy(rec->id_hash, h, SG_ID_HASH_LEN + 1);
+    rec->user_id = col_text(q, 1);
+    rec->org_id = col_text(q, 2);
+    rec->username = col_text(q, 3);
+    rec->email = col_text(q, 4);
+    rec->role = col_text(q, 5);
+    rec->claims = col_text(q, 6);
+    rec->created = sqlite3_column_int64(q, 7);
+    rec->last_seen = sqlite3_column_int64(q, 8);
+    rec->idle_timeout = sqlite3_column_int64(q, 9);
+    rec->max_lifetime = sqlite3_column_int64(q, 10);
+    return rec->user_id && rec->role; /* NOT NULL in the schema; NULL here means no memory */
 }
 
 static sg_rc op_session_each(sg_store_t *s, sg_session_visit_fn visit, void *ctx)
@@ -365,49 +413,27 @@ static sg_rc op_session_each(sg_store_t *s, sg_session_visit_fn visit, void *ctx
     sqlite_store_t *st = impl(s);
     if (!visit)
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = st->each;
+    binder_t b = begin(st, st->each);
     int src;
-    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
-        sg_session_rec_t rec = {.org_id = NULL};
-        const char *h = col_text(q, 0);
-        if (!is_id_hash(h))
-            continue;
-        memcpy(rec.id_hash, h, SG_ID_HASH_LEN + 1);
-        rec.user_id = col_text(q, 1);
-        rec.org_id = col_text(q, 2);
-        rec.username = col_text(q, 3);
-        rec.email = col_text(q, 4);
-        rec.role = col_text(q, 5);
-        rec.claims = col_text(q, 6);
-        rec.created = sqlite3_column_int64(q, 7);
-        rec.last_seen = sqlite3_column_int64(q, 8);
-        rec.idle_timeout = sqlite3_column_int64(q, 9);
-        rec.max_lifetime = sqlite3_column_int64(q, 10);
-        if (!rec.user_id || !rec.role) /* NOT NULL in the schema; NULL here means no memory */
-            continue;
-        if (visit(ctx, &rec)) {
+    while ((src = sqlite3_step(b.q)) == SQLITE_ROW) {
+        sg_session_rec_t rec;
+        if (read_session(b.q, &rec) && visit(ctx, &rec)) {
             src = SQLITE_DONE;
             break;
         }
     }
-    sg_rc rc = src == SQLITE_DONE ? SG_OK : fail(st, "session_each", src);
-    sqlite3_reset(q);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return finish(st, b.q, src == SQLITE_DONE ? SG_OK : fail(st, "session_each", src));
 }
 
 static sg_rc op_session_expire(sg_store_t *s, long long now, size_t *n)
 {
     sqlite_store_t *st = impl(s);
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->expire, SQLITE_OK};
+    binder_t b = begin(st, st->expire);
     b_int(&b, 1, now);
-    sg_rc rc = write_locked(st, &b, "session_expire", 0);
+    sg_rc rc = step_write(st, &b, "session_expire", 0);
     if (n)
         *n = rc ? 0 : (size_t)sqlite3_changes(st->db);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return finish(st, b.q, rc);
 }
 
 /* ---- grants and the ledger ---------------------------------------------------------- */
@@ -445,7 +471,7 @@ static int col_dup(sqlite3_stmt *q, int i, char **dst)
     *dst = NULL;
     if (sqlite3_column_type(q, i) == SQLITE_NULL)
         return 0;
-    const char *t = (const char *)sqlite3_column_text(q, i);
+    const char *t = col_text(q, i);
     if (!t)
         return -1;
     *dst = strdup(t);
@@ -471,7 +497,7 @@ static sg_rc read_grant(sqlite3_stmt *q, sg_grant_rec_t *out)
         goto nomem;
     memcpy(out->rt_cipher, blob, (size_t)bloblen);
     out->rt_cipher_len = (size_t)bloblen;
-    const char *kid = (const char *)sqlite3_column_text(q, 8);
+    const char *kid = col_text(q, 8);
     if (!kid)
         goto nomem;
     snprintf(out->key_id, sizeof(out->key_id), "%s", kid);
@@ -491,6 +517,22 @@ nomem:
     return SG_ERR_NOMEM;
 }
 
+/* A grant row, in the order of the insert statement's parameters; a live grant never died. */
+static void bind_grant(binder_t *b, const sg_grant_rec_t *rec)
+{
+    int live = rec->state == SG_GRANT_LIVE;
+    const char *text[] = {rec->user_id, rec->org_id, rec->username,
+                          rec->app,     rec->scopes, rec->instance_url};
+    const long long num[] = {rec->created, rec->last_refreshed, rec->last_used, rec->use_count,
+                             rec->state};
+    b_texts(b, 1, text, COUNT_OF(text));
+    b_blob(b, 7, rec->rt_cipher, rec->rt_cipher_len);
+    b_text(b, 8, rec->key_id);
+    b_ints(b, 9, num, COUNT_OF(num));
+    b_text(b, 14, live ? NULL : rec->dead_reason);
+    b_int(b, 15, live ? 0 : rec->dead_at);
+}
+
 static sg_rc op_grant_insert(sg_store_t *s, sg_grant_rec_t *rec)
 {
     sqlite_store_t *st = impl(s);
@@ -498,28 +540,12 @@ static sg_rc op_grant_insert(sg_store_t *s, sg_grant_rec_t *rec)
         rec->rt_cipher_len == 0 || !valid_key_id(rec->key_id) || !valid_state(rec->state) ||
         rec->use_count < 0)
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->g_insert, SQLITE_OK};
-    b_text(&b, 1, rec->user_id);
-    b_text(&b, 2, rec->org_id);
-    b_text(&b, 3, rec->username);
-    b_text(&b, 4, rec->app);
-    b_text(&b, 5, rec->scopes);
-    b_text(&b, 6, rec->instance_url);
-    b_blob(&b, 7, rec->rt_cipher, rec->rt_cipher_len);
-    b_text(&b, 8, rec->key_id);
-    b_int(&b, 9, rec->created);
-    b_int(&b, 10, rec->last_refreshed);
-    b_int(&b, 11, rec->last_used);
-    b_int(&b, 12, rec->use_count);
-    b_int(&b, 13, rec->state);
-    b_text(&b, 14, rec->state == SG_GRANT_LIVE ? NULL : rec->dead_reason);
-    b_int(&b, 15, rec->state == SG_GRANT_LIVE ? 0 : rec->dead_at);
-    sg_rc rc = write_locked(st, &b, "grant_insert", 0);
+    binder_t b = begin(st, st->g_insert);
+    bind_grant(&b, rec);
+    sg_rc rc = step_write(st, &b, "grant_insert", 0);
     if (!rc)
         rec->id = (long long)sqlite3_last_insert_rowid(st->db);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return finish(st, b.q, rc);
 }
 
 static sg_rc op_grant_get(sg_store_t *s, long long id, sg_grant_rec_t *out)
@@ -528,22 +554,12 @@ static sg_rc op_grant_get(sg_store_t *s, long long id, sg_grant_rec_t *out)
     if (!out)
         return SG_ERR_PARSE;
     memset(out, 0, sizeof(*out));
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = st->g_get;
-    sg_rc rc;
-    int src = sqlite3_bind_int64(q, 1, id);
-    if (src == SQLITE_OK)
-        src = sqlite3_step(q);
-    if (src == SQLITE_ROW)
-        rc = read_grant(q, out);
-    else if (src == SQLITE_DONE)
-        rc = SG_ERR_NOTFOUND;
-    else
-        rc = fail(st, "grant_get", src);
-    sqlite3_reset(q);
-    sqlite3_clear_bindings(q);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    binder_t b = begin(st, st->g_get);
+    b_int(&b, 1, id);
+    sg_rc rc = step_row(st, &b, "grant_get");
+    if (!rc)
+        rc = read_grant(b.q, out);
+    return finish(st, b.q, rc);
 }
 
 /* Appends the current row to *recs (growing it); the caller frees on failure. */
@@ -563,6 +579,35 @@ static sg_rc append_grant(sqlite3_stmt *q, sg_grant_rec_t **recs, size_t *n, siz
     return rc;
 }
 
+/*
+ * Steps a bound query to its end and hands every row back as one heap array (*out, *n); on
+ * failure nothing is handed back. The caller holds the mutex and resets the statement.
+ */
+static sg_rc collect_grants(sqlite_store_t *st, binder_t *b, const char *what, sg_grant_rec_t **out,
+                            size_t *n)
+{
+    sg_grant_rec_t *recs = NULL;
+    size_t count = 0, cap = 0;
+    sg_rc rc = SG_OK;
+    int src = b->src;
+    if (src == SQLITE_OK) {
+        while ((src = sqlite3_step(b->q)) == SQLITE_ROW) {
+            rc = append_grant(b->q, &recs, &count, &cap);
+            if (rc)
+                break;
+        }
+    }
+    if (!rc && src != SQLITE_DONE)
+        rc = fail(st, what, src);
+    if (rc) {
+        sg_grant_recs_free(recs, count);
+        return rc;
+    }
+    *out = recs;
+    *n = count;
+    return SG_OK;
+}
+
 static sg_rc op_grant_find(sg_store_t *s, const char *user_id, const char *org_id, const char *app,
                            int live_only, sg_grant_rec_t **out, size_t *n)
 {
@@ -573,35 +618,12 @@ static sg_rc op_grant_find(sg_store_t *s, const char *user_id, const char *org_i
     *n = 0;
     if (!user_id && !org_id)
         return SG_ERR_PARSE; /* never "every grant": a caller bug must not match all */
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {user_id ? st->g_find_user : st->g_find_org, SQLITE_OK};
+    binder_t b = begin(st, user_id ? st->g_find_user : st->g_find_org);
     b_text(&b, 1, user_id);
     b_text(&b, 2, org_id);
     b_text(&b, 3, app);
     b_int(&b, 4, live_only ? 1 : 0);
-    sg_grant_rec_t *recs = NULL;
-    size_t count = 0, cap = 0;
-    sg_rc rc = SG_OK;
-    int src = b.src;
-    if (src == SQLITE_OK) {
-        while ((src = sqlite3_step(b.q)) == SQLITE_ROW) {
-            rc = append_grant(b.q, &recs, &count, &cap);
-            if (rc)
-                break;
-        }
-    }
-    if (!rc && src != SQLITE_DONE)
-        rc = fail(st, "grant_find", src);
-    sqlite3_reset(b.q);
-    sqlite3_clear_bindings(b.q);
-    pthread_mutex_unlock(&st->mu);
-    if (rc) {
-        sg_grant_recs_free(recs, count);
-        return rc;
-    }
-    *out = recs;
-    *n = count;
-    return SG_OK;
+    return finish(st, b.q, collect_grants(st, &b, "grant_find", out, n));
 }
 
 static sg_rc op_grant_set_token(sg_store_t *s, long long id, const unsigned char *ct, size_t ctlen,
@@ -610,15 +632,12 @@ static sg_rc op_grant_set_token(sg_store_t *s, long long id, const unsigned char
     sqlite_store_t *st = impl(s);
     if (!ct || ctlen == 0 || !valid_key_id(key_id))
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->g_set_token, SQLITE_OK};
+    binder_t b = begin(st, st->g_set_token);
     b_int(&b, 1, id);
     b_blob(&b, 2, ct, ctlen);
     b_text(&b, 3, key_id);
     b_int(&b, 4, refreshed_at);
-    sg_rc rc = write_locked(st, &b, "grant_set_token", 1);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return commit(st, &b, "grant_set_token", 1);
 }
 
 static sg_rc op_grant_touch(sg_store_t *s, long long id, long long at, long long uses)
@@ -626,14 +645,11 @@ static sg_rc op_grant_touch(sg_store_t *s, long long id, long long at, long long
     sqlite_store_t *st = impl(s);
     if (uses < 0)
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->g_touch, SQLITE_OK};
+    binder_t b = begin(st, st->g_touch);
     b_int(&b, 1, id);
     b_int(&b, 2, at);
     b_int(&b, 3, uses);
-    sg_rc rc = write_locked(st, &b, "grant_touch", 1);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return commit(st, &b, "grant_touch", 1);
 }
 
 static sg_rc op_grant_set_state(sg_store_t *s, long long id, int state, const char *reason,
@@ -642,15 +658,12 @@ static sg_rc op_grant_set_state(sg_store_t *s, long long id, int state, const ch
     sqlite_store_t *st = impl(s);
     if (!valid_state(state))
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->g_state, SQLITE_OK};
+    binder_t b = begin(st, st->g_state);
     b_int(&b, 1, id);
     b_int(&b, 2, state);
     b_text(&b, 3, reason);
     b_int(&b, 4, at);
-    sg_rc rc = write_locked(st, &b, "grant_set_state", 1);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return commit(st, &b, "grant_set_state", 1);
 }
 
 static sg_rc op_ledger_add(sg_store_t *s, const char *user_id, const char *app, const char *event,
@@ -659,15 +672,12 @@ static sg_rc op_ledger_add(sg_store_t *s, const char *user_id, const char *app, 
     sqlite_store_t *st = impl(s);
     if (!nonempty(user_id) || !nonempty(app) || !nonempty(event))
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->l_add, SQLITE_OK};
+    binder_t b = begin(st, st->l_add);
     b_text(&b, 1, user_id);
     b_text(&b, 2, app);
     b_text(&b, 3, event);
     b_int(&b, 4, at);
-    sg_rc rc = write_locked(st, &b, "ledger_add", 0);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return commit(st, &b, "ledger_add", 0);
 }
 
 static sg_rc op_ledger_count(sg_store_t *s, const char *user_id, const char *app, long long *n)
@@ -678,22 +688,13 @@ static sg_rc op_ledger_count(sg_store_t *s, const char *user_id, const char *app
     *n = 0;
     if (!user_id || !app)
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->l_count, SQLITE_OK};
+    binder_t b = begin(st, st->l_count);
     b_text(&b, 1, user_id);
     b_text(&b, 2, app);
-    int src = b.src;
-    if (src == SQLITE_OK)
-        src = sqlite3_step(b.q);
-    sg_rc rc = SG_OK;
-    if (src == SQLITE_ROW)
+    sg_rc rc = step_row(st, &b, "ledger_count"); /* COUNT(*) always has its one row */
+    if (!rc)
         *n = sqlite3_column_int64(b.q, 0);
-    else
-        rc = fail(st, "ledger_count", src);
-    sqlite3_reset(b.q);
-    sqlite3_clear_bindings(b.q);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return finish(st, b.q, rc);
 }
 
 static sg_rc op_person_put(sg_store_t *s, const char *user_id, const char *claims, long long at)
@@ -701,14 +702,11 @@ static sg_rc op_person_put(sg_store_t *s, const char *user_id, const char *claim
     sqlite_store_t *st = impl(s);
     if (!nonempty(user_id) || !claims)
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->p_put, SQLITE_OK};
+    binder_t b = begin(st, st->p_put);
     b_text(&b, 1, user_id);
     b_text(&b, 2, claims);
     b_int(&b, 3, at);
-    sg_rc rc = write_locked(st, &b, "person_put", 0);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return commit(st, &b, "person_put", 0);
 }
 
 static sg_rc op_person_get(sg_store_t *s, const char *user_id, char **claims)
@@ -719,27 +717,16 @@ static sg_rc op_person_get(sg_store_t *s, const char *user_id, char **claims)
     *claims = NULL;
     if (!user_id)
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->p_get, SQLITE_OK};
+    binder_t b = begin(st, st->p_get);
     b_text(&b, 1, user_id);
-    int src = b.src;
-    if (src == SQLITE_OK)
-        src = sqlite3_step(b.q);
-    sg_rc rc = SG_OK;
-    if (src == SQLITE_ROW) {
-        const unsigned char *t = sqlite3_column_text(b.q, 0);
-        *claims = strdup(t ? (const char *)t : "{}");
+    sg_rc rc = step_row(st, &b, "person_get");
+    if (!rc) {
+        const char *t = col_text(b.q, 0);
+        *claims = strdup(t ? t : "{}");
         if (!*claims)
             rc = SG_ERR_NOMEM;
-    } else if (src == SQLITE_DONE) {
-        rc = SG_ERR_NOTFOUND;
-    } else {
-        rc = fail(st, "person_get", src);
     }
-    sqlite3_reset(b.q);
-    sqlite3_clear_bindings(b.q);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return finish(st, b.q, rc);
 }
 
 static sg_rc op_grant_each(sg_store_t *s, sg_grant_visit_fn visit, void *ctx)
@@ -747,13 +734,12 @@ static sg_rc op_grant_each(sg_store_t *s, sg_grant_visit_fn visit, void *ctx)
     sqlite_store_t *st = impl(s);
     if (!visit)
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = st->g_each;
+    binder_t b = begin(st, st->g_each);
     sg_rc rc = SG_OK;
     int src;
-    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+    while ((src = sqlite3_step(b.q)) == SQLITE_ROW) {
         sg_grant_rec_t rec;
-        rc = read_grant(q, &rec);
+        rc = read_grant(b.q, &rec);
         if (rc)
             break;
         int stop = visit(ctx, &rec);
@@ -765,23 +751,18 @@ static sg_rc op_grant_each(sg_store_t *s, sg_grant_visit_fn visit, void *ctx)
     }
     if (!rc && src != SQLITE_DONE)
         rc = fail(st, "grant_each", src);
-    sqlite3_reset(q);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return finish(st, b.q, rc);
 }
 
 static sg_rc op_grant_set_cause(sg_store_t *s, long long id, const char *cause,
                                 const char *evidence)
 {
     sqlite_store_t *st = impl(s);
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {st->g_cause, SQLITE_OK};
+    binder_t b = begin(st, st->g_cause);
     b_int(&b, 1, id);
     b_text(&b, 2, cause);
     b_text(&b, 3, evidence);
-    sg_rc rc = write_locked(st, &b, "grant_set_cause", 1);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return commit(st, &b, "grant_set_cause", 1);
 }
 
 /* One time column of one grant (statements of the form UPDATE ... SET x = ?2 WHERE id = ?1). */
@@ -790,13 +771,10 @@ static sg_rc set_grant_time(sqlite_store_t *st, sqlite3_stmt *q, long long id, l
 {
     if (at < 0)
         return SG_ERR_PARSE;
-    pthread_mutex_lock(&st->mu);
-    binder_t b = {q, SQLITE_OK};
+    binder_t b = begin(st, q);
     b_int(&b, 1, id);
     b_int(&b, 2, at);
-    sg_rc rc = write_locked(st, &b, what, 1);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return commit(st, &b, what, 1);
 }
 
 static sg_rc op_grant_set_refresh_started(sg_store_t *s, long long id, long long at)
@@ -818,28 +796,8 @@ static sg_rc op_grant_list(sg_store_t *s, sg_grant_rec_t **out, size_t *n)
         return SG_ERR_PARSE;
     *out = NULL;
     *n = 0;
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = st->g_list;
-    sg_grant_rec_t *recs = NULL;
-    size_t count = 0, cap = 0;
-    sg_rc rc = SG_OK;
-    int src;
-    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
-        rc = append_grant(q, &recs, &count, &cap);
-        if (rc)
-            break;
-    }
-    if (!rc && src != SQLITE_DONE)
-        rc = fail(st, "grant_list", src);
-    sqlite3_reset(q);
-    pthread_mutex_unlock(&st->mu);
-    if (rc) {
-        sg_grant_recs_free(recs, count);
-        return rc;
-    }
-    *out = recs;
-    *n = count;
-    return SG_OK;
+    binder_t b = begin(st, st->g_list);
+    return finish(st, b.q, collect_grants(st, &b, "grant_list", out, n));
 }
 
 static void finalize_all(sqlite_store_t *st);
@@ -1042,7 +1000,7 @@ static sg_rc pragma(sqlite3 *db, const char *sql, const char *want, char *err, s
     if (src == SQLITE_OK) {
         src = sqlite3_step(q);
         if (src == SQLITE_ROW && want) {
-            const char *got = (const char *)sqlite3_column_text(q, 0);
+            const char *got = col_text(q, 0);
             if (!got || strcmp(got, want) != 0) {
                 set_err(err, errlen, "%s: got %s, want %s", sql, got ? got : "NULL", want);
                 sqlite3_finalize(q);
@@ -1119,7 +1077,7 @@ static const struct {
     {offsetof(sqlite_store_t, g_list), "SELECT " GRANT_COLS " FROM grants ORDER BY id"},
 };
 
-#define N_STMTS (sizeof(stmts) / sizeof(stmts[0]))
+#define N_STMTS COUNT_OF(stmts)
 
 static sqlite3_stmt **stmt_slot(sqlite_store_t *st, size_t i)
 {
@@ -1165,7 +1123,8 @@ static sqlite_store_t *store_new(const char *path, char *err, size_t errlen)
     return st;
 }
 
-sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t errlen)
+/* What every open does first: clears err and *out, and wants a path. */
+static sg_rc open_args(const char *path, sg_store_t **out, char *err, size_t errlen)
 {
     if (err && errlen)
         err[0] = '\0';
@@ -1176,11 +1135,63 @@ sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t
         set_err(err, errlen, "no database path");
         return SG_ERR_CONFIG;
     }
+    return SG_OK;
+}
+
+/* Opens st's connection with flags; NOMUTEX, since st's own mutex serializes every use. */
+static sg_rc open_db(sqlite_store_t *st, int flags, char *err, size_t errlen)
+{
+    int src = sqlite3_open_v2(st->path, &st->db,
+                              flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL);
+    if (src != SQLITE_OK) {
+        set_err(err, errlen, "%s: %s", st->path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
+        sg_rc rc = rc_of(src);
+        return rc ? rc : SG_ERR_IO; /* a failed open is never SG_OK */
+    }
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+    return SG_OK;
+}
+
+/* Hands out an opened store through *out, or closes it when rc says opening failed. */
+static sg_rc hand_out(sqlite_store_t *st, sg_rc rc, sg_store_t **out)
+{
+    if (rc) {
+        op_close(&st->base);
+        return rc;
+    }
+    *out = &st->base;
+    return SG_OK;
+}
+
+/* A read-only open wants the schema this scopegate writes: it never migrates. */
+static sg_rc check_schema(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    int version = 0, want = migrations[N_MIGRATIONS - 1].version;
+    if (current_version(db, &version) != SQLITE_OK) {
+        set_err(err, errlen, "%s: not a scopegate database (%s)", path, sqlite3_errmsg(db));
+        return SG_ERR_CONFIG;
+    }
+    if (version == want)
+        return SG_OK;
+    set_err(err, errlen,
+            version < want ? "%s: database schema version %d is older than this scopegate's "
+                             "(%d): start the gateway once to upgrade it"
+                           : "%s: database schema version %d is newer than this scopegate "
+                             "knows (%d): use the scopegate that wrote it",
+            path, version, want);
+    return SG_ERR_CONFIG;
+}
+
+sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t errlen)
+{
+    sg_rc rc = open_args(path, out, err, errlen);
+    if (rc)
+        return rc;
     if (!sqlite3_threadsafe()) {
         set_err(err, errlen, "SQLite was built without thread support");
         return SG_ERR_CONFIG;
     }
-    sg_rc rc = prepare_file(path, err, errlen);
+    rc = prepare_file(path, err, errlen);
     if (rc)
         return rc;
 
@@ -1189,15 +1200,9 @@ sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t
         return SG_ERR_NOMEM;
 
     /* No SQLITE_OPEN_CREATE: the file exists, made 0600 above. */
-    int src = sqlite3_open_v2(
-        path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL);
-    if (src != SQLITE_OK) {
-        set_err(err, errlen, "%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
-        rc = rc_of(src);
-        goto fail;
-    }
-    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
-    rc = pragma(st->db, "PRAGMA journal_mode = WAL", "wal", err, errlen);
+    rc = open_db(st, SQLITE_OPEN_READWRITE, err, errlen);
+    if (!rc)
+        rc = pragma(st->db, "PRAGMA journal_mode = WAL", "wal", err, errlen);
     if (!rc)
         rc = pragma(st->db, "PRAGMA synchronous = FULL", NULL, err, errlen);
     if (!rc)
@@ -1211,13 +1216,7 @@ sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t
         rc = tighten_sidecars(path, err, errlen);
     if (!rc)
         rc = prepare_all(st, err, errlen);
-    if (rc)
-        goto fail;
-    *out = &st->base;
-    return SG_OK;
-fail:
-    op_close(&st->base);
-    return rc ? rc : SG_ERR_IO;
+    return hand_out(st, rc, out);
 }
 
 /*
@@ -1228,15 +1227,9 @@ fail:
  */
 sg_rc sg_store_open_sqlite_readonly(const char *path, sg_store_t **out, char *err, size_t errlen)
 {
-    if (err && errlen)
-        err[0] = '\0';
-    if (!out)
-        return SG_ERR_PARSE;
-    *out = NULL;
-    if (!path || !*path) {
-        set_err(err, errlen, "no database path");
-        return SG_ERR_CONFIG;
-    }
+    sg_rc rc = open_args(path, out, err, errlen);
+    if (rc)
+        return rc;
     struct stat sb;
     if (stat(path, &sb) != 0) {
         int e = errno;
@@ -1250,40 +1243,12 @@ sg_rc sg_store_open_sqlite_readonly(const char *path, sg_store_t **out, char *er
     sqlite_store_t *st = store_new(path, err, errlen);
     if (!st)
         return SG_ERR_NOMEM;
-    sg_rc rc;
-    int src = sqlite3_open_v2(
-        path, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL);
-    if (src != SQLITE_OK) {
-        set_err(err, errlen, "%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
-        rc = rc_of(src);
-        goto fail;
-    }
-    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
-    rc = pragma(st->db, "PRAGMA query_only = ON", NULL, err, errlen);
-    if (rc)
-        goto fail;
-    int version = 0, want = migrations[N_MIGRATIONS - 1].version;
-    if (current_version(st->db, &version) != SQLITE_OK) {
-        set_err(err, errlen, "%s: not a scopegate database (%s)", path, sqlite3_errmsg(st->db));
-        rc = SG_ERR_CONFIG;
-        goto fail;
-    }
-    if (version != want) {
-        set_err(err, errlen,
-                version < want ? "%s: database schema version %d is older than this scopegate's "
-                                 "(%d): start the gateway once to upgrade it"
-                               : "%s: database schema version %d is newer than this scopegate "
-                                 "knows (%d): use the scopegate that wrote it",
-                path, version, want);
-        rc = SG_ERR_CONFIG;
-        goto fail;
-    }
-    rc = prepare_all(st, err, errlen);
-    if (rc)
-        goto fail;
-    *out = &st->base;
-    return SG_OK;
-fail:
-    op_close(&st->base);
-    return rc ? rc : SG_ERR_IO;
+    rc = open_db(st, SQLITE_OPEN_READONLY, err, errlen);
+    if (!rc)
+        rc = pragma(st->db, "PRAGMA query_only = ON", NULL, err, errlen);
+    if (!rc)
+        rc = check_schema(st->db, path, err, errlen);
+    if (!rc)
+        rc = prepare_all(st, err, errlen);
+    return hand_out(st, rc, out);
 }
