@@ -20,6 +20,7 @@ RANK = {"base": 0, "net": 1, "oidc": 2, "salesforce": 2, "sfsim": 3, "store": 3,
 PUBLIC = {"rc": "base", "buf": "base", "log": "base", "duration": "base", "text": "base",
           "crypto": "base", "jose": "base", "metrics": "base", "http": "base",
           "config": "base", "version": "base", "audit": "base", "http_client": "net",
+          "http_server": "net",
           "oidc": "oidc",
           "salesforce": "salesforce", "store": "store", "session": "session",
           "vault": "vault", "policy": "policy"}

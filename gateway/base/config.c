@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <libconfig.h>
 #include <openssl/crypto.h>
@@ -102,6 +103,26 @@ static int boolean(loader_t *L, const config_setting_t *g, const char *key, int 
     return config_setting_get_bool(s);
 }
 
+/* A whole number in [lo, hi], or dflt when the key is absent. */
+static long long number(loader_t *L, const config_setting_t *g, const char *key, long long dflt,
+                        long long lo, long long hi)
+{
+    const config_setting_t *s = config_setting_get_member(g, key);
+    if (!s)
+        return dflt;
+    int t = config_setting_type(s);
+    if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
+        fail_at(L, s, "'%s' must be a whole number", key);
+        return dflt;
+    }
+    long long v = config_setting_get_int64(s);
+    if (v < lo || v > hi) {
+        fail_at(L, s, "'%s' must be between %lld and %lld", key, lo, hi);
+        return dflt;
+    }
+    return v;
+}
+
 static const char *const top_keys[] = {
     "listen",       "public_url",        "internal_listen",
     "policy_file",  "state_dir",         "internal_key_file",
@@ -109,8 +130,18 @@ static const char *const top_keys[] = {
     "clock_skew",   "allow_http_issuer", "log_level",
     "integrations", "vault_key_file",    "vault_old_key_files",
     "webhook_url",  "watch_policy",      "app_url",
-    "branding",     NULL,
+    "branding",     "limits",            "trusted_proxies",
+    NULL,
 };
+static const char *const limits_keys[] = {"max_connections",
+                                          "max_connections_per_client",
+                                          "request_timeout",
+                                          "idle_timeout",
+                                          "threads",
+                                          "workers",
+                                          "max_waiting",
+                                          "max_waiting_per_client",
+                                          NULL};
 static const char *const branding_keys[] = {"product_name", "logo_url", "logo_file", "accent_color",
                                              NULL};
 static const char *const integration_keys[] = {"app", "username", "org_id", "private_key_file",
@@ -152,6 +183,45 @@ static int is_page_url(const char *v)
             (unsigned char)*p == 0x7f)
             return 0;
     return 1;
+}
+
+/*
+ * The HTTP server's limits (the group limits = { ... }; 0 or absent: the server's default,
+ * see docs/configuration.md) and trusted_proxies, the addresses whose X-Forwarded-For names
+ * the client.
+ */
+static void load_limits(loader_t *L, const config_setting_t *root, sg_config_t *cfg)
+{
+    const config_setting_t *t = config_setting_get_member(root, "trusted_proxies");
+    if (t) {
+        int n = config_setting_length(t);
+        cfg->trusted_proxies = calloc((size_t)n + 1, sizeof(char *));
+        for (int i = 0; cfg->trusted_proxies && i < n; i++) {
+            const char *a = config_setting_get_string_elem(t, i);
+            unsigned char buf[16];
+            if (!a || (inet_pton(AF_INET, a, buf) != 1 && inet_pton(AF_INET6, a, buf) != 1))
+                fail_at(L, t, "'trusted_proxies' must be a list of IP addresses");
+            else
+                cfg->trusted_proxies[cfg->ntrusted_proxies++] = strdup(a);
+        }
+    }
+    const config_setting_t *g = config_setting_get_member(root, "limits");
+    if (!g)
+        return;
+    if (!config_setting_is_group(g)) {
+        fail_at(L, g, "'limits' must be a group: limits = { max_connections = 20000; ... }");
+        return;
+    }
+    check_keys(L, g, limits_keys);
+    cfg->max_connections = (unsigned)number(L, g, "max_connections", 0, 16, 1000000);
+    cfg->max_connections_per_client =
+        (unsigned)number(L, g, "max_connections_per_client", 0, 1, 1000000);
+    cfg->request_timeout_ms = (long)duration(L, g, "request_timeout", 0) * 1000;
+    cfg->idle_timeout_ms = (long)duration(L, g, "idle_timeout", 0) * 1000;
+    cfg->threads = (unsigned)number(L, g, "threads", 0, 1, 64);
+    cfg->workers = (unsigned)number(L, g, "workers", 0, 1, 1024);
+    cfg->max_waiting = (unsigned)number(L, g, "max_waiting", 0, 1, 1000000);
+    cfg->max_waiting_per_client = (unsigned)number(L, g, "max_waiting_per_client", 0, 1, 1000000);
 }
 
 /* app_url (where "Back to the application" and the signed-out page lead) and the branding
@@ -374,6 +444,7 @@ sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errle
     }
 
     load_branding(&L, root, cfg);
+    load_limits(&L, root, cfg);
 
     cfg->provider_timeout_ms = (long)duration(&L, root, "provider_timeout", 10) * 1000;
     cfg->login_timeout = duration(&L, root, "login_timeout", 600);
@@ -443,6 +514,9 @@ void sg_config_free(sg_config_t *cfg)
     for (size_t i = 0; i < cfg->nvault_old; i++)
         free(cfg->vault_old_key_files[i]);
     free(cfg->vault_old_key_files);
+    for (size_t i = 0; i < cfg->ntrusted_proxies; i++)
+        free(cfg->trusted_proxies[i]);
+    free(cfg->trusted_proxies);
     free(cfg->webhook_url);
     free(cfg->app_url);
     free(cfg->product_name);

@@ -538,6 +538,14 @@ sg_rc sg_oidc_discover(sg_oidc_t *op, sg_oidc_err_t *err)
     return get_disco(op, &d, err);
 }
 
+int sg_oidc_discovered(sg_oidc_t *op)
+{
+    pthread_mutex_lock(&op->lock);
+    int yes = op->disco != NULL;
+    pthread_mutex_unlock(&op->lock);
+    return yes;
+}
+
 int sg_oidc_can_revoke(sg_oidc_t *op)
 {
     sg_oidc_err_t err = {0};

@@ -11,7 +11,7 @@
 
 #include "scopegate/audit.h"
 #include "scopegate/config.h"
-#include "scopegate/http.h"
+#include "scopegate/http_server.h"
 #include "scopegate/metrics.h"
 #include "scopegate/oidc.h"
 #include "scopegate/policy.h"
@@ -19,8 +19,8 @@
 #include "scopegate/store.h"
 #include "scopegate/vault.h"
 
-#define SG_LOGIN_MAX_PENDING 10000 /* sign-ins in progress, all browsers */
-#define SG_LOGIN_PER_BROWSER 20    /* tabs of one browser signing in at once */
+#define SG_LOGIN_PER_BROWSER 20    /* tabs of one browser signing in at once, at most */
+#define SG_LOGIN_COOKIE_MAX  3800  /* bytes of the login cookie's value, at most */
 #define SG_RD_MAX            2048  /* longest return path accepted */
 
 typedef enum {
@@ -28,21 +28,21 @@ typedef enum {
     SG_AUTHZ_CONNECT, /* an admin granting offline access through the role's offline app */
 } sg_authz_kind;
 
-/* An authorization between its start and /oauth/callback, kept in memory. */
+/* An authorization between its start and /oauth/callback. It travels sealed in the login
+ * cookie of the browser that began it (authz.c), not in the gateway's memory. */
 typedef struct {
     sg_authz_kind kind;
     char app[64];      /* the policy app the provider answers for */
     char user_id[128]; /* CONNECT: the signed-in person who started it */
     char org_id[64];
-    unsigned char state_hash[32];   /* SHA-256 of the state sent to the provider */
-    unsigned char browser_hash[32]; /* SHA-256 of the login cookie of the browser that began */
     char nonce[64];
     char verifier[160];
     char rd[SG_RD_MAX + 1];
     long long created;
-    int used;
     int reconnect; /* CONNECT: replacing a grant that died or is about to */
 } sg_pending_t;
+
+typedef struct sg_spent sg_spent_t; /* states already taken (authz.c) */
 
 /* How the pages look, fixed at start from the deployment config (pages.c). */
 typedef struct {
@@ -84,9 +84,8 @@ typedef struct {
     char *internal_key;         /* bearer key of the internal listener */
     unsigned char csrf_key[32]; /* HMAC key for CSRF tokens (state_dir/csrf.key) */
 
-    pthread_mutex_t pending_lock;
-    sg_pending_t *pending;
-    size_t npending;
+    unsigned char login_key[SG_AEAD_KEY_LEN]; /* seals the login cookie (state_dir/login.key) */
+    sg_spent_t *spent;
 
     sg_httpd_t *public_httpd;
     sg_httpd_t *internal_httpd;
@@ -163,13 +162,15 @@ int sg_gw_check_form(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg_sessi
                      sg_form_t *f);
 
 /* Pending authorizations (authz.c). */
-void sg_pending_expire(sg_gateway_t *gw, long long now);
+sg_spent_t *sg_spent_new(void);
+void sg_spent_free(sg_spent_t *s);
 typedef enum { SG_TAKE_OK, SG_TAKE_UNKNOWN, SG_TAKE_OTHER_BROWSER, SG_TAKE_EXPIRED } sg_take_result;
-/* Finds and removes the pending authorization of state: a state works once, in its own
- * browser (browser: the login cookie's value, or NULL); *out gets it on SG_TAKE_OK and
+/* Finds the pending authorization of state in this request's login cookie and takes it out
+ * (the cookie without it goes into w): a state works once, in the browser that began it
+ * (SG_TAKE_OTHER_BROWSER: no login cookie at all). *out gets it on SG_TAKE_OK and
  * SG_TAKE_EXPIRED. */
-sg_take_result sg_pending_take(sg_gateway_t *gw, const char *state, const char *browser,
-                               long long now, sg_pending_t *out);
+sg_take_result sg_pending_take(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w,
+                               const char *state, long long now, sg_pending_t *out);
 /* Counts a sign-in's outcome ("ok", "bad_state", "provider_error", ...); failures also go to
  * the audit log (successes are audited with the person and role where they happen). */
 void sg_signin_outcome(sg_gateway_t *gw, const char *result);
@@ -178,7 +179,7 @@ void sg_signin_failed(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, const c
                       unsigned status, const char *title, const char *what, const char *next);
 /*
  * Starts an authorization at app's provider and answers with the redirect: state, nonce and
- * PKCE kept in a pending entry bound to this browser by the login cookie. tmpl gives kind,
+ * PKCE kept in a pending entry sealed into this browser's login cookie. tmpl gives kind,
  * app, rd and (CONNECT) the person; scopes are space-separated; prompt may be NULL.
  * Returns 0, or -1 with an error page already in w.
  */

@@ -171,13 +171,6 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     const sg_form_t *q = &r->query;
     const char *state = sg_form_get(q, "state"), *code = sg_form_get(q, "code");
     const char *perr = sg_form_get(q, "error");
-    size_t blen = 0;
-    const char *bc = sg_cookie_find(sg_req_header(r, "Cookie"), gw->login_cookie, &blen);
-    char browser[80] = "";
-    if (bc && blen < sizeof(browser)) {
-        memcpy(browser, bc, blen);
-        browser[blen] = '\0';
-    }
     if (r->query_bad || sg_form_first_dup(q) || !state || !*state || strlen(state) > 256) {
         sg_signin_failed(gw, r, w, "bad_state", 400, "Sign-in did not finish",
                          "This sign-in answer is incomplete or malformed (no valid state).",
@@ -185,7 +178,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         return;
     }
     sg_pending_t p;
-    sg_take_result tr = sg_pending_take(gw, state, browser[0] ? browser : NULL, sg_gw_now(), &p);
+    sg_take_result tr = sg_pending_take(gw, r, w, state, sg_gw_now(), &p);
     if (tr != SG_TAKE_OK) {
         sg_log(SG_LOG_WARN, "callback_state", "rid=%s state %s", r->request_id,
                tr == SG_TAKE_OTHER_BROWSER ? "belongs to another browser"

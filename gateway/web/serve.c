@@ -29,40 +29,48 @@
 
 typedef void (*route_fn)(sg_gateway_t *, sg_req_t *, sg_resp_t *);
 
+/* Does a route's handler wait on the network (and so run on the server's worker pool)? */
+typedef enum {
+    NEVER,     /* memory, the store, files: answered on the event thread */
+    ALWAYS,    /* calls the provider: code exchange, revocation, token refresh */
+    DISCOVERY, /* calls the provider only while a discovery document is not in hand */
+} waits_t;
+
 typedef struct {
     const char *method;
     const char *path;
     route_fn fn;
+    waits_t waits;
 } route_t;
 
 static const route_t public_routes[] = {
-    {"GET", "/auth", sg_route_auth},
-    {"GET", "/login", sg_route_login},
-    {"GET", "/oauth/callback", sg_route_callback},
-    {"POST", "/logout", sg_route_logout},
-    {"GET", "/logout", sg_route_logout_page},
-    {"GET", "/healthz", sg_route_healthz},
-    {"GET", "/", sg_route_home},
-    {"GET", "/connect", sg_route_connect_page},
-    {"POST", "/connect", sg_route_connect_start},
-    {"GET", "/connect/start", sg_route_connect_go},
-    {"GET", "/connections", sg_route_connections},
-    {"GET", "/connections/disconnect", sg_route_disconnect_page},
-    {"POST", "/connections/disconnect", sg_route_disconnect},
-    {"GET", "/policy", sg_route_policy_page},
-    {NULL, NULL, NULL},
+    {"GET", "/auth", sg_route_auth, NEVER},
+    {"GET", "/login", sg_route_login, DISCOVERY},
+    {"GET", "/oauth/callback", sg_route_callback, ALWAYS},
+    {"POST", "/logout", sg_route_logout, NEVER},
+    {"GET", "/logout", sg_route_logout_page, NEVER},
+    {"GET", "/healthz", sg_route_healthz, NEVER},
+    {"GET", "/", sg_route_home, NEVER},
+    {"GET", "/connect", sg_route_connect_page, NEVER},
+    {"POST", "/connect", sg_route_connect_start, DISCOVERY},
+    {"GET", "/connect/start", sg_route_connect_go, DISCOVERY},
+    {"GET", "/connections", sg_route_connections, NEVER},
+    {"GET", "/connections/disconnect", sg_route_disconnect_page, NEVER},
+    {"POST", "/connections/disconnect", sg_route_disconnect, ALWAYS},
+    {"GET", "/policy", sg_route_policy_page, NEVER},
+    {NULL, NULL, NULL, NEVER},
 };
 
 static const route_t internal_routes[] = {
-    {"GET", "/v1/token", sg_route_token},
-    {"POST", "/v1/token/invalid", sg_route_token_invalid},
-    {"POST", "/v1/reload", sg_route_reload},
-    {"GET", "/v1/grants", sg_route_grants},
-    {"POST", "/v1/grants/check", sg_route_grants_check},
-    {"GET", "/v1/grants/*", sg_route_grant_explain},
-    {"GET", "/metrics", sg_route_metrics},
-    {"GET", "/healthz", sg_route_healthz},
-    {NULL, NULL, NULL},
+    {"GET", "/v1/token", sg_route_token, ALWAYS},
+    {"POST", "/v1/token/invalid", sg_route_token_invalid, NEVER},
+    {"POST", "/v1/reload", sg_route_reload, NEVER},
+    {"GET", "/v1/grants", sg_route_grants, NEVER},
+    {"POST", "/v1/grants/check", sg_route_grants_check, ALWAYS},
+    {"GET", "/v1/grants/*", sg_route_grant_explain, NEVER},
+    {"GET", "/metrics", sg_route_metrics, NEVER},
+    {"GET", "/healthz", sg_route_healthz, NEVER},
+    {NULL, NULL, NULL, NEVER},
 };
 
 /* A route's path is exact, or ends with "/" and "*": then any one more path segment. */
@@ -74,18 +82,28 @@ static int path_matches(const char *pattern, const char *path)
     return strcmp(pattern, path) == 0;
 }
 
-static void dispatch(sg_gateway_t *gw, const route_t *routes, sg_req_t *r, sg_resp_t *w)
+/* The route for r, or NULL; *path_known says whether another method would have one. */
+static const route_t *find_route(const route_t *routes, const sg_req_t *r, int *path_known)
 {
-    int path_known = 0;
+    *path_known = 0;
     for (const route_t *rt = routes; rt->path; rt++) {
         if (!path_matches(rt->path, r->path))
             continue;
-        path_known = 1;
+        *path_known = 1;
         if (strcmp(rt->method, r->method) == 0 ||
-            (strcmp(rt->method, "GET") == 0 && strcmp(r->method, "HEAD") == 0)) {
-            rt->fn(gw, r, w);
-            return;
-        }
+            (strcmp(rt->method, "GET") == 0 && strcmp(r->method, "HEAD") == 0))
+            return rt;
+    }
+    return NULL;
+}
+
+static void dispatch(sg_gateway_t *gw, const route_t *routes, sg_req_t *r, sg_resp_t *w)
+{
+    int path_known;
+    const route_t *rt = find_route(routes, r, &path_known);
+    if (rt) {
+        rt->fn(gw, r, w);
+        return;
     }
     if (routes == internal_routes) {
         /* The internal listener speaks JSON to programs. */
@@ -114,6 +132,46 @@ static void public_handler(void *app, sg_req_t *r, sg_resp_t *w)
 static void internal_handler(void *app, sg_req_t *r, sg_resp_t *w)
 {
     dispatch(app, internal_routes, r, w);
+}
+
+/* Every provider's discovery document is in hand: starting a sign-in calls nobody. */
+static int all_discovered(sg_gateway_t *gw)
+{
+    for (size_t i = 0; i < gw->cfg.napps; i++)
+        if (!sg_oidc_discovered(gw->providers[i]))
+            return 0;
+    return 1;
+}
+
+static int route_waits(sg_gateway_t *gw, const route_t *routes, const sg_req_t *r)
+{
+    int path_known;
+    const route_t *rt = find_route(routes, r, &path_known);
+    return rt && (rt->waits == ALWAYS || (rt->waits == DISCOVERY && !all_discovered(gw)));
+}
+
+static int public_waits(void *app, const sg_req_t *r)
+{
+    return route_waits(app, public_routes, r);
+}
+
+static int internal_waits(void *app, const sg_req_t *r)
+{
+    return route_waits(app, internal_routes, r);
+}
+
+/* What the server refuses itself (a limit): a page on the public listener. */
+static void public_refused(void *app, const sg_req_t *r, sg_resp_t *w, unsigned status,
+                           const char *what)
+{
+    char text[256];
+    snprintf(text, sizeof(text), "This request was refused: %s.", what);
+    sg_page_error(app, r, w, status,
+                  status == 429 || status == 503 ? "Too busy right now"
+                                                 : "This request cannot be handled",
+                  text,
+                  status == 429 || status == 503 ? "Try again in a moment."
+                                                 : "Go back to the application and try again.");
 }
 
 static void request_done(void *app, const sg_req_t *r, unsigned status)
@@ -369,16 +427,23 @@ static int start(sg_gateway_t *gw, const char *config_path)
     atomic_store(&gw->policy, p);
     gw->policy_loaded_at = sg_gw_now();
 
-    char *csrf = NULL, path[4200];
+    char *csrf = NULL, *login = NULL, path[4200], path2[4200];
     snprintf(path, sizeof(path), "%s/csrf.key", gw->cfg.state_dir);
+    snprintf(path2, sizeof(path2), "%s/login.key", gw->cfg.state_dir);
     if (sg_read_key_file(gw->cfg.internal_key_file, 32, &gw->internal_key, err, sizeof(err)) ||
-        sg_read_key_file(path, 32, &csrf, err, sizeof(err))) {
+        sg_read_key_file(path, 32, &csrf, err, sizeof(err)) ||
+        sg_read_key_file(path2, 32, &login, err, sizeof(err))) {
         fprintf(stderr, "error: %s\n", err);
         free(csrf);
+        free(login);
         return 1;
     }
     sg_sha256(csrf, strlen(csrf), gw->csrf_key);
+    sg_sha256(login, strlen(login), gw->login_key);
+    OPENSSL_cleanse(csrf, strlen(csrf));
+    OPENSSL_cleanse(login, strlen(login));
     free(csrf);
+    free(login);
 
     gw->providers = calloc(gw->cfg.napps, sizeof(sg_oidc_t *));
     if (!gw->providers)
@@ -409,24 +474,46 @@ static int start(sg_gateway_t *gw, const char *config_path)
         fprintf(stderr, "error: %s: %s\n", path, err);
         return 1;
     }
-    gw->pending = calloc(SG_LOGIN_MAX_PENDING, sizeof(sg_pending_t));
-    if (!gw->pending)
+    gw->spent = sg_spent_new();
+    if (!gw->spent)
         return 1;
     if (open_vault(gw, err, sizeof(err))) {
         fprintf(stderr, "error: %s\n", err);
         return 1;
     }
 
-    sg_httpd_opts_t pub = {.listen = gw->cfg.listen,
+    sg_httpd_opts_t pub = {.name = "public",
+                           .listen = gw->cfg.listen,
                            .max_body = 16 * 1024,
                            .handler = public_handler,
                            .app = gw,
-                           .done = request_done};
-    sg_httpd_opts_t in = {.listen = gw->cfg.internal_listen,
+                           .done = request_done,
+                           .waits = public_waits,
+                           .refused = public_refused,
+                           .threads = gw->cfg.threads,
+                           .workers = gw->cfg.workers,
+                           .max_waiting = gw->cfg.max_waiting,
+                           .max_waiting_per_client = gw->cfg.max_waiting_per_client,
+                           .max_conns = gw->cfg.max_connections,
+                           .max_conns_per_client = gw->cfg.max_connections_per_client,
+                           .request_timeout_ms = gw->cfg.request_timeout_ms,
+                           .idle_timeout_ms = gw->cfg.idle_timeout_ms,
+                           .trusted_proxies = (const char *const *)gw->cfg.trusted_proxies};
+    /* The internal listener serves the application's backend and the CLI: a few callers, a
+     * small pool. */
+    sg_httpd_opts_t in = {.name = "internal",
+                          .listen = gw->cfg.internal_listen,
                           .max_body = 16 * 1024,
                           .handler = internal_handler,
                           .app = gw,
-                          .done = request_done};
+                          .done = request_done,
+                          .waits = internal_waits,
+                          .threads = 1,
+                          .workers = gw->cfg.workers,
+                          .max_waiting = gw->cfg.max_waiting,
+                          .max_conns = 4096,
+                          .request_timeout_ms = gw->cfg.request_timeout_ms,
+                          .idle_timeout_ms = gw->cfg.idle_timeout_ms};
     if (sg_httpd_start(&pub, &gw->public_httpd, err, sizeof(err)) ||
         sg_httpd_start(&in, &gw->internal_httpd, err, sizeof(err))) {
         fprintf(stderr, "error: %s\n", err);
@@ -472,12 +559,13 @@ static void stop(sg_gateway_t *gw)
     for (size_t i = 0; i < gw->nretired; i++)
         sg_policy_free(gw->retired[i]);
     free(gw->retired);
-    free(gw->pending);
+    sg_spent_free(gw->spent);
     if (gw->internal_key) {
         OPENSSL_cleanse(gw->internal_key, strlen(gw->internal_key));
         free(gw->internal_key);
     }
     OPENSSL_cleanse(gw->csrf_key, sizeof(gw->csrf_key));
+    OPENSSL_cleanse(gw->login_key, sizeof(gw->login_key));
     sg_audit_close(gw->audit);
     sg_look_free(&gw->look);
     sg_config_free(&gw->cfg);
@@ -522,7 +610,6 @@ static void *housekeeping(void *arg)
         long long now = sg_gw_now();
         if (sg_sessions_flush(gw->sessions, now))
             sg_log(SG_LOG_ERROR, "sessions_flush", "writing session activity failed");
-        sg_pending_expire(gw, now);
         if (gw->cfg.watch_policy && policy_file_changed(gw)) {
             sg_reload_result_t res;
             sg_gw_reload(gw, "file changed", &res);
@@ -565,7 +652,6 @@ int sg_cmd_serve(int argc, char **argv)
     sg_gateway_t *gw = calloc(1, sizeof(*gw));
     if (!gw)
         return 1;
-    pthread_mutex_init(&gw->pending_lock, NULL);
     pthread_mutex_init(&gw->reload_lock, NULL);
     int rc = start(gw, config);
     pthread_t hk;
@@ -591,7 +677,6 @@ int sg_cmd_serve(int argc, char **argv)
         pthread_join(hk, NULL);
     }
     stop(gw);
-    pthread_mutex_destroy(&gw->pending_lock);
     pthread_mutex_destroy(&gw->reload_lock);
     free(gw);
     sg_http_client_cleanup();

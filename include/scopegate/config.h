@@ -51,6 +51,13 @@ typedef struct {
     char *logo_file;    /* branding.logo_file (PNG, JPEG, GIF, WebP or SVG, <= 256 KiB) */
     char *accent_color; /* branding.accent_color, "#rgb" or "#rrggbb"; NULL: the default blue */
 
+    /* The HTTP server (limits = { ... } and trusted_proxies; 0: the server's default). */
+    unsigned max_connections, max_connections_per_client;
+    long request_timeout_ms, idle_timeout_ms;
+    unsigned threads, workers, max_waiting, max_waiting_per_client;
+    char **trusted_proxies; /* NULL-terminated; NULL: none */
+    size_t ntrusted_proxies;
+
     long provider_timeout_ms; /* provider_timeout, default "10s" */
     long long login_timeout;  /* how long a sign-in may take (state lifetime), default "10m" */
     long long clock_skew;     /* ID-token exp/iat leeway, default "60s" */

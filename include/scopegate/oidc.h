@@ -68,6 +68,8 @@ void sg_oidc_set_observer(sg_oidc_t *op, sg_oidc_observer_fn fn, void *ctx);
 /* Fetches and checks the discovery document (issuer must equal the configured issuer).
  * Cached after the first success; later calls are free. */
 sg_rc sg_oidc_discover(sg_oidc_t *op, sg_oidc_err_t *err);
+/* Is the discovery document in hand (no call to make before an authorize URL)? Never waits. */
+int sg_oidc_discovered(sg_oidc_t *op);
 /* Whether the discovery document names a revocation / introspection / userinfo endpoint
  * (discovers first when needed; 0 when discovery fails). */
 int sg_oidc_can_revoke(sg_oidc_t *op);

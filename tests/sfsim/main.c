@@ -76,8 +76,13 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    sg_httpd_opts_t opts = {.listen = listen,
+    /* A thread per connection: a test double whose handlers sleep on purpose (delay faults). */
+    sg_httpd_opts_t opts = {.name = "sfsim",
+                            .listen = listen,
                             .loopback_only = 1,
+                            .thread_per_connection = 1,
+                            .max_conns = 2000,
+                            .max_uri = 16 * 1024, /* its own 4,000-character SOQL limit answers */
                             .max_body = SIM_BODY_MAX,
                             .handler = sim_handle,
                             .done = sim_request_done};

@@ -14,7 +14,7 @@
 #include <openssl/evp.h>
 
 #include "scopegate/buf.h"
-#include "scopegate/http.h"
+#include "scopegate/http_server.h"
 
 #define SIM_BODY_MAX  (64 * 1024)
 #define SIM_MAX_ITEMS 100000 /* grants, tokens, codes, sessions: a bound on memory */
