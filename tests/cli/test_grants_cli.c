@@ -194,26 +194,8 @@ static const cJSON *grant_in(const cJSON *grants, long long id)
 static long long connect_as(const char *user, const char *password, const char *user_id)
 {
     th_client_t *c = browser();
-    th_resp_t *fin = new_resp();
-    CHECK(th_gateway_signin(c, &GW, "/", user, password, fin) == 0,
-          "sign-in as %s failed (see above)", user);
-    const char *loc = fin->location;
-    CHECK(loc && strncmp(loc, "/connect?", 9) == 0,
-          "the admin without a grant should be sent to /connect, went to %s", loc ? loc : "none");
-    th_resp_t *page = gw_get(c, loc);
-    expect_status(page, 200, FMT("GET %s", loc));
-    const char *link = keep_str(th_html_link(page->body, "/connect/start?"));
-    CHECK(link, "the connect page has no /connect/start link: %.1500s", page->body);
-    th_resp_t *start = req(c, "GET", FMT("%s%s", GW.url, link), NULL, NULL, NULL);
-    CHECK(start->status == 302 && start->location, "GET %s: expected a redirect to sfsim, got %ld",
-          link, start->status);
-    th_resp_t *back = new_resp();
-    CHECK(th_browser_authorize(c, start->location, user, password, 1, back) == 0,
-          "the approval at sfsim did not come back (see above)");
-    CHECK(back->location, "sfsim sent the browser nowhere");
-    th_resp_t *done = req(c, "GET", back->location, NULL, NULL, NULL);
-    CHECK(done->status == 302, "the connect callback: expected 302, got %ld: %.1000s", done->status,
-          done->body);
+    CHECK(th_gateway_connect(c, &GW, user, password) == 0,
+          "%s could not connect a grant (see above)", user);
     const char *hdrs[] = {FMT("Authorization: Bearer %s", KEY), NULL};
     th_resp_t *t =
         req(NULL, "GET", FMT("%s/v1/token?user=%s", GW.internal_url, user_id), NULL, NULL, hdrs);

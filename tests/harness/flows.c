@@ -387,6 +387,52 @@ int th_gateway_signin(th_client_t *c, const th_stack_t *s, const char *rd, const
     return rc;
 }
 
+int th_gateway_connect(th_client_t *c, const th_stack_t *s, const char *user,
+                       const char *password)
+{
+    /* Each answer is empty until its request fills it; th_resp_free takes either. */
+    th_resp_t fin, page, start, back, done;
+    memset(&fin, 0, sizeof fin);
+    memset(&page, 0, sizeof page);
+    memset(&start, 0, sizeof start);
+    memset(&back, 0, sizeof back);
+    memset(&done, 0, sizeof done);
+    char *link = NULL, *url = NULL;
+    int rc = -1;
+    if (th_gateway_signin(c, s, "/", user, password, &fin) != 0)
+        goto out;
+    if (!fin.location || strncmp(fin.location, "/connect?", 9) != 0) {
+        fprintf(stderr, "harness: %s without a grant should be sent to /connect, went to %s\n",
+                user, fin.location ? fin.location : "nowhere");
+        goto out;
+    }
+    url = th_fmt("%s%s", s->url, fin.location);
+    if (!url || th_get(c, url, &page) != 0 || page.status != 200 ||
+        !(link = th_html_link(page.body, "/connect/start?"))) {
+        fprintf(stderr, "harness: the connect page of %s has no /connect/start link\n", user);
+        goto out;
+    }
+    free(url);
+    url = th_fmt("%s%s", s->url, link);
+    if (!url || th_get(c, url, &start) != 0 || start.status != 302 || !start.location ||
+        th_browser_authorize(c, start.location, user, password, 1, &back) != 0 ||
+        !back.location || th_get(c, back.location, &done) != 0 || done.status != 302) {
+        fprintf(stderr, "harness: the connect flow of %s did not come back to the gateway\n",
+                user);
+        goto out;
+    }
+    rc = 0;
+out:
+    th_resp_free(&fin);
+    th_resp_free(&page);
+    th_resp_free(&start);
+    th_resp_free(&back);
+    th_resp_free(&done);
+    free(link);
+    free(url);
+    return rc;
+}
+
 long th_gateway_status(th_client_t *c, const th_stack_t *s, const char *path)
 {
     char *url = th_fmt("%s%s", s->url, path);

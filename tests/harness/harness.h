@@ -232,6 +232,10 @@ char *th_gateway_authorize(th_client_t *c, const th_stack_t *s, const char *rd, 
  * and a session cookie. *final gets the callback's answer whatever happened. */
 int th_gateway_signin(th_client_t *c, const th_stack_t *s, const char *rd, const char *user,
                       const char *password, th_resp_t *final);
+/* Signs an admin in (who must be sent to /connect, having no live grant), follows the connect
+ * page's link, approves at sfsim and takes the callback: 0 when the gateway stored a grant. */
+int th_gateway_connect(th_client_t *c, const th_stack_t *s, const char *user,
+                       const char *password);
 /* GET s->url + path with the client's cookies; the status (0 when no answer). */
 long th_gateway_status(th_client_t *c, const th_stack_t *s, const char *path);
 

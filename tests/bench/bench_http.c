@@ -1,0 +1,429 @@
+/*
+ * The public listener under load, with wrk: prints tables, asserts nothing. scripts/bench
+ * builds what it needs and runs this; see README.md for this machine's figures.
+ *
+ * Environment: SCOPEGATE (the gateway measured), BASELINE_SCOPEGATE (optional: another build,
+ * measured in the same run for the ratio), SFSIM, SFSIM_DEMO_CFG, SG_SOURCE_ROOT (as the tests
+ * have them), BENCH_SECONDS (each wrk run, default 10), BENCH_LEVELS (connections, default
+ * "50,1000,10000").
+ *
+ * 1. GET /auth with a valid session at each level: requests/s and p99 of nginx answering
+ *    `return 200` (the ceiling), the gateway, and the baseline, all in the same run.
+ * 2. The same at 50 connections while 2,000 idle and 300 slowloris connections are held open,
+ *    and how long a new connection waits for its answer.
+ * 3. Sign-ins per second end to end against sfsim, and GET /v1/token (a cached token).
+ * 4. Memory: resident bytes per idle connection and per session.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define ADMIN_ID "0058d000002AdmiEAA"
+
+typedef struct {
+    double rps, p99_ms;
+    long errors; /* non-2xx answers and socket errors */
+} load_t;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int seconds(void)
+{
+    const char *s = getenv("BENCH_SECONDS");
+    return s && atoi(s) > 0 ? atoi(s) : 10;
+}
+
+/* wrk's "99%  12.34ms" into milliseconds. */
+static double to_ms(const char *v)
+{
+    double x = atof(v);
+    if (strstr(v, "us"))
+        return x / 1000;
+    if (strstr(v, "ms"))
+        return x;
+    if (strstr(v, "s"))
+        return x * 1000;
+    return x;
+}
+
+/* One wrk run: conns connections on 2 threads for seconds(), header may be NULL. */
+static load_t wrk(const char *url, int conns, const char *header)
+{
+    load_t l = {0};
+    char *cmd = th_fmt("wrk -t2 -c%d -d%ds --timeout 5s --latency %s%s%s '%s' 2>&1", conns,
+                       seconds(), header ? "-H '" : "", header ? header : "", header ? "'" : "",
+                       url);
+    FILE *p = cmd ? popen(cmd, "r") : NULL;
+    free(cmd);
+    if (!p)
+        return l;
+    char line[512];
+    while (fgets(line, sizeof line, p)) {
+        char v[64];
+        long a, b, c, d;
+        if (sscanf(line, " Requests/sec: %lf", &l.rps) == 1)
+            continue;
+        if (sscanf(line, " 99%% %63s", v) == 1)
+            l.p99_ms = to_ms(v);
+        else if (sscanf(line, " Non-2xx or 3xx responses: %ld", &a) == 1)
+            l.errors += a;
+        else if (sscanf(line, " Socket errors: connect %ld, read %ld, write %ld, timeout %ld", &a,
+                        &b, &c, &d) == 4)
+            l.errors += a + b + c + d;
+    }
+    pclose(p);
+    return l;
+}
+
+/* ---- nginx answering return 200 -------------------------------------------------------- */
+
+static pid_t nginx_pid;
+static char nginx_dir[64] = "/tmp/sg-bench-nginx-XXXXXX";
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    socklen_t n = sizeof a;
+    int port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &n) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static char *start_nginx(void)
+{
+    if (!mkdtemp(nginx_dir))
+        return NULL;
+    int port = free_port();
+    char *conf = th_fmt("%s/nginx.conf", nginx_dir);
+    FILE *f = conf ? fopen(conf, "w") : NULL;
+    if (!f) {
+        free(conf);
+        return NULL;
+    }
+    fprintf(f,
+            "worker_processes 2;\nworker_rlimit_nofile 20000;\ndaemon off;\npid %s/nginx.pid;\n"
+            "error_log %s/error.log;\nevents { worker_connections 16000; }\n"
+            "http { access_log off; client_body_temp_path %s; proxy_temp_path %s;\n"
+            "  fastcgi_temp_path %s; uwsgi_temp_path %s; scgi_temp_path %s;\n"
+            "  server { listen 127.0.0.1:%d; keepalive_requests 1000000;\n"
+            "    location / { return 200 \"ok\"; } } }\n",
+            nginx_dir, nginx_dir, nginx_dir, nginx_dir, nginx_dir, nginx_dir, nginx_dir, port);
+    fclose(f);
+    nginx_pid = fork();
+    if (nginx_pid == 0) {
+        execlp("nginx", "nginx", "-c", conf, "-p", nginx_dir, (char *)NULL);
+        _exit(127);
+    }
+    free(conf);
+    usleep(500 * 1000);
+    return th_fmt("http://127.0.0.1:%d/auth", port);
+}
+
+static void stop_nginx(void)
+{
+    if (nginx_pid > 0) {
+        kill(nginx_pid, SIGTERM);
+        waitpid(nginx_pid, NULL, 0);
+    }
+    char *cmd = th_fmt("rm -rf '%s'", nginx_dir);
+    if (cmd && system(cmd) != 0)
+        fprintf(stderr, "bench: could not remove %s\n", nginx_dir);
+    free(cmd);
+}
+
+/* ---- a gateway with a signed-in person -------------------------------------------------- */
+
+typedef struct {
+    th_stack_t s;
+    char cookie[200]; /* "Cookie: scopegate=..." */
+    int up;
+} gw_t;
+
+static int start_gateway(gw_t *g, const char *binary)
+{
+    memset(g, 0, sizeof(*g));
+    setenv("SCOPEGATE", binary, 1);
+    th_stack_opts_t o = {.provider_timeout = "10s"};
+    if (th_stack_start_opts(&g->s, &o))
+        return -1;
+    th_client_t *c = th_client_new();
+    th_resp_t fin;
+    memset(&fin, 0, sizeof fin);
+    int rc = c ? th_gateway_signin(c, &g->s, "/", TH_ALICE, "alice", &fin) : -1;
+    char *sid = rc == 0 ? th_client_cookie(c, TH_SESSION_COOKIE) : NULL;
+    if (sid)
+        snprintf(g->cookie, sizeof g->cookie, "Cookie: %s=%s", TH_SESSION_COOKIE, sid);
+    free(sid);
+    th_resp_free(&fin);
+    th_client_free(c);
+    g->up = g->cookie[0] != 0;
+    return g->up ? 0 : -1;
+}
+
+static long rss_kb(pid_t pid)
+{
+    char *path = th_fmt("/proc/%d/status", (int)pid);
+    FILE *f = path ? fopen(path, "r") : NULL;
+    free(path);
+    long kb = -1;
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+/* ---- abuse: idle and slowloris connections ------------------------------------------------ */
+
+static int dial(const char *url, const char *src)
+{
+    const char *colon = strrchr(url, ':');
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || !colon)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET}, to = {.sin_family = AF_INET};
+    inet_pton(AF_INET, src, &a.sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    to.sin_port = htons((uint16_t)atoi(colon + 1));
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        connect(fd, (struct sockaddr *)&to, sizeof to) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+typedef struct {
+    const char *url;
+    int *fds;
+    int n;
+    volatile int stop;
+} slow_t;
+
+static void *slowloris(void *arg)
+{
+    slow_t *s = arg;
+    while (!s->stop) {
+        for (int i = 0; i < s->n; i++) {
+            if (s->fds[i] < 0 && (s->fds[i] = dial(s->url, "127.0.0.3")) >= 0)
+                send(s->fds[i], "GET /auth HTTP/1.1\r\nHost: g\r\n", 29, MSG_NOSIGNAL);
+            if (s->fds[i] >= 0 && send(s->fds[i], "X-a: b\r\n", 8, MSG_NOSIGNAL) < 0) {
+                close(s->fds[i]);
+                s->fds[i] = -1; /* ended by the server: come back, as an attacker would */
+            }
+        }
+        for (int k = 0; k < 10 && !s->stop; k++)
+            usleep(100 * 1000);
+    }
+    return NULL;
+}
+
+/* The slowest of n fresh connections' GET /healthz, in milliseconds. */
+static double new_connection_ms(const char *url, int n)
+{
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        double t0 = now_s();
+        int fd = dial(url, "127.0.0.1");
+        if (fd < 0)
+            return -1;
+        send(fd, "GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n", 35, MSG_NOSIGNAL);
+        char buf[256];
+        ssize_t k = recv(fd, buf, sizeof buf, 0);
+        double ms = (now_s() - t0) * 1000;
+        close(fd);
+        if (k <= 0)
+            return -1;
+        worst = ms > worst ? ms : worst;
+        usleep(50 * 1000);
+    }
+    return worst;
+}
+
+/* ---- sign-ins and tokens ---------------------------------------------------------------- */
+
+typedef struct {
+    gw_t *g;
+    int n, ok;
+} signins_t;
+
+static void *signins(void *arg)
+{
+    signins_t *s = arg;
+    for (int i = 0; i < s->n; i++) {
+        th_client_t *c = th_client_new();
+        th_resp_t fin;
+        memset(&fin, 0, sizeof fin);
+        s->ok += c && th_gateway_signin(c, &s->g->s, "/", TH_ALICE, "alice", &fin) == 0;
+        th_resp_free(&fin);
+        th_client_free(c);
+    }
+    return NULL;
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const char *mine = getenv("SCOPEGATE"), *base = getenv("BASELINE_SCOPEGATE");
+    const char *levels_env = getenv("BENCH_LEVELS");
+    char levels_buf[128];
+    snprintf(levels_buf, sizeof levels_buf, "%s", levels_env ? levels_env : "50,1000,10000");
+    if (!mine) {
+        fprintf(stderr, "bench_http: set SCOPEGATE (scripts/bench does)\n");
+        return 2;
+    }
+    char *ceiling = start_nginx();
+    gw_t g, b;
+    if (!ceiling || start_gateway(&g, mine)) {
+        fprintf(stderr, "bench_http: nginx or the gateway did not start\n");
+        stop_nginx();
+        return 1;
+    }
+    int have_base = base && *base && start_gateway(&b, base) == 0;
+    if (base && *base && !have_base)
+        fprintf(stderr, "bench_http: the baseline gateway did not start; measuring without it\n");
+    char *auth = th_fmt("%s/auth", g.s.url);
+    char *bauth = have_base ? th_fmt("%s/auth", b.s.url) : NULL;
+
+    printf("\nGET /auth with a valid session, keep-alive, wrk -t2, %d s each\n", seconds());
+    printf("%-12s %12s %9s | %12s %9s %7s | %12s %9s %9s\n", "connections", "nginx req/s",
+           "p99 ms", "gateway", "p99 ms", "/nginx", "baseline", "p99 ms", "gw/base");
+    for (char *save = NULL, *lv = strtok_r(levels_buf, ",", &save); lv;
+         lv = strtok_r(NULL, ",", &save)) {
+        int c = atoi(lv);
+        load_t n = wrk(ceiling, c, NULL);
+        load_t m = wrk(auth, c, g.cookie);
+        load_t o = have_base ? wrk(bauth, c, b.cookie) : (load_t){0};
+        printf("%-12d %12.0f %9.2f | %12.0f %9.2f %6.0f%% |", c, n.rps, n.p99_ms, m.rps, m.p99_ms,
+               n.rps > 0 ? 100 * m.rps / n.rps : 0);
+        if (have_base)
+            printf(" %12.0f %9.2f %8.2fx", o.rps, o.p99_ms, o.rps > 0 ? m.rps / o.rps : 0);
+        else
+            printf(" %12s %9s %9s", "-", "-", "-");
+        if (m.errors || o.errors)
+            printf("   (errors: gateway %ld, baseline %ld)", m.errors, o.errors);
+        printf("\n");
+        fflush(stdout);
+    }
+
+    /* Under abuse. */
+    printf("\nThe same at 50 connections beside 2,000 idle and 300 slowloris connections\n");
+    printf("%-10s %12s %9s %22s\n", "gateway", "req/s", "p99 ms", "new connection (max ms)");
+    gw_t *which[2] = {&g, have_base ? &b : NULL};
+    const char *names[2] = {"gateway", "baseline"};
+    for (int w = 0; w < 2 && which[w]; w++) {
+        int idle[2000];
+        for (int i = 0; i < 2000; i++)
+            idle[i] = dial(which[w]->s.url, "127.0.0.2");
+        int sfds[300];
+        for (int i = 0; i < 300; i++)
+            sfds[i] = -1;
+        slow_t sl = {.url = which[w]->s.url, .fds = sfds, .n = 300};
+        pthread_t th;
+        pthread_create(&th, NULL, slowloris, &sl);
+        usleep(1000 * 1000);
+        char *u = th_fmt("%s/auth", which[w]->s.url);
+        load_t m = wrk(u, 50, which[w]->cookie);
+        double fresh = new_connection_ms(which[w]->s.url, 20);
+        sl.stop = 1;
+        pthread_join(th, NULL);
+        printf("%-10s %12.0f %9.2f %22.1f%s\n", names[w], m.rps, m.p99_ms, fresh,
+               fresh < 0 ? "  (no answer)" : "");
+        for (int i = 0; i < 2000; i++)
+            if (idle[i] >= 0)
+                close(idle[i]);
+        for (int i = 0; i < 300; i++)
+            if (sfds[i] >= 0)
+                close(sfds[i]);
+        free(u);
+        fflush(stdout);
+    }
+
+    /* Memory: idle connections, then sessions. */
+    long before = rss_kb(g.s.gw.pid);
+    int idle[5000];
+    for (int i = 0; i < 5000; i++)
+        idle[i] = dial(g.s.url, "127.0.0.2");
+    usleep(500 * 1000);
+    long with_idle = rss_kb(g.s.gw.pid);
+    for (int i = 0; i < 5000; i++)
+        if (idle[i] >= 0)
+            close(idle[i]);
+
+    /* Sign-ins per second, 4 browsers at a time; the sessions they leave measure memory. */
+    usleep(500 * 1000);
+    long before_sessions = rss_kb(g.s.gw.pid);
+    signins_t si[4];
+    pthread_t th[4];
+    double t0 = now_s();
+    for (int i = 0; i < 4; i++) {
+        si[i] = (signins_t){.g = &g, .n = 250};
+        pthread_create(&th[i], NULL, signins, &si[i]);
+    }
+    int ok = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ok += si[i].ok;
+    }
+    double took = now_s() - t0;
+    long after_sessions = rss_kb(g.s.gw.pid);
+
+    /* GET /v1/token with a cached access token. */
+    th_client_t *admin = th_client_new();
+    load_t tok = {0};
+    char *key = th_stack_internal_key(&g.s);
+    if (admin && key && th_gateway_connect(admin, &g.s, TH_ADMIN, "admin") == 0) {
+        char *turl = th_fmt("%s/v1/token?user=%s", g.s.internal_url, ADMIN_ID);
+        char *hdr = th_fmt("Authorization: Bearer %s", key);
+        tok = wrk(turl, 50, hdr);
+        free(turl);
+        free(hdr);
+    }
+    th_client_free(admin);
+    free(key);
+
+    printf("\nEnd to end and memory (the gateway measured)\n");
+    printf("sign-ins per second (4 browsers, through sfsim): %.1f (%d of 1000 in %.1f s)\n",
+           ok / took, ok, took);
+    printf("GET /v1/token, cached, 50 connections: %.0f req/s, p99 %.2f ms%s\n", tok.rps,
+           tok.p99_ms, tok.rps > 0 ? "" : "  (no grant could be connected)");
+    printf("resident memory per idle connection: %.1f KiB (5,000 open: %ld -> %ld KiB)\n",
+           (with_idle - before) / 5000.0, before, with_idle);
+    printf("resident memory per session: %.2f KiB (%d sign-ins: %ld -> %ld KiB)\n",
+           ok ? (after_sessions - before_sessions) / (double)ok : 0.0, ok, before_sessions,
+           after_sessions);
+
+    th_stack_stop(&g.s);
+    if (have_base)
+        th_stack_stop(&b.s);
+    stop_nginx();
+    free(ceiling);
+    free(auth);
+    free(bauth);
+    return 0;
+}
