@@ -26,7 +26,7 @@ PUBLIC = {"rc": "base", "buf": "base", "log": "base", "duration": "base", "text"
           "vault": "vault", "policy": "policy"}
 # Private headers, by file name -> their module.
 PRIVATE = {"oidc_int.h": "oidc", "vault_int.h": "vault", "gateway.h": "web", "serve.h": "web",
-           "cli.h": "cli", "policy_int.h": "policy", "sim.h": "sfsim", "soql.h": "sfsim"}
+           "cli.h": "cli", "policy_int.h": "policy", "http_server_int.h": "net", "sim.h": "sfsim", "soql.h": "sfsim"}
 
 
 def module_of(rel):
