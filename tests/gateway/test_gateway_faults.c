@@ -46,7 +46,6 @@ static const char policy[] =
     ");\n";
 
 /* Signed in before any fault, by the group setup: the session that must keep working. */
-static th_client_t *resident;
 
 /* ---- the callback in a thread, so the test can look around while it hangs ------------ */
 
@@ -73,7 +72,7 @@ static void *call_callback(void *arg)
 static void expect_gateway_serving(const char *when)
 {
     double t0 = now_s();
-    th_resp_t *a = gw_get(resident, "/auth");
+    th_resp_t *a = gw_get(gw_resident, "/auth");
     double ta = now_s() - t0;
     CHECK(a->status == 200, "%s: the existing session's /auth answered %ld, expected 200", when,
           a->status);
@@ -109,8 +108,8 @@ static counts_t read_counts(const char *endpoint)
     return c;
 }
 
-/* Runs one fault through a sign-in and checks that it ends in an error page and no session; *delta (when not NULL) gets how
- * the metrics moved over the failed sign-in. */
+/* Runs one fault through a sign-in and checks that it ends in an error page and no session; *delta
+ * (when not NULL) gets how the metrics moved over the failed sign-in. */
 static void fault_case(const char *endpoint, const char *mode, counts_t *delta)
 {
     const char *what = FMT("%s fault \"%s\"", endpoint, mode);
@@ -144,7 +143,7 @@ static void fault_case(const char *endpoint, const char *mode, counts_t *delta)
             break;
         th_resp_t a, h;
         double t0 = now_s();
-        long as = th_get(resident, FMT("%s/auth", GW.url), &a) == 0 ? a.status : 0;
+        long as = th_get(gw_resident, FMT("%s/auth", GW.url), &a) == 0 ? a.status : 0;
         double ta = now_s() - t0;
         long hs = th_get(NULL, FMT("%s/healthz", GW.url), &h) == 0 ? h.status : 0;
         th_resp_free(&a);
@@ -253,27 +252,7 @@ static int group_setup(void **state)
 {
     (void)state;
     th_stack_opts_t o = {.policy = policy, .provider_timeout = "2s"};
-    if (th_stack_start_opts(&GW, &o)) {
-        fprintf(stderr, "the stack (sfsim and the gateway) did not start; no test ran\n");
-        return -1;
-    }
-    resident = th_client_new();
-    th_resp_t fin;
-    memset(&fin, 0, sizeof fin);
-    int rc = resident ? th_gateway_signin(resident, &GW, "/", TH_ADMIN, "admin", &fin) : -1;
-    th_resp_free(&fin);
-    if (rc) {
-        fprintf(stderr, "the resident admin could not sign in; no test ran\n");
-        return -1;
-    }
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    th_client_free(resident);
-    resident = NULL;
-    return gw_group_teardown(state);
+    return gw_start_with_resident(&o);
 }
 
 #define T(name) cmocka_unit_test_setup_teardown(name, gw_setup, gw_teardown)
@@ -292,5 +271,5 @@ int main(void)
         T(test_metrics_count_provider_failures),
     };
     return cmocka_run_group_tests_name("gateway provider faults", tests, group_setup,
-                                       group_teardown);
+                                       gw_group_teardown);
 }

@@ -46,8 +46,6 @@
 #define REQUEST_TIMEOUT_S 2
 #define IDLE_TIMEOUT_S    4
 
-static th_client_t *resident; /* a real person signed in before the abuse starts */
-
 /* ---- raw connections ---------------------------------------------------------------------- */
 
 static unsigned gw_port(void)
@@ -131,7 +129,7 @@ static void close_all(int *fds, size_t n)
 static void expect_auth_answers(const char *during)
 {
     double t0 = now_s();
-    th_resp_t *r = gw_get(resident, "/auth");
+    th_resp_t *r = gw_get(gw_resident, "/auth");
     double took = now_s() - t0;
     CHECK(r->status == 200, "%s: /auth for a signed-in person answered %ld, expected 200", during,
           r->status);
@@ -460,27 +458,7 @@ static int group_setup(void **state)
     const char *limits = "limits = { request_timeout = \"2s\"; idle_timeout = \"4s\"; "
                          "workers = 256; max_connections_per_client = 2500; };\n";
     th_stack_opts_t o = {.provider_timeout = "15s", .extra_config = limits};
-    if (th_stack_start_opts(&GW, &o)) {
-        fprintf(stderr, "the stack (sfsim and the gateway) did not start; no test ran\n");
-        return -1;
-    }
-    resident = th_client_new();
-    th_resp_t fin;
-    memset(&fin, 0, sizeof fin);
-    int rc = resident ? th_gateway_signin(resident, &GW, "/", TH_ADMIN, "admin", &fin) : -1;
-    th_resp_free(&fin);
-    if (rc) {
-        fprintf(stderr, "the resident admin could not sign in; no test ran\n");
-        return -1;
-    }
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    th_client_free(resident);
-    resident = NULL;
-    return gw_group_teardown(state);
+    return gw_start_with_resident(&o);
 }
 
 #define T(name) cmocka_unit_test_setup_teardown(name, gw_setup, gw_teardown)
@@ -496,5 +474,5 @@ int main(void)
         T(test_connections_per_client_are_capped),
     };
     return cmocka_run_group_tests_name("the public listener under abuse", tests, group_setup,
-                                       group_teardown);
+                                       gw_group_teardown);
 }

@@ -268,10 +268,34 @@ static inline int gw_teardown(void **state)
     return 0;
 }
 
+/* A person signed in before the tests begin, whose session must outlive what they do. */
+static th_client_t *gw_resident;
+
+/* Starts GW with o and signs the resident admin in: 0, or -1 (said on stderr). */
+static inline int gw_start_with_resident(const th_stack_opts_t *o)
+{
+    if (th_stack_start_opts(&GW, o)) {
+        fprintf(stderr, "the stack (sfsim and the gateway) did not start; no test ran\n");
+        return -1;
+    }
+    gw_resident = th_client_new();
+    th_resp_t fin;
+    memset(&fin, 0, sizeof fin);
+    int rc = gw_resident ? th_gateway_signin(gw_resident, &GW, "/", TH_ADMIN, "admin", &fin) : -1;
+    th_resp_free(&fin);
+    if (rc) {
+        fprintf(stderr, "the resident admin could not sign in; no test ran\n");
+        return -1;
+    }
+    return 0;
+}
+
 static inline int gw_group_teardown(void **state)
 {
     (void)state;
     gw_free_kept();
+    th_client_free(gw_resident);
+    gw_resident = NULL;
     if (th_stack_stop(&GW) != 0) {
         fprintf(stderr, "the stack did not stop cleanly: the gateway and sfsim must exit 0 "
                         "after SIGTERM (see above)\n");
