@@ -18,8 +18,8 @@
 #include "scopegate/log.h"
 
 static const char *const limit_names[NLIMITS] = {"connections", "per_client", "request_time",
-                                             "idle",        "uri",        "params",
-                                             "body",        "waiting",    "waiting_client"};
+                                                 "idle",        "uri",        "params",
+                                                 "body",        "waiting",    "waiting_client"};
 
 static const char *const limit_words[NLIMITS] = {
     "connections refused: max_conns open",
@@ -42,6 +42,20 @@ double hs_monotonic(void)
 long long hs_now_ms(void)
 {
     return (long long)(hs_monotonic() * 1000);
+}
+
+void hs_peer_text(struct MHD_Connection *conn, char *out, size_t len)
+{
+    out[0] = '\0';
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                  (socklen_t)len);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                  (socklen_t)len);
 }
 
 int hs_is_trusted(const sg_httpd_t *d, const char *ip)
@@ -141,17 +155,8 @@ void hs_on_connection(void *cls, struct MHD_Connection *conn, void **socket_cont
             return;
         const union MHD_ConnectionInfo *fi =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        const union MHD_ConnectionInfo *ai =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         c->fd = fi ? fi->connect_fd : -1;
-        if (ai && ai->client_addr && ai->client_addr->sa_family == AF_INET)
-            inet_ntop(AF_INET,
-                      &((const struct sockaddr_in *)(const void *)ai->client_addr)->sin_addr,
-                      c->peer, sizeof(c->peer));
-        else if (ai && ai->client_addr && ai->client_addr->sa_family == AF_INET6)
-            inet_ntop(AF_INET6,
-                      &((const struct sockaddr_in6 *)(const void *)ai->client_addr)->sin6_addr,
-                      c->peer, sizeof(c->peer));
+        hs_peer_text(conn, c->peer, sizeof(c->peer));
         atomic_store(&c->state, C_IDLE);
         atomic_store(&c->deadline_ms, hs_now_ms() + d->opts.idle_timeout_ms);
         int refuse = 0;

@@ -24,7 +24,6 @@ static void *worker_main(void *arg)
         req_box_t *b = hs_box_of(j->r);
         free(j);
         d->opts.handler(d->opts.app, &b->r, &b->park.w);
-        atomic_store(&b->park.ready, 1);
 
         pthread_mutex_lock(&d->qmu);
         d->busy--;

@@ -11,9 +11,9 @@
  * Deadlines: libmicrohttpd's own timeout is an idle timeout that every received byte resets,
  * so a client sending a byte now and then would hold its connection for ever. The server keeps
  * its own record of each connection (sg_httpd_conn_t: state and deadline) and a sweeper
- * thread (http_limits.c) that ends the connections past their deadline: it claims the connection (an atomic
- * state change, which the event thread's own claim can never overlap), writes a 408 when a
- * request was under way, and shuts the socket down; libmicrohttpd then sees the connection end
+ * thread (http_limits.c) that ends the connections past their deadline: it claims the connection
+ * (an atomic state change, which the event thread's own claim can never overlap), writes a 408 when
+ * a request was under way, and shuts the socket down; libmicrohttpd then sees the connection end
  * and cleans it up. The record is unlinked under the list's mutex in libmicrohttpd's close
  * notification, which it calls before it closes the socket, so the sweeper never touches a
  * socket number that has been reused.
@@ -194,17 +194,11 @@ static void *begin_request(void *cls, const char *uri, struct MHD_Connection *co
         if (r->raw_query && sg_form_parse(r->raw_query, strlen(r->raw_query), &r->query))
             r->query_bad = 1;
     }
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (ci && ci->client_addr) {
-        const struct sockaddr *sa = ci->client_addr;
-        if (sa->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
-                      r->peer_ip, sizeof(r->peer_ip));
-        else if (sa->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
-                      r->peer_ip, sizeof(r->peer_ip));
-    }
+    /* The peer is the connection's, found once when it opened. */
+    if (r->sock)
+        memcpy(r->peer_ip, r->sock->peer, sizeof(r->peer_ip));
+    else
+        hs_peer_text(conn, r->peer_ip, sizeof(r->peer_ip));
     resp_init(&b->park.w);
     if (!r->path) {
         free(r->raw_query);

@@ -75,8 +75,7 @@ typedef struct job {
 /* What a parked request carries between the event thread and its worker. */
 typedef struct {
     sg_resp_t w;
-    int parked; /* handed to the pool; on_request answers w when it is called again */
-    atomic_int ready;
+    int parked;  /* handed to the pool; on_request answers w when it is called again */
     int counted; /* counted in the pool's per-client waiting */
 } park_t;
 
@@ -124,6 +123,8 @@ static inline req_box_t *hs_box_of(sg_req_t *r)
 double hs_monotonic(void);
 long long hs_now_ms(void);
 int hs_is_trusted(const sg_httpd_t *d, const char *ip);
+/* The connection's peer address as text ("" when unknown). */
+void hs_peer_text(struct MHD_Connection *conn, char *out, size_t len);
 /* Adds one for ip unless it already has limit (0: no limit): 1 when added. */
 int hs_clients_take(clients_t *c, const char *ip, unsigned limit);
 void hs_clients_give(clients_t *c, const char *ip);

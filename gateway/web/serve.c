@@ -99,8 +99,8 @@ static const route_t *find_route(const route_t *routes, const sg_req_t *r, int *
 
 static void dispatch(sg_gateway_t *gw, const route_t *routes, sg_req_t *r, sg_resp_t *w)
 {
-    int path_known;
-    const route_t *rt = find_route(routes, r, &path_known);
+    int path_known = 1;
+    const route_t *rt = r->app_route ? r->app_route : find_route(routes, r, &path_known);
     if (rt) {
         rt->fn(gw, r, w);
         return;
@@ -143,19 +143,21 @@ static int all_discovered(sg_gateway_t *gw)
     return 1;
 }
 
-static int route_waits(sg_gateway_t *gw, const route_t *routes, const sg_req_t *r)
+/* Looks the route up once: dispatch() takes it from r->app_route. */
+static int route_waits(sg_gateway_t *gw, const route_t *routes, sg_req_t *r)
 {
     int path_known;
     const route_t *rt = find_route(routes, r, &path_known);
+    r->app_route = rt;
     return rt && (rt->waits == ALWAYS || (rt->waits == DISCOVERY && !all_discovered(gw)));
 }
 
-static int public_waits(void *app, const sg_req_t *r)
+static int public_waits(void *app, sg_req_t *r)
 {
     return route_waits(app, public_routes, r);
 }
 
-static int internal_waits(void *app, const sg_req_t *r)
+static int internal_waits(void *app, sg_req_t *r)
 {
     return route_waits(app, internal_routes, r);
 }

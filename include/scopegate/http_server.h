@@ -53,7 +53,8 @@ typedef struct {
     char peer_ip[64];
     char client_ip[64]; /* the client as trusted_proxies and X-Forwarded-For say; else peer_ip */
     char request_id[24];
-    double started; /* monotonic seconds */
+    double started;        /* monotonic seconds */
+    const void *app_route; /* the app's own note, from its waits callback to its handler */
 } sg_req_t;
 
 typedef struct {
@@ -80,8 +81,9 @@ typedef struct {
     /* Called when the response is sent or the request failed; may be NULL (logging). */
     void (*done)(void *app, const sg_req_t *req, unsigned status);
     /* May the handler wait on the network for this request? Such requests run on the worker
-     * pool. NULL: none does. Called on an event thread: it must not wait itself. */
-    int (*waits)(void *app, const sg_req_t *req);
+     * pool. NULL: none does. Called on an event thread, before the handler: it must not wait
+     * itself, and may keep what it looked up in req->app_route for the handler. */
+    int (*waits)(void *app, sg_req_t *req);
     /* Fills the answer to a request the server refuses itself (status 400, 413, 414, 429,
      * 503; what says why in a few words): a page for browsers, JSON for programs. NULL: JSON
      * {"error":"invalid_request"|"busy","error_description":what}. Called on an event thread. */
@@ -90,16 +92,16 @@ typedef struct {
     int thread_per_connection; /* every handler may wait (sfsim): no event threads, no pool */
 
     /* Limits; 0 means the default in parentheses. */
-    unsigned threads;             /* event threads (the number of CPUs, at most 8) */
-    unsigned workers;             /* worker threads for handlers that wait (32) */
-    unsigned max_waiting;         /* requests parked for a worker, at most (1000) */
-    unsigned max_waiting_per_client; /* ... of one client (none) */
-    unsigned max_conns;           /* open connections (20000; lowered to what the process's
-                                     open-file limit allows) */
-    unsigned max_conns_per_client; /* ... from one address (none); peers in trusted_proxies
-                                      are not limited */
-    long request_timeout_ms;      /* request line to the end of the body (10000) */
-    long idle_timeout_ms;         /* a connection without a request in progress (30000) */
+    unsigned threads;                   /* event threads (the number of CPUs, at most 8) */
+    unsigned workers;                   /* worker threads for handlers that wait (32) */
+    unsigned max_waiting;               /* requests parked for a worker, at most (1000) */
+    unsigned max_waiting_per_client;    /* ... of one client (none) */
+    unsigned max_conns;                 /* open connections (20000; lowered to what the process's
+                                           open-file limit allows) */
+    unsigned max_conns_per_client;      /* ... from one address (none); peers in trusted_proxies
+                                           are not limited */
+    long request_timeout_ms;            /* request line to the end of the body (10000) */
+    long idle_timeout_ms;               /* a connection without a request in progress (30000) */
     const char *const *trusted_proxies; /* addresses, NULL-terminated; NULL: none */
 } sg_httpd_opts_t;
 
