@@ -34,6 +34,7 @@
 #include <libconfig.h>
 
 #include "harness.h"
+#include "th_check.h"
 #include "webdriver.h"
 
 #define SIGNIN        "demo-signin"
@@ -51,74 +52,6 @@ static th_proc_t sim;
 static wd_driver_t *drv;
 static char *config_path; /* the temporary copy of demo.cfg */
 
-/* ---- failing with a message ---------------------------------------------------------- */
-
-static void failf(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), noreturn));
-static void failf(const char *file, int line, const char *fmt, ...)
-{
-    char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    print_error("%s\n", msg);
-    _fail(file, line);
-    abort(); /* _fail does not return; this tells the compiler so */
-}
-#define FAILF(...) failf(__FILE__, __LINE__, __VA_ARGS__)
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            FAILF(__VA_ARGS__);                                                                    \
-    } while (0)
-
-/* ---- per-test memory: a failing assertion jumps out, teardown frees ------------------- */
-
-#define MAX_KEPT 256
-static struct {
-    void *ptr;
-    int is_json;
-} kept[MAX_KEPT];
-static size_t nkept;
-
-static void *keep(void *ptr, int is_json)
-{
-    if (!ptr)
-        return NULL;
-    if (nkept == MAX_KEPT) {
-        if (is_json)
-            cJSON_Delete(ptr);
-        else
-            free(ptr);
-        FAILF("test keeps more than %d allocations", MAX_KEPT);
-    }
-    kept[nkept].ptr = ptr;
-    kept[nkept].is_json = is_json;
-    nkept++;
-    return ptr;
-}
-
-static char *keep_str(char *s)
-{
-    return keep(s, 0);
-}
-
-static cJSON *keep_json(cJSON *j)
-{
-    return keep(j, 1);
-}
-
-static void free_kept(void)
-{
-    while (nkept > 0) {
-        nkept--;
-        if (kept[nkept].is_json)
-            cJSON_Delete(kept[nkept].ptr);
-        else
-            free(kept[nkept].ptr);
-    }
-}
 
 /* ---- the callback listener ---------------------------------------------------------------
  * Stands in for the app behind redirect_uri: accepts any number of connections on a free
@@ -720,7 +653,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    free_kept();
+    th_free_kept();
     return wd_session_delete(drv);
 }
 

@@ -80,7 +80,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    gw_free_kept();
+    th_free_kept();
     int rc = 0;
     if (STARTED && th_stack_stop(&GW) != 0) {
         fprintf(stderr, "the stack did not stop cleanly (see above)\n");

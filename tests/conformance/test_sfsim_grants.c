@@ -21,6 +21,7 @@
 #include <openssl/evp.h>
 
 #include "harness.h"
+#include "th_check.h"
 #include "scopegate/jose.h"
 
 #define API            "demo-api"
@@ -40,49 +41,6 @@ static th_proc_t sim;
 static EVP_PKEY *jwt_key;     /* tests/sfsim/jwt-demo.key: the key of demo-jwt's certificate */
 static EVP_PKEY *foreign_key; /* a key sfsim has never seen */
 
-/* ---- per-test memory ------------------------------------------------------------------- */
-
-#define MAX_KEPT 1024
-static struct {
-    void *ptr;
-    int is_json;
-} kept[MAX_KEPT];
-static size_t nkept;
-
-static void *keep(void *ptr, int is_json)
-{
-    if (!ptr)
-        return NULL;
-    if (nkept == MAX_KEPT) {
-        print_error("test keeps more than %d allocations\n", MAX_KEPT);
-        _fail(__FILE__, __LINE__);
-    }
-    kept[nkept].ptr = ptr;
-    kept[nkept].is_json = is_json;
-    nkept++;
-    return ptr;
-}
-
-static char *keep_str(char *s)
-{
-    return keep(s, 0);
-}
-
-static cJSON *keep_json(cJSON *j)
-{
-    return keep(j, 1);
-}
-
-static void free_kept(void)
-{
-    while (nkept > 0) {
-        nkept--;
-        if (kept[nkept].is_json)
-            cJSON_Delete(kept[nkept].ptr);
-        else
-            free(kept[nkept].ptr);
-    }
-}
 
 /* ---- failure reporting --------------------------------------------------------------- */
 
@@ -493,7 +451,7 @@ static int reset(void **state)
 static int cleanup(void **state)
 {
     (void)state;
-    free_kept();
+    th_free_kept();
     return 0;
 }
 

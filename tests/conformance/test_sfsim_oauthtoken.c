@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "th_check.h"
 
 #define API            "demo-api"
 #define API_NAME       "scopegate API"      /* demo-api's AppName */
@@ -39,52 +40,16 @@ static const char *cur_base; /* the sfsim a test talks to */
 static th_proc_t second;
 static char second_dir[512], second_cfg[600];
 
-/* ---- per-test memory and the tokens no answer may contain ------------------------------- */
-
-#define MAX_KEPT 1024
-static struct {
-    void *ptr;
-    int is_json;
-} kept[MAX_KEPT];
-static size_t nkept;
+/* ---- the tokens no answer may contain -------------------------------------------------- */
 
 #define MAX_SECRETS 64
 static const char *secrets[MAX_SECRETS]; /* refresh and access tokens issued in this test */
 static size_t nsecrets;
 
-static void *keep(void *ptr, int is_json)
-{
-    if (!ptr)
-        return NULL;
-    if (nkept == MAX_KEPT) {
-        print_error("test keeps more than %d allocations\n", MAX_KEPT);
-        _fail(__FILE__, __LINE__);
-    }
-    kept[nkept].ptr = ptr;
-    kept[nkept].is_json = is_json;
-    nkept++;
-    return ptr;
-}
-
-static char *keep_str(char *s)
-{
-    return keep(s, 0);
-}
-
-static cJSON *keep_json(cJSON *j)
-{
-    return keep(j, 1);
-}
-
+/* The test's memory (th_check.h) and its secrets, after each test. */
 static void free_kept(void)
 {
-    while (nkept > 0) {
-        nkept--;
-        if (kept[nkept].is_json)
-            cJSON_Delete(kept[nkept].ptr);
-        else
-            free(kept[nkept].ptr);
-    }
+    th_free_kept();
     nsecrets = 0;
 }
 

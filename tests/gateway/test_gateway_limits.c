@@ -364,8 +364,8 @@ static void test_slow_provider_slows_only_the_sign_ins(void **state)
     slow_t *s = calloc(SLOW_SIGNINS, sizeof(slow_t));
     pthread_t *th = calloc(SLOW_SIGNINS, sizeof(pthread_t));
     CHECK(s && th, "out of memory");
-    gw_keep(s, KEPT_STR);
-    gw_keep(th, KEPT_STR);
+    th_keep(s, KEPT_STR);
+    th_keep(th, KEPT_STR);
     for (int i = 0; i < SLOW_SIGNINS; i++) {
         s[i].c = browser();
         s[i].cb = keep_str(th_gateway_authorize(s[i].c, &GW, "/", TH_ALICE, "alice", NULL));

@@ -163,7 +163,7 @@ static void test_notices_and_method_answers(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    gw_free_kept();
+    th_free_kept();
     int rc = th_stack_stop(&GW);
     memset(&GW, 0, sizeof GW);
     return rc;

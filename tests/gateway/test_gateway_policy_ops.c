@@ -83,7 +83,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    gw_free_kept();
+    th_free_kept();
     int rc = 0;
     if (STARTED && th_stack_stop(&GW) != 0) {
         fprintf(stderr, "the stack did not stop cleanly: the gateway and sfsim must exit 0 "

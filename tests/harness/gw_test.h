@@ -16,98 +16,21 @@
 #include <time.h>
 
 #include "harness.h"
+#include "th_check.h"
 
 static th_stack_t GW;
-
-/* ---- failing with a message ------------------------------------------------------------- */
-
-static inline void gw_failf(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), noreturn));
-static inline void gw_failf(const char *file, int line, const char *fmt, ...)
-{
-    char msg[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    print_error("%s\n", msg);
-    _fail(file, line);
-    abort(); /* _fail does not return; this tells the compiler so */
-}
-#define FAILF(...) gw_failf(__FILE__, __LINE__, __VA_ARGS__)
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            FAILF(__VA_ARGS__);                                                                    \
-    } while (0)
-
-/* ---- per-test memory -------------------------------------------------------------------- */
-
-enum { KEPT_STR, KEPT_JSON, KEPT_RESP, KEPT_CLIENT };
-#define GW_MAX_KEPT 4096
-static struct {
-    void *ptr;
-    int kind;
-} gw_kept[GW_MAX_KEPT];
-static size_t gw_nkept;
-
-static inline void gw_release(void *ptr, int kind)
-{
-    if (kind == KEPT_JSON) {
-        cJSON_Delete(ptr);
-    } else if (kind == KEPT_RESP) {
-        th_resp_free(ptr);
-        free(ptr);
-    } else if (kind == KEPT_CLIENT) {
-        th_client_free(ptr);
-    } else {
-        free(ptr);
-    }
-}
-
-static inline void *gw_keep(void *ptr, int kind)
-{
-    if (!ptr)
-        return NULL;
-    if (gw_nkept == GW_MAX_KEPT) {
-        gw_release(ptr, kind);
-        FAILF("a test keeps more than %d allocations", GW_MAX_KEPT);
-    }
-    gw_kept[gw_nkept].ptr = ptr;
-    gw_kept[gw_nkept].kind = kind;
-    gw_nkept++;
-    return ptr;
-}
-
-static inline void gw_free_kept(void)
-{
-    while (gw_nkept > 0) {
-        gw_nkept--;
-        gw_release(gw_kept[gw_nkept].ptr, gw_kept[gw_nkept].kind);
-    }
-}
-
-static inline char *keep_str(char *s)
-{
-    return gw_keep(s, KEPT_STR);
-}
-
-static inline cJSON *keep_json(cJSON *j)
-{
-    return gw_keep(j, KEPT_JSON);
-}
 
 /* A fresh browser (its own cookie jar), freed after the test. */
 static inline th_client_t *browser(void)
 {
-    th_client_t *c = gw_keep(th_client_new(), KEPT_CLIENT);
+    th_client_t *c = th_keep(th_client_new(), KEPT_CLIENT);
     CHECK(c != NULL, "could not make an HTTP client");
     return c;
 }
 
 static inline th_resp_t *new_resp(void)
 {
-    th_resp_t *r = gw_keep(calloc(1, sizeof(th_resp_t)), KEPT_RESP);
+    th_resp_t *r = th_keep(calloc(1, sizeof(th_resp_t)), KEPT_RESP);
     CHECK(r != NULL, "out of memory");
     return r;
 }
@@ -264,7 +187,7 @@ static inline int gw_setup(void **state)
 static inline int gw_teardown(void **state)
 {
     (void)state;
-    gw_free_kept();
+    th_free_kept();
     return 0;
 }
 
@@ -293,7 +216,7 @@ static inline int gw_start_with_resident(const th_stack_opts_t *o)
 static inline int gw_group_teardown(void **state)
 {
     (void)state;
-    gw_free_kept();
+    th_free_kept();
     th_client_free(gw_resident);
     gw_resident = NULL;
     if (th_stack_stop(&GW) != 0) {

@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "th_check.h"
 #include "scopegate/http.h"
 
 #ifndef NGINX_BIN
@@ -87,76 +88,6 @@ static proxy_t nginx_proxy = {
 static proxy_t caddy_proxy = {
     .name = "caddy", .template = "Caddyfile.in", .conf_name = "Caddyfile"};
 
-/* ---- failing with a message ---------------------------------------------------------- */
-
-static void failf(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), noreturn));
-static void failf(const char *file, int line, const char *fmt, ...)
-{
-    char msg[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    print_error("%s\n", msg);
-    _fail(file, line);
-    abort(); /* _fail does not return; this tells the compiler so */
-}
-#define FAILF(...) failf(__FILE__, __LINE__, __VA_ARGS__)
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            FAILF(__VA_ARGS__);                                                                    \
-    } while (0)
-
-/* ---- per-test memory: a failing assertion jumps out, teardown frees ------------------- */
-
-enum { KEPT_STR, KEPT_RESP, KEPT_CLIENT };
-#define MAX_KEPT 256
-static struct {
-    void *ptr;
-    int kind;
-} kept[MAX_KEPT];
-static size_t nkept;
-
-static void release(void *ptr, int kind)
-{
-    if (kind == KEPT_RESP) {
-        th_resp_free(ptr);
-        free(ptr);
-    } else if (kind == KEPT_CLIENT) {
-        th_client_free(ptr);
-    } else {
-        free(ptr);
-    }
-}
-
-static void *keep(void *ptr, int kind)
-{
-    if (!ptr)
-        return NULL;
-    if (nkept == MAX_KEPT) {
-        release(ptr, kind);
-        FAILF("test keeps more than %d allocations", MAX_KEPT);
-    }
-    kept[nkept].ptr = ptr;
-    kept[nkept].kind = kind;
-    nkept++;
-    return ptr;
-}
-
-static char *keep_str(char *s)
-{
-    return keep(s, KEPT_STR);
-}
-
-static void free_kept(void)
-{
-    while (nkept > 0) {
-        nkept--;
-        release(kept[nkept].ptr, kept[nkept].kind);
-    }
-}
 
 static long now_ms(void)
 {
@@ -681,7 +612,7 @@ static int proxy_up(proxy_t *p)
 
 static th_client_t *browser(void)
 {
-    th_client_t *c = keep(th_client_new(), KEPT_CLIENT);
+    th_client_t *c = th_keep(th_client_new(), KEPT_CLIENT);
     CHECK(c != NULL, "could not make an HTTP client");
     return c;
 }
@@ -690,7 +621,7 @@ static th_client_t *browser(void)
 static th_resp_t *req(th_client_t *c, const char *method, const char *url, const char *form,
                       const char *const *extra)
 {
-    th_resp_t *r = keep(calloc(1, sizeof *r), KEPT_RESP);
+    th_resp_t *r = th_keep(calloc(1, sizeof *r), KEPT_RESP);
     CHECK(r != NULL, "out of memory");
     int rc =
         th_http(c, method, url, form ? "application/x-www-form-urlencoded" : NULL, form, extra, r);
@@ -748,7 +679,7 @@ static void sign_in(const proxy_t *p, th_client_t *c, const char *path, const ch
           "%s: expected redirect_uri=%s (public_url is the proxy), got %s", p->name, callback,
           redirect_uri ? redirect_uri : "(none)");
 
-    th_resp_t *fin = keep(calloc(1, sizeof *fin), KEPT_RESP);
+    th_resp_t *fin = th_keep(calloc(1, sizeof *fin), KEPT_RESP);
     CHECK(fin != NULL, "out of memory");
     CHECK(th_browser_authorize(c, r->location, user, password, 1, fin) == 0,
           "%s: the sign-in at sfsim as %s did not come back", p->name, user);
@@ -1106,7 +1037,7 @@ static int group_teardown(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    free_kept();
+    th_free_kept();
     return 0;
 }
 
