@@ -241,26 +241,6 @@ static long rss_kb(pid_t pid)
 
 /* ---- abuse: idle and slowloris connections ------------------------------------------------ */
 
-static int dial(const char *url, const char *src)
-{
-    const char *colon = strrchr(url, ':');
-    /* Close-on-exec: wrk, started meanwhile, must not inherit them (its event loop refuses
-     * descriptors numbered past what it sized for its own connections). */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || !colon)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET}, to = {.sin_family = AF_INET};
-    inet_pton(AF_INET, src, &a.sin_addr);
-    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    to.sin_port = htons((uint16_t)atoi(colon + 1));
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        connect(fd, (struct sockaddr *)&to, sizeof to) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 typedef struct {
     const char *url;
     int *fds;
@@ -273,7 +253,7 @@ static void *slowloris(void *arg)
     slow_t *s = arg;
     while (!s->stop) {
         for (int i = 0; i < s->n; i++) {
-            if (s->fds[i] < 0 && (s->fds[i] = dial(s->url, "127.0.0.3")) >= 0)
+            if (s->fds[i] < 0 && (s->fds[i] = th_dial(s->url, "127.0.0.3")) >= 0)
                 send(s->fds[i], "GET /auth HTTP/1.1\r\nHost: g\r\n", 29, MSG_NOSIGNAL);
             if (s->fds[i] >= 0 && send(s->fds[i], "X-a: b\r\n", 8, MSG_NOSIGNAL) < 0) {
                 close(s->fds[i]);
@@ -292,7 +272,7 @@ static double new_connection_ms(const char *url, int n)
     double worst = 0;
     for (int i = 0; i < n; i++) {
         double t0 = now_s();
-        int fd = dial(url, "127.0.0.1");
+        int fd = th_dial(url, "127.0.0.1");
         if (fd < 0)
             return -1;
         struct timeval tv = {.tv_sec = 5};
@@ -375,7 +355,7 @@ int main(void)
     long before = rss_kb(g.s.gw.pid);
     int held[5000];
     for (int i = 0; i < 5000; i++)
-        held[i] = dial(g.s.url, "127.0.0.2");
+        held[i] = th_dial(g.s.url, "127.0.0.2");
     usleep(500 * 1000);
     long with_idle = rss_kb(g.s.gw.pid);
     for (int i = 0; i < 5000; i++)
@@ -419,7 +399,7 @@ int main(void)
     for (int w = 0; w < 2 && which[w]; w++) {
         int idle[2000];
         for (int i = 0; i < 2000; i++)
-            idle[i] = dial(which[w]->s.url, "127.0.0.2");
+            idle[i] = th_dial(which[w]->s.url, "127.0.0.2");
         int sfds[300];
         for (int i = 0; i < 300; i++)
             sfds[i] = -1;

@@ -48,39 +48,15 @@
 
 /* ---- raw connections ---------------------------------------------------------------------- */
 
-static unsigned gw_port(void)
-{
-    const char *colon = strrchr(GW.url, ':');
-    return colon ? (unsigned)atoi(colon + 1) : 0;
-}
-
-/* A TCP connection to the public listener from source address src; -1 on failure. */
+/* A connection to the public listener from source address src; -1 on failure. */
 static int dial(const char *src)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    inet_pton(AF_INET, src, &a.sin_addr);
-    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)gw_port())};
-    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        connect(fd, (struct sockaddr *)&to, sizeof(to)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    return th_dial(GW.url, src);
 }
 
 static void send_text(int fd, const char *text)
 {
-    size_t n = strlen(text), off = 0;
-    while (off < n) {
-        ssize_t k = send(fd, text + off, n - off, MSG_NOSIGNAL);
-        if (k <= 0)
-            return;
-        off += (size_t)k;
-    }
+    th_send_all(fd, text, strlen(text));
 }
 
 /* Up to cap-1 bytes the server sends within ms (until it closes or stops); "" when nothing. */

@@ -98,6 +98,9 @@ int th_server_start(th_server_t *s, th_serve_fn fn, void *ctx);
 void th_server_stop(th_server_t *s);
 /* Writes all n bytes (0), or -1 when the peer went away. */
 int th_send_all(int fd, const char *p, size_t n);
+/* A TCP connection (close-on-exec) to url's port on 127.0.0.1, from the loopback address src
+ * (127.0.0.2 ...: a stranger of its own); -1 on failure. */
+int th_dial(const char *url, const char *src);
 
 /* ---- Salesforce flows against sfsim ----------------------------------------------------- */
 

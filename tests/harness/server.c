@@ -28,6 +28,24 @@ int th_send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+int th_dial(const char *url, const char *src)
+{
+    const char *colon = url ? strrchr(url, ':') : NULL;
+    int fd = colon ? socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in from = {.sin_family = AF_INET}, to = {.sin_family = AF_INET};
+    to.sin_port = htons((uint16_t)atoi(colon + 1));
+    if (inet_pton(AF_INET, src, &from.sin_addr) != 1 ||
+        inet_pton(AF_INET, "127.0.0.1", &to.sin_addr) != 1 ||
+        bind(fd, (struct sockaddr *)&from, sizeof from) != 0 ||
+        connect(fd, (struct sockaddr *)&to, sizeof to) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* Reads one request (head, and a body of Content-Length bytes) and hands it to the handler. */
 static void serve_one(th_server_t *s, int c)
 {
