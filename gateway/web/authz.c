@@ -59,28 +59,23 @@ void sg_spent_free(sg_spent_t *s)
 }
 
 /*
- * Marks id spent until `until`: 1, or 0 when it already was. A full neighbourhood gives up
- * its entry nearest to expiry (a state that old is nearly past its login_timeout anyway).
+ * Marks id spent until `until`: 1, or 0 when it already was. The new entry takes the slot of
+ * its neighbourhood that expires first: a free or expired one when there is one, else the
+ * state nearest its login_timeout anyway.
  */
 static int spend(sg_spent_t *s, const unsigned char *id, long long now, long long until)
 {
     uint32_t h;
     memcpy(&h, id, sizeof(h));
     pthread_mutex_lock(&s->mu);
-    size_t pick = SIZE_MAX;
-    long long pick_until = 0;
+    size_t pick = h % SPENT_SLOTS;
     int fresh = 1;
-    for (size_t k = 0; k < SPENT_PROBES; k++) {
+    for (size_t k = 0; k < SPENT_PROBES && fresh; k++) {
         size_t i = (h + k) % SPENT_SLOTS;
-        int live = s->slot[i].until > now;
-        if (live && memcmp(s->slot[i].id, id, STATE_ID_LEN) == 0) {
+        if (s->slot[i].until > now && memcmp(s->slot[i].id, id, STATE_ID_LEN) == 0)
             fresh = 0;
-            break;
-        }
-        if (!live && pick == SIZE_MAX)
-            pick = i, pick_until = 0;
-        else if (live && (pick == SIZE_MAX || (pick_until && s->slot[i].until < pick_until)))
-            pick = i, pick_until = s->slot[i].until;
+        else if (s->slot[i].until < s->slot[pick].until)
+            pick = i;
     }
     if (fresh) {
         memcpy(s->slot[pick].id, id, STATE_ID_LEN);
