@@ -199,6 +199,7 @@ void hs_on_connection(void *cls, struct MHD_Connection *conn, void **socket_cont
         hs_clients_give(&d->per_peer, c->peer);
     sg_counter_set(d->gauge_conns, (long long)d->nconns);
     pthread_mutex_unlock(&d->mu);
+    hs_conn_closed(c);
     free(c);
     *socket_context = NULL;
 }

@@ -22,7 +22,6 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&d->qmu);
 
         req_box_t *b = hs_box_of(j->r);
-        free(j);
         d->opts.handler(d->opts.app, &b->r, &b->park.w);
 
         pthread_mutex_lock(&d->qmu);
@@ -41,9 +40,8 @@ static void *worker_main(void *arg)
 /* Parks r for a worker: 0, or the status (503, 429) of a full queue. */
 unsigned hs_park(sg_httpd_t *d, req_box_t *b)
 {
-    job_t *j = calloc(1, sizeof(*j));
-    if (!j)
-        return 503;
+    job_t *j = &b->park.job;
+    j->next = NULL;
     j->r = &b->r;
     pthread_mutex_lock(&d->qmu);
     unsigned refused = 0;
@@ -53,7 +51,6 @@ unsigned hs_park(sg_httpd_t *d, req_box_t *b)
         refused = 429;
     if (refused) {
         pthread_mutex_unlock(&d->qmu);
-        free(j);
         hs_limited(d, refused == 503 ? LIM_WAITING : LIM_WAITING_CLIENT);
         return refused;
     }

@@ -50,6 +50,19 @@
 
 static atomic_ulong request_counter;
 
+/* A request's id for the logs: a counter and the process, in hex (12 characters). */
+static void request_id(const sg_httpd_t *d, char out[24])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned long n = (unsigned long)atomic_fetch_add(&request_counter, 1) + 1;
+    for (int i = 7; i >= 0; i--, n >>= 4)
+        out[i] = hex[n & 15];
+    unsigned pid = d->pid;
+    for (int i = 11; i >= 8; i--, pid >>= 4)
+        out[i] = hex[pid & 15];
+    out[12] = '\0';
+}
+
 /* ---- requests and responses -------------------------------------------------------------- */
 
 const char *sg_req_header(const sg_req_t *r, const char *name)
@@ -79,29 +92,104 @@ sg_rc sg_resp_header(sg_resp_t *w, const char *name, const char *value)
 {
     if (w->nheaders >= SG_RESP_MAX_HEADERS)
         return SG_ERR_TOO_BIG;
-    size_t n = strlen(name) + strlen(value) + 3;
-    char *h = malloc(n);
-    if (!h)
+    size_t at = w->head.len;
+    if (sg_buf_add(&w->head, name, strlen(name) + 1) ||
+        sg_buf_add(&w->head, value, strlen(value) + 1)) {
+        w->head.len = at;
         return SG_ERR_NOMEM;
-    snprintf(h, n, "%s: %s", name, value);
-    w->headers[w->nheaders++] = h;
+    }
+    w->header_at[w->nheaders++] = at;
     return SG_OK;
 }
 
-static void resp_init(sg_resp_t *w)
+/* ---- the request's box ------------------------------------------------------------------- */
+
+/* Buffers up to this size stay with a kept box for the next request; larger ones (a page, a
+ * posted form) are given back, so an idle connection holds little. */
+#define KEEP_BUFFER 1024
+
+static void keep_or_free(sg_buf_t *b)
 {
-    memset(w, 0, sizeof(*w));
-    w->status = 500;
-    w->content_type = "text/plain";
-    sg_buf_init(&w->body, 4 << 20);
+    if (b->cap > KEEP_BUFFER)
+        sg_buf_free(b);
+    else
+        sg_buf_reset(b);
 }
 
-static void resp_free(sg_resp_t *w)
+static req_box_t *box_new(const sg_httpd_t *d)
 {
-    sg_buf_free(&w->body);
+    req_box_t *b = calloc(1, sizeof(*b));
+    if (!b)
+        return NULL;
+    sg_buf_init(&b->r.body, d->opts.max_body);
+    sg_buf_init(&b->park.w.body, 4 << 20);
+    sg_buf_init(&b->park.w.head, 16 << 10);
+    return b;
+}
+
+static void box_free(req_box_t *b)
+{
+    sg_buf_free(&b->r.body);
+    sg_buf_free(&b->park.w.body);
+    sg_buf_free(&b->park.w.head);
+    free(b);
+}
+
+/* The box for a new request on c (c NULL: a connection the server has no record of). */
+static req_box_t *box_take(const sg_httpd_t *d, sg_httpd_conn_t *c)
+{
+    req_box_t *b = c ? c->box : NULL;
+    if (!b || b->in_use) {
+        b = box_new(d);
+        if (b && c && !c->box) {
+            b->kept = 1;
+            c->box = b;
+        }
+    }
+    if (b)
+        b->in_use = 1;
+    return b;
+}
+
+/* The request is over: what it allocated goes, and the box is cleared for the next one (or
+ * freed when it is no connection's, or its connection has closed). */
+static void box_release(req_box_t *b)
+{
+    sg_req_t *r = &b->r;
+    sg_resp_t *w = &b->park.w;
+    if (r->path != b->path_room)
+        free(r->path);
+    free(r->raw_query);
+    sg_form_free(&r->query);
     free(w->location);
-    for (size_t i = 0; i < w->nheaders; i++)
-        free(w->headers[i]);
+    if (!b->kept) {
+        box_free(b);
+        return;
+    }
+    sg_buf_t body = r->body, wbody = w->body, whead = w->head;
+    keep_or_free(&body);
+    keep_or_free(&wbody);
+    keep_or_free(&whead);
+    memset(r, 0, sizeof(*r));
+    memset(&b->park, 0, sizeof(b->park));
+    r->body = body;
+    w->body = wbody;
+    w->head = whead;
+    b->limit_status = 0;
+    b->limit_text = NULL;
+    b->in_use = 0;
+}
+
+void hs_conn_closed(sg_httpd_conn_t *c)
+{
+    req_box_t *b = c->box;
+    c->box = NULL;
+    if (!b)
+        return;
+    if (b->in_use)
+        b->kept = 0; /* box_release frees it */
+    else
+        box_free(b);
 }
 
 /* The client behind a trusted proxy: the rightmost X-Forwarded-For address that is not itself
@@ -147,24 +235,24 @@ static void find_client(const sg_httpd_t *d, sg_req_t *r)
 static void *begin_request(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     sg_httpd_t *d = cls;
-    req_box_t *b = calloc(1, sizeof(*b));
+    const union MHD_ConnectionInfo *si =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    sg_httpd_conn_t *sock = si ? si->socket_context : NULL;
+    req_box_t *b = box_take(d, sock);
     if (!b)
         return NULL;
     sg_req_t *r = &b->r;
     r->conn = conn;
     r->started = hs_monotonic();
-    const union MHD_ConnectionInfo *si =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    r->sock = si ? si->socket_context : NULL;
+    r->sock = sock;
+    b->park.w.status = 500;
+    b->park.w.content_type = "text/plain";
     if (r->sock) {
         int idle = C_IDLE;
         if (atomic_compare_exchange_strong(&r->sock->state, &idle, C_RECEIVING))
             atomic_store(&r->sock->deadline_ms, hs_now_ms() + d->opts.request_timeout_ms);
     }
-    snprintf(r->request_id, sizeof(r->request_id), "%08lx%04x",
-             (unsigned long)atomic_fetch_add(&request_counter, 1) + 1,
-             (unsigned)(getpid() & 0xffff));
-    sg_buf_init(&r->body, d->opts.max_body);
+    request_id(d, r->request_id);
     size_t ulen = strlen(uri);
     char *q = strchr(uri, '?');
     size_t nparams = 0;
@@ -186,9 +274,14 @@ static void *begin_request(void *cls, const char *uri, struct MHD_Connection *co
             atomic_compare_exchange_strong(&r->sock->state, &receiving, C_ENDED))
             hs_answer_and_end(r->sock->fd, 414, "URI Too Long");
     }
-    r->path = q ? strndup(uri, (size_t)(q - uri)) : strdup(uri);
-    if (r->path && strlen(r->path) > d->opts.max_uri)
-        r->path[d->opts.max_uri] = '\0';
+    size_t plen = q ? (size_t)(q - uri) : ulen;
+    if (plen > d->opts.max_uri)
+        plen = d->opts.max_uri;
+    r->path = plen < sizeof(b->path_room) ? b->path_room : malloc(plen + 1);
+    if (r->path) {
+        memcpy(r->path, uri, plen);
+        r->path[plen] = '\0';
+    }
     if (q) {
         r->raw_query = strdup(q + 1);
         if (r->raw_query && sg_form_parse(r->raw_query, strlen(r->raw_query), &r->query))
@@ -199,11 +292,8 @@ static void *begin_request(void *cls, const char *uri, struct MHD_Connection *co
         memcpy(r->peer_ip, r->sock->peer, sizeof(r->peer_ip));
     else
         hs_peer_text(conn, r->peer_ip, sizeof(r->peer_ip));
-    resp_init(&b->park.w);
     if (!r->path) {
-        free(r->raw_query);
-        resp_free(&b->park.w);
-        free(b);
+        box_release(b);
         return NULL;
     }
     return b;
@@ -222,31 +312,27 @@ static void end_request(void *cls, struct MHD_Connection *conn, void **con_cls,
         if (st != C_ENDED && atomic_compare_exchange_strong(&r->sock->state, &st, C_IDLE))
             atomic_store(&r->sock->deadline_ms, hs_now_ms() + d->opts.idle_timeout_ms);
     }
-    free(r->path);
-    free(r->raw_query);
-    sg_form_free(&r->query);
-    sg_buf_free(&r->body);
-    resp_free(&b->park.w);
-    free(b);
+    box_release(b);
     *con_cls = NULL;
 }
 
+/*
+ * The body is handed over without a copy: it stays in the request's box until the request
+ * ends (libmicrohttpd has sent it by then, or given up), and the next request on the
+ * connection, which reuses the box, begins only after that.
+ */
 static enum MHD_Result send_response(struct MHD_Connection *conn, sg_resp_t *w)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(
-        w->body.len, w->body.ptr ? w->body.ptr : (char *)"", MHD_RESPMEM_MUST_COPY);
+        w->body.len, w->body.len ? w->body.ptr : (char *)"", MHD_RESPMEM_PERSISTENT);
     if (!resp)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, w->content_type);
     if (w->location)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, w->location);
     for (size_t i = 0; i < w->nheaders; i++) {
-        char *colon = strchr(w->headers[i], ':');
-        if (!colon)
-            continue;
-        *colon = '\0';
-        MHD_add_response_header(resp, w->headers[i], colon + 2);
-        *colon = ':';
+        const char *name = w->head.ptr + w->header_at[i];
+        MHD_add_response_header(resp, name, name + strlen(name) + 1);
     }
     if (w->no_store) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
@@ -433,6 +519,7 @@ sg_rc sg_httpd_start(const sg_httpd_opts_t *opts, sg_httpd_t **out, char *err, s
     if (!d)
         return SG_ERR_NOMEM;
     d->opts = *opts;
+    d->pid = (unsigned)getpid();
     defaults(&d->opts);
     unsigned room = hs_fd_room();
     if (d->opts.max_conns > room) {

@@ -58,8 +58,11 @@ typedef struct {
 
 enum { C_IDLE, C_RECEIVING, C_HANDLING, C_ENDED };
 
+struct req_box;
+
 struct sg_httpd_conn {
     sg_httpd_conn_t *prev, *next;
+    struct req_box *box; /* its requests' record, kept from one request to the next */
     int fd;
     atomic_int state;         /* C_*: who may end the connection */
     atomic_llong deadline_ms; /* monotonic; 0: none */
@@ -74,6 +77,7 @@ typedef struct job {
 
 /* What a parked request carries between the event thread and its worker. */
 typedef struct {
+    job_t job; /* its place in the queue */
     sg_resp_t w;
     int parked;  /* handed to the pool; on_request answers w when it is called again */
     int counted; /* counted in the pool's per-client waiting */
@@ -83,6 +87,7 @@ struct sg_httpd {
     struct MHD_Daemon *daemon;
     sg_httpd_opts_t opts;
     unsigned port;
+    unsigned pid; /* for request ids */
     char url[96];
     limit_t limits[NLIMITS];
     sg_counter_t *gauge_conns, *gauge_waiting;
@@ -106,18 +111,29 @@ struct sg_httpd {
     int stopping; /* under qmu */
 };
 
-/* The request's own data beside sg_req_t: one allocation, freed in end_request. */
-typedef struct {
+/*
+ * The request's own data beside sg_req_t. A connection keeps one from its first request to
+ * its close and every request on it reuses it, buffers included (small ones: see
+ * http_server.c), so a request on a kept-alive connection allocates nothing of the server's.
+ */
+typedef struct req_box {
     sg_req_t r;
     park_t park;
     unsigned limit_status; /* a limit the request line hit: answered before the handler runs */
     const char *limit_text;
+    int in_use;          /* a request is under way */
+    int kept;            /* the connection's own (freed when it closes), not the request's */
+    char path_room[256]; /* the path, when it fits */
 } req_box_t;
 
 static inline req_box_t *hs_box_of(sg_req_t *r)
 {
     return (req_box_t *)(void *)r;
 }
+
+/* ---- http_server.c ---- */
+/* The connection closed: frees its box, or leaves that to the request still under way. */
+void hs_conn_closed(sg_httpd_conn_t *c);
 
 /* ---- http_limits.c ---- */
 double hs_monotonic(void);

@@ -62,7 +62,8 @@ typedef struct {
     const char *content_type;
     sg_buf_t body;
     char *location;
-    char *headers[SG_RESP_MAX_HEADERS]; /* "Name: value", heap */
+    sg_buf_t head; /* the added headers: each name and value NUL-terminated, in turn */
+    size_t header_at[SG_RESP_MAX_HEADERS]; /* where each header's name starts in head */
     size_t nheaders;
     int no_store; /* Cache-Control: no-store, Pragma: no-cache */
     int close;    /* drop the connection without an answer (fault injection) */
