@@ -25,7 +25,8 @@ PUBLIC = {"rc": "base", "buf": "base", "log": "base", "duration": "base", "text"
           "salesforce": "salesforce", "store": "store", "session": "session",
           "vault": "vault", "policy": "policy"}
 # Private headers, by file name -> their module.
-PRIVATE = {"oidc_int.h": "oidc", "vault_int.h": "vault", "gateway.h": "web", "serve.h": "web",
+PRIVATE = {"oidc_int.h": "oidc", "store_int.h": "store", "vault_int.h": "vault", "gateway.h": "web",
+           "serve.h": "web",
            "cli.h": "cli", "policy_int.h": "policy", "http_server_int.h": "net", "sim.h": "sfsim", "soql.h": "sfsim"}
 
 

@@ -1,9 +1,10 @@
 # Sourced by scripts/demo and scripts/test: installs the Debian packages that are missing.
 SG_PACKAGES="meson ninja-build pkg-config gcc python3 curl iproute2 libcurl4-openssl-dev libssl-dev
-libcjson-dev libconfig-dev libmicrohttpd-dev libsqlite3-dev libcmocka-dev"
+libcjson-dev libconfig-dev libmicrohttpd-dev libsqlite3-dev libpq-dev libcmocka-dev"
 # Only the tests need these: the browser tests drive headless Chromium through chromedriver;
-# the proxy tests run nginx and Caddy; clang is the second compiler every change is built with.
-SG_TEST_PACKAGES="chromium chromium-driver nginx caddy clang"
+# the proxy tests run nginx and Caddy; clang is the second compiler every change is built with;
+# the PostgreSQL store's tests run a PostgreSQL server of their own (tests/harness/pg.c).
+SG_TEST_PACKAGES="chromium chromium-driver nginx caddy clang postgresql"
 # The interoperability test runs a real OpenID Provider (tests/interop) on Node.js >= 18 with
 # npm. Debian's nodejs and npm only where there is no node yet: a machine whose node came from
 # elsewhere (NodeSource's nodejs bundles npm and conflicts with Debian's npm) keeps its own.

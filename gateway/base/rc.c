@@ -23,6 +23,8 @@ const char *sg_rc_str(sg_rc rc)
         return "config";
     case SG_ERR_DENIED:
         return "denied";
+    case SG_ERR_BUSY:
+        return "busy";
     }
     return "unknown";
 }

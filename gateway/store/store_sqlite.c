@@ -16,25 +16,31 @@
  *
  * Schema changes are numbered migrations, applied in order in one transaction each and
  * recorded in schema_version. Add new ones at the end of the list; never edit a released one.
+ * The PostgreSQL backend has the same versions (store_int.h).
+ *
+ * What several instances share on PostgreSQL has a single-instance form here: grant locks are
+ * the handle's own (a table of held grant ids under a mutex and a condition variable), and
+ * change_wait wakes when change_add is called through the same handle.
  */
 #include "scopegate/store.h"
 #include "scopegate/log.h"
+#include "store_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
 
 #define BUSY_TIMEOUT_MS 5000
 
-#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+#define COUNT_OF(a) SG_STORE_COUNT_OF(a)
 
 typedef struct {
     int version;
@@ -101,35 +107,54 @@ static const migration_t migrations[] = {
         "ALTER TABLE grants ADD COLUMN evidence TEXT;"
         "ALTER TABLE grants ADD COLUMN refresh_started INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE grants ADD COLUMN warned_at INTEGER NOT NULL DEFAULT 0;"},
+    /* Several instances: the change feed (AUTOINCREMENT: a number is never handed out twice,
+     * even after pruning) and the instance registry. */
+    {5, "CREATE TABLE changes ("
+        "  seq  INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  kind TEXT NOT NULL,"
+        "  key  TEXT NOT NULL,"
+        "  at   INTEGER NOT NULL"
+        ");"
+        "CREATE INDEX changes_at ON changes (at);"
+        "CREATE TABLE instances ("
+        "  id            TEXT PRIMARY KEY NOT NULL,"
+        "  host          TEXT,"
+        "  version       TEXT,"
+        "  policy_sha256 TEXT,"
+        "  started       INTEGER NOT NULL,"
+        "  last_beat     INTEGER NOT NULL"
+        ") WITHOUT ROWID;"},
 };
 
 #define N_MIGRATIONS COUNT_OF(migrations)
+/* Versions 1, 2, ... in order: the last one is the schema this scopegate writes. */
+_Static_assert(N_MIGRATIONS == SG_STORE_SCHEMA_VERSION, "one migration per schema version");
+
+/* One held grant lock; the handle's table of them is its whole lock state. */
+typedef struct {
+    const void *owner; /* the handle, to refuse another handle's lock */
+    long long grant_id;
+    int held;
+} sqlite_lock_t;
 
 typedef struct {
     sg_store_t base; /* first: the public handle is a pointer to it */
     pthread_mutex_t mu;
     sqlite3 *db;
     char *path;
+    /* Grant locks and change_wait: their own mutex, never held across a database call. */
+    pthread_mutex_t wait_mu;
+    pthread_cond_t wait_cv; /* CLOCK_MONOTONIC */
+    sqlite_lock_t locks[SG_STORE_MAX_LOCKS];
+    int change_pending; /* change_add since change_wait last returned SG_OK */
     sqlite3_stmt *put, *del, *touch, *each, *expire;
     sqlite3_stmt *g_insert, *g_get, *g_find_user, *g_find_org, *g_set_token, *g_touch, *g_state;
     sqlite3_stmt *l_add, *l_count;
     sqlite3_stmt *p_put, *p_get;
     sqlite3_stmt *g_each;
     sqlite3_stmt *g_cause, *g_started, *g_warned, *g_list;
+    sqlite3_stmt *s_get, *c_add, *c_since, *c_latest, *c_prune, *i_beat, *i_list;
 } sqlite_store_t;
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static sg_rc rc_of(int src)
 {
@@ -162,18 +187,6 @@ static sqlite_store_t *impl(sg_store_t *s)
     return (sqlite_store_t *)s;
 }
 
-/* 64 lower-case hex digits: what a session id's SHA-256 looks like, and nothing else. */
-static int is_id_hash(const char *s)
-{
-    if (!s)
-        return 0;
-    size_t i = 0;
-    for (; s[i]; i++)
-        if (i >= SG_ID_HASH_LEN || !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return i == SG_ID_HASH_LEN;
-}
-
 static int bind_text(sqlite3_stmt *stmt, int idx, const char *s)
 {
     if (!s)
@@ -197,49 +210,6 @@ static int step_done(sqlite3_stmt *stmt)
 }
 
 /* ---- operations --------------------------------------------------------------------- */
-
-/* Records are backend-neutral; this file is the one store implementation for now. */
-void sg_session_rec_free(sg_session_rec_t *rec)
-{
-    if (!rec)
-        return;
-    free(rec->user_id);
-    free(rec->org_id);
-    free(rec->username);
-    free(rec->email);
-    free(rec->role);
-    free(rec->claims);
-    memset(rec, 0, sizeof(*rec));
-}
-
-void sg_grant_rec_free(sg_grant_rec_t *rec)
-{
-    if (!rec)
-        return;
-    free(rec->user_id);
-    free(rec->org_id);
-    free(rec->username);
-    free(rec->app);
-    free(rec->scopes);
-    free(rec->instance_url);
-    /* Ciphertext, so not secret; wiping is cheap and keeps it out of freed heap anyway. */
-    if (rec->rt_cipher)
-        explicit_bzero(rec->rt_cipher, rec->rt_cipher_len);
-    free(rec->rt_cipher);
-    free(rec->dead_reason);
-    free(rec->cause);
-    free(rec->evidence);
-    memset(rec, 0, sizeof(*rec));
-}
-
-void sg_grant_recs_free(sg_grant_rec_t *recs, size_t n)
-{
-    if (!recs)
-        return;
-    for (size_t i = 0; i < n; i++)
-        sg_grant_rec_free(&recs[i]);
-    free(recs);
-}
 
 /* Bindings collect the first error, so a statement's parameters read as a list. */
 typedef struct {
@@ -336,7 +306,7 @@ static void bind_session(binder_t *b, const sg_session_rec_t *rec)
 static sg_rc op_session_put(sg_store_t *s, const sg_session_rec_t *rec)
 {
     sqlite_store_t *st = impl(s);
-    if (!rec || !is_id_hash(rec->id_hash) || !rec->user_id || !rec->role)
+    if (sg_store_check_session(rec))
         return SG_ERR_PARSE;
     binder_t b = begin(st, st->put);
     bind_session(&b, rec);
@@ -346,7 +316,7 @@ static sg_rc op_session_put(sg_store_t *s, const sg_session_rec_t *rec)
 static sg_rc op_session_delete(sg_store_t *s, const char *id_hash)
 {
     sqlite_store_t *st = impl(s);
-    if (!is_id_hash(id_hash))
+    if (!sg_store_is_id_hash(id_hash))
         return SG_ERR_PARSE;
     binder_t b = begin(st, st->del);
     b_text(&b, 1, id_hash);
@@ -372,7 +342,7 @@ static sg_rc op_session_touch(sg_store_t *s, const char *const *id_hashes, const
         return finish(st, b.q, fail(st, "session_touch begin", src));
     /* One binder for every row: the loop stops at the first error, so b.src is clean here. */
     for (size_t i = 0; i < n && src == SQLITE_OK; i++) {
-        if (!is_id_hash(id_hashes[i]))
+        if (!sg_store_is_id_hash(id_hashes[i]))
             continue; /* not a session of ours: nothing to update */
         b_text(&b, 1, id_hashes[i]);
         b_int(&b, 2, seen[i]);
@@ -391,7 +361,7 @@ static sg_rc op_session_touch(sg_store_t *s, const char *const *id_hashes, const
 static int read_session(sqlite3_stmt *q, sg_session_rec_t *rec)
 {
     const char *h = col_text(q, 0);
-    if (!is_id_hash(h))
+    if (!sg_store_is_id_hash(h))
         return 0;
     memset(rec, 0, sizeof(*rec));
     memcpy(rec->id_hash, h, SG_ID_HASH_LEN + 1);
@@ -442,22 +412,6 @@ static sg_rc op_session_expire(sg_store_t *s, long long now, size_t *n)
  * Every grant operation is one SQL statement in autocommit mode: SQLite applies it whole or
  * not at all, and with synchronous=FULL the commit is on disk (WAL fsync'd) before we return.
  */
-
-static int nonempty(const char *s)
-{
-    return s && *s;
-}
-
-/* A key id fits the record's char[17] with its NUL. */
-static int valid_key_id(const char *k)
-{
-    return k && *k && strnlen(k, 17) < 17;
-}
-
-static int valid_state(int state)
-{
-    return state >= SG_GRANT_LIVE && state <= SG_GRANT_REPLACED;
-}
 
 /* A grant row, in the order read_grant reads it. */
 #define GRANT_COLS                                                                                 \
@@ -536,9 +490,7 @@ static void bind_grant(binder_t *b, const sg_grant_rec_t *rec)
 static sg_rc op_grant_insert(sg_store_t *s, sg_grant_rec_t *rec)
 {
     sqlite_store_t *st = impl(s);
-    if (!rec || !nonempty(rec->user_id) || !nonempty(rec->app) || !rec->rt_cipher ||
-        rec->rt_cipher_len == 0 || !valid_key_id(rec->key_id) || !valid_state(rec->state) ||
-        rec->use_count < 0)
+    if (sg_store_check_grant(rec))
         return SG_ERR_PARSE;
     binder_t b = begin(st, st->g_insert);
     bind_grant(&b, rec);
@@ -630,7 +582,7 @@ static sg_rc op_grant_set_token(sg_store_t *s, long long id, const unsigned char
                                 const char *key_id, long long refreshed_at)
 {
     sqlite_store_t *st = impl(s);
-    if (!ct || ctlen == 0 || !valid_key_id(key_id))
+    if (!ct || ctlen == 0 || !sg_store_valid_key_id(key_id))
         return SG_ERR_PARSE;
     binder_t b = begin(st, st->g_set_token);
     b_int(&b, 1, id);
@@ -656,7 +608,7 @@ static sg_rc op_grant_set_state(sg_store_t *s, long long id, int state, const ch
                                 long long at)
 {
     sqlite_store_t *st = impl(s);
-    if (!valid_state(state))
+    if (!sg_store_valid_state(state))
         return SG_ERR_PARSE;
     binder_t b = begin(st, st->g_state);
     b_int(&b, 1, id);
@@ -670,7 +622,7 @@ static sg_rc op_ledger_add(sg_store_t *s, const char *user_id, const char *app, 
                            long long at)
 {
     sqlite_store_t *st = impl(s);
-    if (!nonempty(user_id) || !nonempty(app) || !nonempty(event))
+    if (!sg_store_nonempty(user_id) || !sg_store_nonempty(app) || !sg_store_nonempty(event))
         return SG_ERR_PARSE;
     binder_t b = begin(st, st->l_add);
     b_text(&b, 1, user_id);
@@ -700,7 +652,7 @@ static sg_rc op_ledger_count(sg_store_t *s, const char *user_id, const char *app
 static sg_rc op_person_put(sg_store_t *s, const char *user_id, const char *claims, long long at)
 {
     sqlite_store_t *st = impl(s);
-    if (!nonempty(user_id) || !claims)
+    if (!sg_store_nonempty(user_id) || !claims)
         return SG_ERR_PARSE;
     binder_t b = begin(st, st->p_put);
     b_text(&b, 1, user_id);
@@ -800,6 +752,292 @@ static sg_rc op_grant_list(sg_store_t *s, sg_grant_rec_t **out, size_t *n)
     return finish(st, b.q, collect_grants(st, &b, "grant_list", out, n));
 }
 
+/* ---- several instances: one session, the change feed, grant locks, instances ---------- */
+
+static sg_rc op_session_get(sg_store_t *s, const char *id_hash, sg_session_rec_t *out)
+{
+    sqlite_store_t *st = impl(s);
+    if (!out)
+        return SG_ERR_PARSE;
+    memset(out, 0, sizeof(*out));
+    if (!sg_store_is_id_hash(id_hash))
+        return SG_ERR_PARSE;
+    binder_t b = begin(st, st->s_get);
+    b_text(&b, 1, id_hash);
+    sg_rc rc = step_row(st, &b, "session_get");
+    if (!rc) {
+        sg_session_rec_t row;
+        rc = read_session(b.q, &row) ? sg_store_session_copy(&row, out) : SG_ERR_NOMEM;
+    }
+    return finish(st, b.q, rc);
+}
+
+/* Wakes change_wait on this handle (the only waiter a single instance has). */
+static void note_change(sqlite_store_t *st)
+{
+    pthread_mutex_lock(&st->wait_mu);
+    st->change_pending = 1;
+    pthread_cond_broadcast(&st->wait_cv);
+    pthread_mutex_unlock(&st->wait_mu);
+}
+
+static sg_rc op_change_add(sg_store_t *s, const char *kind, const char *key, long long at)
+{
+    sqlite_store_t *st = impl(s);
+    if (sg_store_check_change(kind, key))
+        return SG_ERR_PARSE;
+    binder_t b = begin(st, st->c_add);
+    b_text(&b, 1, kind);
+    b_text(&b, 2, key);
+    b_int(&b, 3, at);
+    sg_rc rc = commit(st, &b, "change_add", 0);
+    if (!rc)
+        note_change(st);
+    return rc;
+}
+
+/* A change copied out of its row, so it can be visited without the mutex. */
+typedef struct {
+    long long seq, at;
+    char *kind, *key;
+} change_t;
+
+static void changes_free(change_t *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(c[i].kind);
+        free(c[i].key);
+    }
+    free(c);
+}
+
+/* Reads the bound query's rows into a heap array (*out, *n); the caller holds the mutex. */
+static sg_rc collect_changes(sqlite_store_t *st, binder_t *b, change_t **out, size_t *n)
+{
+    change_t *c = NULL;
+    size_t count = 0, cap = 0;
+    sg_rc rc = SG_OK;
+    int src = b->src;
+    while (src == SQLITE_OK && (src = sqlite3_step(b->q)) == SQLITE_ROW) {
+        rc = sg_store_grow((void **)&c, sizeof(*c), count, &cap);
+        if (rc)
+            break;
+        const char *kind = col_text(b->q, 1), *key = col_text(b->q, 2);
+        change_t *e = &c[count];
+        e->seq = sqlite3_column_int64(b->q, 0);
+        e->at = sqlite3_column_int64(b->q, 3);
+        e->kind = kind ? strdup(kind) : NULL;
+        e->key = key ? strdup(key) : NULL;
+        count++;
+        if (!e->kind || !e->key) {
+            rc = SG_ERR_NOMEM;
+            break;
+        }
+        src = SQLITE_OK;
+    }
+    if (!rc && src != SQLITE_DONE)
+        rc = fail(st, "change_since", src);
+    if (rc) {
+        changes_free(c, count);
+        return rc;
+    }
+    *out = c;
+    *n = count;
+    return SG_OK;
+}
+
+static sg_rc op_change_since(sg_store_t *s, long long after_seq, sg_change_visit_fn visit,
+                             void *ctx, long long *last_seq)
+{
+    sqlite_store_t *st = impl(s);
+    if (!visit || !last_seq)
+        return SG_ERR_PARSE;
+    *last_seq = after_seq;
+    binder_t b = begin(st, st->c_since);
+    b_int(&b, 1, after_seq);
+    b_int(&b, 2, SG_CHANGE_BATCH);
+    change_t *c = NULL;
+    size_t n = 0;
+    sg_rc rc = finish(st, b.q, collect_changes(st, &b, &c, &n));
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        *last_seq = c[i].seq;
+        if (visit(ctx, c[i].seq, c[i].kind, c[i].key, c[i].at))
+            break;
+    }
+    changes_free(c, n);
+    return SG_OK;
+}
+
+static sg_rc op_change_latest(sg_store_t *s, long long *seq)
+{
+    sqlite_store_t *st = impl(s);
+    if (!seq)
+        return SG_ERR_PARSE;
+    *seq = 0;
+    binder_t b = begin(st, st->c_latest);
+    sg_rc rc = step_row(st, &b, "change_latest"); /* MAX() always has its one row */
+    if (!rc)
+        *seq = sqlite3_column_int64(b.q, 0);
+    return finish(st, b.q, rc);
+}
+
+/* now + ms on CLOCK_MONOTONIC, for pthread_cond_timedwait. */
+static struct timespec deadline_in(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+static sg_rc op_change_wait(sg_store_t *s, int timeout_ms)
+{
+    sqlite_store_t *st = impl(s);
+    if (timeout_ms < 0)
+        return SG_ERR_PARSE;
+    struct timespec until = deadline_in(timeout_ms);
+    pthread_mutex_lock(&st->wait_mu);
+    int timed_out = 0;
+    while (!st->change_pending && !timed_out)
+        timed_out = pthread_cond_timedwait(&st->wait_cv, &st->wait_mu, &until) != 0;
+    int came = st->change_pending;
+    st->change_pending = 0;
+    pthread_mutex_unlock(&st->wait_mu);
+    return came ? SG_OK : SG_ERR_NOTFOUND;
+}
+
+static sg_rc op_change_prune(sg_store_t *s, long long before_at, size_t *n)
+{
+    sqlite_store_t *st = impl(s);
+    binder_t b = begin(st, st->c_prune);
+    b_int(&b, 1, before_at);
+    sg_rc rc = step_write(st, &b, "change_prune", 0);
+    if (n)
+        *n = rc ? 0 : (size_t)sqlite3_changes(st->db);
+    return finish(st, b.q, rc);
+}
+
+/* The slot holding grant_id, or NULL; with wait_mu held. */
+static sqlite_lock_t *held_lock(sqlite_store_t *st, long long grant_id)
+{
+    for (size_t i = 0; i < SG_STORE_MAX_LOCKS; i++)
+        if (st->locks[i].held && st->locks[i].grant_id == grant_id)
+            return &st->locks[i];
+    return NULL;
+}
+
+static sqlite_lock_t *free_lock(sqlite_store_t *st)
+{
+    for (size_t i = 0; i < SG_STORE_MAX_LOCKS; i++)
+        if (!st->locks[i].held)
+            return &st->locks[i];
+    return NULL;
+}
+
+static sg_rc op_grant_lock(sg_store_t *s, long long grant_id, int wait_ms, sg_store_lock_t **out)
+{
+    sqlite_store_t *st = impl(s);
+    if (!out)
+        return SG_ERR_PARSE;
+    *out = NULL;
+    if (!sg_store_lockable_grant(grant_id) || wait_ms < 0)
+        return SG_ERR_PARSE;
+    struct timespec until = deadline_in(wait_ms);
+    pthread_mutex_lock(&st->wait_mu);
+    sqlite_lock_t *slot = NULL;
+    int timed_out = 0;
+    for (;;) {
+        slot = held_lock(st, grant_id) ? NULL : free_lock(st);
+        if (slot || timed_out)
+            break;
+        timed_out = pthread_cond_timedwait(&st->wait_cv, &st->wait_mu, &until) != 0;
+    }
+    if (slot)
+        *slot = (sqlite_lock_t){.owner = st, .grant_id = grant_id, .held = 1};
+    pthread_mutex_unlock(&st->wait_mu);
+    if (!slot)
+        return SG_ERR_BUSY;
+    *out = (sg_store_lock_t *)slot;
+    return SG_OK;
+}
+
+static sg_rc op_grant_unlock(sg_store_t *s, sg_store_lock_t *lock)
+{
+    sqlite_store_t *st = impl(s);
+    sqlite_lock_t *lk = (sqlite_lock_t *)lock;
+    if (!lk || lk->owner != st)
+        return SG_ERR_PARSE;
+    pthread_mutex_lock(&st->wait_mu);
+    sg_rc rc = lk->held ? SG_OK : SG_ERR_PARSE;
+    lk->held = 0;
+    pthread_cond_broadcast(&st->wait_cv);
+    pthread_mutex_unlock(&st->wait_mu);
+    return rc;
+}
+
+static sg_rc op_instance_beat(sg_store_t *s, const sg_instance_rec_t *rec)
+{
+    sqlite_store_t *st = impl(s);
+    if (sg_store_check_instance(rec))
+        return SG_ERR_PARSE;
+    binder_t b = begin(st, st->i_beat);
+    const char *text[] = {rec->id, rec->host, rec->version, rec->policy_sha256};
+    const long long num[] = {rec->started, rec->last_beat};
+    b_texts(&b, 1, text, COUNT_OF(text));
+    b_ints(&b, 5, num, COUNT_OF(num));
+    return commit(st, &b, "instance_beat", 0);
+}
+
+static sg_rc op_instance_list(sg_store_t *s, long long alive_since, sg_instance_rec_t **out,
+                              size_t *n)
+{
+    sqlite_store_t *st = impl(s);
+    if (!out || !n)
+        return SG_ERR_PARSE;
+    *out = NULL;
+    *n = 0;
+    binder_t b = begin(st, st->i_list);
+    b_int(&b, 1, alive_since);
+    sg_instance_rec_t *recs = NULL;
+    size_t count = 0, cap = 0;
+    sg_rc rc = SG_OK;
+    int src = b.src;
+    while (src == SQLITE_OK && (src = sqlite3_step(b.q)) == SQLITE_ROW) {
+        rc = sg_store_grow((void **)&recs, sizeof(*recs), count, &cap);
+        if (rc)
+            break;
+        sg_instance_rec_t row = {
+            .id = col_text(b.q, 0),
+            .host = col_text(b.q, 1),
+            .version = col_text(b.q, 2),
+            .policy_sha256 = col_text(b.q, 3),
+            .started = sqlite3_column_int64(b.q, 4),
+            .last_beat = sqlite3_column_int64(b.q, 5),
+        };
+        rc = row.id ? sg_store_instance_copy(&row, &recs[count]) : SG_ERR_NOMEM;
+        if (rc)
+            break;
+        count++;
+        src = SQLITE_OK;
+    }
+    if (!rc && src != SQLITE_DONE)
+        rc = fail(st, "instance_list", src);
+    if (rc) {
+        sg_instance_recs_free(recs, count);
+        return finish(st, b.q, rc);
+    }
+    *out = recs;
+    *n = count;
+    return finish(st, b.q, SG_OK);
+}
+
 static void finalize_all(sqlite_store_t *st);
 
 static void op_close(sg_store_t *s)
@@ -811,6 +1049,8 @@ static void op_close(sg_store_t *s)
     if (st->db && sqlite3_close(st->db) != SQLITE_OK)
         sg_log(SG_LOG_ERROR, "store_error", "close: %s", sqlite3_errmsg(st->db));
     pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->wait_cv);
+    pthread_mutex_destroy(&st->wait_mu);
     free(st->path);
     free(st);
 }
@@ -837,6 +1077,16 @@ static const sg_store_ops_t sqlite_ops = {
     .grant_set_refresh_started = op_grant_set_refresh_started,
     .grant_set_warned = op_grant_set_warned,
     .grant_list = op_grant_list,
+    .session_get = op_session_get,
+    .change_add = op_change_add,
+    .change_since = op_change_since,
+    .change_latest = op_change_latest,
+    .change_wait = op_change_wait,
+    .change_prune = op_change_prune,
+    .grant_lock = op_grant_lock,
+    .grant_unlock = op_grant_unlock,
+    .instance_beat = op_instance_beat,
+    .instance_list = op_instance_list,
 };
 
 /* ---- opening ------------------------------------------------------------------------ */
@@ -849,20 +1099,20 @@ static sg_rc prepare_file(const char *path, char *err, size_t errlen)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
     if (fd < 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        sg_store_set_err(err, errlen, "%s: %s", path, strerror(errno));
         return SG_ERR_IO;
     }
     sg_rc rc = SG_OK;
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        sg_store_set_err(err, errlen, "%s: %s", path, strerror(errno));
         rc = SG_ERR_IO;
     } else if (!S_ISREG(sb.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", path);
+        sg_store_set_err(err, errlen, "%s: not a regular file", path);
         rc = SG_ERR_IO;
     } else if ((sb.st_mode & 07777) != 0600) {
         if (fchmod(fd, 0600) != 0) {
-            set_err(err, errlen, "%s: cannot set mode 0600: %s", path, strerror(errno));
+            sg_store_set_err(err, errlen, "%s: cannot set mode 0600: %s", path, strerror(errno));
             rc = SG_ERR_IO;
         } else {
             sg_log(SG_LOG_WARN, "store_mode_fixed", "%s had mode %04o; set to 0600", path,
@@ -881,14 +1131,14 @@ static sg_rc tighten_sidecars(const char *path, char *err, size_t errlen)
         char side[4096];
         int len = snprintf(side, sizeof(side), "%s%s", path, suffix[i]);
         if (len < 0 || (size_t)len >= sizeof(side)) {
-            set_err(err, errlen, "%s: path too long", path);
+            sg_store_set_err(err, errlen, "%s: path too long", path);
             return SG_ERR_TOO_BIG;
         }
         struct stat sb;
         if (stat(side, &sb) != 0)
             continue;
         if ((sb.st_mode & 07777) != 0600 && chmod(side, 0600) != 0) {
-            set_err(err, errlen, "%s: cannot set mode 0600: %s", side, strerror(errno));
+            sg_store_set_err(err, errlen, "%s: cannot set mode 0600: %s", side, strerror(errno));
             return SG_ERR_IO;
         }
     }
@@ -928,7 +1178,8 @@ static sg_rc apply_migration(sqlite3 *db, const migration_t *m, char *err, size_
         sqlite3_finalize(q);
     }
     if (src != SQLITE_OK) {
-        set_err(err, errlen, "migration %d: %s", m->version, msg ? msg : sqlite3_errmsg(db));
+        sg_store_set_err(err, errlen, "migration %d: %s", m->version,
+                         msg ? msg : sqlite3_errmsg(db));
         sqlite3_free(msg);
         return rc_of(src);
     }
@@ -947,27 +1198,27 @@ static sg_rc migrate(sqlite3 *db, char *err, size_t errlen)
                            "  applied_at INTEGER NOT NULL)",
                            NULL, NULL, NULL);
     if (src != SQLITE_OK) {
-        set_err(err, errlen, "schema_version: %s", sqlite3_errmsg(db));
+        sg_store_set_err(err, errlen, "schema_version: %s", sqlite3_errmsg(db));
         return rc_of(src);
     }
     src = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if (src != SQLITE_OK) {
-        set_err(err, errlen, "migrate: %s", sqlite3_errmsg(db));
+        sg_store_set_err(err, errlen, "migrate: %s", sqlite3_errmsg(db));
         return rc_of(src);
     }
     int version = 0;
     sg_rc rc = SG_OK;
     src = current_version(db, &version);
     if (src != SQLITE_OK) {
-        set_err(err, errlen, "schema_version: %s", sqlite3_errmsg(db));
+        sg_store_set_err(err, errlen, "schema_version: %s", sqlite3_errmsg(db));
         rc = rc_of(src);
         goto fail;
     }
-    if (version > migrations[N_MIGRATIONS - 1].version) {
-        set_err(err, errlen,
-                "database schema version %d is newer than this scopegate knows (%d); "
-                "refusing to use it",
-                version, migrations[N_MIGRATIONS - 1].version);
+    if (version > SG_STORE_SCHEMA_VERSION) {
+        sg_store_set_err(err, errlen,
+                         "database schema version %d is newer than this scopegate knows (%d); "
+                         "refusing to use it",
+                         version, SG_STORE_SCHEMA_VERSION);
         rc = SG_ERR_CONFIG;
         goto fail;
     }
@@ -980,13 +1231,13 @@ static sg_rc migrate(sqlite3 *db, char *err, size_t errlen)
     }
     src = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     if (src != SQLITE_OK) {
-        set_err(err, errlen, "migrate: %s", sqlite3_errmsg(db));
+        sg_store_set_err(err, errlen, "migrate: %s", sqlite3_errmsg(db));
         rc = rc_of(src);
         goto fail;
     }
-    if (version < migrations[N_MIGRATIONS - 1].version)
+    if (version < SG_STORE_SCHEMA_VERSION)
         sg_log(SG_LOG_INFO, "store_migrated", "schema version %d -> %d", version,
-               migrations[N_MIGRATIONS - 1].version);
+               SG_STORE_SCHEMA_VERSION);
     return SG_OK;
 fail:
     sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
@@ -1002,7 +1253,7 @@ static sg_rc pragma(sqlite3 *db, const char *sql, const char *want, char *err, s
         if (src == SQLITE_ROW && want) {
             const char *got = col_text(q, 0);
             if (!got || strcmp(got, want) != 0) {
-                set_err(err, errlen, "%s: got %s, want %s", sql, got ? got : "NULL", want);
+                sg_store_set_err(err, errlen, "%s: got %s, want %s", sql, got ? got : "NULL", want);
                 sqlite3_finalize(q);
                 return SG_ERR_IO;
             }
@@ -1011,7 +1262,7 @@ static sg_rc pragma(sqlite3 *db, const char *sql, const char *want, char *err, s
     }
     sqlite3_finalize(q);
     if (src != SQLITE_OK) {
-        set_err(err, errlen, "%s: %s", sql, sqlite3_errmsg(db));
+        sg_store_set_err(err, errlen, "%s: %s", sql, sqlite3_errmsg(db));
         return rc_of(src);
     }
     return SG_OK;
@@ -1075,6 +1326,20 @@ static const struct {
     {offsetof(sqlite_store_t, g_started), "UPDATE grants SET refresh_started = ?2 WHERE id = ?1"},
     {offsetof(sqlite_store_t, g_warned), "UPDATE grants SET warned_at = ?2 WHERE id = ?1"},
     {offsetof(sqlite_store_t, g_list), "SELECT " GRANT_COLS " FROM grants ORDER BY id"},
+    {offsetof(sqlite_store_t, s_get),
+     "SELECT id_hash, user_id, org_id, username, email, role, claims, created, last_seen, "
+     "idle_timeout, max_lifetime FROM sessions WHERE id_hash = ?1"},
+    {offsetof(sqlite_store_t, c_add), "INSERT INTO changes (kind, key, at) VALUES (?1, ?2, ?3)"},
+    {offsetof(sqlite_store_t, c_since),
+     "SELECT seq, kind, key, at FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2"},
+    {offsetof(sqlite_store_t, c_latest), "SELECT COALESCE(MAX(seq), 0) FROM changes"},
+    {offsetof(sqlite_store_t, c_prune), "DELETE FROM changes WHERE at < ?1"},
+    {offsetof(sqlite_store_t, i_beat),
+     "INSERT OR REPLACE INTO instances (id, host, version, policy_sha256, started, last_beat) "
+     "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"},
+    {offsetof(sqlite_store_t, i_list),
+     "SELECT id, host, version, policy_sha256, started, last_beat FROM instances "
+     "WHERE last_beat >= ?1 ORDER BY id"},
 };
 
 #define N_STMTS COUNT_OF(stmts)
@@ -1098,11 +1363,34 @@ static sg_rc prepare_all(sqlite_store_t *st, char *err, size_t errlen)
         int src = sqlite3_prepare_v3(st->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
                                      stmt_slot(st, i), NULL);
         if (src != SQLITE_OK) {
-            set_err(err, errlen, "prepare: %s", sqlite3_errmsg(st->db));
+            sg_store_set_err(err, errlen, "prepare: %s", sqlite3_errmsg(st->db));
             return rc_of(src);
         }
     }
     return SG_OK;
+}
+
+/* The handle's mutexes and its condition variable (timed waits on CLOCK_MONOTONIC). */
+static int init_sync(sqlite_store_t *st)
+{
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0)
+        return -1;
+    int bad = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+              pthread_cond_init(&st->wait_cv, &ca) != 0;
+    pthread_condattr_destroy(&ca);
+    if (bad)
+        return -1;
+    if (pthread_mutex_init(&st->wait_mu, NULL) != 0) {
+        pthread_cond_destroy(&st->wait_cv);
+        return -1;
+    }
+    if (pthread_mutex_init(&st->mu, NULL) != 0) {
+        pthread_mutex_destroy(&st->wait_mu);
+        pthread_cond_destroy(&st->wait_cv);
+        return -1;
+    }
+    return 0;
 }
 
 /* A store handle for path, not opened yet; NULL (with err) when out of memory. */
@@ -1112,14 +1400,14 @@ static sqlite_store_t *store_new(const char *path, char *err, size_t errlen)
     if (st) {
         st->base.ops = &sqlite_ops;
         st->path = strdup(path);
-        if (!st->path || pthread_mutex_init(&st->mu, NULL) != 0) {
+        if (!st->path || init_sync(st) != 0) {
             free(st->path);
             free(st);
             st = NULL;
         }
     }
     if (!st)
-        set_err(err, errlen, "out of memory");
+        sg_store_set_err(err, errlen, "out of memory");
     return st;
 }
 
@@ -1132,7 +1420,7 @@ static sg_rc open_args(const char *path, sg_store_t **out, char *err, size_t err
         return SG_ERR_PARSE;
     *out = NULL;
     if (!path || !*path) {
-        set_err(err, errlen, "no database path");
+        sg_store_set_err(err, errlen, "no database path");
         return SG_ERR_CONFIG;
     }
     return SG_OK;
@@ -1144,7 +1432,8 @@ static sg_rc open_db(sqlite_store_t *st, int flags, char *err, size_t errlen)
     int src = sqlite3_open_v2(st->path, &st->db,
                               flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL);
     if (src != SQLITE_OK) {
-        set_err(err, errlen, "%s: %s", st->path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
+        sg_store_set_err(err, errlen, "%s: %s", st->path,
+                         st->db ? sqlite3_errmsg(st->db) : "cannot open");
         sg_rc rc = rc_of(src);
         return rc ? rc : SG_ERR_IO; /* a failed open is never SG_OK */
     }
@@ -1166,19 +1455,21 @@ static sg_rc hand_out(sqlite_store_t *st, sg_rc rc, sg_store_t **out)
 /* A read-only open wants the schema this scopegate writes: it never migrates. */
 static sg_rc check_schema(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
-    int version = 0, want = migrations[N_MIGRATIONS - 1].version;
+    int version = 0, want = SG_STORE_SCHEMA_VERSION;
     if (current_version(db, &version) != SQLITE_OK) {
-        set_err(err, errlen, "%s: not a scopegate database (%s)", path, sqlite3_errmsg(db));
+        sg_store_set_err(err, errlen, "%s: not a scopegate database (%s)", path,
+                         sqlite3_errmsg(db));
         return SG_ERR_CONFIG;
     }
     if (version == want)
         return SG_OK;
-    set_err(err, errlen,
-            version < want ? "%s: database schema version %d is older than this scopegate's "
-                             "(%d): start the gateway once to upgrade it"
-                           : "%s: database schema version %d is newer than this scopegate "
-                             "knows (%d): use the scopegate that wrote it",
-            path, version, want);
+    sg_store_set_err(err, errlen,
+                     version < want
+                         ? "%s: database schema version %d is older than this scopegate's "
+                           "(%d): start the gateway once to upgrade it"
+                         : "%s: database schema version %d is newer than this scopegate "
+                           "knows (%d): use the scopegate that wrote it",
+                     path, version, want);
     return SG_ERR_CONFIG;
 }
 
@@ -1188,7 +1479,7 @@ sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t
     if (rc)
         return rc;
     if (!sqlite3_threadsafe()) {
-        set_err(err, errlen, "SQLite was built without thread support");
+        sg_store_set_err(err, errlen, "SQLite was built without thread support");
         return SG_ERR_CONFIG;
     }
     rc = prepare_file(path, err, errlen);
@@ -1233,11 +1524,11 @@ sg_rc sg_store_open_sqlite_readonly(const char *path, sg_store_t **out, char *er
     struct stat sb;
     if (stat(path, &sb) != 0) {
         int e = errno;
-        set_err(err, errlen, "%s: %s", path, strerror(e));
+        sg_store_set_err(err, errlen, "%s: %s", path, strerror(e));
         return e == ENOENT ? SG_ERR_NOTFOUND : SG_ERR_IO;
     }
     if (!S_ISREG(sb.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", path);
+        sg_store_set_err(err, errlen, "%s: not a regular file", path);
         return SG_ERR_IO;
     }
     sqlite_store_t *st = store_new(path, err, errlen);

@@ -13,6 +13,7 @@ typedef enum {
     SG_ERR_IO,       /* file or socket error */
     SG_ERR_CONFIG,   /* configuration is invalid */
     SG_ERR_DENIED,   /* the request is not allowed */
+    SG_ERR_BUSY,     /* someone else holds it (a lock not obtained in time) */
 } sg_rc;
 
 /* A short, stable name for logs and tests ("nomem", "too_big", ...). */

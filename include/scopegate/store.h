@@ -1,7 +1,9 @@
 /*
- * Persistence behind a function table, so a PostgreSQL backend can follow the SQLite one.
- * Backends know nothing of OIDC: they keep records. The SQLite backend creates its database
- * file mode 0600, uses WAL, and serializes writers itself (safe to call from any thread).
+ * Persistence behind a function table, with two backends: SQLite (one gateway instance on one
+ * machine) and PostgreSQL (several instances sharing one database). Backends know nothing of
+ * OIDC: they keep records. Both are safe to call from any thread. The SQLite backend creates
+ * its database file mode 0600, uses WAL, and serializes writers itself; the PostgreSQL backend
+ * keeps a small pool of connections and reconnects after a server restart.
  */
 #ifndef SCOPEGATE_STORE_H
 #define SCOPEGATE_STORE_H
@@ -65,10 +67,34 @@ typedef struct {
 void sg_grant_rec_free(sg_grant_rec_t *rec);
 void sg_grant_recs_free(sg_grant_rec_t *recs, size_t n);
 
+/* ---- several instances on one store ------------------------------------------------------- */
+
+/* One running gateway instance, as it last reported itself (instance_beat). */
+typedef struct {
+    char *id;            /* unique per running process */
+    char *host;          /* may be NULL */
+    char *version;       /* scopegate's version; may be NULL */
+    char *policy_sha256; /* hex digest of the policy it enforces; may be NULL */
+    long long started, last_beat;
+} sg_instance_rec_t;
+
+void sg_instance_recs_free(sg_instance_rec_t *recs, size_t n);
+
+/* change_since hands back at most this many changes per call. */
+#define SG_CHANGE_BATCH 1000
+/* Grant locks one store handle holds at once, at most (grant_lock waits for a free one). */
+#define SG_STORE_MAX_LOCKS 16
+
+/* A held grant lock (grant_lock); each backend has its own. */
+typedef struct sg_store_lock sg_store_lock_t;
+
 typedef struct sg_store sg_store_t;
 
 typedef int (*sg_session_visit_fn)(void *ctx, const sg_session_rec_t *rec);
 typedef int (*sg_grant_visit_fn)(void *ctx, const sg_grant_rec_t *rec);
+/* One change of the feed; key and kind are valid only during the call. */
+typedef int (*sg_change_visit_fn)(void *ctx, long long seq, const char *kind, const char *key,
+                                  long long at);
 
 typedef struct {
     sg_rc (*session_put)(sg_store_t *st, const sg_session_rec_t *rec); /* insert or replace */
@@ -83,8 +109,9 @@ typedef struct {
     /* Deletes sessions past their idle or absolute lifetime at time now; *n gets how many. */
     sg_rc (*session_expire)(sg_store_t *st, long long now, size_t *n);
 
-    /* Grants. Every write is durable (synchronous=FULL) before it returns: a rotated refresh
-     * token must never be lost once the provider has invalidated the old one. */
+    /* Grants. Every write is durable (SQLite: synchronous=FULL; PostgreSQL: synchronous_commit
+     * on) before it returns: a rotated refresh token must never be lost once the provider has
+     * invalidated the old one. */
     sg_rc (*grant_insert)(sg_store_t *st, sg_grant_rec_t *rec); /* sets rec->id */
     sg_rc (*grant_get)(sg_store_t *st, long long id, sg_grant_rec_t *out);
     /* Grants of a person (user_id) or of an org (user_id NULL, org_id set) for app (NULL: any),
@@ -125,6 +152,56 @@ typedef struct {
     sg_rc (*grant_set_warned)(sg_store_t *st, long long id, long long at);
     /* Every grant in every state, oldest first (*out: *n records; caller frees): reports. */
     sg_rc (*grant_list)(sg_store_t *st, sg_grant_rec_t **out, size_t *n);
+
+    /* ---- several instances on one store (schema version 5) ---- */
+
+    /* One session by its hash into *out (heap fields: sg_session_rec_free); SG_ERR_NOTFOUND
+     * when there is none, SG_ERR_PARSE for anything but a hex digest. */
+    sg_rc (*session_get)(sg_store_t *st, const char *id_hash, sg_session_rec_t *out);
+
+    /*
+     * The change feed: how instances hear of each other's session ends and token
+     * invalidations. change_add appends (kind, key, at) under the next sequence number (kind
+     * not empty; key may be) and wakes change_wait once it is committed; numbers are handed
+     * out in commit order, so a reader that remembers the last number it saw misses nothing.
+     */
+    sg_rc (*change_add)(sg_store_t *st, const char *kind, const char *key, long long at);
+    /* Visits the changes numbered above after_seq in order, SG_CHANGE_BATCH at most; a
+     * non-zero return stops after that change. *last_seq gets the number of the last change
+     * visited (after_seq when none). visit may call the store. */
+    sg_rc (*change_since)(sg_store_t *st, long long after_seq, sg_change_visit_fn visit, void *ctx,
+                          long long *last_seq);
+    /* The number of the newest change in the feed (0: none), so a starting instance can skip
+     * the history. */
+    sg_rc (*change_latest)(sg_store_t *st, long long *seq);
+    /* Blocks up to timeout_ms for a change. SG_OK when one may have come (read change_since),
+     * SG_ERR_NOTFOUND when the time passed without one, SG_ERR_IO when the store cannot be
+     * reached (returned once timeout_ms has passed, so a loop around it does not spin). One
+     * waiting thread per handle. SQLite: wakes for change_add through the same handle only. */
+    sg_rc (*change_wait)(sg_store_t *st, int timeout_ms);
+    /* Deletes the changes older than before_at; *n (may be NULL) gets how many. */
+    sg_rc (*change_prune)(sg_store_t *st, long long before_at, size_t *n);
+
+    /*
+     * At most one holder per grant across every instance on the store (one refresh in flight
+     * per grant); grant_id from 1 to 2^31 - 1. SG_OK with *out held; SG_ERR_BUSY when not
+     * obtained within wait_ms (0: try once), also when the handle's SG_STORE_MAX_LOCKS locks
+     * stay taken that long; SG_ERR_IO when the store cannot be reached. Not re-entrant: a
+     * second grant_lock of a held grant waits like any other. PostgreSQL: the lock lives as long as
+     * its own connection, so a process that dies loses it at once. SQLite: the lock is the handle's
+     * own (one instance per database).
+     */
+    sg_rc (*grant_lock)(sg_store_t *st, long long grant_id, int wait_ms, sg_store_lock_t **out);
+    /* Releases the lock; lock is invalid afterwards. SG_ERR_IO when it had been lost with its
+     * connection (the server restarted while it was held): another instance may have held it
+     * meanwhile. SG_ERR_PARSE for a lock this handle does not hold. */
+    sg_rc (*grant_unlock)(sg_store_t *st, sg_store_lock_t *lock);
+
+    /* The instance registry: inserts or replaces rec (by id). */
+    sg_rc (*instance_beat)(sg_store_t *st, const sg_instance_rec_t *rec);
+    /* The instances whose last_beat >= alive_since, by id (*out: *n records; caller frees). */
+    sg_rc (*instance_list)(sg_store_t *st, long long alive_since, sg_instance_rec_t **out,
+                           size_t *n);
 } sg_store_ops_t;
 
 struct sg_store {
@@ -142,5 +219,22 @@ sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t
  * the gateway once to upgrade it; newer: use the matching scopegate).
  */
 sg_rc sg_store_open_sqlite_readonly(const char *path, sg_store_t **out, char *err, size_t errlen);
+
+/*
+ * Opens the PostgreSQL store and migrates it (under an advisory lock: several instances
+ * starting at once migrate once). conninfo is a libpq URI (postgresql://user@host:port/db) or
+ * key=value string; connect_timeout is 5 s unless it says otherwise. password_file, when not
+ * NULL, holds the password on its first line and must not be readable by group or others.
+ * SG_ERR_IO when the server cannot be reached or refuses the login; SG_ERR_CONFIG for a bad
+ * conninfo or password file, and for a schema newer than this scopegate knows. err never
+ * holds the password. close() releases every grant lock the handle still holds.
+ */
+sg_rc sg_store_open_pg(const char *conninfo, const char *password_file, sg_store_t **out, char *err,
+                       size_t errlen);
+
+/* The operator's migration: brings the PostgreSQL schema up to date without opening a store;
+ * *from and *to get the versions before and after. Errors as sg_store_open_pg. */
+sg_rc sg_store_migrate_pg(const char *conninfo, const char *password_file, int *from, int *to,
+                          char *err, size_t errlen);
 
 #endif

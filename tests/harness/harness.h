@@ -35,8 +35,8 @@ char *th_proc_log(const th_proc_t *p);
 /* ---- HTTP ----------------------------------------------------------------------------- */
 
 typedef struct {
-    long status;        /* 0 when no response arrived (connection closed, timeout) */
-    char *body;         /* NUL-terminated, "" when empty */
+    long status; /* 0 when no response arrived (connection closed, timeout) */
+    char *body;  /* NUL-terminated, "" when empty */
     size_t body_len;
     char *headers;      /* raw response headers, NUL-terminated */
     char *location;     /* Location header or NULL */
@@ -78,8 +78,7 @@ char *th_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Called for each request: head is the request line and headers (each line ends in CRLF),
  * body the first body_len bytes after them (Content-Length, at most 16 KiB in all); the
  * handler writes the whole answer to fd (th_send_all), which is closed after it returns. */
-typedef void (*th_serve_fn)(void *ctx, int fd, const char *head, const char *body,
-                            size_t body_len);
+typedef void (*th_serve_fn)(void *ctx, int fd, const char *head, const char *body, size_t body_len);
 
 typedef struct {
     int fd;
@@ -144,9 +143,8 @@ long th_refresh(const char *base, const char *client_id, const char *client_secr
                 const char *refresh_token, cJSON **json);
 
 /* Code flow plus exchange in one: the token response JSON (caller deletes) or NULL. */
-cJSON *th_authorize_and_exchange(const char *base, const char *client_id,
-                                 const char *client_secret, const char *scope,
-                                 const char *username, const char *password);
+cJSON *th_authorize_and_exchange(const char *base, const char *client_id, const char *client_secret,
+                                 const char *scope, const char *username, const char *password);
 
 /* ---- sfsim test-control API ------------------------------------------------------------- */
 
@@ -157,8 +155,8 @@ cJSON *th_sim_get(const char *base, const char *path_and_query);
 /* The demo users' and apps' names, for readable tests. */
 #define TH_ALICE "alice@demo.example"
 #define TH_ADMIN "admin@demo.example"
-#define TH_OPS "ops@demo.example"
-#define TH_BOB "bob@demo.example"
+#define TH_OPS   "ops@demo.example"
+#define TH_BOB   "bob@demo.example"
 
 /* ---- the gateway stack: sfsim and scopegate together ------------------------------------ */
 
@@ -202,10 +200,10 @@ typedef struct {
     char gw_cfg[300];       /* gateway config file */
     char policy[300];       /* policy file */
     char state_dir[300];
-    char db[300];           /* state_dir/scopegate.db */
-    char sim_cfg[300];      /* the org copy */
-    char gw_log[256];       /* the gateway's stderr, all runs (th_proc_t.log_path size) */
-    int port;               /* the gateway's public port */
+    char db[300];      /* state_dir/scopegate.db */
+    char sim_cfg[300]; /* the org copy */
+    char gw_log[256];  /* the gateway's stderr, all runs (th_proc_t.log_path size) */
+    int port;          /* the gateway's public port */
 } th_stack_t;
 
 /* Writes the folder, starts sfsim then the gateway. policy_text NULL: th_default_policy. The
@@ -237,8 +235,7 @@ int th_gateway_signin(th_client_t *c, const th_stack_t *s, const char *rd, const
                       const char *password, th_resp_t *final);
 /* Signs an admin in (who must be sent to /connect, having no live grant), follows the connect
  * page's link, approves at sfsim and takes the callback: 0 when the gateway stored a grant. */
-int th_gateway_connect(th_client_t *c, const th_stack_t *s, const char *user,
-                       const char *password);
+int th_gateway_connect(th_client_t *c, const th_stack_t *s, const char *user, const char *password);
 /* GET s->url + path with the client's cookies; the status (0 when no answer). */
 long th_gateway_status(th_client_t *c, const th_stack_t *s, const char *path);
 
@@ -258,6 +255,8 @@ int th_free_port(void);
 int th_write_file(const char *path, const char *text, mode_t mode);
 /* The whole file (heap, NUL-terminated; *len its size when len is not NULL), or NULL. */
 char *th_read_file(const char *path, size_t *len);
+/* Removes dir and everything in it (symbolic links are not followed); complains on stderr. */
+void th_remove_tree(const char *dir);
 
 /*
  * A stack behind a reverse proxy the test runs itself: like th_stack_start_opts, but the
@@ -282,6 +281,52 @@ int th_stack_crash_restart_gateway(th_stack_t *s);
 /* The internal listener's bearer key (state_dir/internal.key, trailing newline dropped; heap)
  * or NULL. */
 char *th_stack_internal_key(const th_stack_t *s);
+
+/* ---- a PostgreSQL server of the test's own ------------------------------------------------ */
+
+/*
+ * Debian's PostgreSQL server (/usr/lib/postgresql/N/bin, the newest N) in a temporary folder:
+ * initdb with scram-sha-256 and a generated password, listening on 127.0.0.1 only on a free
+ * port, its unix socket in the folder, fsync off. When the test runs as root (CI does, and
+ * PostgreSQL refuses root), initdb and the server run as nobody and the folder is nobody's.
+ * The server is the test's child and dies with it. Two roles: an administrator the harness
+ * uses itself (th_pg_exec, th_pg_query_int, th_pg_new_database) and "scopegate", the owner of
+ * each database made for the tests, which url and password_file name.
+ */
+typedef struct {
+    pid_t pid; /* the postmaster; -1 while stopped */
+    int port;
+    char dir[256];           /* the temporary folder: data/, the socket, server.log */
+    char bin[128];           /* the server's binaries */
+    char db[64];             /* the current database */
+    char url[256];           /* "postgresql://scopegate@127.0.0.1:PORT/DB": no password */
+    char password_file[300]; /* the password on one line; 0600, the test's user's */
+    char password[64];       /* the same password, for tests that check it is never shown */
+    char log_path[300];      /* the server's stderr, every run */
+    uid_t uid;               /* who runs the server */
+    gid_t gid;
+} th_pg_t;
+
+/* initdb, start (30 s at most) and a first database "scopegate". -1 with a message when
+ * PostgreSQL's server binaries are missing (install the Debian package postgresql). */
+int th_pg_start(th_pg_t *pg);
+/* Fast shutdown (SIGINT to the postmaster, by its PID; 30 s, then SIGQUIT) and removes the
+ * folder. 0 when the server exited 0. Safe on a server never started (all zero). */
+int th_pg_stop(th_pg_t *pg);
+/* Fast shutdown, keeping the data and the port, and the server started again on them: for
+ * tests of a server that goes away and comes back. */
+int th_pg_stop_only(th_pg_t *pg);
+int th_pg_start_again(th_pg_t *pg);
+int th_pg_restart(th_pg_t *pg);
+/* A new empty database name (dropped first when it exists) owned by scopegate; url and db
+ * point at it from now on. name: lower-case letters, digits and '_'. */
+int th_pg_new_database(th_pg_t *pg, const char *name);
+/* Runs sql (no parameters: the tests' own constants) as the administrator on the current
+ * database; 0, or -1 with the server's message. */
+int th_pg_exec(const th_pg_t *pg, const char *sql);
+/* The first column of the first row of sql's answer as a number; -1 (with a message) when
+ * the query fails or has no row. */
+long long th_pg_query_int(const th_pg_t *pg, const char *sql);
 
 /*
  * The first <form> in html whose action attribute is action (entity-decoded, compared

@@ -11,6 +11,7 @@
  *            sfsim's test-control API, the gateway's sign-in as a browser does it
  *   stack.c  the gateway stack (sfsim and scopegate together), a stack behind a reverse
  *            proxy, the vault tests' helpers (crash, restart, internal key)
+ *   pg.c     a PostgreSQL server of the test's own, for the PostgreSQL store
  */
 #ifndef SG_TEST_HARNESS_INT_H
 #define SG_TEST_HARNESS_INT_H

@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <libconfig.h>
 #include <libgen.h>
 #include <netinet/in.h>
@@ -422,16 +421,6 @@ int th_stack_restart_gateway(th_stack_t *s)
     return gateway_spawn(s);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    if (remove(path) != 0)
-        fprintf(stderr, "harness: cannot remove %s: %s\n", path, strerror(errno));
-    return 0;
-}
-
 int th_stack_stop(th_stack_t *s)
 {
     int rc = 0;
@@ -446,7 +435,7 @@ int th_stack_stop(th_stack_t *s)
         if (keep && *keep && strcmp(keep, "0") != 0)
             fprintf(stderr, "harness: kept the stack's folder %s\n", s->dir);
         else
-            nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+            th_remove_tree(s->dir);
         s->dir[0] = '\0';
     }
     s->gw.log_path[0] = '\0';

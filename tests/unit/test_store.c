@@ -1,4 +1,8 @@
-/* store (SQLite backend): file modes, migrations, session records, expiry, threads. */
+/*
+ * store, on the backend STORE_PG names (store_fixture.h): migrations, session records, expiry,
+ * threads, and what several instances share (one session by its hash, the change feed, grant
+ * locks, the instance registry). SQLite only: file modes, WAL, files that are not databases.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,70 +20,13 @@
 #include <unistd.h>
 
 #include <sqlite3.h>
+#include <time.h>
 
 #include "scopegate/store.h"
+#include "store_fixture.h"
 
-/* ---- fixture: a fresh directory per test -------------------------------------------- */
-
-typedef struct {
-    char dir[512];
-    char path[600];
-    sg_store_t *st;
-} fx_t;
-
-static int setup(void **state)
-{
-    fx_t *fx = calloc(1, sizeof(*fx));
-    if (!fx)
-        return -1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(fx->dir, sizeof(fx->dir), "%s/sg_store_XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(fx->dir)) {
-        free(fx);
-        return -1;
-    }
-    snprintf(fx->path, sizeof(fx->path), "%s/scopegate.db", fx->dir);
-    *state = fx;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx_t *fx = *state;
-    if (fx->st)
-        fx->st->ops->close(fx->st);
-    DIR *d = opendir(fx->dir);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (de->d_name[0] == '.')
-                continue;
-            char p[1024];
-            snprintf(p, sizeof(p), "%s/%s", fx->dir, de->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(fx->dir);
-    free(fx);
-    return 0;
-}
-
-static void open_store(fx_t *fx)
-{
-    char err[256] = "";
-    sg_rc rc = sg_store_open_sqlite(fx->path, &fx->st, err, sizeof(err));
-    if (rc)
-        print_error("opening %s: got %s: %s\n", fx->path, sg_rc_str(rc), err);
-    assert_int_equal(rc, SG_OK);
-    assert_non_null(fx->st);
-}
-
-static void close_store(fx_t *fx)
-{
-    fx->st->ops->close(fx->st);
-    fx->st = NULL;
-}
+#define open_store  fx_open
+#define close_store fx_close
 
 /* A record whose id_hash is 64 hex digits derived from n. */
 static sg_session_rec_t rec_n(int n, long long created, long long last_seen, long long idle,
@@ -101,6 +48,7 @@ static sg_session_rec_t rec_n(int n, long long created, long long last_seen, lon
     return r;
 }
 
+#if !STORE_PG
 static unsigned file_mode(const char *path)
 {
     struct stat sb;
@@ -116,6 +64,7 @@ static void expect_mode_0600(const char *path)
         print_error("%s: expected mode 0600, got %04o\n", path, m);
     assert_int_equal(m, 0600);
 }
+#endif
 
 /* Copies of what session_each saw. */
 #define MAX_SEEN 64
@@ -162,39 +111,9 @@ static void walk(fx_t *fx, seen_t *s)
     assert_int_equal(fx->st->ops->session_each(fx->st, collect, s), SG_OK);
 }
 
-/* Runs a query on the file with a separate connection and returns the first column. */
-static long long query_int(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    sqlite3_stmt *q = NULL;
-    int src = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
-    if (src != SQLITE_OK)
-        print_error("%s: %s\n", sql, sqlite3_errmsg(db));
-    assert_int_equal(src, SQLITE_OK);
-    long long v = -1;
-    if (sqlite3_step(q) == SQLITE_ROW)
-        v = sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    return v;
-}
+#if !STORE_PG
 
-static void exec_sql(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    char *msg = NULL;
-    int src = sqlite3_exec(db, sql, NULL, NULL, &msg);
-    if (src != SQLITE_OK)
-        print_error("%s: %s\n", sql, msg ? msg : "?");
-    sqlite3_free(msg);
-    sqlite3_close(db);
-    assert_int_equal(src, SQLITE_OK);
-}
-
-/* ---- file modes --------------------------------------------------------------------- */
+/* ---- file modes (SQLite) --------------------------------------------------------------------- */
 
 static void test_new_database_and_wal_files_are_0600_even_with_umask_0(void **state)
 {
@@ -278,50 +197,6 @@ static void test_open_refuses_a_file_that_is_not_a_database(void **state)
     assert_true(err[0] != '\0');
 }
 
-static void test_open_refuses_empty_path(void **state)
-{
-    (void)state;
-    sg_store_t *st = NULL;
-    char err[64] = "";
-    assert_int_equal(sg_store_open_sqlite("", &st, err, sizeof(err)), SG_ERR_CONFIG);
-    assert_null(st);
-}
-
-/* ---- migrations --------------------------------------------------------------------- */
-
-static void test_migrations_are_recorded_once(void **state)
-{
-    fx_t *fx = *state;
-    open_store(fx);
-    close_store(fx);
-    long long v = query_int(fx->path, "SELECT MAX(version) FROM schema_version");
-    long long rows = query_int(fx->path, "SELECT COUNT(*) FROM schema_version");
-    assert_true(v >= 1);
-    assert_int_equal(rows, v); /* versions 1..v, each once */
-    assert_int_equal(
-        query_int(fx->path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'sessions'"), 1);
-    assert_int_equal(query_int(fx->path, "SELECT MIN(applied_at) > 0 FROM schema_version"), 1);
-
-    open_store(fx); /* a second start applies nothing */
-    close_store(fx);
-    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM schema_version"), rows);
-}
-
-static void test_newer_schema_than_known_is_refused(void **state)
-{
-    fx_t *fx = *state;
-    open_store(fx);
-    close_store(fx);
-    exec_sql(fx->path, "INSERT INTO schema_version (version, applied_at) VALUES (9999, 1)");
-    char err[256] = "";
-    sg_store_t *st = NULL;
-    assert_int_equal(sg_store_open_sqlite(fx->path, &st, err, sizeof(err)), SG_ERR_CONFIG);
-    assert_null(st);
-    if (!strstr(err, "9999"))
-        print_error("expected the version in the message, got \"%s\"\n", err);
-    assert_non_null(strstr(err, "9999"));
-}
-
 static void test_journal_mode_is_wal(void **state)
 {
     fx_t *fx = *state;
@@ -334,6 +209,65 @@ static void test_journal_mode_is_wal(void **state)
     assert_string_equal((const char *)sqlite3_column_text(q, 0), "wal");
     sqlite3_finalize(q);
     sqlite3_close(db);
+}
+
+#endif
+
+/* ---- migrations --------------------------------------------------------------------- */
+
+/* One empty string for "no database": a path or a conninfo. */
+static void test_open_refuses_no_database(void **state)
+{
+    (void)state;
+    sg_store_t *st = (sg_store_t *)0x1;
+    char err[128] = "";
+    assert_int_equal(fx_open_at("", &st, err, sizeof(err)), SG_ERR_CONFIG);
+    assert_null(st);
+    assert_true(err[0] != '\0');
+}
+
+#define TABLE_COUNT(name)                                                                          \
+    FX_SQL("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '" name "'",        \
+           "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = '" name     \
+           "'")
+
+static void test_migrations_are_recorded_once(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    close_store(fx);
+    long long v = fx_query_int(fx, "SELECT MAX(version) FROM schema_version");
+    long long rows = fx_query_int(fx, "SELECT COUNT(*) FROM schema_version");
+    assert_int_equal(v, 5);
+    assert_int_equal(rows, v); /* versions 1..v, each once */
+    assert_int_equal(fx_query_int(fx, TABLE_COUNT("sessions")), 1);
+    assert_int_equal(fx_query_int(fx, TABLE_COUNT("grants")), 1);
+    assert_int_equal(fx_query_int(fx, TABLE_COUNT("ledger")), 1);
+    assert_int_equal(fx_query_int(fx, TABLE_COUNT("people")), 1);
+    assert_int_equal(fx_query_int(fx, TABLE_COUNT("changes")), 1);
+    assert_int_equal(fx_query_int(fx, TABLE_COUNT("instances")), 1);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM schema_version WHERE applied_at > 0"),
+                     rows);
+
+    open_store(fx); /* a second start applies nothing */
+    close_store(fx);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM schema_version"), rows);
+}
+
+static void test_newer_schema_than_known_is_refused(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    close_store(fx);
+    fx_exec(fx, "INSERT INTO schema_version (version, applied_at) VALUES (9999, 1)");
+    char err[256] = "";
+    sg_store_t *st = NULL;
+    assert_int_equal(fx_open_another(fx, &st, err, sizeof(err)), SG_ERR_CONFIG);
+    assert_null(st);
+    if (!strstr(err, "9999") || !strstr(err, "newer"))
+        print_error("expected the version and \"newer\" in the message, got \"%s\"\n", err);
+    assert_non_null(strstr(err, "9999"));
+    assert_non_null(strstr(err, "newer"));
 }
 
 /* ---- session records ---------------------------------------------------------------- */
@@ -460,10 +394,14 @@ static void test_touch_updates_many_and_never_moves_back(void **state)
     long long seen[4] = {150, 90, 170, 999}; /* 90 is older than 100: ignored */
     assert_int_equal(fx->st->ops->session_touch(fx->st, ids, seen, 4), SG_OK);
     assert_int_equal(fx->st->ops->session_touch(fx->st, NULL, NULL, 0), SG_OK);
+    /* One hash twice in a batch: the later time counts, whatever the order. */
+    const char *twice[2] = {r[0].id_hash, r[0].id_hash};
+    long long at[2] = {300, 200};
+    assert_int_equal(fx->st->ops->session_touch(fx->st, twice, at, 2), SG_OK);
     seen_t s;
     walk(fx, &s);
     assert_int_equal(s.n, 3); /* the unknown hash created nothing */
-    assert_int_equal(s.last_seen[find_seen(&s, r[0].id_hash)], 150);
+    assert_int_equal(s.last_seen[find_seen(&s, r[0].id_hash)], 300);
     assert_int_equal(s.last_seen[find_seen(&s, r[1].id_hash)], 100);
     assert_int_equal(s.last_seen[find_seen(&s, r[2].id_hash)], 170);
 }
@@ -506,6 +444,8 @@ static void test_records_survive_close_and_reopen(void **state)
     assert_int_equal(s.last_seen[0], 6);
 }
 
+/* Backend-neutral (store.c): run once, in the SQLite build. */
+#if !STORE_PG
 static void test_rec_free_releases_fields(void **state)
 {
     (void)state;
@@ -515,6 +455,7 @@ static void test_rec_free_releases_fields(void **state)
     assert_null(r.role);
     sg_session_rec_free(NULL);
 }
+#endif
 
 /* ---- threads ------------------------------------------------------------------------ */
 
@@ -545,7 +486,7 @@ static void test_many_threads_and_two_connections_write_without_errors(void **st
     open_store(fx);
     sg_store_t *second = NULL;
     char err[256] = "";
-    assert_int_equal(sg_store_open_sqlite(fx->path, &second, err, sizeof(err)), SG_OK);
+    assert_int_equal(fx_open_another(fx, &second, err, sizeof(err)), SG_OK);
     pthread_t t[16];
     worker_t w[16];
     for (int i = 0; i < 16; i++) {
@@ -561,25 +502,439 @@ static void test_many_threads_and_two_connections_write_without_errors(void **st
     if (failures)
         print_error("expected no failed operations, got %d\n", failures);
     assert_int_equal(failures, 0);
-    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM sessions"), 16 * 50);
-    assert_int_equal(query_int(fx->path, "SELECT COUNT(*) FROM sessions WHERE last_seen = 2"),
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM sessions"), 16 * 50);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM sessions WHERE last_seen = 2"),
                      16 * 50);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+/* ---- one session by its hash --------------------------------------------------------- */
+
+static void test_session_get_returns_every_field_or_not_found(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    const sg_store_ops_t *ops = fx->st->ops;
+    sg_session_rec_t a = rec_n(1, 100, 150, 60, 3600), b = rec_n(2, 200, 250, 30, 7200);
+    b.org_id = NULL;
+    b.email = NULL;
+    b.claims = NULL;
+    assert_int_equal(ops->session_put(fx->st, &a), SG_OK);
+    assert_int_equal(ops->session_put(fx->st, &b), SG_OK);
+
+    sg_session_rec_t got;
+    assert_int_equal(ops->session_get(fx->st, a.id_hash, &got), SG_OK);
+    assert_string_equal(got.id_hash, a.id_hash);
+    assert_string_equal(got.user_id, a.user_id);
+    assert_string_equal(got.org_id, a.org_id);
+    assert_string_equal(got.username, a.username);
+    assert_string_equal(got.email, a.email);
+    assert_string_equal(got.role, "user");
+    assert_string_equal(got.claims, a.claims);
+    assert_int_equal(got.created, 100);
+    assert_int_equal(got.last_seen, 150);
+    assert_int_equal(got.idle_timeout, 60);
+    assert_int_equal(got.max_lifetime, 3600);
+    sg_session_rec_free(&got);
+
+    assert_int_equal(ops->session_get(fx->st, b.id_hash, &got), SG_OK);
+    assert_null(got.org_id);
+    assert_null(got.email);
+    assert_null(got.claims);
+    assert_int_equal(got.max_lifetime, 7200);
+    sg_session_rec_free(&got);
+
+    sg_session_rec_t none = rec_n(3, 1, 1, 1, 1);
+    memset(&got, 0x5a, sizeof(got));
+    assert_int_equal(ops->session_get(fx->st, none.id_hash, &got), SG_ERR_NOTFOUND);
+    assert_null(got.user_id); /* cleared, so freeing it is safe */
+    sg_session_rec_free(&got);
+    assert_int_equal(ops->session_delete(fx->st, a.id_hash), SG_OK);
+    assert_int_equal(ops->session_get(fx->st, a.id_hash, &got), SG_ERR_NOTFOUND);
+    assert_int_equal(ops->session_get(fx->st, "nothex", &got), SG_ERR_PARSE);
+    assert_int_equal(ops->session_get(fx->st, NULL, &got), SG_ERR_PARSE);
+    assert_int_equal(ops->session_get(fx->st, b.id_hash, NULL), SG_ERR_PARSE);
+}
+
+/* ---- the change feed -------------------------------------------------------------------- */
+
+#define MAX_CHANGES 64
+typedef struct {
+    size_t n;
+    long long seq[MAX_CHANGES], at[MAX_CHANGES];
+    char kind[MAX_CHANGES][32], key[MAX_CHANGES][80];
+    size_t stop_after; /* 0: never */
+} changes_t;
+
+static int collect_change(void *ctx, long long seq, const char *kind, const char *key, long long at)
+{
+    changes_t *c = ctx;
+    if (c->n >= MAX_CHANGES)
+        return 1;
+    size_t i = c->n++;
+    c->seq[i] = seq;
+    c->at[i] = at;
+    snprintf(c->kind[i], sizeof(c->kind[i]), "%s", kind);
+    snprintf(c->key[i], sizeof(c->key[i]), "%s", key);
+    return c->stop_after && c->n >= c->stop_after;
+}
+
+static long long since(fx_t *fx, long long after, changes_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    long long last = -1;
+    assert_int_equal(fx->st->ops->change_since(fx->st, after, collect_change, c, &last), SG_OK);
+    return last;
+}
+
+static void test_changes_come_back_in_order_after_a_number(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    const sg_store_ops_t *ops = fx->st->ops;
+    long long latest = -1;
+    assert_int_equal(ops->change_latest(fx->st, &latest), SG_OK);
+    assert_int_equal(latest, 0);
+    changes_t c;
+    assert_int_equal(since(fx, 0, &c), 0); /* nothing: *last_seq stays after_seq */
+    assert_int_equal(c.n, 0);
+
+    assert_int_equal(ops->change_add(fx->st, "session_end", "aa11", 100), SG_OK);
+    assert_int_equal(ops->change_add(fx->st, "grant_dead", "42", 101), SG_OK);
+    assert_int_equal(ops->change_add(fx->st, "policy", "", 102), SG_OK); /* a key may be empty */
+    long long last = since(fx, 0, &c);
+    assert_int_equal(c.n, 3);
+    assert_true(c.seq[0] > 0 && c.seq[0] < c.seq[1] && c.seq[1] < c.seq[2]);
+    assert_int_equal(last, c.seq[2]);
+    assert_string_equal(c.kind[0], "session_end");
+    assert_string_equal(c.key[0], "aa11");
+    assert_int_equal(c.at[0], 100);
+    assert_string_equal(c.kind[1], "grant_dead");
+    assert_string_equal(c.key[2], "");
+    assert_int_equal(ops->change_latest(fx->st, &latest), SG_OK);
+    assert_int_equal(latest, c.seq[2]);
+
+    long long first = c.seq[0], third = c.seq[2];
+    assert_int_equal(since(fx, first, &c), third); /* after the first: the other two */
+    assert_int_equal(c.n, 2);
+    assert_int_equal(since(fx, third, &c), third);
+    assert_int_equal(c.n, 0);
+
+    /* A visitor that stops: *last_seq is the last change it saw, so the next call goes on. */
+    memset(&c, 0, sizeof(c));
+    c.stop_after = 1;
+    assert_int_equal(ops->change_since(fx->st, 0, collect_change, &c, &last), SG_OK);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(last, first);
+
+    assert_int_equal(ops->change_add(fx->st, NULL, "k", 1), SG_ERR_PARSE);
+    assert_int_equal(ops->change_add(fx->st, "", "k", 1), SG_ERR_PARSE);
+    assert_int_equal(ops->change_add(fx->st, "kind", NULL, 1), SG_ERR_PARSE);
+    assert_int_equal(ops->change_since(fx->st, 0, NULL, NULL, &last), SG_ERR_PARSE);
+    assert_int_equal(ops->change_since(fx->st, 0, collect_change, &c, NULL), SG_ERR_PARSE);
+    assert_int_equal(ops->change_latest(fx->st, NULL), SG_ERR_PARSE);
+}
+
+static int count_change(void *ctx, long long seq, const char *kind, const char *key, long long at)
+{
+    (void)seq;
+    (void)kind;
+    (void)key;
+    (void)at;
+    ++*(size_t *)ctx;
+    return 0;
+}
+
+static void test_change_since_hands_back_a_batch_at_most(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    for (int i = 0; i < SG_CHANGE_BATCH + 5; i++)
+        assert_int_equal(fx->st->ops->change_add(fx->st, "k", "v", i), SG_OK);
+    size_t n = 0;
+    long long last = 0;
+    assert_int_equal(fx->st->ops->change_since(fx->st, 0, count_change, &n, &last), SG_OK);
+    assert_int_equal(n, SG_CHANGE_BATCH);
+    n = 0;
+    assert_int_equal(fx->st->ops->change_since(fx->st, last, count_change, &n, &last), SG_OK);
+    assert_int_equal(n, 5);
+}
+
+static void test_change_prune_deletes_older_changes_and_numbers_go_on(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    const sg_store_ops_t *ops = fx->st->ops;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(ops->change_add(fx->st, "k", "v", 100 + i), SG_OK);
+    changes_t c;
+    since(fx, 0, &c);
+    long long newest = c.seq[4];
+    size_t n = 99;
+    assert_int_equal(ops->change_prune(fx->st, 103, &n), SG_OK); /* at 100, 101, 102 */
+    assert_int_equal(n, 3);
+    since(fx, 0, &c);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.at[0], 103);
+    assert_int_equal(ops->change_prune(fx->st, 1000, NULL), SG_OK);
+    long long latest = -1;
+    assert_int_equal(ops->change_latest(fx->st, &latest), SG_OK);
+    assert_int_equal(latest, 0); /* the feed is empty */
+    assert_int_equal(ops->change_add(fx->st, "k", "v", 200), SG_OK);
+    since(fx, 0, &c);
+    assert_int_equal(c.n, 1);
+    assert_true(c.seq[0] > newest); /* a number is never handed out twice */
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct {
+    sg_store_t *st;
+    int delay_ms;
+    sg_rc rc;
+} adder_t;
+
+static void *add_later(void *arg)
+{
+    adder_t *a = arg;
+    struct timespec ts = {.tv_sec = a->delay_ms / 1000, .tv_nsec = (a->delay_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    a->rc = a->st->ops->change_add(a->st, "session_end", "later", 1);
+    return NULL;
+}
+
+/* Waits until no change is pending: a first wait may answer at once (PostgreSQL: it starts
+ * listening, and what came before it cannot be known without reading the feed). */
+static void settle_wait(sg_store_t *st)
+{
+    for (int i = 0; i < 5; i++)
+        if (st->ops->change_wait(st, 50) == SG_ERR_NOTFOUND)
+            return;
+    fail_msg("change_wait kept answering SG_OK with nothing added");
+}
+
+static void test_change_wait_times_out_then_wakes_for_a_change(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    const sg_store_ops_t *ops = fx->st->ops;
+    settle_wait(fx->st);
+    long long t0 = mono_ms();
+    assert_int_equal(ops->change_wait(fx->st, 300), SG_ERR_NOTFOUND);
+    long long took = mono_ms() - t0;
+    if (took < 250 || took > 2000)
+        print_error("expected change_wait(300) to time out after about 300 ms, took %lld\n", took);
+    assert_true(took >= 250 && took <= 2000);
+
+    adder_t a = {.st = fx->st, .delay_ms = 200};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, add_later, &a), 0);
+    t0 = mono_ms();
+    sg_rc rc = ops->change_wait(fx->st, 5000);
+    took = mono_ms() - t0;
+    pthread_join(th, NULL);
+    assert_int_equal(a.rc, SG_OK);
+    if (rc != SG_OK || took > 1500)
+        print_error("expected a wake-up within 1.5 s of the change, got %s after %lld ms\n",
+                    sg_rc_str(rc), took);
+    assert_int_equal(rc, SG_OK);
+    assert_true(took <= 1500);
+    /* A change added while nobody waits is not lost: the next wait answers at once. */
+    assert_int_equal(ops->change_add(fx->st, "k", "v", 2), SG_OK);
+    t0 = mono_ms();
+    assert_int_equal(ops->change_wait(fx->st, 5000), SG_OK);
+    assert_true(mono_ms() - t0 < 1500);
+    assert_int_equal(ops->change_wait(fx->st, -1), SG_ERR_PARSE);
+}
+
+/* ---- grant locks ------------------------------------------------------------------------ */
+
+typedef struct {
+    sg_store_t *st;
+    sg_store_lock_t *lock;
+    int delay_ms;
+    sg_rc rc;
+} unlocker_t;
+
+static void *unlock_later(void *arg)
+{
+    unlocker_t *u = arg;
+    struct timespec ts = {.tv_sec = u->delay_ms / 1000, .tv_nsec = (u->delay_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    u->rc = u->st->ops->grant_unlock(u->st, u->lock);
+    return NULL;
+}
+
+static void test_grant_lock_has_one_holder_per_grant(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    const sg_store_ops_t *ops = fx->st->ops;
+    sg_store_lock_t *a = NULL, *b = NULL, *other = NULL;
+    assert_int_equal(ops->grant_lock(fx->st, 7, 0, &a), SG_OK);
+    assert_non_null(a);
+    assert_int_equal(ops->grant_lock(fx->st, 7, 0, &b), SG_ERR_BUSY); /* not re-entrant */
+    assert_null(b);
+    assert_int_equal(ops->grant_lock(fx->st, 8, 0, &other), SG_OK); /* another grant: free */
+
+    long long t0 = mono_ms();
+    assert_int_equal(ops->grant_lock(fx->st, 7, 300, &b), SG_ERR_BUSY);
+    long long took = mono_ms() - t0;
+    if (took < 250 || took > 3000)
+        print_error("expected SG_ERR_BUSY after about 300 ms, took %lld ms\n", took);
+    assert_true(took >= 250 && took <= 3000);
+
+    /* Waiting: another thread unlocks after 200 ms, and the wait gets the lock then. */
+    unlocker_t u = {.st = fx->st, .lock = a, .delay_ms = 200};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, unlock_later, &u), 0);
+    t0 = mono_ms();
+    sg_rc rc = ops->grant_lock(fx->st, 7, 5000, &b);
+    took = mono_ms() - t0;
+    pthread_join(th, NULL);
+    assert_int_equal(u.rc, SG_OK);
+    if (rc != SG_OK || took > 2000)
+        print_error("expected the lock soon after its release, got %s after %lld ms\n",
+                    sg_rc_str(rc), took);
+    assert_int_equal(rc, SG_OK);
+    assert_int_equal(ops->grant_unlock(fx->st, b), SG_OK);
+    assert_int_equal(ops->grant_unlock(fx->st, other), SG_OK);
+    assert_int_equal(ops->grant_lock(fx->st, 7, 0, &a), SG_OK);
+    assert_int_equal(ops->grant_unlock(fx->st, a), SG_OK);
+    assert_int_equal(ops->grant_unlock(fx->st, a), SG_ERR_PARSE); /* released already */
+}
+
+static void test_grant_lock_refuses_bad_arguments(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    const sg_store_ops_t *ops = fx->st->ops;
+    sg_store_lock_t *l = (sg_store_lock_t *)0x1;
+    assert_int_equal(ops->grant_lock(fx->st, 0, 0, &l), SG_ERR_PARSE);
+    assert_null(l);
+    assert_int_equal(ops->grant_lock(fx->st, -3, 0, &l), SG_ERR_PARSE);
+    assert_int_equal(ops->grant_lock(fx->st, 1LL << 31, 0, &l), SG_ERR_PARSE);
+    assert_int_equal(ops->grant_lock(fx->st, 1, -1, &l), SG_ERR_PARSE);
+    assert_int_equal(ops->grant_lock(fx->st, 1, 0, NULL), SG_ERR_PARSE);
+    assert_int_equal(ops->grant_unlock(fx->st, NULL), SG_ERR_PARSE);
+
+    /* A lock of another handle is refused, and stays held. */
+    sg_store_t *second = NULL;
+    char err[256] = "";
+    assert_int_equal(fx_open_another(fx, &second, err, sizeof(err)), SG_OK);
+    assert_int_equal(second->ops->grant_lock(second, 1, 0, &l), SG_OK);
+    assert_int_equal(ops->grant_unlock(fx->st, l), SG_ERR_PARSE);
+    assert_int_equal(second->ops->grant_unlock(second, l), SG_OK);
+    second->ops->close(second);
+}
+
+static void test_grant_lock_holds_a_bounded_number_at_once(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    const sg_store_ops_t *ops = fx->st->ops;
+    sg_store_lock_t *held[SG_STORE_MAX_LOCKS];
+    for (int i = 0; i < SG_STORE_MAX_LOCKS; i++)
+        assert_int_equal(ops->grant_lock(fx->st, 100 + i, 0, &held[i]), SG_OK);
+    sg_store_lock_t *more = NULL;
+    assert_int_equal(ops->grant_lock(fx->st, 999, 0, &more), SG_ERR_BUSY);
+    assert_int_equal(ops->grant_lock(fx->st, 999, 100, &more), SG_ERR_BUSY);
+    /* Held locks leave the store's other work alone. */
+    sg_session_rec_t r = rec_n(1, 1, 1, 60, 60);
+    assert_int_equal(ops->session_put(fx->st, &r), SG_OK);
+    assert_int_equal(ops->grant_unlock(fx->st, held[3]), SG_OK);
+    assert_int_equal(ops->grant_lock(fx->st, 999, 0, &more), SG_OK);
+    assert_int_equal(ops->grant_unlock(fx->st, more), SG_OK);
+    for (int i = 0; i < SG_STORE_MAX_LOCKS; i++)
+        if (i != 3)
+            assert_int_equal(ops->grant_unlock(fx->st, held[i]), SG_OK);
+}
+
+/* close releases what the handle holds: the next handle gets the lock. */
+static void test_closing_a_store_releases_its_locks(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_store_lock_t *l = NULL;
+    assert_int_equal(fx->st->ops->grant_lock(fx->st, 5, 0, &l), SG_OK);
+    close_store(fx);
+    open_store(fx);
+    assert_int_equal(fx->st->ops->grant_lock(fx->st, 5, 1000, &l), SG_OK);
+    assert_int_equal(fx->st->ops->grant_unlock(fx->st, l), SG_OK);
+}
+
+/* ---- the instance registry ---------------------------------------------------------------- */
+
+static void test_instances_beat_and_list_the_living(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    const sg_store_ops_t *ops = fx->st->ops;
+    sg_instance_rec_t a = {.id = "b-host1-123",
+                           .host = "host1",
+                           .version = "0.1.0",
+                           .policy_sha256 = "ab12",
+                           .started = 100,
+                           .last_beat = 150};
+    sg_instance_rec_t b = {.id = "a-host2-456", .started = 90, .last_beat = 120};
+    sg_instance_rec_t old = {.id = "c-gone", .host = "host3", .started = 10, .last_beat = 20};
+    assert_int_equal(ops->instance_beat(fx->st, &a), SG_OK);
+    assert_int_equal(ops->instance_beat(fx->st, &b), SG_OK);
+    assert_int_equal(ops->instance_beat(fx->st, &old), SG_OK);
+    a.last_beat = 160; /* a later beat replaces the row */
+    a.policy_sha256 = "cd34";
+    assert_int_equal(ops->instance_beat(fx->st, &a), SG_OK);
+
+    sg_instance_rec_t *recs = NULL;
+    size_t n = 99;
+    assert_int_equal(ops->instance_list(fx->st, 100, &recs, &n), SG_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(recs[0].id, "a-host2-456"); /* by id */
+    assert_null(recs[0].host);
+    assert_null(recs[0].version);
+    assert_null(recs[0].policy_sha256);
+    assert_int_equal(recs[0].started, 90);
+    assert_string_equal(recs[1].id, "b-host1-123");
+    assert_string_equal(recs[1].host, "host1");
+    assert_string_equal(recs[1].version, "0.1.0");
+    assert_string_equal(recs[1].policy_sha256, "cd34");
+    assert_int_equal(recs[1].last_beat, 160);
+    sg_instance_recs_free(recs, n);
+    assert_int_equal(ops->instance_list(fx->st, 0, &recs, &n), SG_OK);
+    assert_int_equal(n, 3);
+    sg_instance_recs_free(recs, n);
+    assert_int_equal(ops->instance_list(fx->st, 1000, &recs, &n), SG_OK);
+    assert_int_equal(n, 0);
+    assert_null(recs);
+
+    sg_instance_rec_t bad = {.id = "", .started = 1, .last_beat = 1};
+    assert_int_equal(ops->instance_beat(fx->st, &bad), SG_ERR_PARSE);
+    assert_int_equal(ops->instance_beat(fx->st, NULL), SG_ERR_PARSE);
+    assert_int_equal(ops->instance_list(fx->st, 0, NULL, &n), SG_ERR_PARSE);
+    sg_instance_recs_free(NULL, 0);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+#if !STORE_PG
         T(test_new_database_and_wal_files_are_0600_even_with_umask_0),
         T(test_existing_world_readable_database_is_tightened),
         T(test_existing_world_readable_wal_is_tightened),
         T(test_open_fails_clearly_when_directory_is_missing),
         T(test_open_refuses_a_file_that_is_not_a_database),
-        T(test_open_refuses_empty_path),
+        T(test_journal_mode_is_wal),
+        T(test_rec_free_releases_fields),
+#endif
+        T(test_open_refuses_no_database),
         T(test_migrations_are_recorded_once),
         T(test_newer_schema_than_known_is_refused),
-        T(test_journal_mode_is_wal),
         T(test_put_then_each_returns_every_field),
         T(test_each_stops_when_visitor_says_so),
         T(test_put_replaces_a_record_with_the_same_hash),
@@ -588,8 +943,18 @@ int main(void)
         T(test_touch_updates_many_and_never_moves_back),
         T(test_expire_removes_idle_and_absolute_but_not_live),
         T(test_records_survive_close_and_reopen),
-        T(test_rec_free_releases_fields),
         T(test_many_threads_and_two_connections_write_without_errors),
+        T(test_session_get_returns_every_field_or_not_found),
+        T(test_changes_come_back_in_order_after_a_number),
+        T(test_change_since_hands_back_a_batch_at_most),
+        T(test_change_prune_deletes_older_changes_and_numbers_go_on),
+        T(test_change_wait_times_out_then_wakes_for_a_change),
+        T(test_grant_lock_has_one_holder_per_grant),
+        T(test_grant_lock_refuses_bad_arguments),
+        T(test_grant_lock_holds_a_bounded_number_at_once),
+        T(test_closing_a_store_releases_its_locks),
+        T(test_instances_beat_and_list_the_living),
     };
-    return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+    return cmocka_run_group_tests_name(STORE_PG ? "store_pg" : "store", tests, fx_group_setup,
+                                       fx_group_teardown);
 }
