@@ -26,7 +26,7 @@ PUBLIC = {"rc": "base", "buf": "base", "log": "base", "duration": "base", "text"
           "vault": "vault", "policy": "policy"}
 # Private headers, by file name -> their module.
 PRIVATE = {"oidc_int.h": "oidc", "store_int.h": "store", "vault_int.h": "vault", "gateway.h": "web",
-           "serve.h": "web",
+           "serve.h": "web", "fleet.h": "web",
            "cli.h": "cli", "policy_int.h": "policy", "http_server_int.h": "net", "sim.h": "sfsim", "soql.h": "sfsim"}
 
 

@@ -19,6 +19,7 @@ struct sg_audit {
     pthread_mutex_t lock;
     char *path;
     int fd;
+    char instance[96]; /* "": one instance, no field */
 };
 
 static int open_append(const char *path)
@@ -72,6 +73,15 @@ sg_rc sg_audit_reopen(sg_audit_t *a)
     return SG_OK;
 }
 
+void sg_audit_set_instance(sg_audit_t *a, const char *id)
+{
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->lock);
+    snprintf(a->instance, sizeof(a->instance), "%s", id ? id : "");
+    pthread_mutex_unlock(&a->lock);
+}
+
 void sg_audit(sg_audit_t *a, const char *event, ...)
 {
     if (!a)
@@ -89,6 +99,10 @@ void sg_audit(sg_audit_t *a, const char *event, ...)
         return;
     cJSON_AddStringToObject(j, "ts", when);
     cJSON_AddStringToObject(j, "event", event);
+    pthread_mutex_lock(&a->lock);
+    if (a->instance[0])
+        cJSON_AddStringToObject(j, "instance", a->instance);
+    pthread_mutex_unlock(&a->lock);
     va_list ap;
     va_start(ap, event);
     for (;;) {

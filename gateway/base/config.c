@@ -124,15 +124,87 @@ static long long number(loader_t *L, const config_setting_t *g, const char *key,
 }
 
 static const char *const top_keys[] = {
-    "listen",       "public_url",        "internal_listen",
-    "policy_file",  "state_dir",         "internal_key_file",
-    "apps",         "provider_timeout",  "login_timeout",
-    "clock_skew",   "allow_http_issuer", "log_level",
-    "integrations", "vault_key_file",    "vault_old_key_files",
-    "webhook_url",  "watch_policy",      "app_url",
-    "branding",     "limits",            "trusted_proxies",
+    "listen",
+    "public_url",
+    "internal_listen",
+    "policy_file",
+    "state_dir",
+    "internal_key_file",
+    "apps",
+    "provider_timeout",
+    "login_timeout",
+    "clock_skew",
+    "allow_http_issuer",
+    "log_level",
+    "integrations",
+    "vault_key_file",
+    "vault_old_key_files",
+    "webhook_url",
+    "watch_policy",
+    "app_url",
+    "branding",
+    "limits",
+    "trusted_proxies",
+    "store",
+    "store_password_file",
+    "store_outage_grace",
+    "instance_id",
     NULL,
 };
+/* A URI's user information (between "://" and the '@' before the host) with a ':' holds a
+ * password. */
+static int uri_has_password(const char *uri)
+{
+    const char *p = strstr(uri, "://") + 3;
+    size_t host_at = strcspn(p, "/?");
+    const char *at = memchr(p, '@', host_at);
+    return at && memchr(p, ':', (size_t)(at - p)) != NULL;
+}
+
+/*
+ * store: absent for SQLite in state_dir; a libpq URI (postgresql://) or key=value conninfo for
+ * PostgreSQL. The password never sits in the config text: store_password_file, or libpq's
+ * own PGPASSFILE.
+ */
+static void load_store(loader_t *L, const config_setting_t *root, sg_config_t *cfg)
+{
+    const config_setting_t *at = config_setting_get_member(root, "store");
+    const char *v = str(L, root, "store", 0);
+    if (v) {
+        int uri = strncmp(v, "postgresql://", 13) == 0 || strncmp(v, "postgres://", 11) == 0;
+        if (!uri && !strchr(v, '='))
+            fail_at(L, at,
+                    "'store' must be a PostgreSQL URI (postgresql://USER@HOST:PORT/DB) or a "
+                    "libpq conninfo (host=... dbname=...); leave it out for SQLite in state_dir");
+        else if (strstr(v, "password=") || (uri && uri_has_password(v)))
+            fail_at(L, at,
+                    "'store' holds a password: put it in store_password_file (or libpq's "
+                    "PGPASSFILE), not in the config");
+        else
+            cfg->store = strdup(v);
+    }
+    v = str(L, root, "store_password_file", 0);
+    if (v) {
+        if (!cfg->store)
+            fail_at(L, config_setting_get_member(root, "store_password_file"),
+                    "'store_password_file' is for a PostgreSQL store: set 'store' too");
+        cfg->store_password_file = resolve(L, v);
+    }
+    cfg->store_outage_grace = duration(L, root, "store_outage_grace", 300);
+    v = str(L, root, "instance_id", 0);
+    if (v) {
+        size_t n = strlen(v);
+        int ok = n > 0 && n <= 64;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = isalnum((unsigned char)v[i]) || strchr("-_.:", v[i]);
+        if (!ok)
+            fail_at(L, config_setting_get_member(root, "instance_id"),
+                    "'instance_id' must be 1 to 64 letters, digits, '-', '_', '.' or ':'");
+        else
+            snprintf(cfg->instance_id, sizeof(cfg->instance_id), "%s", v);
+    }
+}
+
 static const char *const limits_keys[] = {"max_connections",
                                           "max_connections_per_client",
                                           "request_timeout",
@@ -143,7 +215,7 @@ static const char *const limits_keys[] = {"max_connections",
                                           "max_waiting_per_client",
                                           NULL};
 static const char *const branding_keys[] = {"product_name", "logo_url", "logo_file", "accent_color",
-                                             NULL};
+                                            NULL};
 static const char *const integration_keys[] = {"app", "username", "org_id", "private_key_file",
                                                NULL};
 static const char *const app_keys[] = {"issuer", "client_id", "client_secret_file", NULL};
@@ -367,8 +439,7 @@ int sg_libconfig_read(const char *path, config_t *c, char *dir, size_t dirlen, c
     if (config_error_type(c) == CONFIG_ERR_FILE_IO)
         snprintf(err, errlen, "%s: error: cannot read the file", path);
     else
-        snprintf(err, errlen, "%s:%d: error: %s", path, config_error_line(c),
-                 config_error_text(c));
+        snprintf(err, errlen, "%s:%d: error: %s", path, config_error_line(c), config_error_text(c));
     config_destroy(c);
     return -1;
 }
@@ -445,6 +516,7 @@ sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errle
 
     load_branding(&L, root, cfg);
     load_limits(&L, root, cfg);
+    load_store(&L, root, cfg);
 
     cfg->provider_timeout_ms = (long)duration(&L, root, "provider_timeout", 10) * 1000;
     cfg->login_timeout = duration(&L, root, "login_timeout", 600);
@@ -518,6 +590,8 @@ void sg_config_free(sg_config_t *cfg)
         free(cfg->trusted_proxies[i]);
     free(cfg->trusted_proxies);
     free(cfg->webhook_url);
+    free(cfg->store);
+    free(cfg->store_password_file);
     free(cfg->app_url);
     free(cfg->product_name);
     free(cfg->logo_url);

@@ -11,6 +11,9 @@ int sg_cli_policy(int argc, char **argv);
  * 1 unhealthy (check) or no such grant (explain), 2 usage/config, 3 gateway unreachable. */
 int sg_cli_grants(int argc, char **argv);
 
+/* `scopegate store migrate --config FILE`: argv[0] is "store". 0 done, 1 failed, 2 usage. */
+int sg_cli_store(int argc, char **argv);
+
 /*
  * Matches "--name VALUE" or "--name=VALUE" at argv[*i] (moving *i past VALUE): 1 with *value
  * set, or NULL when VALUE is missing; 0 when argv[*i] is another argument.

@@ -29,6 +29,9 @@ static int usage(FILE *out)
             "             well, 1 dead or expiring soon, 2 usage/config, 3 gateway unreachable\n"
             "  grants explain ID --config FILE [--json]\n"
             "             why a grant died: cause, advice, evidence and figures\n"
+            "  store migrate --config FILE\n"
+            "             bring the store's schema up to date (the gateway also does it at\n"
+            "             start; safe beside running instances)\n"
             "  version    print the version and exit\n");
     return out == stderr ? 2 : 0;
 }
@@ -47,6 +50,8 @@ int main(int argc, char **argv)
         return sg_cli_policy(argc - 1, argv + 1);
     if (strcmp(argv[1], "grants") == 0)
         return sg_cli_grants(argc - 1, argv + 1);
+    if (strcmp(argv[1], "store") == 0)
+        return sg_cli_store(argc - 1, argv + 1);
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0)
         return usage(stdout);
     fprintf(stderr, "scopegate: unknown command '%s'\n", argv[1]);

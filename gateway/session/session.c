@@ -17,6 +17,13 @@
  * and parks it on a list that the next flush deletes from the store. sg_sessions_flush writes
  * the batched last_seen values, sweeps expired sessions, and deletes them from the store.
  *
+ * Shared store (several instances, sg_sessions_share): the index is this instance's cache.
+ * A cookie it does not hold is looked up in the store once, then cached. Ending or changing a
+ * session is announced on the store's change feed (kind SG_CHANGE_SESSION, key the id hash),
+ * and sg_session_forget drops the cached copy when another instance announces one. Expiry
+ * seen here only forgets the copy: another instance may have seen the session since, so only
+ * the store's own expiry (on the last_seen every instance has written) deletes it.
+ *
  * Consistency with the store: a session not marked dirty has the same last_seen in memory and
  * in the store. flush takes its snapshot (dirty values, expired entries) under the write lock
  * with one `now`, so the store's own expiry at that `now` removes only sessions that the index
@@ -62,6 +69,7 @@ struct sg_sessions {
     size_t nbuckets; /* a power of two */
     size_t count;
     entry_t *graveyard; /* out of the index, still in the store; under the write lock */
+    int shared;         /* other instances use the store too (set before any use) */
 };
 
 /* ---- small helpers ------------------------------------------------------------------ */
@@ -466,10 +474,97 @@ static void remove_expired(sg_sessions_t *s, const unsigned char key[SG_SHA256_L
     entry_t *e = find(s, key);
     if (e && expired(e, atomic_load_explicit(&e->last_seen, memory_order_relaxed), now)) {
         unlink_entry(s, e);
-        e->next = s->graveyard;
-        s->graveyard = e;
+        if (s->shared) {
+            free(e); /* see the top: only forgotten here */
+        } else {
+            e->next = s->graveyard;
+            s->graveyard = e;
+        }
     }
     pthread_rwlock_unlock(&s->lock);
+}
+
+/* Tells the other instances that a session ended or changed (shared store only). */
+static void announce(sg_sessions_t *s, const char *id_hash)
+{
+    if (!s->shared)
+        return;
+    sg_rc rc =
+        s->store->ops->change_add(s->store, SG_CHANGE_SESSION, id_hash, (long long)time(NULL));
+    if (rc)
+        sg_log(SG_LOG_WARN, "session_announce",
+               "other instances not told of a session's end (%s); "
+               "they learn it when their copy expires or the store is back",
+               sg_rc_str(rc));
+}
+
+/* A cookie this instance does not hold, from the shared store (then cached). */
+static sg_rc lookup_shared(sg_sessions_t *s, const unsigned char key[SG_SHA256_LEN], long long now,
+                           sg_session_view_t *view)
+{
+    char id_hash[SG_ID_HASH_LEN + 1];
+    to_hex(key, id_hash);
+    sg_session_rec_t rec = {0};
+    sg_rc rc = s->store->ops->session_get(s->store, id_hash, &rec);
+    if (rc)
+        return rc;
+    entry_t *e = NULL;
+    strings_t in = {rec.user_id, rec.org_id, rec.username, rec.email, rec.role};
+    if (rec.idle_timeout > 0 && rec.max_lifetime > 0)
+        rc =
+            entry_new(key, &in, rec.created, rec.last_seen, rec.idle_timeout, rec.max_lifetime, &e);
+    else
+        rc = SG_ERR_NOTFOUND;
+    sg_session_rec_free(&rec);
+    if (rc)
+        return rc == SG_ERR_NOMEM ? rc : SG_ERR_NOTFOUND;
+    if (expired(e, atomic_load_explicit(&e->last_seen, memory_order_relaxed), now)) {
+        free(e);
+        return SG_ERR_NOTFOUND;
+    }
+    pthread_rwlock_wrlock(&s->lock);
+    entry_t *have = find(s, key);
+    if (have) { /* cached by another request meanwhile */
+        free(e);
+        e = have;
+    } else {
+        insert(s, e);
+    }
+    long long seen = touch(e, now);
+    fill_view(e, seen, view);
+    pthread_rwlock_unlock(&s->lock);
+    return SG_OK;
+}
+
+void sg_sessions_share(sg_sessions_t *s)
+{
+    s->shared = 1;
+}
+
+int sg_session_known(sg_sessions_t *s, const char *cookie)
+{
+    if (!s || !cookie_valid(cookie))
+        return 0;
+    unsigned char key[SG_SHA256_LEN];
+    digest(cookie, key);
+    pthread_rwlock_rdlock(&s->lock);
+    int known = find(s, key) != NULL;
+    pthread_rwlock_unlock(&s->lock);
+    return known;
+}
+
+sg_rc sg_session_forget(sg_sessions_t *s, const char *id_hash)
+{
+    unsigned char key[SG_SHA256_LEN];
+    if (!s || !id_hash || from_hex(id_hash, key))
+        return SG_ERR_PARSE;
+    pthread_rwlock_wrlock(&s->lock);
+    entry_t *e = find(s, key);
+    if (e)
+        unlink_entry(s, e);
+    pthread_rwlock_unlock(&s->lock);
+    free(e);
+    return e ? SG_OK : SG_ERR_NOTFOUND;
 }
 
 sg_rc sg_session_lookup(sg_sessions_t *s, const char *cookie, long long now,
@@ -484,7 +579,7 @@ sg_rc sg_session_lookup(sg_sessions_t *s, const char *cookie, long long now,
     entry_t *e = find(s, key);
     if (!e) {
         pthread_rwlock_unlock(&s->lock);
-        return SG_ERR_NOTFOUND;
+        return s->shared ? lookup_shared(s, key, now, view) : SG_ERR_NOTFOUND;
     }
     long long seen = atomic_load_explicit(&e->last_seen, memory_order_relaxed);
     if (expired(e, seen, now)) {
@@ -509,8 +604,17 @@ sg_rc sg_session_destroy(sg_sessions_t *s, const char *cookie)
     if (e)
         unlink_entry(s, e);
     pthread_rwlock_unlock(&s->lock);
+    if (!e && s->shared) { /* held by other instances only: end it for them */
+        char id_hash[SG_ID_HASH_LEN + 1];
+        to_hex(key, id_hash);
+        sg_rc rc = s->store->ops->session_delete(s->store, id_hash);
+        if (rc == SG_OK)
+            announce(s, id_hash);
+        return rc;
+    }
     if (!e)
         return SG_ERR_NOTFOUND;
+    announce(s, e->id_hash);
     sg_rc rc = s->store->ops->session_delete(s->store, e->id_hash);
     if (rc && rc != SG_ERR_NOTFOUND) {
         /* The session has ended in memory; the store's copy goes at the next flush. */
@@ -557,8 +661,12 @@ static sg_rc flush(sg_sessions_t *s, long long now, int sweep)
             if (sweep && expired(e, ls, now)) {
                 *pp = e->next;
                 s->count--;
-                e->next = s->graveyard;
-                s->graveyard = e;
+                if (s->shared) {
+                    free(e); /* forgotten; the store's own expiry below deletes it */
+                } else {
+                    e->next = s->graveyard;
+                    s->graveyard = e;
+                }
                 continue;
             }
             if (atomic_load_explicit(&e->dirty, memory_order_relaxed)) {
@@ -713,8 +821,25 @@ sg_rc sg_sessions_reresolve(sg_sessions_t *s, sg_session_role_fn fn, void *ctx, 
             unlink_entry(s, e);
         }
         pthread_rwlock_unlock(&s->lock);
+        if (!e && s->shared) {
+            /* Cached by other instances only: the store's record is the one to change. */
+            if (keep) {
+                char *old_role = rec->role;
+                rec->role = role;
+                rec->idle_timeout = idle;
+                rec->max_lifetime = max;
+                if (s->store->ops->session_put(s->store, rec) == SG_OK)
+                    (*changed)++;
+                rec->role = old_role;
+            } else if (s->store->ops->session_delete(s->store, rec->id_hash) == SG_OK) {
+                (*ended)++;
+            }
+            announce(s, rec->id_hash);
+            continue;
+        }
         if (!e)
             continue; /* ended or expired meanwhile */
+        announce(s, e->id_hash);
         if (keep && fresh) {
             free(e);
             char *old_role = rec->role;

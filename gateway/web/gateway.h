@@ -75,6 +75,7 @@ typedef struct {
     sg_store_t *store;
     sg_sessions_t *sessions;
     sg_vault_t *vault;
+    struct sg_fleet *fleet; /* several instances on one store (fleet.h); NULL: one */
     sg_audit_t *audit;              /* state_dir/audit.log */
     sg_integration_t *integrations; /* from cfg.integrations, keys loaded */
     size_t nintegrations;

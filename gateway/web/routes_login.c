@@ -345,7 +345,16 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                            .idle_timeout = res.role->idle,
                            .max_lifetime = res.role->max};
     char sid[SG_SESSION_ID_LEN + 1];
-    if (sg_session_create(gw->sessions, &sn, sg_gw_now(), sid)) {
+    sg_rc src = sg_session_create(gw->sessions, &sn, sg_gw_now(), sid);
+    if (src == SG_ERR_IO) {
+        /* The store is down (a shared one restarting, a full disk): nothing is lost by
+         * waiting, and the person can simply sign in again in a moment. */
+        sg_signin_failed(gw, r, w, "store_unavailable", 503, "Sign-in is unavailable right now",
+                         "The gateway cannot reach the store where sessions are kept.",
+                         "Try again in a minute; if it persists, tell the operators.");
+        goto done;
+    }
+    if (src) {
         sg_signin_failed(gw, r, w, "error", 500, "Sign-in did not finish",
                          "The gateway could not store your session.",
                          "Try again; if it persists, tell the operators.");

@@ -3,6 +3,7 @@
  * path: memory only, no provider call, no disk, no heap), GET / (who am I), GET and POST
  * /logout, GET /healthz; and /metrics on the internal listener.
  */
+#include "fleet.h"
 #include "gateway.h"
 
 #include <pthread.h>
@@ -17,7 +18,9 @@
 void sg_route_auth(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
     sg_session_view_t v;
-    if (sg_gw_current_session(gw, r, &v)) {
+    /* Past the outage grace, a session another instance may have ended is not vouched for. */
+    int store_lost = gw->fleet && sg_fleet_store_down_for(gw->fleet) > gw->cfg.store_outage_grace;
+    if (store_lost || sg_gw_current_session(gw, r, &v)) {
         sg_counter_inc(gw->auth_denied);
         w->no_store = 1;
         /*

@@ -20,6 +20,7 @@
 #include "scopegate/crypto.h"
 #include "scopegate/http_client.h"
 #include "scopegate/jose.h"
+#include "fleet.h"
 #include "serve.h"
 #include "scopegate/log.h"
 
@@ -149,7 +150,15 @@ static int route_waits(sg_gateway_t *gw, const route_t *routes, sg_req_t *r)
     int path_known;
     const route_t *rt = find_route(routes, r, &path_known);
     r->app_route = rt;
-    return rt && (rt->waits == ALWAYS || (rt->waits == DISCOVERY && !all_discovered(gw)));
+    if (rt && (rt->waits == ALWAYS || (rt->waits == DISCOVERY && !all_discovered(gw))))
+        return 1;
+    /* On a shared store, a session cookie this instance does not hold is read from the
+     * store: that waits on the network too. */
+    char sid[SG_SESSION_ID_LEN + 8];
+    const char *cookie = gw->cfg.store && routes == public_routes
+                             ? sg_gw_session_cookie(gw, r, sid, sizeof(sid))
+                             : NULL;
+    return cookie && !sg_session_known(gw->sessions, cookie);
 }
 
 static int public_waits(void *app, sg_req_t *r)
@@ -189,6 +198,35 @@ static void request_done(void *app, const sg_req_t *r, unsigned status)
 }
 
 /* ---- start-up --------------------------------------------------------------------------- */
+
+/* SQLite in state_dir, or the PostgreSQL store every instance shares; then the sessions. */
+static int open_store(sg_gateway_t *gw, char *err, size_t errlen)
+{
+    sg_rc rc;
+    if (gw->cfg.store) {
+        rc = sg_store_open_pg(gw->cfg.store, gw->cfg.store_password_file, &gw->store, err, errlen);
+    } else {
+        sg_buf_t path;
+        sg_buf_init(&path, 8192);
+        char why[512] = "";
+        rc = sg_buf_printf(&path, "%s/scopegate.db", gw->cfg.state_dir);
+        if (!rc)
+            rc = sg_store_open_sqlite(path.ptr, &gw->store, why, sizeof(why));
+        if (rc)
+            snprintf(err, errlen, "%s: %s", path.ptr ? path.ptr : gw->cfg.state_dir, why);
+        sg_buf_free(&path);
+    }
+    if (rc)
+        return -1;
+    rc = sg_sessions_open(gw->store, &gw->sessions);
+    if (rc) {
+        snprintf(err, errlen, "cannot load the sessions from the store: %s", sg_rc_str(rc));
+        return -1;
+    }
+    if (gw->cfg.store)
+        sg_sessions_share(gw->sessions);
+    return 0;
+}
 
 static void provider_observer(void *ctx, const char *endpoint, const char *result, double seconds)
 {
@@ -470,10 +508,8 @@ static int start(sg_gateway_t *gw, const char *config_path)
                    oe.error, oe.description);
     }
 
-    snprintf(path, sizeof(path), "%s/scopegate.db", gw->cfg.state_dir);
-    if (sg_store_open_sqlite(path, &gw->store, err, sizeof(err)) ||
-        sg_sessions_open(gw->store, &gw->sessions)) {
-        fprintf(stderr, "error: %s: %s\n", path, err);
+    if (open_store(gw, err, sizeof(err))) {
+        fprintf(stderr, "%s: error: %s\n", config_path, err);
         return 1;
     }
     gw->spent = sg_spent_new();
@@ -521,6 +557,15 @@ static int start(sg_gateway_t *gw, const char *config_path)
         fprintf(stderr, "error: %s\n", err);
         return 1;
     }
+    if (gw->cfg.store) {
+        sg_rc frc = sg_fleet_start(gw, sg_httpd_url(gw->public_httpd), &gw->fleet);
+        if (frc) {
+            fprintf(stderr, "%s: error: the shared store's change feed: %s\n", config_path,
+                    sg_rc_str(frc));
+            return 1;
+        }
+        sg_audit_set_instance(gw->audit, sg_fleet_id(gw->fleet));
+    }
     write_internal_url(gw);
     printf("scopegate listening on %s (internal %s)\n", sg_httpd_url(gw->public_httpd),
            sg_httpd_url(gw->internal_httpd));
@@ -535,6 +580,8 @@ static void stop(sg_gateway_t *gw)
 {
     sg_httpd_stop(gw->public_httpd, 5000);
     sg_httpd_stop(gw->internal_httpd, 5000);
+    sg_fleet_stop(gw->fleet);
+    gw->fleet = NULL;
     if (gw->internal_url_file) {
         unlink(gw->internal_url_file);
         free(gw->internal_url_file);

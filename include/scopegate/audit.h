@@ -17,6 +17,9 @@ sg_rc sg_audit_open(const char *path, sg_audit_t **out);
 void sg_audit_close(sg_audit_t *a);
 sg_rc sg_audit_reopen(sg_audit_t *a);
 
+/* With several instances on one store: every line from now on carries "instance": id. */
+void sg_audit_set_instance(sg_audit_t *a, const char *id);
+
 /*
  * Writes one line: event, then NULL-terminated pairs of field names and values (a NULL value
  * is written as JSON null), e.g.

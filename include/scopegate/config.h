@@ -58,6 +58,13 @@ typedef struct {
     char **trusted_proxies; /* NULL-terminated; NULL: none */
     size_t ntrusted_proxies;
 
+    /* Where the state lives: NULL for SQLite (state_dir/scopegate.db), else a PostgreSQL
+     * URI or conninfo shared by every instance. */
+    char *store;
+    char *store_password_file;    /* NULL: libpq's own (PGPASSFILE, ~/.pgpass) */
+    long long store_outage_grace; /* seconds known sessions stay good while the store is down */
+    char instance_id[65];         /* this instance's name among several; "": host and port */
+
     long provider_timeout_ms; /* provider_timeout, default "10s" */
     long long login_timeout;  /* how long a sign-in may take (state lifetime), default "10m" */
     long long clock_skew;     /* ID-token exp/iat leeway, default "60s" */

@@ -48,6 +48,19 @@ sg_rc sg_session_lookup(sg_sessions_t *s, const char *cookie, long long now,
                         sg_session_view_t *view);
 /* Ends the session of this cookie (memory and store). SG_ERR_NOTFOUND when there is none. */
 sg_rc sg_session_destroy(sg_sessions_t *s, const char *cookie);
+/*
+ * Several instances on one store. sg_sessions_share (once, before any other use) makes the
+ * index a cache of the store: a cookie not in memory is looked up in the store, and ends and
+ * changes are announced on the change feed as SG_CHANGE_SESSION with the session's id hash,
+ * which each instance passes to sg_session_forget.
+ */
+#define SG_CHANGE_SESSION "session"
+void sg_sessions_share(sg_sessions_t *s);
+/* Is the cookie's session in this instance's memory (no store access)? */
+int sg_session_known(sg_sessions_t *s, const char *cookie);
+/* Drops this instance's copy of a session (id_hash: hex SHA-256); the store keeps it. */
+sg_rc sg_session_forget(sg_sessions_t *s, const char *id_hash);
+
 /* Writes pending last_seen updates and drops expired sessions. */
 sg_rc sg_sessions_flush(sg_sessions_t *s, long long now);
 size_t sg_sessions_count(sg_sessions_t *s);

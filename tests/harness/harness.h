@@ -282,6 +282,15 @@ int th_stack_crash_restart_gateway(th_stack_t *s);
  * or NULL. */
 char *th_stack_internal_key(const th_stack_t *s);
 
+/*
+ * Another instance of s's gateway, for several instances on one shared store (s's config must
+ * set store): a folder of its own with s's config listening on a free port of its own, s's
+ * policy, client secrets and keys (internal, vault, CSRF and login keys copied from s's
+ * state_dir, as an operator copies them to every machine), the same sfsim and public_url.
+ * inst->url is its own listener; stop it with th_stack_stop(inst) (sfsim stays s's).
+ */
+int th_stack_add_instance(const th_stack_t *s, th_stack_t *inst);
+
 /* ---- a PostgreSQL server of the test's own ------------------------------------------------ */
 
 /*

@@ -532,3 +532,87 @@ char *th_stack_internal_key(const th_stack_t *s)
         key[--n] = '\0';
     return key;
 }
+
+/* ---- more instances of one gateway on a shared store -------------------------------------- */
+
+/* Copies dir_from/name to dir_to/name with mode (0: skipped when missing). */
+static int copy_file(const char *dir_from, const char *dir_to, const char *name, mode_t mode,
+                     int required)
+{
+    char *from = th_fmt("%s/%s", dir_from, name), *to = th_fmt("%s/%s", dir_to, name);
+    size_t len = 0;
+    char *text = from ? th_read_file(from, &len) : NULL;
+    int rc = -1;
+    if (!text && !required)
+        rc = 0;
+    else if (text && to)
+        rc = th_write_file(to, text, mode);
+    if (rc)
+        fprintf(stderr, "harness: cannot copy %s to %s\n", from ? from : name, dir_to);
+    free(text);
+    free(from);
+    free(to);
+    return rc;
+}
+
+/* s's config text with its listen line on port instead. */
+static char *config_on_port(const th_stack_t *s, int port)
+{
+    char *text = th_read_file(s->gw_cfg, NULL);
+    char *line = text ? strstr(text, "\nlisten = \"") : NULL;
+    char *end = line ? strchr(line + 1, '\n') : NULL;
+    char *out =
+        end ? th_fmt("%.*s\nlisten = \"127.0.0.1:%d\";%s", (int)(line - text), text, port, end)
+            : NULL;
+    free(text);
+    return out;
+}
+
+int th_stack_add_instance(const th_stack_t *s, th_stack_t *inst)
+{
+    memset(inst, 0, sizeof *inst);
+    inst->sim.pid = inst->gw.pid = -1;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(inst->dir, sizeof inst->dir, "%s/sg-instance-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(inst->dir)) {
+        fprintf(stderr, "harness: cannot make a temporary folder: %s\n", strerror(errno));
+        inst->dir[0] = '\0';
+        return -1;
+    }
+    char *cfg = NULL;
+    int probe = -1;
+    if (stack_path(inst->gw_cfg, sizeof inst->gw_cfg, inst->dir, "gateway.cfg") ||
+        stack_path(inst->policy, sizeof inst->policy, inst->dir, "policy.cfg") ||
+        stack_path(inst->state_dir, sizeof inst->state_dir, inst->dir, "state") ||
+        stack_path(inst->gw_log, sizeof inst->gw_log, inst->dir, "gw.log") ||
+        mkdir(inst->state_dir, 0700) != 0)
+        goto fail;
+    snprintf(inst->sim_cfg, sizeof inst->sim_cfg, "%s", s->sim_cfg);
+    probe = probe_port(&inst->port);
+    if (probe < 0)
+        goto fail;
+    snprintf(inst->url, sizeof inst->url, "http://127.0.0.1:%d", inst->port);
+    cfg = config_on_port(s, inst->port);
+    static const char *const keys[] = {"internal.key", "vault.key", "csrf.key", "login.key"};
+    if (!cfg || th_write_file(inst->gw_cfg, cfg, 0600) ||
+        copy_file(s->dir, inst->dir, "policy.cfg", 0600, 1) ||
+        copy_file(s->dir, inst->dir, "signin.secret", 0600, 1) ||
+        copy_file(s->dir, inst->dir, "api.secret", 0600, 1) ||
+        copy_file(s->dir, inst->dir, "jwt.secret", 0600, 0))
+        goto fail;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (copy_file(s->state_dir, inst->state_dir, keys[i], 0600, 1))
+            goto fail;
+    close(probe);
+    probe = -1;
+    if (gateway_spawn(inst))
+        goto fail;
+    free(cfg);
+    return 0;
+fail:
+    if (probe >= 0)
+        close(probe);
+    free(cfg);
+    th_stack_stop(inst);
+    return -1;
+}
