@@ -72,6 +72,14 @@ sg_rc sg_store_check_instance(const sg_instance_rec_t *rec)
     return rec && sg_store_nonempty(rec->id) ? SG_OK : SG_ERR_PARSE;
 }
 
+sg_rc sg_store_check_access(const sg_access_rec_t *rec)
+{
+    if (!rec || rec->grant_id <= 0 || !rec->at_cipher || rec->at_cipher_len == 0 ||
+        !sg_store_valid_key_id(rec->key_id) || !sg_store_is_id_hash(rec->token_hash))
+        return SG_ERR_PARSE;
+    return SG_OK;
+}
+
 int sg_store_lockable_grant(long long grant_id)
 {
     return grant_id > 0 && grant_id <= INT32_MAX;
@@ -134,6 +142,17 @@ void sg_grant_recs_free(sg_grant_rec_t *recs, size_t n)
     free(recs);
 }
 
+void sg_access_rec_free(sg_access_rec_t *rec)
+{
+    if (!rec)
+        return;
+    if (rec->at_cipher)
+        explicit_bzero(rec->at_cipher, rec->at_cipher_len);
+    free(rec->at_cipher);
+    free(rec->instance_url);
+    memset(rec, 0, sizeof(*rec));
+}
+
 static void instance_clear(sg_instance_rec_t *rec)
 {
     free(rec->id);
@@ -190,4 +209,27 @@ sg_rc sg_store_instance_copy(const sg_instance_rec_t *src, sg_instance_rec_t *ds
         return SG_ERR_NOMEM;
     }
     return SG_OK;
+}
+
+sg_rc sg_store_access_copy(const sg_access_rec_t *src, sg_access_rec_t *dst)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->grant_id = src->grant_id;
+    memcpy(dst->key_id, src->key_id, sizeof(dst->key_id));
+    memcpy(dst->token_hash, src->token_hash, sizeof(dst->token_hash));
+    dst->issued_at = src->issued_at;
+    dst->expires_at = src->expires_at;
+    if (src->at_cipher_len) {
+        dst->at_cipher = malloc(src->at_cipher_len);
+        if (!dst->at_cipher)
+            goto nomem;
+        memcpy(dst->at_cipher, src->at_cipher, src->at_cipher_len);
+        dst->at_cipher_len = src->at_cipher_len;
+    }
+    if (dup_opt(src->instance_url, &dst->instance_url))
+        goto nomem;
+    return SG_OK;
+nomem:
+    sg_access_rec_free(dst);
+    return SG_ERR_NOMEM;
 }

@@ -11,7 +11,7 @@
 #include "scopegate/store.h"
 
 /* Both backends' schemas have the same numbered versions; this is the latest. */
-#define SG_STORE_SCHEMA_VERSION 5
+#define SG_STORE_SCHEMA_VERSION 6
 
 #define SG_STORE_COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -31,11 +31,13 @@ sg_rc sg_store_check_session(const sg_session_rec_t *rec);
 sg_rc sg_store_check_grant(const sg_grant_rec_t *rec);
 sg_rc sg_store_check_change(const char *kind, const char *key);
 sg_rc sg_store_check_instance(const sg_instance_rec_t *rec);
+sg_rc sg_store_check_access(const sg_access_rec_t *rec);
 
 /* Heap copies of a record whose strings are borrowed (a row being read); on failure dst is
  * left empty and SG_ERR_NOMEM returned. */
 sg_rc sg_store_session_copy(const sg_session_rec_t *src, sg_session_rec_t *dst);
 sg_rc sg_store_instance_copy(const sg_instance_rec_t *src, sg_instance_rec_t *dst);
+sg_rc sg_store_access_copy(const sg_access_rec_t *src, sg_access_rec_t *dst);
 /* Grows *recs (of *cap elements, *n used) so one more fits; SG_ERR_NOMEM leaves it as it was. */
 sg_rc sg_store_grow(void **recs, size_t elem, size_t n, size_t *cap);
 

@@ -148,6 +148,16 @@ static const migration_t migrations[] = {
         "  started       bigint NOT NULL,"
         "  last_beat     bigint NOT NULL"
         ");"},
+    {6, "CREATE TABLE access_tokens ("
+        "  grant_id     bigint PRIMARY KEY REFERENCES grants (id) ON DELETE CASCADE,"
+        "  at_cipher    bytea NOT NULL CHECK (length(at_cipher) > 0),"
+        "  key_id       text NOT NULL CHECK (length(key_id) BETWEEN 1 AND 16),"
+        "  token_hash   text NOT NULL CHECK (length(token_hash) = 64),"
+        "  instance_url text,"
+        "  issued_at    bigint NOT NULL,"
+        "  expires_at   bigint NOT NULL"
+        ");"
+        "CREATE INDEX access_tokens_hash ON access_tokens (token_hash);"},
 };
 
 _Static_assert(COUNT_OF(migrations) == SG_STORE_SCHEMA_VERSION, "one migration per version");
@@ -1590,6 +1600,110 @@ static sg_rc op_instance_list(sg_store_t *s, long long alive_since, sg_instance_
     return SG_OK;
 }
 
+/* ---- a grant's shared access token -------------------------------------------------------- */
+
+#define ACCESS_COLS "grant_id, at_cipher, key_id, token_hash, instance_url, issued_at, expires_at"
+
+/*
+ * One statement: no row is written for a grant that does not exist, so that is SG_ERR_NOTFOUND
+ * as in SQLite (a foreign key violation would be SG_ERR_PARSE). An upsert: repeatable.
+ */
+static sg_rc op_access_put(sg_store_t *s, const sg_access_rec_t *rec)
+{
+    if (sg_store_check_access(rec))
+        return SG_ERR_PARSE;
+    if (rec->at_cipher_len > INT_MAX)
+        return SG_ERR_TOO_BIG;
+    params_t p = {0};
+    p_int(&p, rec->grant_id);
+    p_blob(&p, rec->at_cipher, rec->at_cipher_len);
+    p_text(&p, rec->key_id);
+    p_text(&p, rec->token_hash);
+    p_text(&p, rec->instance_url);
+    p_int(&p, rec->issued_at);
+    p_int(&p, rec->expires_at);
+    return write_one(impl(s), "access_put",
+                     "INSERT INTO access_tokens (" ACCESS_COLS ") "
+                     "SELECT $1::bigint, $2::bytea, $3::text, $4::text, $5::text, $6::bigint, "
+                     "$7::bigint WHERE EXISTS (SELECT 1 FROM grants WHERE id = $1::bigint) "
+                     "ON CONFLICT (grant_id) DO UPDATE SET at_cipher = EXCLUDED.at_cipher, "
+                     "key_id = EXCLUDED.key_id, token_hash = EXCLUDED.token_hash, "
+                     "instance_url = EXCLUDED.instance_url, issued_at = EXCLUDED.issued_at, "
+                     "expires_at = EXCLUDED.expires_at",
+                     &p);
+}
+
+/* Copies an access_tokens row into out; on failure out is left empty. */
+static sg_rc read_access(const PGresult *r, int row, sg_access_rec_t *out)
+{
+    const char *hex = cell(r, row, 1), *kid = cell(r, row, 2), *hash = cell(r, row, 3);
+    size_t len = 0;
+    unsigned char *raw = hex ? PQunescapeBytea((const unsigned char *)hex, &len) : NULL;
+    sg_rc rc = SG_ERR_NOMEM; /* every column but instance_url is NOT NULL in the schema */
+    if (raw && len > 0 && kid && hash) {
+        sg_access_rec_t got = {
+            .grant_id = cell_int(r, row, 0),
+            .at_cipher = raw,
+            .at_cipher_len = len,
+            .instance_url = (char *)cell(r, row, 4),
+            .issued_at = cell_int(r, row, 5),
+            .expires_at = cell_int(r, row, 6),
+        };
+        snprintf(got.key_id, sizeof(got.key_id), "%s", kid);
+        snprintf(got.token_hash, sizeof(got.token_hash), "%s", hash);
+        rc = sg_store_access_copy(&got, out);
+    }
+    if (raw)
+        explicit_bzero(raw, len);
+    PQfreemem(raw);
+    return rc;
+}
+
+static sg_rc op_access_get(sg_store_t *s, long long grant_id, sg_access_rec_t *out)
+{
+    if (!out)
+        return SG_ERR_PARSE;
+    memset(out, 0, sizeof(*out));
+    if (grant_id <= 0)
+        return SG_ERR_PARSE;
+    params_t p = {0};
+    p_int(&p, grant_id);
+    PGresult *r = NULL;
+    sg_rc rc = query(impl(s), "access_get", REPEATABLE,
+                     "SELECT " ACCESS_COLS " FROM access_tokens WHERE grant_id = $1", &p, &r);
+    if (!rc)
+        rc = PQntuples(r) == 0 ? SG_ERR_NOTFOUND : read_access(r, 0, out);
+    PQclear(r);
+    return rc;
+}
+
+static sg_rc op_access_drop(sg_store_t *s, long long grant_id)
+{
+    if (grant_id <= 0)
+        return SG_ERR_PARSE;
+    params_t p = {0};
+    p_int(&p, grant_id);
+    return query(impl(s), "access_drop", REPEATABLE,
+                 "DELETE FROM access_tokens WHERE grant_id = $1", &p, NULL);
+}
+
+static sg_rc op_access_drop_hash(sg_store_t *s, const char *token_hash, size_t *n)
+{
+    if (n)
+        *n = 0;
+    if (!sg_store_is_id_hash(token_hash))
+        return SG_ERR_PARSE;
+    params_t p = {0};
+    p_text(&p, token_hash);
+    PGresult *r = NULL;
+    sg_rc rc = query(impl(s), "access_drop_hash", REPEATABLE,
+                     "DELETE FROM access_tokens WHERE token_hash = $1", &p, &r);
+    if (!rc && n)
+        *n = (size_t)strtoull(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return rc;
+}
+
 /* ---- closing and opening ------------------------------------------------------------------ */
 
 /* Closing a lock's connection releases its lock on the server. */
@@ -1642,6 +1756,10 @@ static const sg_store_ops_t pg_ops = {
     .grant_unlock = op_grant_unlock,
     .instance_beat = op_instance_beat,
     .instance_list = op_instance_list,
+    .access_put = op_access_put,
+    .access_get = op_access_get,
+    .access_drop = op_access_drop,
+    .access_drop_hash = op_access_drop_hash,
 };
 
 /* The schema's version (0: none yet) into *version. */

@@ -6,10 +6,10 @@
  * busy_timeout covers a second process (the CLI, another instance during a restart) holding
  * the write lock for a moment.
  *
- * The database file holds secrets' digests and encrypted refresh tokens, so it is
- * created by us with open(O_CREAT, 0600) before SQLite sees it, and an existing file that is
- * readable by others is tightened. SQLite gives the -wal and -shm files the database file's
- * mode (and fchmods away the umask), and we tighten them again after the first write.
+ * The database file holds secrets' digests and encrypted tokens, so it is created by us with
+ * open(O_CREAT, 0600) before SQLite sees it, and an existing file that is readable by others
+ * is tightened. SQLite gives the -wal and -shm files the database file's mode (and fchmods
+ * away the umask), and we tighten them again after the first write.
  *
  * synchronous=FULL: with WAL it costs one fsync per commit, session updates are batched, and
  * the vault must not lose a rotated refresh token that it has already used.
@@ -124,6 +124,19 @@ static const migration_t migrations[] = {
         "  started       INTEGER NOT NULL,"
         "  last_beat     INTEGER NOT NULL"
         ") WITHOUT ROWID;"},
+    /* A grant's access token, sealed like its refresh token, for every instance to hand out.
+     * access_put checks that the grant exists itself: a connection may not enforce foreign
+     * keys. token_hash: finding every copy of a token the provider invalidated. */
+    {6, "CREATE TABLE access_tokens ("
+        "  grant_id     INTEGER PRIMARY KEY NOT NULL REFERENCES grants (id) ON DELETE CASCADE,"
+        "  at_cipher    BLOB NOT NULL CHECK (length(at_cipher) > 0),"
+        "  key_id       TEXT NOT NULL CHECK (length(key_id) BETWEEN 1 AND 16),"
+        "  token_hash   TEXT NOT NULL CHECK (length(token_hash) = 64),"
+        "  instance_url TEXT,"
+        "  issued_at    INTEGER NOT NULL,"
+        "  expires_at   INTEGER NOT NULL"
+        ");"
+        "CREATE INDEX access_tokens_hash ON access_tokens (token_hash);"},
 };
 
 #define N_MIGRATIONS COUNT_OF(migrations)
@@ -154,6 +167,7 @@ typedef struct {
     sqlite3_stmt *g_each;
     sqlite3_stmt *g_cause, *g_started, *g_warned, *g_list;
     sqlite3_stmt *s_get, *c_add, *c_since, *c_latest, *c_prune, *i_beat, *i_list;
+    sqlite3_stmt *a_put, *a_get, *a_drop, *a_drop_hash;
 } sqlite_store_t;
 
 static sg_rc rc_of(int src)
@@ -1038,6 +1052,89 @@ static sg_rc op_instance_list(sg_store_t *s, long long alive_since, sg_instance_
     return finish(st, b.q, SG_OK);
 }
 
+/* ---- a grant's shared access token ------------------------------------------------------ */
+
+#define ACCESS_COLS "grant_id, at_cipher, key_id, token_hash, instance_url, issued_at, expires_at"
+
+/* One statement, so the grant's existence and the write are one transaction. */
+static sg_rc op_access_put(sg_store_t *s, const sg_access_rec_t *rec)
+{
+    sqlite_store_t *st = impl(s);
+    if (sg_store_check_access(rec))
+        return SG_ERR_PARSE;
+    binder_t b = begin(st, st->a_put);
+    b_int(&b, 1, rec->grant_id);
+    b_blob(&b, 2, rec->at_cipher, rec->at_cipher_len);
+    b_text(&b, 3, rec->key_id);
+    b_text(&b, 4, rec->token_hash);
+    b_text(&b, 5, rec->instance_url);
+    b_int(&b, 6, rec->issued_at);
+    b_int(&b, 7, rec->expires_at);
+    return commit(st, &b, "access_put", 1);
+}
+
+/* Copies the current row (ACCESS_COLS) into out; on failure out is left empty. */
+static sg_rc read_access(sqlite3_stmt *q, sg_access_rec_t *out)
+{
+    const char *kid = col_text(q, 2), *hash = col_text(q, 3);
+    const void *blob = sqlite3_column_blob(q, 1);
+    int bloblen = sqlite3_column_bytes(q, 1);
+    if (!kid || !hash || !blob || bloblen <= 0) /* NOT NULL in the schema: no memory */
+        return SG_ERR_NOMEM;
+    sg_access_rec_t row = {
+        .grant_id = sqlite3_column_int64(q, 0),
+        .at_cipher = (unsigned char *)blob,
+        .at_cipher_len = (size_t)bloblen,
+        .instance_url = col_text(q, 4),
+        .issued_at = sqlite3_column_int64(q, 5),
+        .expires_at = sqlite3_column_int64(q, 6),
+    };
+    snprintf(row.key_id, sizeof(row.key_id), "%s", kid);
+    snprintf(row.token_hash, sizeof(row.token_hash), "%s", hash);
+    return sg_store_access_copy(&row, out);
+}
+
+static sg_rc op_access_get(sg_store_t *s, long long grant_id, sg_access_rec_t *out)
+{
+    sqlite_store_t *st = impl(s);
+    if (!out)
+        return SG_ERR_PARSE;
+    memset(out, 0, sizeof(*out));
+    if (grant_id <= 0)
+        return SG_ERR_PARSE;
+    binder_t b = begin(st, st->a_get);
+    b_int(&b, 1, grant_id);
+    sg_rc rc = step_row(st, &b, "access_get");
+    if (!rc)
+        rc = read_access(b.q, out);
+    return finish(st, b.q, rc);
+}
+
+static sg_rc op_access_drop(sg_store_t *s, long long grant_id)
+{
+    sqlite_store_t *st = impl(s);
+    if (grant_id <= 0)
+        return SG_ERR_PARSE;
+    binder_t b = begin(st, st->a_drop);
+    b_int(&b, 1, grant_id);
+    return commit(st, &b, "access_drop", 0);
+}
+
+static sg_rc op_access_drop_hash(sg_store_t *s, const char *token_hash, size_t *n)
+{
+    sqlite_store_t *st = impl(s);
+    if (n)
+        *n = 0;
+    if (!sg_store_is_id_hash(token_hash))
+        return SG_ERR_PARSE;
+    binder_t b = begin(st, st->a_drop_hash);
+    b_text(&b, 1, token_hash);
+    sg_rc rc = step_write(st, &b, "access_drop_hash", 0);
+    if (n && !rc)
+        *n = (size_t)sqlite3_changes(st->db);
+    return finish(st, b.q, rc);
+}
+
 static void finalize_all(sqlite_store_t *st);
 
 static void op_close(sg_store_t *s)
@@ -1087,6 +1184,10 @@ static const sg_store_ops_t sqlite_ops = {
     .grant_unlock = op_grant_unlock,
     .instance_beat = op_instance_beat,
     .instance_list = op_instance_list,
+    .access_put = op_access_put,
+    .access_get = op_access_get,
+    .access_drop = op_access_drop,
+    .access_drop_hash = op_access_drop_hash,
 };
 
 /* ---- opening ------------------------------------------------------------------------ */
@@ -1340,6 +1441,17 @@ static const struct {
     {offsetof(sqlite_store_t, i_list),
      "SELECT id, host, version, policy_sha256, started, last_beat FROM instances "
      "WHERE last_beat >= ?1 ORDER BY id"},
+    {offsetof(sqlite_store_t, a_put),
+     "INSERT INTO access_tokens (" ACCESS_COLS ") "
+     "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM grants WHERE id = ?1) "
+     "ON CONFLICT (grant_id) DO UPDATE SET at_cipher = excluded.at_cipher, "
+     "key_id = excluded.key_id, token_hash = excluded.token_hash, "
+     "instance_url = excluded.instance_url, issued_at = excluded.issued_at, "
+     "expires_at = excluded.expires_at"},
+    {offsetof(sqlite_store_t, a_get),
+     "SELECT " ACCESS_COLS " FROM access_tokens WHERE grant_id = ?1"},
+    {offsetof(sqlite_store_t, a_drop), "DELETE FROM access_tokens WHERE grant_id = ?1"},
+    {offsetof(sqlite_store_t, a_drop_hash), "DELETE FROM access_tokens WHERE token_hash = ?1"},
 };
 
 #define N_STMTS COUNT_OF(stmts)

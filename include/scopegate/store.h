@@ -80,6 +80,19 @@ typedef struct {
 
 void sg_instance_recs_free(sg_instance_rec_t *recs, size_t n);
 
+/* A grant's access token as its last refresh left it, sealed like the refresh token (the
+ * store never sees it in clear), so that other instances hand it out instead of refreshing. */
+typedef struct {
+    long long grant_id;
+    unsigned char *at_cipher; /* AES-256-GCM output under the vault key key_id */
+    size_t at_cipher_len;
+    char key_id[17];
+    char token_hash[SG_ID_HASH_LEN + 1]; /* hex SHA-256 of the token: invalidation by value */
+    char *instance_url;                  /* may be NULL */
+    long long issued_at, expires_at;     /* seconds */
+} sg_access_rec_t;
+void sg_access_rec_free(sg_access_rec_t *rec);
+
 /* change_since hands back at most this many changes per call. */
 #define SG_CHANGE_BATCH 1000
 /* Grant locks one store handle holds at once, at most (grant_lock waits for a free one). */
@@ -202,6 +215,21 @@ typedef struct {
     /* The instances whose last_beat >= alive_since, by id (*out: *n records; caller frees). */
     sg_rc (*instance_list)(sg_store_t *st, long long alive_since, sg_instance_rec_t **out,
                            size_t *n);
+
+    /* ---- a grant's shared access token (schema version 6), at most one per grant ---- */
+    /* A grant_id <= 0 is SG_ERR_PARSE in each of them. */
+
+    /* Inserts or replaces by grant_id, durable like every grant write. SG_ERR_PARSE also for
+     * no ciphertext, or a key id or token hash of the wrong shape; SG_ERR_NOTFOUND when no
+     * grant has that id. */
+    sg_rc (*access_put)(sg_store_t *st, const sg_access_rec_t *rec);
+    /* Into *out (heap fields: sg_access_rec_free); SG_ERR_NOTFOUND when there is none. */
+    sg_rc (*access_get)(sg_store_t *st, long long grant_id, sg_access_rec_t *out);
+    /* SG_OK whether or not there was one. */
+    sg_rc (*access_drop)(sg_store_t *st, long long grant_id);
+    /* Deletes every one with that token hash (of any grant; SG_ERR_PARSE for anything but a
+     * hex digest); *n (may be NULL) gets how many. */
+    sg_rc (*access_drop_hash)(sg_store_t *st, const char *token_hash, size_t *n);
 } sg_store_ops_t;
 
 struct sg_store {

@@ -238,7 +238,7 @@ static void test_migrations_are_recorded_once(void **state)
     close_store(fx);
     long long v = fx_query_int(fx, "SELECT MAX(version) FROM schema_version");
     long long rows = fx_query_int(fx, "SELECT COUNT(*) FROM schema_version");
-    assert_int_equal(v, 5);
+    assert_int_equal(v, 6);
     assert_int_equal(rows, v); /* versions 1..v, each once */
     assert_int_equal(fx_query_int(fx, TABLE_COUNT("sessions")), 1);
     assert_int_equal(fx_query_int(fx, TABLE_COUNT("grants")), 1);
@@ -246,6 +246,7 @@ static void test_migrations_are_recorded_once(void **state)
     assert_int_equal(fx_query_int(fx, TABLE_COUNT("people")), 1);
     assert_int_equal(fx_query_int(fx, TABLE_COUNT("changes")), 1);
     assert_int_equal(fx_query_int(fx, TABLE_COUNT("instances")), 1);
+    assert_int_equal(fx_query_int(fx, TABLE_COUNT("access_tokens")), 1);
     assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM schema_version WHERE applied_at > 0"),
                      rows);
 

@@ -1,8 +1,10 @@
 /*
  * store, on the backend STORE_PG names (store_fixture.h): the vault's records. Grants (insert,
- * get, find, rotation, use accounting, state, health), the authorization ledger, and no refresh
- * token in clear on disk when callers store sg_aead_seal output (the SQLite file and its WAL;
- * PostgreSQL's WAL). SQLite only: migration from a version-1 database, file modes.
+ * get, find, rotation, use accounting, state, health), the authorization ledger, each grant's
+ * shared access token (put, replace, get, drop, drop by hash, migration from version 5), and no
+ * refresh or access token in clear on disk when callers store sg_aead_seal output (the SQLite
+ * file and its WAL; PostgreSQL's WAL). SQLite only: migration from a version-1 database, file
+ * modes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -588,6 +590,310 @@ static void test_health_fields_are_stored_and_listed(void **state)
     assert_int_equal(fx_query_int(fx, "SELECT warned_at FROM grants WHERE id = 1"), 999);
 }
 
+/* ---- a grant's shared access token (schema version 6) --------------------------------- */
+
+/* An access token record for grant_id whose "ciphertext" is ct and whose hash comes from n. */
+static sg_access_rec_t access_of(long long grant_id, const char *ct, int n)
+{
+    sg_access_rec_t a = {
+        .grant_id = grant_id,
+        .at_cipher = (unsigned char *)ct,
+        .at_cipher_len = strlen(ct),
+        .instance_url = (char *)"https://demo.my.salesforce.com",
+        .issued_at = 1000,
+        .expires_at = 1000 + 7200,
+    };
+    snprintf(a.key_id, sizeof(a.key_id), "%s", "0123456789abcdef");
+    snprintf(a.token_hash, sizeof(a.token_hash), "%064x", n);
+    return a;
+}
+
+static void access_put(fx_t *fx, const sg_access_rec_t *a)
+{
+    sg_rc rc = fx->st->ops->access_put(fx->st, a);
+    if (rc)
+        print_error("access_put of grant %lld: expected ok, got %s\n", a->grant_id, sg_rc_str(rc));
+    assert_int_equal(rc, SG_OK);
+}
+
+static sg_access_rec_t access_get(fx_t *fx, long long grant_id)
+{
+    sg_access_rec_t a;
+    sg_rc rc = fx->st->ops->access_get(fx->st, grant_id, &a);
+    if (rc)
+        print_error("access_get of grant %lld: expected ok, got %s\n", grant_id, sg_rc_str(rc));
+    assert_int_equal(rc, SG_OK);
+    return a;
+}
+
+static void expect_no_access(fx_t *fx, long long grant_id)
+{
+    sg_access_rec_t a;
+    memset(&a, 0x5a, sizeof(a));
+    sg_rc rc = fx->st->ops->access_get(fx->st, grant_id, &a);
+    if (rc != SG_ERR_NOTFOUND)
+        print_error("access_get of grant %lld: expected not found, got %s\n", grant_id,
+                    sg_rc_str(rc));
+    assert_int_equal(rc, SG_ERR_NOTFOUND);
+    assert_null(a.at_cipher); /* cleared, so freeing it is safe */
+    assert_null(a.instance_url);
+    sg_access_rec_free(&a);
+}
+
+static void test_access_put_then_get_returns_every_field(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "rt");
+    sg_grant_rec_t h = grant_of(BOB, NULL, "api", 100, "rt");
+    long long ia = insert(fx, &g), ib = insert(fx, &h);
+    sg_access_rec_t a = access_of(ia, "\x01\x02\x00\x03 at-cipher", 7);
+    a.at_cipher_len = 15; /* binary, with a NUL inside */
+    snprintf(a.key_id, sizeof(a.key_id), "%s", "fedcba9876543210");
+    a.issued_at = 1700000000;
+    a.expires_at = 1700007200;
+    access_put(fx, &a);
+    sg_access_rec_t b = access_of(ib, "b", 8);
+    b.instance_url = NULL;
+    access_put(fx, &b);
+    close_store(fx); /* durable: another start reads them back */
+    open_store(fx);
+
+    sg_access_rec_t r = access_get(fx, ia);
+    assert_int_equal(r.grant_id, ia);
+    assert_int_equal(r.at_cipher_len, 15);
+    assert_memory_equal(r.at_cipher, "\x01\x02\x00\x03 at-cipher", 15);
+    assert_string_equal(r.key_id, "fedcba9876543210");
+    assert_string_equal(r.token_hash, a.token_hash);
+    assert_string_equal(r.instance_url, "https://demo.my.salesforce.com");
+    assert_int_equal(r.issued_at, 1700000000);
+    assert_int_equal(r.expires_at, 1700007200);
+    sg_access_rec_free(&r);
+    assert_null(r.at_cipher);
+    assert_int_equal(r.at_cipher_len, 0);
+
+    r = access_get(fx, ib);
+    assert_int_equal(r.grant_id, ib);
+    assert_int_equal(r.at_cipher_len, 1);
+    assert_memory_equal(r.at_cipher, "b", 1);
+    assert_string_equal(r.token_hash, b.token_hash);
+    assert_null(r.instance_url);
+    assert_int_equal(r.expires_at, 1000 + 7200);
+    sg_access_rec_free(&r);
+    sg_access_rec_free(NULL);
+}
+
+static void test_access_put_replaces_the_grants_token(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "rt");
+    long long id = insert(fx, &g);
+    sg_access_rec_t first = access_of(id, "first-cipher", 1);
+    access_put(fx, &first);
+    sg_access_rec_t second = access_of(id, "second, longer cipher", 2);
+    second.instance_url = NULL;
+    snprintf(second.key_id, sizeof(second.key_id), "%s", "k2");
+    second.issued_at = 5000;
+    second.expires_at = 6000;
+    access_put(fx, &second);
+
+    sg_access_rec_t r = access_get(fx, id);
+    assert_int_equal(r.at_cipher_len, strlen("second, longer cipher"));
+    assert_memory_equal(r.at_cipher, "second, longer cipher", r.at_cipher_len);
+    assert_string_equal(r.key_id, "k2");
+    assert_string_equal(r.token_hash, second.token_hash);
+    assert_null(r.instance_url);
+    assert_int_equal(r.issued_at, 5000);
+    assert_int_equal(r.expires_at, 6000);
+    sg_access_rec_free(&r);
+    close_store(fx);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM access_tokens"), 1);
+}
+
+static void test_access_get_of_a_grant_without_one_is_not_found(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "rt");
+    long long id = insert(fx, &g);
+    expect_no_access(fx, id);      /* a grant, no access token yet */
+    expect_no_access(fx, id + 41); /* no grant at all */
+}
+
+static void test_access_drop_removes_that_grants_token_only(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "rt");
+    sg_grant_rec_t h = grant_of(BOB, ORG, "api", 100, "rt");
+    long long ia = insert(fx, &g), ib = insert(fx, &h);
+    sg_access_rec_t a = access_of(ia, "a", 1), b = access_of(ib, "b", 1); /* the same hash */
+    access_put(fx, &a);
+    access_put(fx, &b);
+    const sg_store_ops_t *ops = fx->st->ops;
+    assert_int_equal(ops->access_drop(fx->st, ia), SG_OK);
+    expect_no_access(fx, ia);
+    sg_access_rec_t r = access_get(fx, ib);
+    assert_memory_equal(r.at_cipher, "b", 1);
+    sg_access_rec_free(&r);
+    assert_int_equal(ops->access_drop(fx->st, ia), SG_OK);      /* none left: still ok */
+    assert_int_equal(ops->access_drop(fx->st, ib + 99), SG_OK); /* no such grant: ok */
+    sg_grant_rec_t kept = get(fx, ia);                          /* the grant itself stays */
+    sg_grant_rec_free(&kept);
+    close_store(fx);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM access_tokens"), 1);
+
+    /* A grant deleted by hand takes its access token with it. */
+    char sql[160];
+    snprintf(sql, sizeof(sql), "%sDELETE FROM grants WHERE id = %lld",
+             FX_SQL("PRAGMA foreign_keys = ON;", ""), ib);
+    fx_exec(fx, sql);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM access_tokens"), 0);
+}
+
+static void test_access_drop_hash_removes_every_copy_of_that_token(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    long long ids[3];
+    for (int i = 0; i < 3; i++) {
+        sg_grant_rec_t g = grant_of(ALICE, ORG, i == 2 ? "reports" : "api", 100 + i, "rt");
+        ids[i] = insert(fx, &g);
+    }
+    sg_access_rec_t same0 = access_of(ids[0], "c0", 0xabc), same1 = access_of(ids[1], "c1", 0xabc);
+    sg_access_rec_t other = access_of(ids[2], "c2", 0xdef);
+    access_put(fx, &same0);
+    access_put(fx, &same1);
+    access_put(fx, &other);
+    const sg_store_ops_t *ops = fx->st->ops;
+    size_t n = 99;
+    assert_int_equal(ops->access_drop_hash(fx->st, same0.token_hash, &n), SG_OK);
+    if (n != 2)
+        print_error("access_drop_hash: expected 2 dropped, got %zu\n", n);
+    assert_int_equal(n, 2);
+    expect_no_access(fx, ids[0]);
+    expect_no_access(fx, ids[1]);
+    sg_access_rec_t r = access_get(fx, ids[2]);
+    assert_memory_equal(r.at_cipher, "c2", 2);
+    assert_string_equal(r.token_hash, other.token_hash);
+    sg_access_rec_free(&r);
+
+    n = 99;
+    assert_int_equal(ops->access_drop_hash(fx->st, same0.token_hash, &n), SG_OK);
+    assert_int_equal(n, 0); /* none left with that hash */
+    assert_int_equal(ops->access_drop_hash(fx->st, other.token_hash, NULL), SG_OK);
+    expect_no_access(fx, ids[2]);
+}
+
+static void test_access_ops_refuse_bad_arguments_and_store_nothing(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "rt");
+    long long id = insert(fx, &g);
+    enum { N_BAD = 10 };
+    struct {
+        const char *what;
+        sg_access_rec_t a;
+    } bad[N_BAD];
+    for (size_t i = 0; i < N_BAD; i++)
+        bad[i].a = access_of(id, "ct", 1);
+    bad[0].what = "grant id 0";
+    bad[0].a.grant_id = 0;
+    bad[1].what = "negative grant id";
+    bad[1].a.grant_id = -id;
+    bad[2].what = "no ciphertext";
+    bad[2].a.at_cipher = NULL;
+    bad[3].what = "empty ciphertext";
+    bad[3].a.at_cipher_len = 0;
+    bad[4].what = "no key id";
+    bad[4].a.key_id[0] = '\0';
+    bad[5].what = "key id without its NUL";
+    memset(bad[5].a.key_id, 'a', sizeof(bad[5].a.key_id));
+    bad[6].what = "no token hash";
+    bad[6].a.token_hash[0] = '\0';
+    bad[7].what = "token hash one digit short";
+    bad[7].a.token_hash[SG_ID_HASH_LEN - 1] = '\0';
+    bad[8].what = "token hash in upper case";
+    memset(bad[8].a.token_hash, 'A', SG_ID_HASH_LEN);
+    bad[9].what = "token hash not hex";
+    bad[9].a.token_hash[0] = 'g';
+    const sg_store_ops_t *ops = fx->st->ops;
+    for (size_t i = 0; i < N_BAD; i++) {
+        sg_rc rc = ops->access_put(fx->st, &bad[i].a);
+        if (rc != SG_ERR_PARSE)
+            print_error("access_put, %s: expected parse, got %s\n", bad[i].what, sg_rc_str(rc));
+        assert_int_equal(rc, SG_ERR_PARSE);
+    }
+    assert_int_equal(ops->access_put(fx->st, NULL), SG_ERR_PARSE);
+
+    sg_access_rec_t out;
+    assert_int_equal(ops->access_get(fx->st, id, NULL), SG_ERR_PARSE);
+    assert_int_equal(ops->access_get(fx->st, 0, &out), SG_ERR_PARSE);
+    assert_null(out.at_cipher);
+    assert_int_equal(ops->access_drop(fx->st, 0), SG_ERR_PARSE);
+    assert_int_equal(ops->access_drop(fx->st, -1), SG_ERR_PARSE);
+    size_t n = 99;
+    assert_int_equal(ops->access_drop_hash(fx->st, NULL, &n), SG_ERR_PARSE);
+    assert_int_equal(n, 0);
+    assert_int_equal(ops->access_drop_hash(fx->st, "abc", NULL), SG_ERR_PARSE);
+    assert_int_equal(ops->access_drop_hash(fx->st, bad[8].a.token_hash, NULL), SG_ERR_PARSE);
+    close_store(fx);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM access_tokens"), 0);
+}
+
+static void test_access_put_for_no_such_grant_is_not_found(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "rt");
+    long long id = insert(fx, &g);
+    sg_access_rec_t a = access_of(id + 1, "ct", 1);
+    sg_rc rc = fx->st->ops->access_put(fx->st, &a);
+    if (rc != SG_ERR_NOTFOUND)
+        print_error("access_put of grant %lld, which does not exist: expected not found, got %s\n",
+                    a.grant_id, sg_rc_str(rc));
+    assert_int_equal(rc, SG_ERR_NOTFOUND);
+    expect_no_access(fx, id + 1);
+    a.grant_id = id; /* the grant that exists takes it */
+    access_put(fx, &a);
+    close_store(fx);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM access_tokens"), 1);
+}
+
+/* A database as version 5 left it (this one with the table and its record taken away again):
+ * the next start gains the table and keeps the grants. */
+static void test_version_5_database_gains_access_tokens(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "rt");
+    long long id = insert(fx, &g);
+    close_store(fx);
+    fx_exec(fx, "DROP TABLE access_tokens; DELETE FROM schema_version WHERE version = 6");
+    assert_int_equal(fx_query_int(fx, "SELECT MAX(version) FROM schema_version"), 5);
+
+    open_store(fx);
+    sg_grant_rec_t r = get(fx, id);
+    assert_string_equal(r.user_id, ALICE);
+    sg_grant_rec_free(&r);
+    sg_access_rec_t a = access_of(id, "ct", 1);
+    access_put(fx, &a);
+    sg_access_rec_t got = access_get(fx, id);
+    assert_memory_equal(got.at_cipher, "ct", 2);
+    sg_access_rec_free(&got);
+    close_store(fx);
+    assert_int_equal(fx_query_int(fx, "SELECT MAX(version) FROM schema_version"), 6);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM schema_version"), 6);
+    assert_int_equal(
+        fx_query_int(fx, FX_SQL("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
+                                "AND name = 'access_tokens_hash'",
+                                "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = 'public' "
+                                "AND indexname = 'access_tokens_hash'")),
+        1);
+}
+
 /* ---- schema and the file (SQLite) ------------------------------------------------------ */
 
 #if !STORE_PG
@@ -656,20 +962,23 @@ static void test_version_1_database_gains_grants_and_keeps_sessions(void **state
     sg_grant_rec_free(&r);
     close_store(fx);
 
-    /* Every later migration runs too (3: people, ... 5: changes). */
-    assert_int_equal(fx_query_int(fx, "SELECT MAX(version) FROM schema_version"), 5);
+    /* Every later migration runs too (3: people, ... 6: access_tokens). */
+    assert_int_equal(fx_query_int(fx, "SELECT MAX(version) FROM schema_version"), 6);
     assert_int_equal(fx_query_int(fx, "SELECT applied_at FROM schema_version WHERE version = 1"),
                      1700000000); /* the old record is kept */
     assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
                                       "AND name IN ('grants_user_app', 'grants_org_app', "
                                       "'ledger_user_app')"),
                      3);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
+                                      "AND name = 'access_tokens'"),
+                     1);
     assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM sessions"), 1);
     expect_mode_0600(fx->path);
 
     open_store(fx); /* a second start applies nothing and loses nothing */
     close_store(fx);
-    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM schema_version"), 5);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM schema_version"), 6);
     assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM grants"), 1);
 }
 
@@ -757,16 +1066,20 @@ static int on_disk(const fx_t *fx, const char *needle)
 
 /*
  * What the vault does: seal the refresh token under the vault key with (user, app) as AAD,
- * store the ciphertext, rotate it. Neither token appears in the database or its WAL, before
- * or after a checkpoint (SQLite), or in the server's WAL (PostgreSQL). A control grant stored
- * in clear proves the search sees the bytes.
+ * store the ciphertext, rotate it, and store the access token the refresh gave, sealed the
+ * same way. No token appears in the database or its WAL, before or after a checkpoint
+ * (SQLite), or in the server's WAL (PostgreSQL). A control grant and a control access token
+ * stored in clear prove the search sees the bytes.
  */
-static void test_sealed_refresh_tokens_never_reach_the_disk_in_clear(void **state)
+static void test_sealed_tokens_never_reach_the_disk_in_clear(void **state)
 {
     fx_t *fx = *state;
     static const char rt1[] = "5Aep861TSESvWeug_xvFHRBTTbf_YrTWgEyjBJrmSz1ud2X1uz4uWFXeLmO1xsR";
     static const char rt2[] = "5Aep861rotatedRefreshTokenNumberTwo_4tqGtsnNTmJNo1FgmTM8U3ea";
+    static const char at[] = "00D000000000001!AQ0AQKx9sealedAccessToken.Gr8vPq2_ZmWn4TjLc7Yd";
+    static const char at_tail[] = "!AQ0AQKx9"; /* what only the access token has */
     static const char control[] = "CONTROL-plain-bytes-the-search-must-find";
+    static const char at_control[] = "CONTROL-access-token-bytes-the-search-must-find";
     unsigned char key[SG_AEAD_KEY_LEN];
     assert_int_equal(sg_random_bytes(key, sizeof(key)), SG_OK);
     char kid[17];
@@ -788,16 +1101,30 @@ static void test_sealed_refresh_tokens_never_reach_the_disk_in_clear(void **stat
     assert_int_equal(fx->st->ops->grant_set_token(fx->st, id, ct, ctlen, kid, 200), SG_OK);
     free(ct);
 
+    assert_int_equal(sg_aead_seal(key, at, strlen(at), aad, strlen(aad), &ct, &ctlen), SG_OK);
+    sg_access_rec_t a = access_of(id, "x", 1);
+    a.at_cipher = ct;
+    a.at_cipher_len = ctlen;
+    snprintf(a.key_id, sizeof(a.key_id), "%s", kid);
+    access_put(fx, &a);
+    free(ct);
+
     sg_grant_rec_t c = grant_of(BOB, ORG, "api", 100, control);
-    insert(fx, &c);
+    sg_access_rec_t ac = access_of(insert(fx, &c), at_control, 2);
+    access_put(fx, &ac);
 
     assert_true(on_disk(fx, control)); /* the search reads what was written */
+    assert_true(on_disk(fx, at_control));
     assert_true(on_disk(fx, kid));
     if (on_disk(fx, rt1) || on_disk(fx, rt2))
         print_error("found a refresh token in clear on the %s store's disk\n", fx_backend);
     assert_false(on_disk(fx, rt1));
     assert_false(on_disk(fx, rt2));
     assert_false(on_disk(fx, "5Aep861")); /* not even the prefix they share */
+    if (on_disk(fx, at) || on_disk(fx, at_tail))
+        print_error("found the access token in clear on the %s store's disk\n", fx_backend);
+    assert_false(on_disk(fx, at));
+    assert_false(on_disk(fx, at_tail));
 
     /* The stored ciphertext opens to the rotated token, and only with its AAD. */
     sg_grant_rec_t r = get(fx, id);
@@ -813,11 +1140,21 @@ static void test_sealed_refresh_tokens_never_reach_the_disk_in_clear(void **stat
         sg_aead_open(key, r.rt_cipher, r.rt_cipher_len, bob_aad, strlen(bob_aad), &pt, &ptlen),
         SG_ERR_CRYPTO);
     sg_grant_rec_free(&r);
+    sg_access_rec_t ra = access_get(fx, id); /* and the access token's to the access token */
+    assert_int_equal(
+        sg_aead_open(key, ra.at_cipher, ra.at_cipher_len, aad, strlen(aad), &pt, &ptlen), SG_OK);
+    assert_int_equal(ptlen, strlen(at));
+    assert_memory_equal(pt, at, ptlen);
+    free(pt);
+    sg_access_rec_free(&ra);
 
     close_store(fx); /* SQLite: checkpoints the WAL into the database file */
     assert_true(on_disk(fx, control));
+    assert_true(on_disk(fx, at_control));
     assert_false(on_disk(fx, rt1));
     assert_false(on_disk(fx, rt2));
+    assert_false(on_disk(fx, at));
+    assert_false(on_disk(fx, at_tail));
 }
 
 /* Backend-neutral (store.c): run once, in the SQLite build. */
@@ -870,7 +1207,15 @@ int main(void)
         T(test_concurrent_touches_are_all_counted),
         T(test_ledger_counts_per_person_and_app),
         T(test_health_fields_are_stored_and_listed),
-        T(test_sealed_refresh_tokens_never_reach_the_disk_in_clear),
+        T(test_access_put_then_get_returns_every_field),
+        T(test_access_put_replaces_the_grants_token),
+        T(test_access_get_of_a_grant_without_one_is_not_found),
+        T(test_access_drop_removes_that_grants_token_only),
+        T(test_access_drop_hash_removes_every_copy_of_that_token),
+        T(test_access_ops_refuse_bad_arguments_and_store_nothing),
+        T(test_access_put_for_no_such_grant_is_not_found),
+        T(test_version_5_database_gains_access_tokens),
+        T(test_sealed_tokens_never_reach_the_disk_in_clear),
 #if !STORE_PG
         T(test_version_1_database_gains_grants_and_keeps_sessions),
         T(test_database_with_grants_stays_0600),

@@ -1,8 +1,9 @@
 /*
  * store (SQLite backend), the read-only handle and the live-grant walk that
  * `scopegate policy diff --config` reads through: it never creates, migrates or changes the
- * database, reads what a running gateway (an open writer) has committed, refuses schemas
- * it does not know, and grant_each visits live grants only, oldest first.
+ * database (every write, access tokens' too, fails with SG_ERR_IO), reads what a running
+ * gateway (an open writer) has committed, refuses schemas it does not know, and grant_each
+ * visits live grants only, oldest first.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -181,11 +182,34 @@ static void test_reads_what_an_open_writer_committed(void **state)
     rw->ops->close(rw);
 }
 
+static sg_access_rec_t access_of(long long grant_id)
+{
+    sg_access_rec_t rec = {.grant_id = grant_id,
+                           .at_cipher = (unsigned char *)"sealed",
+                           .at_cipher_len = 6,
+                           .key_id = "k1",
+                           .issued_at = 100,
+                           .expires_at = 7300};
+    memset(rec.token_hash, 'e', SG_ID_HASH_LEN);
+    return rec;
+}
+
+/* A write the read-only handle refuses: SG_ERR_IO, as sg_store_open_sqlite_readonly says. */
+static void expect_io(const char *what, sg_rc rc)
+{
+    if (rc != SG_ERR_IO)
+        print_error("%s through the read-only handle: expected io, got %s\n", what, sg_rc_str(rc));
+    assert_int_equal(rc, SG_ERR_IO);
+}
+
 static void test_writes_fail_and_the_file_is_untouched(void **state)
 {
     fx_t *fx = *state;
     sg_store_t *rw = open_rw(fx);
     put_session(rw, 'a', "005A", "admin");
+    long long gid = put_grant(rw, "005A", "api", SG_GRANT_LIVE);
+    sg_access_rec_t at = access_of(gid);
+    assert_int_equal(rw->ops->access_put(rw, &at), SG_OK);
     rw->ops->close(rw);
     assert_int_equal(chmod(fx->path, 0600), 0);
     struct stat before, after;
@@ -199,9 +223,20 @@ static void test_writes_fail_and_the_file_is_untouched(void **state)
     size_t expired = 0;
     assert_int_not_equal(ro->ops->session_expire(ro, 1000000, &expired), SG_OK);
     assert_int_not_equal(ro->ops->person_put(ro, "005Z", "{}", 1), SG_OK);
+    at.expires_at = 9999;
+    expect_io("access_put", ro->ops->access_put(ro, &at));
+    expect_io("access_drop", ro->ops->access_drop(ro, gid));
+    size_t dropped = 99;
+    expect_io("access_drop_hash", ro->ops->access_drop_hash(ro, at.token_hash, &dropped));
+    assert_int_equal(dropped, 0);
     size_t n = 0;
     assert_int_equal(ro->ops->session_each(ro, count_session, &n), SG_OK);
     assert_int_equal(n, 1);
+    sg_access_rec_t got;
+    assert_int_equal(ro->ops->access_get(ro, gid, &got), SG_OK); /* reading works */
+    assert_int_equal(got.expires_at, 7300);
+    assert_memory_equal(got.at_cipher, "sealed", 6);
+    sg_access_rec_free(&got);
     ro->ops->close(ro);
 
     assert_int_equal(stat(fx->path, &after), 0);
