@@ -69,6 +69,7 @@ sg_rc sg_vault_open(const sg_vault_opts_t *opts, sg_vault_t **out)
     v->query_timeout_ms =
         opts->webhook_timeout_ms > 0 ? opts->webhook_timeout_ms : DEFAULT_WEBHOOK_MS;
     v->store = opts->store;
+    v->shared = opts->shared_store;
     memcpy(v->key, opts->key, SG_AEAD_KEY_LEN);
     sg_aead_key_id(v->key, v->key_id);
     v->provider = opts->provider;

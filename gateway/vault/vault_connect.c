@@ -130,6 +130,15 @@ sg_rc sg_vault_connect(sg_vault_t *v, const sg_vault_new_t *g, long long *grant_
         long long exp = g->expires_in >= 0 ? now + g->expires_in
                         : op               ? sg_vault_expiry(v, op, g->app, &tok, now)
                                            : now + v->ttl;
+        if (v->shared) {
+            /* The other instances hand out this token too, rather than refresh at once. */
+            rec.id = id;
+            if (sg_vault_share_access(v, &rec, g->access_token, g->instance_url, now, exp))
+                sg_log(SG_LOG_WARN, "grant_store_failed",
+                       "grant %lld: its first access token is not shared with the other "
+                       "instances",
+                       id);
+        }
         char *at = strdup(g->access_token);
         char *iu = sg_vault_dup_or_null(g->instance_url);
         if (e && at) {

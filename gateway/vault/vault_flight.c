@@ -11,6 +11,7 @@
 #include "vault_int.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,18 @@ static sg_rc hand_out(const entry_t *e, const char *source, sg_vault_token_t *ou
 
 void sg_vault_retire(sg_vault_t *v, long long id, const outcome_t *why)
 {
+    if (v->shared) {
+        /* Its token must not be served by any instance: the store's copy goes, and the
+         * others drop theirs (they find the grant retired when they next read it). */
+        char key[32];
+        snprintf(key, sizeof(key), "%lld", id);
+        if (v->store->ops->access_drop(v->store, id) ||
+            v->store->ops->change_add(v->store, SG_CHANGE_GRANT, key, sg_vault_now()))
+            sg_log(SG_LOG_WARN, "grant_announce",
+                   "grant %lld: the other instances were not told it is retired (the store "
+                   "failed); they find out when they next refresh it",
+                   id);
+    }
     entry_t *e = sg_vault_grant_entry(v, id, 0);
     if (!e)
         return;
@@ -254,6 +267,7 @@ sg_rc sg_vault_single_flight(sg_vault_t *v, entry_t *e, fetch_fn fetch, const vo
         }
     }
     e->refreshing = 1;
+    e->forced = force;
     pthread_mutex_unlock(&e->mu);
 
     fetched_t f = {0};
@@ -268,7 +282,7 @@ sg_rc sg_vault_single_flight(sg_vault_t *v, entry_t *e, fetch_fn fetch, const vo
         e->last_fetch = sg_vault_monotonic();
         sg_vault_cache_set(e, f.access_token, f.instance_url, f.issued_at, f.expires_at);
         f.access_token = f.instance_url = NULL;
-        rc = hand_out(e, fresh_source, out);
+        rc = hand_out(e, f.shared ? "shared" : fresh_source, out);
         if (rc)
             sg_vault_outcome_set(&f.oc, 500, "internal", "out of memory");
     } else {

@@ -90,6 +90,7 @@ typedef struct entry {
     double last_fetch; /* monotonic seconds when the last successful fetch finished */
     /* owned by the refresher (refreshing == 1) */
     char *rt_unsaved;
+    int forced; /* this fetch must refresh (keep-alive, refresh now), not reuse a token */
     /* keep-alive (guarded by mu) */
     int ka_queued;      /* waiting for or in a keep-alive worker */
     double ka_retry_at; /* monotonic: after a failed keep-alive, not before this */
@@ -114,6 +115,7 @@ struct sg_vault {
     size_t ninteg;
     long long ttl;
     long wait_ms;
+    int shared; /* several instances on one store (see vault_refresh.c) */
     void (*on_event)(void *ctx, const sg_vault_event_t *e);
     sg_webhook_t *hook;
 
@@ -138,7 +140,8 @@ struct sg_vault {
 /* What one fetch (refresh or JWT bearer) produced, handed from the worker to the entry. */
 typedef struct {
     outcome_t oc;
-    int gone; /* the grant is not live (any more): retire the entry with oc */
+    int gone;   /* the grant is not live (any more): retire the entry with oc */
+    int shared; /* the token is another instance's refresh, taken from the store */
     char *access_token, *instance_url;
     long long issued_at, expires_at;
 } fetched_t;
@@ -176,6 +179,13 @@ sg_rc sg_vault_seal(const sg_vault_t *v, const char *user_id, const char *app, c
                     unsigned char **ct, size_t *ctlen);
 /* The grant's refresh token in clear (heap; sg_vault_secret_free it). */
 sg_rc sg_vault_unseal(const sg_vault_t *v, const sg_grant_rec_t *rec, char **rt);
+/* Several instances: keeps a fresh access token of the grant in the store, sealed, for the
+ * other instances (sg_vault_shared_access reads it: *at heap, *a's fields freed with
+ * sg_access_rec_free; SG_ERR_NOTFOUND when there is none). */
+sg_rc sg_vault_share_access(sg_vault_t *v, const sg_grant_rec_t *rec, const char *at,
+                            const char *instance_url, long long issued_at, long long expires_at);
+sg_rc sg_vault_shared_access(sg_vault_t *v, const sg_grant_rec_t *rec, sg_access_rec_t *a,
+                             char **at);
 /* Seals rt with the current key and stores it as the grant's token (durable). */
 sg_rc sg_vault_store_token(sg_vault_t *v, const sg_grant_rec_t *rec, const char *rt, long long at);
 

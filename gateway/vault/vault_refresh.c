@@ -6,17 +6,40 @@
  * a write, the rotated token kept in rt_unsaved, which is written first): a rotated token is
  * stored durably before its access token is published. Nothing presents a token that has
  * been rotated out, as long as one process owns the database (the SQLite backend).
+ *
+ * Several instances on one store (v->shared). The single flight above holds one refresh per
+ * grant per process; across processes, the refresh runs under the store's lock on the grant
+ * (waiting at most wait_ms), reads the grant again once it holds it, and keeps the access
+ * token it got in the store, sealed. An instance that obtains the lock after another's
+ * refresh finds that token there and hands it out instead of refreshing again: a burst on
+ * every instance costs one refresh. A forced fetch (keep-alive, refresh now) reuses it only
+ * when that refresh ended while it waited for the lock (or within JUST_REFRESHED seconds
+ * before: instances that found the grant due in the same scheduler tick), since its point is
+ * to refresh.
+ *
+ * The lock lives on a database connection, so a database restart ends it too, possibly while
+ * its holder has a rotated refresh token it could not store yet. Two rules keep the grant:
+ * the holder keeps trying to store a rotated token for up to wait_ms (the database is back
+ * within seconds), and nobody presents a refresh token while the grant's refresh marker says a
+ * refresh began less than MARKER_HOLD seconds ago, when the policy declares rotation for the
+ * app (without rotation the token presented stays good, so a cut-off refresh costs nothing).
+ * And a refresh whose marker cannot be stored is not begun: with the store down, the token
+ * it would rotate could not be kept. The lock dies with its connection,
+ * so an instance killed mid-refresh holds nobody up for longer than that takes to be seen.
  */
 #include "vault_int.h"
 
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
 #include "scopegate/log.h"
 
-#define JWT_LIFETIME  180 /* seconds ahead for the assertion's exp (salesforce.md 6) */
-#define EXPIRY_MARGIN 60  /* a token is dropped this long (at most 10%) before it expires */
+#define JWT_LIFETIME   180 /* seconds ahead for the assertion's exp (salesforce.md 6) */
+#define EXPIRY_MARGIN  60  /* a token is dropped this long (at most 10%) before it expires */
+#define JUST_REFRESHED 2   /* seconds: see take_shared */
+#define MARKER_HOLD    30  /* seconds a cut-off refresh of a rotating grant holds the others */
 
 /*
  * When a fresh access token stops being good. expires_in when the provider sent it; else the
@@ -72,9 +95,101 @@ static sg_rc save_unsaved(sg_vault_t *v, entry_t *e, const sg_grant_rec_t *rec)
     return SG_OK;
 }
 
+/* The store failed: unreachable (a shared store restarting) is its own answer. */
+static void store_failed(fetched_t *f, sg_rc rc)
+{
+    if (rc == SG_ERR_IO)
+        sg_vault_outcome_set(&f->oc, 503, "store_unavailable",
+                             "the store cannot be reached; only cached tokens are served");
+    else
+        sg_vault_outcome_set(&f->oc, 500, "internal", "store: %s", sg_rc_str(rc));
+}
+
+/* A refresh of this rotating grant began moments ago and its result is not stored: the
+ * rotated token may exist only in the memory of the instance that began it. */
+static int cut_off_elsewhere(sg_vault_t *v, const sg_grant_rec_t *rec)
+{
+    sg_grant_health_t h;
+    long long age = sg_vault_now() - rec->refresh_started;
+    return rec->refresh_started && age < MARKER_HOLD && sg_vault_health_of(v, rec->app, &h) &&
+           h.rotation;
+}
+
+/* Shared store: a rotated token (or the marker's clearing, rt NULL) is written again and again
+ * for up to wait_ms, since a database restart takes seconds. */
+static sg_rc write_patiently(sg_vault_t *v, const sg_grant_rec_t *rec, const char *rt,
+                             long long now)
+{
+    sg_rc rc = SG_ERR_IO;
+    for (long waited = 0; waited <= v->wait_ms; waited += 200) {
+        rc = rt ? sg_vault_store_token(v, rec, rt, now)
+                : v->store->ops->grant_set_refresh_started(v->store, rec->id, 0);
+        if (rc != SG_ERR_IO)
+            break;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return rc;
+}
+
+/* Another instance's fresh access token for the grant, when the store holds one (started:
+ * when this fetch began to wait for the lock). */
+static int take_shared(sg_vault_t *v, entry_t *e, const sg_grant_rec_t *rec, long long started,
+                       fetched_t *f)
+{
+    sg_access_rec_t a = {0};
+    char *at = NULL;
+    if (sg_vault_shared_access(v, rec, &a, &at) != SG_OK)
+        return 0;
+    long long now = sg_vault_now();
+    int usable = a.expires_at > now && (!e->forced || a.issued_at >= started - JUST_REFRESHED);
+    if (usable) {
+        f->access_token = at;
+        at = NULL;
+        f->instance_url = sg_vault_dup_or_null(a.instance_url ? a.instance_url : rec->instance_url);
+        f->issued_at = a.issued_at;
+        f->expires_at = a.expires_at;
+        f->shared = 1;
+    }
+    sg_vault_secret_free(at);
+    sg_access_rec_free(&a);
+    return usable;
+}
+
+static void refresh(sg_vault_t *v, entry_t *e, long long started, fetched_t *f);
+
 void sg_vault_fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_t *f)
 {
     (void)arg;
+    long long started = sg_vault_now();
+    if (!v->shared) {
+        refresh(v, e, started, f);
+        return;
+    }
+    sg_store_lock_t *lock = NULL;
+    sg_rc rc = v->store->ops->grant_lock(v->store, e->grant_id, (int)v->wait_ms, &lock);
+    if (rc == SG_ERR_BUSY) {
+        sg_vault_outcome_set(&f->oc, 504, "busy",
+                             "another instance has been refreshing grant %lld for %ld ms",
+                             e->grant_id, v->wait_ms);
+        return;
+    }
+    if (rc) {
+        store_failed(f, rc);
+        return;
+    }
+    refresh(v, e, started, f);
+    rc = v->store->ops->grant_unlock(v->store, lock);
+    if (rc)
+        sg_log(SG_LOG_WARN, "grant_lock_lost",
+               "grant %lld: the store's lock was lost during the refresh (%s): another instance "
+               "may have refreshed at the same time",
+               e->grant_id, sg_rc_str(rc));
+}
+
+/* The refresh itself (under the store's lock when the store is shared). */
+static void refresh(sg_vault_t *v, entry_t *e, long long started, fetched_t *f)
+{
     sg_grant_rec_t rec = {0};
     sg_tokens_t tok = {0};
     char *rt = NULL;
@@ -85,7 +200,7 @@ void sg_vault_fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_
         return;
     }
     if (rc) {
-        sg_vault_outcome_set(&f->oc, 500, "internal", "store: %s", sg_rc_str(rc));
+        store_failed(f, rc);
         return;
     }
     if (rec.state != SG_GRANT_LIVE) {
@@ -98,6 +213,8 @@ void sg_vault_fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_
         f->gone = 1;
         goto done;
     }
+    if (v->shared && take_shared(v, e, &rec, started, f))
+        goto done;
     int had_unsaved = e->rt_unsaved != NULL;
     rc = save_unsaved(v, e, &rec);
     if (rc) {
@@ -133,7 +250,18 @@ void sg_vault_fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_
      * after the provider may have rotated the token: the cause of a death that follows.
      */
     long long stale_marker = rec.refresh_started;
+    if (v->shared && cut_off_elsewhere(v, &rec)) {
+        sg_vault_outcome_set(&f->oc, 503, "busy",
+                             "a refresh of grant %lld was cut off %lld s ago and its rotated token "
+                             "may not be stored yet; try again shortly",
+                             rec.id, sg_vault_now() - rec.refresh_started);
+        goto done;
+    }
     rc = v->store->ops->grant_set_refresh_started(v->store, rec.id, sg_vault_now());
+    if (rc && v->shared) {
+        store_failed(f, rc);
+        goto done;
+    }
     if (rc)
         sg_log(SG_LOG_WARN, "grant_store_failed", "grant %lld: refresh marker not stored: %s",
                rec.id, sg_rc_str(rc));
@@ -163,7 +291,8 @@ void sg_vault_fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_
          * anything is handed out. One retry, then keep it in memory and present it next. */
         rc = sg_vault_store_token(v, &rec, tok.refresh_token, now);
         if (rc)
-            rc = sg_vault_store_token(v, &rec, tok.refresh_token, now);
+            rc = v->shared ? write_patiently(v, &rec, tok.refresh_token, now)
+                           : sg_vault_store_token(v, &rec, tok.refresh_token, now);
         if (rc) {
             e->rt_unsaved = tok.refresh_token;
             tok.refresh_token = NULL;
@@ -185,6 +314,8 @@ void sg_vault_fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_
     }
     /* The result is stored (a refusal to store a rotated token left it set above). */
     rc = v->store->ops->grant_set_refresh_started(v->store, rec.id, 0);
+    if (rc && v->shared)
+        rc = write_patiently(v, &rec, NULL, now);
     if (rc)
         sg_log(SG_LOG_WARN, "grant_store_failed", "grant %lld: refresh marker not cleared: %s",
                rec.id, sg_rc_str(rc));
@@ -193,6 +324,16 @@ void sg_vault_fetch_refresh(sg_vault_t *v, entry_t *e, const void *arg, fetched_
     f->access_token = tok.access_token;
     tok.access_token = NULL;
     f->instance_url = sg_vault_dup_or_null(tok.instance_url ? tok.instance_url : rec.instance_url);
+    if (v->shared) {
+        /* After the refresh token is stored: nobody can get this token before that. */
+        rc = sg_vault_share_access(v, &rec, f->access_token, f->instance_url, f->issued_at,
+                                   f->expires_at);
+        if (rc)
+            sg_log(SG_LOG_WARN, "grant_store_failed",
+                   "grant %lld: the access token is not shared with the other instances (%s); "
+                   "they refresh for themselves",
+                   rec.id, sg_rc_str(rc));
+    }
 done:
     sg_vault_secret_free(rt);
     sg_tokens_free(&tok);

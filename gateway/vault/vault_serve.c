@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scopegate/crypto.h"
+
 /* A token from one grant (rec: as the query found it). */
 static sg_rc grant_token(sg_vault_t *v, const sg_vault_query_t *q, const sg_grant_rec_t *rec,
                          sg_vault_token_t *out, outcome_t *oc)
@@ -260,17 +262,68 @@ static int drop_if(entry_t *e, const char *access_token)
     return hit;
 }
 
-sg_rc sg_vault_invalidate(sg_vault_t *v, const char *access_token)
+/* Drops e's cached token when its SHA-256 (hex) is hash; 1 when it was. */
+static int drop_if_hash(entry_t *e, const char *hash)
 {
-    if (!access_token || !*access_token)
-        return SG_ERR_NOTFOUND;
+    pthread_mutex_lock(&e->mu);
+    char *h = e->access_token ? sg_sha256_hex(e->access_token, strlen(e->access_token)) : NULL;
+    int hit = h && sg_ct_streq(h, hash);
+    if (hit)
+        sg_vault_cache_drop(e);
+    pthread_mutex_unlock(&e->mu);
+    free(h);
+    return hit;
+}
+
+/* Drops every cached token that matches (by value, or by hash when access_token is NULL). */
+static int drop_matching(sg_vault_t *v, const char *access_token, const char *hash)
+{
     int found = 0;
     pthread_mutex_lock(&v->lock);
     for (size_t b = 0; b < NBUCKETS; b++)
         for (entry_t *e = v->table[b]; e; e = e->next)
-            found |= drop_if(e, access_token);
+            found |= access_token ? drop_if(e, access_token) : drop_if_hash(e, hash);
     pthread_mutex_unlock(&v->lock);
     for (size_t i = 0; i < v->ninteg; i++)
-        found |= drop_if(v->integ[i].e, access_token);
-    return found ? SG_OK : SG_ERR_NOTFOUND;
+        found |=
+            access_token ? drop_if(v->integ[i].e, access_token) : drop_if_hash(v->integ[i].e, hash);
+    return found;
+}
+
+sg_rc sg_vault_invalidate(sg_vault_t *v, const char *access_token)
+{
+    if (!access_token || !*access_token)
+        return SG_ERR_NOTFOUND;
+    int found = drop_matching(v, access_token, NULL);
+    if (!v->shared)
+        return found ? SG_OK : SG_ERR_NOTFOUND;
+    /* Another instance may hold it, and the store keeps the last refresh's token: drop that
+     * copy and tell the others, naming the token by its hash only. */
+    char *hash = sg_sha256_hex(access_token, strlen(access_token));
+    if (!hash)
+        return SG_ERR_NOMEM;
+    size_t n = 0;
+    sg_rc rc = v->store->ops->access_drop_hash(v->store, hash, &n);
+    if (rc == SG_OK)
+        rc = v->store->ops->change_add(v->store, SG_CHANGE_TOKEN, hash, sg_vault_now());
+    free(hash);
+    if (rc)
+        return rc;
+    return found || n ? SG_OK : SG_ERR_NOTFOUND;
+}
+
+void sg_vault_forget(sg_vault_t *v, const char *kind, const char *key)
+{
+    if (!v || !kind || !key)
+        return;
+    if (strcmp(kind, SG_CHANGE_TOKEN) == 0) {
+        drop_matching(v, NULL, key);
+    } else if (strcmp(kind, SG_CHANGE_GRANT) == 0) {
+        entry_t *e = sg_vault_grant_entry(v, strtoll(key, NULL, 10), 0);
+        if (e) {
+            pthread_mutex_lock(&e->mu);
+            sg_vault_cache_drop(e);
+            pthread_mutex_unlock(&e->mu);
+        }
+    }
 }

@@ -2,8 +2,10 @@
  * Several instances on one PostgreSQL store: this instance's part of the fleet.
  *
  * One thread follows the store's change feed: a session ended or changed on another instance
- * (SG_CHANGE_SESSION) makes this one forget its cached copy, so logout, expiry and a reload's
- * demotion reach every instance within about a second (the wait below; PostgreSQL's NOTIFY
+ * (SG_CHANGE_SESSION) makes this one forget its cached copy, and an access token invalidated
+ * or a grant retired there (SG_CHANGE_TOKEN, SG_CHANGE_GRANT) makes the vault here drop its
+ * cached token, so logout, a reload's demotion and POST /v1/token/invalid reach every instance
+ * within about a second (the wait below; PostgreSQL's NOTIFY
  * wakes it at once, and reading the feed by number catches up after a missed notification or
  * an outage). The same thread beats in the instance registry every few seconds, keeps the list
  * of live instances for the policy page and /metrics, and notes since when the store has been
@@ -76,6 +78,8 @@ static int on_change(void *ctx, long long seq, const char *kind, const char *key
     sg_fleet_t *f = ctx;
     if (strcmp(kind, SG_CHANGE_SESSION) == 0)
         sg_session_forget(f->gw->sessions, key);
+    else
+        sg_vault_forget(f->gw->vault, kind, key);
     return 0;
 }
 

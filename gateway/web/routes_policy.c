@@ -4,6 +4,7 @@
  * can_view_policy: the policy in force (hash, file, loaded at), the last reload's result and
  * errors, the roles with their scopes, and the latest audit events.
  */
+#include "fleet.h"
 #include "gateway.h"
 
 #include <stdio.h>
@@ -161,6 +162,54 @@ static void scopes_html(sg_buf_t *b, const char *const *scopes, size_t n)
     }
 }
 
+typedef struct {
+    sg_buf_t *b;
+    const char *mine; /* this instance's policy digest */
+    int differ;       /* some instance enforces another policy */
+} instances_t;
+
+static void instance_row(void *ctx, const sg_instance_rec_t *rec, int self)
+{
+    instances_t *in = ctx;
+    int other = !rec->policy_sha256 || strcmp(rec->policy_sha256, in->mine) != 0;
+    in->differ |= other;
+    char beat[64];
+    sg_fmt_time(rec->last_beat, beat, sizeof(beat));
+    sg_buf_adds(in->b, "<tr><td data-label=\"Instance\"><code>");
+    sg_buf_add_html(in->b, rec->id);
+    sg_buf_adds(in->b, self ? "</code> (this one)" : "</code>");
+    sg_buf_adds(in->b, "</td><td data-label=\"Host\">");
+    sg_buf_add_html(in->b, rec->host ? rec->host : "-");
+    sg_buf_adds(in->b, "</td><td data-label=\"Version\">");
+    sg_buf_add_html(in->b, rec->version ? rec->version : "-");
+    sg_buf_printf(in->b, "</td><td data-label=\"Policy\"><code>%.12s</code>%s</td>",
+                  rec->policy_sha256 ? rec->policy_sha256 : "-", other ? " <b>differs</b>" : "");
+    sg_buf_printf(in->b, "<td data-label=\"Last seen\">%s</td></tr>\n", beat);
+}
+
+/* Several instances on one store: each with its policy; a warning when they differ. */
+static void instances_html(sg_gateway_t *gw, const sg_policy_t *pol, sg_buf_t *b)
+{
+    if (!gw->fleet)
+        return;
+    sg_buf_t rows;
+    sg_buf_init(&rows, 1 << 18);
+    instances_t in = {.b = &rows, .mine = sg_policy_hash(pol)};
+    size_t n = sg_fleet_instances(gw->fleet, instance_row, &in);
+    sg_buf_printf(b, "<h2>Instances</h2>\n<p>%zu gateway instance%s share%s this store.</p>\n", n,
+                  n == 1 ? "" : "s", n == 1 ? "s" : "");
+    if (in.differ)
+        sg_buf_adds(b, "<div class=\"warn\" id=\"policy-differs\"><p>Not every instance enforces "
+                       "the policy above: reload each of them (SIGHUP or <code>POST "
+                       "/v1/reload</code>) so that people get the same access whichever one "
+                       "answers.</p></div>\n");
+    sg_buf_adds(b, "<table id=\"instances\" class=\"stack\"><tr class=\"head\"><th>Instance</th>"
+                   "<th>Host</th><th>Version</th><th>Policy</th><th>Last seen</th></tr>\n");
+    sg_buf_adds(b, rows.ptr ? rows.ptr : "");
+    sg_buf_adds(b, "</table>\n");
+    sg_buf_free(&rows);
+}
+
 void sg_route_policy_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
     sg_session_view_t v;
@@ -237,7 +286,9 @@ void sg_route_policy_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         sg_buf_add_html(&b, rules[i].role ? rules[i].role->name : "?");
         sg_buf_printf(&b, "</b> <span class=\"muted\">(line %d)</span></li>\n", rules[i].line);
     }
-    sg_buf_adds(&b, "</ol>\n<h2>Latest audit events</h2>\n");
+    sg_buf_adds(&b, "</ol>\n");
+    instances_html(gw, pol, &b);
+    sg_buf_adds(&b, "<h2>Latest audit events</h2>\n");
     audit_tail(gw, &b);
     sg_buf_adds(&b, "<div class=\"actions\"><a class=\"button secondary\" href=\"/\">Your "
                     "account</a></div>");

@@ -401,7 +401,8 @@ static int open_vault(sg_gateway_t *gw, char *err, size_t errlen)
                           .webhook_url = gw->cfg.webhook_url,
                           .on_event = vault_event,
                           .health = vault_health,
-                          .keep_alive_in_flight = 4};
+                          .keep_alive_in_flight = 4,
+                          .shared_store = gw->cfg.store != NULL};
     if (sg_vault_open(&vo, &gw->vault)) {
         snprintf(err, errlen, "the vault cannot be opened");
         return -1;

@@ -101,7 +101,11 @@ typedef struct {
      * the policy declares nothing (then no keep-alive and no expiry warnings for it). */
     int (*health)(void *ctx, const char *app, sg_grant_health_t *out);
     int keep_alive_in_flight; /* keep-alive refreshes at once, at most; 0 means 4 */
-    long keep_alive_tick_ms;  /* how often the keep-alive scheduler looks; 0 means 1000 */
+    /* Several gateway instances share the store: a refresh holds the store's lock on its
+     * grant, the access token it produced is kept in the store (sealed) for the other
+     * instances, and invalidations and retirements are announced on the change feed. */
+    int shared_store;
+    long keep_alive_tick_ms; /* how often the keep-alive scheduler looks; 0 means 1000 */
 } sg_vault_opts_t;
 
 sg_rc sg_vault_open(const sg_vault_opts_t *opts, sg_vault_t **out);
@@ -181,8 +185,20 @@ sg_rc sg_vault_token(sg_vault_t *v, const sg_vault_query_t *q, sg_vault_token_t 
                      sg_vault_err_t *err);
 void sg_vault_token_free(sg_vault_token_t *t);
 /* The backend saw a 401 with this access token: drop it from the cache so the next call
- * refreshes. SG_ERR_NOTFOUND when it is not a cached token. */
+ * refreshes. SG_ERR_NOTFOUND when it is not a cached token. On a shared store the store's
+ * copy goes too and the other instances are told (SG_CHANGE_TOKEN); SG_ERR_IO when the store
+ * cannot be reached. */
 sg_rc sg_vault_invalidate(sg_vault_t *v, const char *access_token);
+
+/*
+ * Several instances on one store: what the change feed carries for the vault. SG_CHANGE_TOKEN
+ * with the hex SHA-256 of an access token another instance invalidated; SG_CHANGE_GRANT with
+ * the id of a grant another instance retired (disconnected, replaced, died). sg_vault_forget
+ * drops the matching cached token here; the next request reads the store again.
+ */
+#define SG_CHANGE_TOKEN "token"
+#define SG_CHANGE_GRANT "grant"
+void sg_vault_forget(sg_vault_t *v, const char *kind, const char *key);
 
 /* ---- grant health ------------------------------------------------------------ */
 

@@ -30,106 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "bench_load.h"
 
 #define ADMIN_ID "0058d000002AdmiEAA"
-
-typedef struct {
-    double rps, p99_ms;
-    long errors; /* non-2xx answers and socket errors */
-} load_t;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int seconds(void)
-{
-    const char *s = getenv("BENCH_SECONDS");
-    return s && atoi(s) > 0 ? atoi(s) : 5;
-}
-
-/* wrk's "99%  12.34ms" into milliseconds. */
-static double to_ms(const char *v)
-{
-    double x = atof(v);
-    if (strstr(v, "us"))
-        return x / 1000;
-    if (strstr(v, "ms"))
-        return x;
-    if (strstr(v, "s"))
-        return x * 1000;
-    return x;
-}
-
-/* One wrk run: conns connections on 2 threads for seconds(), header may be NULL. */
-static load_t wrk_once(const char *url, int conns, const char *header)
-{
-    load_t l = {0};
-    char *cmd =
-        th_fmt("wrk -t2 -c%d -d%ds --timeout 5s --latency %s%s%s '%s' 2>&1", conns, seconds(),
-               header ? "-H '" : "", header ? header : "", header ? "'" : "", url);
-    FILE *p = cmd ? popen(cmd, "r") : NULL;
-    free(cmd);
-    if (!p)
-        return l;
-    char line[512], said[2048] = "";
-    while (fgets(line, sizeof line, p)) {
-        char v[64];
-        if (strlen(said) + strlen(line) < sizeof said)
-            strcat(said, line);
-        long a, b, c, d;
-        if (sscanf(line, " Requests/sec: %lf", &l.rps) == 1)
-            continue;
-        if (sscanf(line, " 99%% %63s", v) == 1)
-            l.p99_ms = to_ms(v);
-        else if (sscanf(line, " Non-2xx or 3xx responses: %ld", &a) == 1)
-            l.errors += a;
-        else if (sscanf(line, " Socket errors: connect %ld, read %ld, write %ld, timeout %ld", &a,
-                        &b, &c, &d) == 4)
-            l.errors += a + b + c + d;
-    }
-    if (pclose(p) != 0 || l.rps == 0)
-        fprintf(stderr, "bench_http: wrk against %s said:\n%s\n", url, said);
-    return l;
-}
-
-#define ROUNDS 3
-
-typedef struct {
-    const char *url, *header;
-    load_t got[ROUNDS];
-} target_t;
-
-static int by_rps(const void *a, const void *b)
-{
-    double x = ((const load_t *)a)->rps, y = ((const load_t *)b)->rps;
-    return (x > y) - (x < y);
-}
-
-/* The targets in turn, ROUNDS times (A B C A B C ...: the machine's drift touches each alike);
- * each target's median round by requests per second. */
-static void measure(target_t *t, size_t n, int conns, load_t *median)
-{
-    for (int r = 0; r < ROUNDS; r++)
-        for (size_t i = 0; i < n; i++)
-            t[i].got[r] = t[i].url ? wrk_once(t[i].url, conns, t[i].header) : (load_t){0};
-    for (size_t i = 0; i < n; i++) {
-        qsort(t[i].got, ROUNDS, sizeof(load_t), by_rps);
-        median[i] = t[i].got[ROUNDS / 2];
-    }
-}
-
-static load_t wrk(const char *url, int conns, const char *header)
-{
-    target_t t = {.url = url, .header = header};
-    load_t m;
-    measure(&t, 1, conns, &m);
-    return m;
-}
 
 /* ---- nginx answering return 200 -------------------------------------------------------- */
 
@@ -194,36 +97,6 @@ static void stop_nginx(void)
     free(cmd);
 }
 
-/* ---- a gateway with a signed-in person -------------------------------------------------- */
-
-typedef struct {
-    th_stack_t s;
-    char cookie[200]; /* "Cookie: scopegate=..." */
-    int up;
-} gw_t;
-
-static int start_gateway(gw_t *g, const char *binary)
-{
-    memset(g, 0, sizeof(*g));
-    setenv("SCOPEGATE", binary, 1);
-    /* As deployed: log lines at info (the tests' debug level writes a line per request). */
-    th_stack_opts_t o = {.provider_timeout = "10s", .log_level = "info"};
-    if (th_stack_start_opts(&g->s, &o))
-        return -1;
-    th_client_t *c = th_client_new();
-    th_resp_t fin;
-    memset(&fin, 0, sizeof fin);
-    int rc = c ? th_gateway_signin(c, &g->s, "/", TH_ALICE, "alice", &fin) : -1;
-    char *sid = rc == 0 ? th_client_cookie(c, TH_SESSION_COOKIE) : NULL;
-    if (sid)
-        snprintf(g->cookie, sizeof g->cookie, "Cookie: %s=%s", TH_SESSION_COOKIE, sid);
-    free(sid);
-    th_resp_free(&fin);
-    th_client_free(c);
-    g->up = g->cookie[0] != 0;
-    return g->up ? 0 : -1;
-}
-
 static long rss_kb(pid_t pid)
 {
     char *path = th_fmt("/proc/%d/status", (int)pid);
@@ -271,7 +144,7 @@ static double new_connection_ms(const char *url, int n)
 {
     double worst = 0;
     for (int i = 0; i < n; i++) {
-        double t0 = now_s();
+        double t0 = bench_now();
         int fd = th_dial(url, "127.0.0.1");
         if (fd < 0)
             return -1;
@@ -280,7 +153,7 @@ static double new_connection_ms(const char *url, int n)
         send(fd, "GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n", 35, MSG_NOSIGNAL);
         char buf[256];
         ssize_t k = recv(fd, buf, sizeof buf, 0);
-        double ms = (now_s() - t0) * 1000;
+        double ms = (bench_now() - t0) * 1000;
         close(fd);
         if (k <= 0)
             return -1;
@@ -324,12 +197,12 @@ int main(void)
     }
     char *ceiling = start_nginx();
     gw_t g, b;
-    if (!ceiling || start_gateway(&g, mine)) {
+    if (!ceiling || start_gateway(&g, mine, NULL)) {
         fprintf(stderr, "bench_http: nginx or the gateway did not start\n");
         stop_nginx();
         return 1;
     }
-    int have_base = base && *base && start_gateway(&b, base) == 0;
+    int have_base = base && *base && start_gateway(&b, base, NULL) == 0;
     if (base && *base && !have_base)
         fprintf(stderr, "bench_http: the baseline gateway did not start; measuring without it\n");
     /* Memory first, on the fresh gateway. Sign-ins per second, 4 browsers at a time; the
@@ -337,7 +210,7 @@ int main(void)
     long before_sessions = rss_kb(g.s.gw.pid);
     signins_t si[4];
     pthread_t sth[4];
-    double t0 = now_s();
+    double t0 = bench_now();
     for (int i = 0; i < 4; i++) {
         si[i] = (signins_t){.g = &g, .n = 250};
         pthread_create(&sth[i], NULL, signins, &si[i]);
@@ -347,7 +220,7 @@ int main(void)
         pthread_join(sth[i], NULL);
         ok += si[i].ok;
     }
-    double took = now_s() - t0;
+    double took = bench_now() - t0;
     long after_sessions = rss_kb(g.s.gw.pid);
 
     /* Then idle connections, on the same fresh gateway. */
@@ -367,7 +240,7 @@ int main(void)
 
     printf("\nGET /auth with a valid session, keep-alive, wrk -t2: the median of %d runs of %d s "
            "each,\ntaken in turn\n",
-           ROUNDS, seconds());
+           ROUNDS, bench_seconds());
     printf("%-12s %12s %9s | %12s %9s %7s | %12s %9s %9s\n", "connections", "nginx req/s", "p99 ms",
            "gateway", "p99 ms", "/nginx", "baseline", "p99 ms", "gw/base");
     for (char *save = NULL, *lv = strtok_r(levels_buf, ",", &save); lv;

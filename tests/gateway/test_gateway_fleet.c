@@ -4,6 +4,11 @@
  * A session made through one instance is good on the others; a logout on one reaches the
  * others within a second; a sign-in begun on one finishes on another (no sticky sessions);
  * each instance is in the registry and in /metrics, and audit lines name their instance;
+ * 300 token requests spread over the three right after an invalidation cost one refresh
+ * (rotation on) and the grant lives; an instance killed while it holds a grant's refresh
+ * lock holds the others up only until its connection is gone; keep-alive refreshes a due
+ * grant once for the fleet, not once per instance; a reload that demotes the admin on every
+ * instance ends the admin's offline access on all three;
  * with PostgreSQL stopped, known sessions keep working, new sign-ins get a clear 503 page,
  * and after its restart everything works again without restarting a gateway.
  */
@@ -14,13 +19,35 @@
 
 #include <cmocka.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "gw_test.h"
 
+#define ADMIN_ID "0058d000002AdmnEAA"
+#define API_APP  "demo-api"
+#define STORM    300
+
+/* The harness's policy, with the admin allowed to see the policy page. */
+static const char POLICY[] =
+    "version = 1;\n"
+    "signin = { app = \"signin\"; scopes = [\"openid\", \"profile\", \"email\"]; };\n"
+    "roles = {\n"
+    "  user = { session = { idle = \"30m\"; max = \"8h\"; }; };\n"
+    "  admin = { offline = { app = \"api\"; scopes = [\"api\", \"refresh_token\", "
+    "\"offline_access\"]; };\n"
+    "            session = { idle = \"15m\"; max = \"4h\"; }; can_view_policy = true; };\n"
+    "};\n"
+    "assign = (\n"
+    "  { role = \"admin\"; claim = \"preferred_username\"; in = [\"admin@demo.example\"]; },\n"
+    "  { role = \"user\"; }\n"
+    ");\n";
+
 static th_pg_t PG;
 static th_stack_t B, C; /* GW is A */
+static const char *KEY; /* the internal listener's bearer key, the same on every instance */
 
 /* GET url + path with c's cookies (the jar sends 127.0.0.1's cookies to every port). */
 static th_resp_t *get_on(th_client_t *c, const th_stack_t *inst, const char *path)
@@ -98,11 +125,11 @@ static void signin_finishes_on_another_instance(void **state)
     const char *query = strchr(cb, '?');
     CHECK(query, "the callback URL has no query: %s", cb);
     th_resp_t *fin = req(c, "GET", FMT("%s/oauth/callback%s", B.url, query), NULL, NULL, NULL);
-    CHECK(fin->status == 302 && th_resp_set_cookie(fin, TH_SESSION_COOKIE),
+    const char *sid = keep_str(th_resp_set_cookie(fin, TH_SESSION_COOKIE));
+    CHECK(fin->status == 302 && sid && *sid,
           "the callback on B for a sign-in begun on A: expected a redirect with a session "
           "cookie, got %ld: %.1500s",
           fin->status, fin->body);
-    free(th_resp_set_cookie(fin, TH_SESSION_COOKIE));
     CHECK(auth_on(c, &C) == 200, "the session made on B should be good on C");
 }
 
@@ -118,10 +145,15 @@ static double metric_on(const th_stack_t *inst, const char *name)
 static void instances_are_visible(void **state)
 {
     (void)state;
+    /* Each instance reads the registry when it beats (every 5 s). */
+    const th_stack_t *all[] = {&GW, &B, &C};
     double until = now_s() + 12, n = 0;
-    while ((n = metric_on(&C, "scopegate_instances")) != 3 && now_s() < until)
-        usleep(200 * 1000);
-    CHECK(n == 3, "scopegate_instances on C: expected 3 live instances, got %.0f", n);
+    for (size_t i = 0; i < 3; i++) {
+        while ((n = metric_on(all[i], "scopegate_instances")) != 3 && now_s() < until)
+            usleep(200 * 1000);
+        CHECK(n == 3, "scopegate_instances on instance %zu: expected 3 live instances, got %.0f", i,
+              n);
+    }
     CHECK(metric_on(&GW, "scopegate_instance_policies") == 1,
           "three instances on one policy: scopegate_instance_policies should be 1");
     CHECK(metric_on(&B, "scopegate_store_up") == 1, "scopegate_store_up on B should be 1");
@@ -133,6 +165,32 @@ static void instances_are_visible(void **state)
     host[sizeof host - 1] = '\0';
     char *audit = keep_str(th_read_file(FMT("%s/audit.log", B.state_dir), NULL));
     expect_in(audit, FMT("\"instance\":\"%s:%d\"", host, B.port), "B's audit log");
+
+    /* The policy page lists the instances; when B runs another policy, A's page and /metrics
+     * say so. */
+    th_client_t *adm = browser();
+    fleet_signin(adm, TH_ADMIN, "admin");
+    th_resp_t *page = get_on(adm, &GW, "/policy");
+    expect_status(page, 200, "the policy page on A");
+    expect_in(strstr(page->body, "<h2>Instances"), FMT("%s:%d</code>", host, C.port),
+              "the policy page's instances");
+    CHECK(!strstr(page->body, "policy-differs"), "the policy page warns with one policy");
+    char *other = FMT("%s# another line: another digest\n", POLICY);
+    CHECK(th_write_file(B.policy, other, 0600) == 0, "cannot write B's policy");
+    expect_status(req(NULL, "POST", FMT("%s/v1/reload", B.internal_url), NULL, NULL,
+                      (const char *[]){FMT("Authorization: Bearer %s", KEY), NULL}),
+                  200, "POST /v1/reload on B");
+    until = now_s() + 12;
+    while (metric_on(&GW, "scopegate_instance_policies") != 2 && now_s() < until)
+        usleep(200 * 1000);
+    CHECK(metric_on(&GW, "scopegate_instance_policies") == 2,
+          "with B on another policy, scopegate_instance_policies on A should be 2");
+    page = get_on(adm, &GW, "/policy");
+    expect_in(page->body, "policy-differs", "the policy page when B runs another policy");
+    CHECK(th_write_file(B.policy, POLICY, 0600) == 0, "cannot write B's policy");
+    expect_status(req(NULL, "POST", FMT("%s/v1/reload", B.internal_url), NULL, NULL,
+                      (const char *[]){FMT("Authorization: Bearer %s", KEY), NULL}),
+                  200, "POST /v1/reload on B");
 }
 
 /* `scopegate store migrate --config`: the schema is already current. */
@@ -150,6 +208,348 @@ static void store_migrate_command(void **state)
           "scopegate store migrate: expected exit 0, got %d: %s", status, out);
     expect_in(out, "up to date", "scopegate store migrate's output");
     CHECK(!strstr(out, PG.password), "scopegate store migrate printed the store's password");
+}
+
+/* ---- offline grants across instances --------------------------------------------------- */
+
+static double sim_stat(const char *path)
+{
+    return jnum_path(sim_json("/_sim/stats"), path);
+}
+
+static th_resp_t *internal_on(const th_stack_t *inst, const char *method, const char *path,
+                              const char *body)
+{
+    const char *hdrs[] = {FMT("Authorization: Bearer %s", KEY), NULL};
+    return req(NULL, method, FMT("%s%s", inst->internal_url, path),
+               body ? "application/json" : NULL, body, hdrs);
+}
+
+/* The admin's access token from inst (the test fails without one). */
+static const char *admin_token(const th_stack_t *inst, const char *what)
+{
+    th_resp_t *r = internal_on(inst, "GET", "/v1/token?user=" ADMIN_ID, NULL);
+    expect_status(r, 200, what);
+    cJSON *j = keep_json(th_resp_json(r));
+    CHECK(j && jstr(j, "access_token"), "%s: no access_token in %.500s", what, r->body);
+    return jstr(j, "access_token");
+}
+
+static void invalidate_on(const th_stack_t *inst, const char *token)
+{
+    th_resp_t *r =
+        internal_on(inst, "POST", "/v1/token/invalid", FMT("{\"access_token\":\"%s\"}", token));
+    expect_status(r, 200, "POST /v1/token/invalid");
+}
+
+/* The admin has a live grant: connected by the first of the grant tests, which run without
+ * sfsim's reset in between (a reset forgets the grant at sfsim). */
+static void ensure_admin_grant(void)
+{
+    static int connected;
+    if (connected)
+        return;
+    th_client_t *c = browser();
+    CHECK(th_gateway_connect(c, &GW, TH_ADMIN, "admin") == 0,
+          "the admin could not connect the api app (see above)");
+    connected = 1;
+}
+
+typedef struct {
+    char url[256], auth[600];
+    atomic_int *go;
+    long status;
+    char token[256];
+} caller_t;
+
+static void *caller_main(void *arg)
+{
+    caller_t *c = arg;
+    const char *hdrs[] = {c->auth, NULL};
+    while (!atomic_load(c->go))
+        usleep(200);
+    th_resp_t r;
+    memset(&r, 0, sizeof r);
+    if (th_http(NULL, "GET", c->url, NULL, NULL, hdrs, &r) == 0) {
+        c->status = r.status;
+        cJSON *j = th_resp_json(&r);
+        const char *t = jstr(j, "access_token");
+        snprintf(c->token, sizeof c->token, "%s", t ? t : "");
+        cJSON_Delete(j);
+    }
+    th_resp_free(&r);
+    return NULL;
+}
+
+static void token_storm_costs_one_refresh(void **state)
+{
+    (void)state;
+    ensure_admin_grant();
+    sim_post("/_sim/app?client_id=" API_APP "&rotation=true");
+    const char *t0 = admin_token(&GW, "the admin's token on A");
+    CHECK(strcmp(admin_token(&C, "the admin's token on C"), t0) == 0,
+          "C should hand out the token A's refresh produced (from the store), not refresh again");
+    /* B invalidates a token it may not even hold: every instance and the store drop it. */
+    invalidate_on(&B, t0);
+    usleep(1000 * 1000);
+    double before = sim_stat("token.refresh_token");
+    static caller_t callers[STORM];
+    pthread_t threads[STORM];
+    atomic_int go = 0;
+    const th_stack_t *all[] = {&GW, &B, &C};
+    int started = 0;
+    for (int i = 0; i < STORM; i++) {
+        callers[i] = (caller_t){.go = &go};
+        snprintf(callers[i].url, sizeof callers[i].url, "%s/v1/token?user=" ADMIN_ID,
+                 all[i % 3]->internal_url);
+        snprintf(callers[i].auth, sizeof callers[i].auth, "Authorization: Bearer %s", KEY);
+        if (pthread_create(&threads[i], NULL, caller_main, &callers[i]) != 0)
+            break;
+        started++;
+    }
+    usleep(100 * 1000);
+    atomic_store(&go, 1);
+    for (int i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    CHECK(started == STORM, "could not start %d threads", STORM);
+    double refreshes = sim_stat("token.refresh_token") - before;
+    for (int i = 0; i < STORM; i++) {
+        CHECK(callers[i].status == 200 && callers[i].token[0],
+              "caller %d (instance %d) got HTTP %ld and no token", i, i % 3, callers[i].status);
+        CHECK(strcmp(callers[i].token, t0) != 0,
+              "caller %d (instance %d) got the invalidated token", i, i % 3);
+        CHECK(strcmp(callers[i].token, callers[0].token) == 0,
+              "callers 0 and %d got different tokens: more than one refresh", i);
+    }
+    CHECK(refreshes == 1,
+          "%d calls over three instances after an invalidation should cost exactly one "
+          "refresh at sfsim, it counted %g",
+          STORM, refreshes);
+    /* The rotated refresh token was stored: another refresh works, the grant lives. */
+    invalidate_on(&C, callers[0].token);
+    usleep(300 * 1000);
+    const char *t2 = admin_token(&B, "a refresh after the storm, rotation on");
+    CHECK(strcmp(t2, callers[0].token) != 0, "the refresh after the storm gave the old token");
+    sim_post("/_sim/app?client_id=" API_APP "&rotation=false");
+}
+
+typedef struct {
+    const th_stack_t *inst;
+    long status;
+} one_call_t;
+
+static void *one_call_main(void *arg)
+{
+    one_call_t *c = arg;
+    const char *hdrs[] = {FMT("Authorization: Bearer %s", KEY), NULL};
+    th_resp_t r;
+    memset(&r, 0, sizeof r);
+    if (th_http(NULL, "GET", FMT("%s/v1/token?user=" ADMIN_ID, c->inst->internal_url), NULL, NULL,
+                hdrs, &r) == 0)
+        c->status = r.status;
+    th_resp_free(&r);
+    return NULL;
+}
+
+static void killed_lock_holder_holds_nobody_up(void **state)
+{
+    (void)state;
+    ensure_admin_grant();
+    const char *t = admin_token(&C, "the admin's token on C");
+    invalidate_on(&C, t);
+    usleep(500 * 1000);
+    /* C's refresh hangs at sfsim (3 s) while C holds the grant's lock; then C dies. Rotation
+     * is off: the refresh token C presented stays good (a rotated token whose answer never
+     * arrives is lost at any client, and Salesforce has no grace window). */
+    sim_post("/_sim/fault?endpoint=token&mode=delay&ms=3000&count=1");
+    one_call_t held = {.inst = &C};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, one_call_main, &held) == 0, "no thread");
+    usleep(600 * 1000);
+    CHECK(th_stack_kill_gateway(&C) == 0, "C did not die from SIGKILL");
+    pthread_join(th, NULL);
+    double t0 = now_s();
+    th_resp_t *r = internal_on(&B, "GET", "/v1/token?user=" ADMIN_ID, NULL);
+    double took = now_s() - t0;
+    /* C back first, so that a failure here leaves the fleet whole for the tests after. */
+    CHECK(th_stack_restart_gateway(&C) == 0, "C did not start again (see above)");
+    expect_status(r, 200, "the admin's token on B after C died holding the lock");
+    CHECK(took < 2.5, "B waited %.1f s for the lock of an instance that is dead", took);
+    cJSON *j = keep_json(th_resp_json(r));
+    const char *fresh = jstr(j, "access_token");
+    CHECK(fresh && strcmp(fresh, t) != 0, "B handed out the invalidated token (or none)");
+    CHECK(strcmp(admin_token(&GW, "the admin's token on A"), fresh) == 0,
+          "A should hand out B's token (from the store)");
+}
+
+/* Every instance gets this policy text and reloads (as an operator rolls a policy out). */
+static void policy_everywhere(const char *text)
+{
+    const th_stack_t *all[] = {&GW, &B, &C};
+    for (size_t i = 0; i < 3; i++) {
+        CHECK(th_write_file(all[i]->policy, text, 0600) == 0, "cannot write a policy");
+        expect_status(internal_on(all[i], "POST", "/v1/reload", NULL), 200, "POST /v1/reload");
+    }
+}
+
+static void keep_alive_once_for_the_fleet(void **state)
+{
+    (void)state;
+    ensure_admin_grant();
+    const char *policy = keep_str(th_read_file(GW.policy, NULL));
+    const char *offline = "\"offline_access\"]; };";
+    const char *at = policy ? strstr(policy, offline) : NULL;
+    CHECK(at, "the admin's offline block is not in the policy: %s", policy);
+    size_t head = (size_t)(at - policy) + strlen(offline) - 3;
+    /* Grants die after 6 s unused: each is due for keep-alive every 3 s (give or take 0.6). */
+    policy_everywhere(FMT("%.*s provider = { refresh_token_policy = \"expire_if_unused\"; "
+                          "refresh_token_validity = \"6s\"; }; keep_alive = { enabled = true; "
+                          "at = 0.5; jitter = 0.1; }; %s",
+                          (int)head, policy, policy + head));
+    double before = sim_stat("token.refresh_token");
+    usleep(10 * 1000 * 1000);
+    double refreshes = sim_stat("token.refresh_token") - before;
+    policy_everywhere(policy);
+    CHECK(refreshes >= 2 && refreshes <= 5,
+          "keep-alive over 10 s for a grant due every ~3 s: one refresh per due time for the "
+          "three instances together means 2 to 5 refreshes, sfsim counted %g (one instance "
+          "each would make 6 to 13)",
+          refreshes);
+    admin_token(&B, "the admin's token after keep-alive");
+}
+
+static void reload_demotes_everywhere(void **state)
+{
+    (void)state;
+    ensure_admin_grant();
+    admin_token(&GW, "the admin's token before the demotion");
+    /* Every instance gets the policy without the admin rule, and reloads. */
+    char *policy = keep_str(th_read_file(GW.policy, NULL));
+    CHECK(policy, "cannot read A's policy");
+    char *rule = strstr(policy, "  { role = \"admin\";");
+    char *end = rule ? strchr(rule, '\n') : NULL;
+    CHECK(end, "the admin rule is not in the policy: %s", policy);
+    policy_everywhere(FMT("%.*s%s", (int)(rule - policy), policy, end + 1));
+    const th_stack_t *all[] = {&GW, &B, &C};
+    for (size_t i = 0; i < 3; i++) {
+        th_resp_t *r = internal_on(all[i], "GET", "/v1/token?user=" ADMIN_ID, NULL);
+        CHECK(r->status != 200,
+              "after the demotion instance %zu still hands out the admin's "
+              "token: %.300s",
+              i, r->body);
+    }
+    policy_everywhere(policy); /* the policy again, for the tests after this one */
+}
+
+typedef struct {
+    const th_stack_t *inst;
+    atomic_int *stop;
+    int ok, failed;
+} stormer_t;
+
+/* Asks for the admin's token and reports it invalid, again and again: a refresh storm. */
+static void *stormer_main(void *arg)
+{
+    stormer_t *st = arg;
+    const char *auth = th_fmt("Authorization: Bearer %s", KEY);
+    char *url = th_fmt("%s/v1/token?user=" ADMIN_ID, st->inst->internal_url);
+    char *invalid = th_fmt("%s/v1/token/invalid", st->inst->internal_url);
+    const char *hdrs[] = {auth, NULL};
+    while (url && invalid && !atomic_load(st->stop)) {
+        th_resp_t r;
+        memset(&r, 0, sizeof r);
+        if (th_http(NULL, "GET", url, NULL, NULL, hdrs, &r) == 0 && r.status == 200) {
+            st->ok++;
+            cJSON *j = th_resp_json(&r);
+            const char *t = jstr(j, "access_token");
+            char *body = t ? th_fmt("{\"access_token\":\"%s\"}", t) : NULL;
+            th_resp_t ir;
+            memset(&ir, 0, sizeof ir);
+            if (body)
+                th_http(NULL, "POST", invalid, "application/json", body, hdrs, &ir);
+            th_resp_free(&ir);
+            free(body);
+            cJSON_Delete(j);
+        } else {
+            st->failed++;
+            usleep(50 * 1000);
+        }
+        th_resp_free(&r);
+    }
+    free((char *)auth);
+    free(url);
+    free(invalid);
+    return NULL;
+}
+
+static void store_restart_in_a_refresh_storm(void **state)
+{
+    (void)state;
+    ensure_admin_grant();
+    /* Rotation on at sfsim, and declared in the policy (so that a refresh cut off by the
+     * restart holds the other instances until its rotated token is stored). */
+    const char *offline = "\"offline_access\"]; };";
+    const char *at = strstr(POLICY, offline);
+    CHECK(at, "the admin's offline block is not in the policy");
+    size_t head = (size_t)(at - POLICY) + strlen(offline) - 3;
+    policy_everywhere(
+        FMT("%.*s provider = { rotation = true; }; %s", (int)head, POLICY, POLICY + head));
+    sim_post("/_sim/app?client_id=" API_APP "&rotation=true");
+    /* Each refresh takes 0.7 s at sfsim, so that one is in flight when PostgreSQL goes. */
+    sim_post("/_sim/fault?endpoint=token&mode=delay&ms=700&count=1000");
+    double before = sim_stat("token.refresh_token");
+    atomic_int stop = 0;
+    stormer_t st[6];
+    pthread_t th[6];
+    const th_stack_t *all[] = {&GW, &B, &C};
+    int started = 0;
+    for (int i = 0; i < 6; i++) {
+        st[i] = (stormer_t){.inst = all[i % 3], .stop = &stop};
+        if (pthread_create(&th[i], NULL, stormer_main, &st[i]) != 0)
+            break;
+        started++;
+    }
+    usleep(1500 * 1000);
+    /* Down for longer than a refresh takes: the refresh in flight ends while it is down. */
+    int restarted = th_pg_stop_only(&PG);
+    usleep(1200 * 1000);
+    restarted |= th_pg_start_again(&PG);
+    usleep(2500 * 1000);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    sim_post("/_sim/fault?endpoint=token&mode=delay&ms=700&count=0");
+    CHECK(started == 6, "could not start the storm's threads");
+    CHECK(restarted == 0, "PostgreSQL did not restart (see above)");
+    double refreshes = sim_stat("token.refresh_token") - before;
+    CHECK(refreshes >= 3,
+          "the storm should have refreshed the grant several times, sfsim "
+          "counted %g",
+          refreshes);
+    /* The grant lives: a refresh with the stored (rotated) token works, on every instance. */
+    const char *tok = NULL;
+    double until = now_s() + 40;
+    while (!tok && now_s() < until) {
+        th_resp_t *r = internal_on(&B, "GET", "/v1/token?user=" ADMIN_ID, NULL);
+        if (r->status == 200)
+            tok = jstr(keep_json(th_resp_json(r)), "access_token");
+        else
+            usleep(500 * 1000);
+    }
+    CHECK(tok, "after a PostgreSQL restart in a refresh storm the admin's grant gives no token");
+    invalidate_on(&B, tok);
+    usleep(300 * 1000);
+    const char *fresh = admin_token(&C, "a refresh after the storm and the restart");
+    CHECK(strcmp(fresh, tok) != 0, "the refresh after the restart gave the invalidated token");
+    cJSON *grants =
+        sim_json(FMT("/_sim/grants?client_id=" API_APP "&username=%s", keep_str(th_enc(TH_ADMIN))));
+    int live = 0;
+    const cJSON *g;
+    cJSON_ArrayForEach(g, grants) live += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g, "live"));
+    CHECK(live == 1, "sfsim should show the admin's grant live after the restart: %s",
+          keep_str(cJSON_PrintUnformatted(grants)));
+    sim_post("/_sim/app?client_id=" API_APP "&rotation=false");
+    policy_everywhere(POLICY);
 }
 
 /* ---- PostgreSQL down ---------------------------------------------------------------------- */
@@ -208,14 +608,15 @@ static int group_setup(void **state)
     char *extra = th_fmt("store = \"%s\";\nstore_password_file = \"%s\";\n"
                          "store_outage_grace = \"5m\";\n",
                          PG.url, PG.password_file);
-    th_stack_opts_t o = {.extra_config = extra};
+    th_stack_opts_t o = {.policy = POLICY, .extra_config = extra};
     int rc = th_stack_start_opts(&GW, &o);
     free(extra);
     if (rc || th_stack_add_instance(&GW, &B) || th_stack_add_instance(&GW, &C)) {
         fprintf(stderr, "the three gateways did not start (see above); no test ran\n");
         return -1;
     }
-    return 0;
+    KEY = th_stack_internal_key(&GW);
+    return KEY ? 0 : -1;
 }
 
 static int group_teardown(void **state)
@@ -226,6 +627,8 @@ static int group_teardown(void **state)
     if (gw_group_teardown(state))
         rc = -1;
     th_pg_stop(&PG);
+    free((char *)KEY);
+    KEY = NULL;
     return rc;
 }
 
@@ -237,6 +640,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(signin_finishes_on_another_instance, gw_setup, gw_teardown),
         cmocka_unit_test_setup_teardown(instances_are_visible, gw_setup, gw_teardown),
         cmocka_unit_test_setup_teardown(store_migrate_command, gw_setup, gw_teardown),
+        cmocka_unit_test_setup_teardown(token_storm_costs_one_refresh, gw_setup, gw_teardown),
+        cmocka_unit_test_setup_teardown(killed_lock_holder_holds_nobody_up, NULL, gw_teardown),
+        cmocka_unit_test_setup_teardown(keep_alive_once_for_the_fleet, NULL, gw_teardown),
+        cmocka_unit_test_setup_teardown(reload_demotes_everywhere, NULL, gw_teardown),
+        cmocka_unit_test_setup_teardown(store_restart_in_a_refresh_storm, NULL, gw_teardown),
         cmocka_unit_test_setup_teardown(store_down_and_back, gw_setup, gw_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -327,7 +327,9 @@ char *th_gateway_authorize(th_client_t *c, const th_stack_t *s, const char *rd, 
     char *url =
         rd ? (erd ? th_fmt("%s/login?rd=%s", s->url, erd) : NULL) : th_fmt("%s/login", s->url);
     char *authorize = th_fmt("%s/services/oauth2/authorize?", s->sim.url);
-    char *callback = th_fmt("%s/oauth/callback?", s->url);
+    /* The provider sends the browser to public_url: the gateway's own listener, or the proxy
+     * or load balancer in front (which may hand it to another instance). */
+    char *callback = th_fmt("%s/oauth/callback?", s->public_url[0] ? s->public_url : s->url);
     char *result = NULL;
     if (!url || !authorize || !callback) {
         fprintf(stderr, "harness: out of memory\n");
@@ -387,8 +389,7 @@ int th_gateway_signin(th_client_t *c, const th_stack_t *s, const char *rd, const
     return rc;
 }
 
-int th_gateway_connect(th_client_t *c, const th_stack_t *s, const char *user,
-                       const char *password)
+int th_gateway_connect(th_client_t *c, const th_stack_t *s, const char *user, const char *password)
 {
     /* Each answer is empty until its request fills it; th_resp_free takes either. */
     th_resp_t fin, page, start, back, done;
@@ -415,10 +416,9 @@ int th_gateway_connect(th_client_t *c, const th_stack_t *s, const char *user,
     free(url);
     url = th_fmt("%s%s", s->url, link);
     if (!url || th_get(c, url, &start) != 0 || start.status != 302 || !start.location ||
-        th_browser_authorize(c, start.location, user, password, 1, &back) != 0 ||
-        !back.location || th_get(c, back.location, &done) != 0 || done.status != 302) {
-        fprintf(stderr, "harness: the connect flow of %s did not come back to the gateway\n",
-                user);
+        th_browser_authorize(c, start.location, user, password, 1, &back) != 0 || !back.location ||
+        th_get(c, back.location, &done) != 0 || done.status != 302) {
+        fprintf(stderr, "harness: the connect flow of %s did not come back to the gateway\n", user);
         goto out;
     }
     rc = 0;

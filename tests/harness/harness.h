@@ -195,7 +195,8 @@ typedef struct {
 typedef struct {
     th_proc_t sim, gw;
     char dir[256];          /* the temporary folder */
-    char url[128];          /* the gateway's public URL, "http://127.0.0.1:PORT" */
+    char url[128];          /* the gateway's listener, "http://127.0.0.1:PORT" */
+    char public_url[128];   /* its public_url (the callback's base): url, or a proxy's */
     char internal_url[128]; /* its internal listener (a new port after each restart) */
     char gw_cfg[300];       /* gateway config file */
     char policy[300];       /* policy file */
@@ -263,8 +264,9 @@ void th_remove_tree(const char *dir);
  * gateway's public_url is public_url (the proxy's address, e.g. "http://127.0.0.1:PORT", no
  * trailing slash), and so is the callback registered at sfsim (public_url + "/oauth/callback").
  * The gateway still listens on a free port of its own: s->url is that listener (what the
- * proxy forwards to; th_gateway_* helpers talk to it directly, so their sign-in only works
- * through the proxy), s->port its port. Stop it with th_stack_stop.
+ * proxy forwards to; th_gateway_* helpers begin at it directly, and take the callback at
+ * s->public_url, so their sign-in works only while the proxy runs), s->port its port. Stop it
+ * with th_stack_stop.
  */
 int th_stack_start_public(th_stack_t *s, const th_stack_opts_t *opts, const char *public_url);
 

@@ -352,6 +352,7 @@ static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, const char *pub
     snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
     if (!public_url)
         public_url = s->url;
+    snprintf(s->public_url, sizeof s->public_url, "%s", public_url);
     callback = th_fmt("%s/oauth/callback", public_url);
     if (!callback || write_org_copy(s->sim_cfg, callback) || th_sfsim_start(&s->sim, s->sim_cfg))
         goto fail;
@@ -541,7 +542,7 @@ static int copy_file(const char *dir_from, const char *dir_to, const char *name,
 {
     char *from = th_fmt("%s/%s", dir_from, name), *to = th_fmt("%s/%s", dir_to, name);
     size_t len = 0;
-    char *text = from ? th_read_file(from, &len) : NULL;
+    char *text = from && (required || access(from, F_OK) == 0) ? th_read_file(from, &len) : NULL;
     int rc = -1;
     if (!text && !required)
         rc = 0;
@@ -588,6 +589,8 @@ int th_stack_add_instance(const th_stack_t *s, th_stack_t *inst)
         mkdir(inst->state_dir, 0700) != 0)
         goto fail;
     snprintf(inst->sim_cfg, sizeof inst->sim_cfg, "%s", s->sim_cfg);
+    snprintf(inst->sim.url, sizeof inst->sim.url, "%s", s->sim.url); /* s's to stop, not ours */
+    snprintf(inst->public_url, sizeof inst->public_url, "%s", s->public_url);
     probe = probe_port(&inst->port);
     if (probe < 0)
         goto fail;
