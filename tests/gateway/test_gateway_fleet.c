@@ -30,20 +30,8 @@
 #define API_APP  "demo-api"
 #define STORM    300
 
-/* The harness's policy, with the admin allowed to see the policy page. */
-static const char POLICY[] =
-    "version = 1;\n"
-    "signin = { app = \"signin\"; scopes = [\"openid\", \"profile\", \"email\"]; };\n"
-    "roles = {\n"
-    "  user = { session = { idle = \"30m\"; max = \"8h\"; }; };\n"
-    "  admin = { offline = { app = \"api\"; scopes = [\"api\", \"refresh_token\", "
-    "\"offline_access\"]; };\n"
-    "            session = { idle = \"15m\"; max = \"4h\"; }; can_view_policy = true; };\n"
-    "};\n"
-    "assign = (\n"
-    "  { role = \"admin\"; claim = \"preferred_username\"; in = [\"admin@demo.example\"]; },\n"
-    "  { role = \"user\"; }\n"
-    ");\n";
+/* The harness's policy, with the admin allowed to see the policy page (group_setup). */
+static char *POLICY;
 
 static th_pg_t PG;
 static th_stack_t B, C; /* GW is A */
@@ -608,6 +596,17 @@ static int group_setup(void **state)
     char *extra = th_fmt("store = \"%s\";\nstore_password_file = \"%s\";\n"
                          "store_outage_grace = \"5m\";\n",
                          PG.url, PG.password_file);
+    const char *admin_end = "max = \"4h\"; }; };";
+    const char *at = strstr(th_default_policy, admin_end);
+    POLICY = at ? th_fmt("%.*s can_view_policy = true; };%s",
+                         (int)(at - th_default_policy) + (int)strlen(admin_end) - 3,
+                         th_default_policy, at + strlen(admin_end))
+                : NULL;
+    if (!POLICY) {
+        free(extra);
+        fprintf(stderr, "the harness's policy has no admin session block to extend\n");
+        return -1;
+    }
     th_stack_opts_t o = {.policy = POLICY, .extra_config = extra};
     int rc = th_stack_start_opts(&GW, &o);
     free(extra);
@@ -629,6 +628,8 @@ static int group_teardown(void **state)
     th_pg_stop(&PG);
     free((char *)KEY);
     KEY = NULL;
+    free(POLICY);
+    POLICY = NULL;
     return rc;
 }
 
