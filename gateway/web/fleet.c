@@ -27,6 +27,7 @@
 #define ALIVE_SECONDS 20   /* an instance that has not beaten for this long is gone */
 #define KEEP_CHANGES  3600 /* seconds the feed keeps a change */
 #define WAIT_MS       500
+#define MAX_SHOWN     64 /* instances given a series of their own in /metrics */
 
 struct sg_fleet {
     sg_gateway_t *gw;
@@ -42,6 +43,8 @@ struct sg_fleet {
     sg_instance_rec_t *live;
     size_t nlive;
     sg_counter_t *gauge_instances, *gauge_policies, *gauge_store_up;
+    sg_counter_t *shown[MAX_SHOWN]; /* scopegate_instance_up series handed out so far */
+    size_t nshown;
 };
 
 static long long now_s(void)
@@ -96,6 +99,28 @@ static size_t count_policies(const sg_instance_rec_t *list, size_t n)
     return distinct;
 }
 
+/* scopegate_instance_up{instance,policy_sha256}: 1 for each live instance, 0 for those that
+ * were live and are not any more (or now run another policy). */
+static void show_instances(sg_fleet_t *f, const sg_instance_rec_t *list, size_t n)
+{
+    for (size_t i = 0; i < f->nshown; i++)
+        sg_counter_set(f->shown[i], 0);
+    for (size_t i = 0; i < n; i++) {
+        char labels[256];
+        snprintf(labels, sizeof(labels), "instance=\"%s\",policy_sha256=\"%s\"", list[i].id,
+                 list[i].policy_sha256 ? list[i].policy_sha256 : "");
+        sg_counter_t *c = sg_metrics_counter("scopegate_instance_up", labels);
+        if (!c)
+            continue;
+        sg_counter_set(c, 1);
+        size_t k = 0;
+        while (k < f->nshown && f->shown[k] != c)
+            k++;
+        if (k == f->nshown && f->nshown < MAX_SHOWN)
+            f->shown[f->nshown++] = c;
+    }
+}
+
 static void beat(sg_fleet_t *f)
 {
     sg_instance_rec_t me = {.id = f->id,
@@ -120,6 +145,7 @@ static void beat(sg_fleet_t *f)
     f->nlive = n;
     pthread_mutex_unlock(&f->mu);
     sg_counter_set(f->gauge_instances, (long long)n);
+    show_instances(f, list, n);
     sg_counter_set(f->gauge_policies, (long long)policies);
     if (policies > 1)
         sg_log(SG_LOG_WARN, "policy_mismatch",
@@ -181,6 +207,8 @@ sg_rc sg_fleet_start(sg_gateway_t *gw, const char *public_url, sg_fleet_t **out)
     sg_metrics_family("scopegate_instance_policies", "gauge",
                       "Different policies among the live instances (more than 1: reload them).");
     sg_metrics_family("scopegate_store_up", "gauge", "1 when the shared store answered last.");
+    sg_metrics_family("scopegate_instance_up", "gauge",
+                      "Each instance on the shared store: 1 while it beats, 0 once it stopped.");
     f->gauge_instances = sg_metrics_counter("scopegate_instances", NULL);
     f->gauge_policies = sg_metrics_counter("scopegate_instance_policies", NULL);
     f->gauge_store_up = sg_metrics_counter("scopegate_store_up", NULL);

@@ -154,6 +154,14 @@ static void instances_are_visible(void **state)
     char *audit = keep_str(th_read_file(FMT("%s/audit.log", B.state_dir), NULL));
     expect_in(audit, FMT("\"instance\":\"%s:%d\"", host, B.port), "B's audit log");
 
+    /* /metrics has a series per instance. */
+    th_resp_t *m = req(NULL, "GET", FMT("%s/metrics", GW.internal_url), NULL, NULL, NULL);
+    for (size_t i = 0; i < 3; i++) {
+        const char *labels[] = {FMT("instance=\"%s:%d\"", host, all[i]->port), NULL};
+        CHECK(th_metric(m->body, "scopegate_instance_up", labels) == 1,
+              "A's /metrics: scopegate_instance_up for instance %zu should be 1", i);
+    }
+
     /* The policy page lists the instances; when B runs another policy, A's page and /metrics
      * say so. */
     th_client_t *adm = browser();
