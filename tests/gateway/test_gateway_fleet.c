@@ -555,16 +555,25 @@ static void store_down_and_back(void **state)
     (void)state;
     th_client_t *known = browser();
     fleet_signin(known, TH_ADMIN, "admin");
-    CHECK(auth_on(known, &B) == 200, "a fresh session should be good on B");
+    CHECK(auth_on(known, &B) == 200 && auth_on(known, &C) == 200,
+          "a fresh session should be good on B and C");
     CHECK(th_pg_stop_only(&PG) == 0, "PostgreSQL did not stop");
-    double until = now_s() + 10;
+    double t0 = now_s(), until = t0 + 10, c_lost = 0;
     int checks = 0;
     while (now_s() < until) {
         CHECK(auth_on(known, &GW) == 200 && auth_on(known, &B) == 200,
               "with PostgreSQL down, a known session should keep answering 200 (check %d)", checks);
+        if (!c_lost && auth_on(known, &C) == 401)
+            c_lost = now_s() - t0;
         checks++;
         usleep(250 * 1000);
     }
+    /* C's grace is 3 s: past it, C no longer vouches for a session another instance may have
+     * ended (its outage is noticed within its feed's wait, 0.5 s). */
+    CHECK(c_lost >= 2.5 && c_lost <= 6,
+          "C (store_outage_grace 3s) should answer /auth 401 some 3 s into the outage, it did "
+          "after %.1f s (0: never in 10 s)",
+          c_lost);
     th_client_t *fresh = browser();
     th_resp_t *fin = new_resp();
     th_gateway_signin(fresh, &GW, "/", "alice@demo.example", "alice", fin);
@@ -584,7 +593,11 @@ static void store_down_and_back(void **state)
     }
     CHECK(ok, "after PostgreSQL came back, a sign-in on A and /auth on C should work without "
               "restarting a gateway");
-    CHECK(auth_on(known, &C) == 200, "the session from before the outage should still be good");
+    double back_c = now_s() + 5;
+    while (auth_on(known, &C) != 200 && now_s() < back_c)
+        usleep(200 * 1000);
+    CHECK(auth_on(known, &C) == 200, "the session from before the outage should be good again on "
+                                     "C once the store is back");
     double up = now_s() + 5;
     while (metric_on(&GW, "scopegate_store_up") != 1 && now_s() < up)
         usleep(200 * 1000);
@@ -601,9 +614,8 @@ static int group_setup(void **state)
         fprintf(stderr, "PostgreSQL did not start (see above); no test ran\n");
         return -1;
     }
-    char *extra = th_fmt("store = \"%s\";\nstore_password_file = \"%s\";\n"
-                         "store_outage_grace = \"5m\";\n",
-                         PG.url, PG.password_file);
+    char *extra =
+        th_fmt("store = \"%s\";\nstore_password_file = \"%s\";\n", PG.url, PG.password_file);
     const char *admin_end = "max = \"4h\"; }; };";
     const char *at = strstr(th_default_policy, admin_end);
     POLICY = at ? th_fmt("%.*s can_view_policy = true; };%s",
@@ -618,7 +630,10 @@ static int group_setup(void **state)
     th_stack_opts_t o = {.policy = POLICY, .extra_config = extra};
     int rc = th_stack_start_opts(&GW, &o);
     free(extra);
-    if (rc || th_stack_add_instance(&GW, &B) || th_stack_add_instance(&GW, &C)) {
+    /* C vouches for the sessions it holds for 3 s of a store outage; A and B for the default
+     * 5 minutes. */
+    if (rc || th_stack_add_instance(&GW, &B) ||
+        th_stack_add_instance_with(&GW, "store_outage_grace = \"3s\";", &C)) {
         fprintf(stderr, "the three gateways did not start (see above); no test ran\n");
         return -1;
     }

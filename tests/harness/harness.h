@@ -292,6 +292,9 @@ char *th_stack_internal_key(const th_stack_t *s);
  * inst->url is its own listener; stop it with th_stack_stop(inst) (sfsim stays s's).
  */
 int th_stack_add_instance(const th_stack_t *s, th_stack_t *inst);
+/* The same with extra_config's lines appended to the instance's config (keys s's config does
+ * not set). */
+int th_stack_add_instance_with(const th_stack_t *s, const char *extra_config, th_stack_t *inst);
 
 /* ---- a PostgreSQL server of the test's own ------------------------------------------------ */
 

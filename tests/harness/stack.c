@@ -556,20 +556,25 @@ static int copy_file(const char *dir_from, const char *dir_to, const char *name,
     return rc;
 }
 
-/* s's config text with its listen line on port instead. */
-static char *config_on_port(const th_stack_t *s, int port)
+/* s's config text with its listen line on port instead, and extra (may be NULL) after it. */
+static char *config_on_port(const th_stack_t *s, int port, const char *extra)
 {
     char *text = th_read_file(s->gw_cfg, NULL);
     char *line = text ? strstr(text, "\nlisten = \"") : NULL;
     char *end = line ? strchr(line + 1, '\n') : NULL;
-    char *out =
-        end ? th_fmt("%.*s\nlisten = \"127.0.0.1:%d\";%s", (int)(line - text), text, port, end)
-            : NULL;
+    char *out = end ? th_fmt("%.*s\nlisten = \"127.0.0.1:%d\";%s\n%s", (int)(line - text), text,
+                             port, end, extra ? extra : "")
+                    : NULL;
     free(text);
     return out;
 }
 
 int th_stack_add_instance(const th_stack_t *s, th_stack_t *inst)
+{
+    return th_stack_add_instance_with(s, NULL, inst);
+}
+
+int th_stack_add_instance_with(const th_stack_t *s, const char *extra_config, th_stack_t *inst)
 {
     memset(inst, 0, sizeof *inst);
     inst->sim.pid = inst->gw.pid = -1;
@@ -595,7 +600,7 @@ int th_stack_add_instance(const th_stack_t *s, th_stack_t *inst)
     if (probe < 0)
         goto fail;
     snprintf(inst->url, sizeof inst->url, "http://127.0.0.1:%d", inst->port);
-    cfg = config_on_port(s, inst->port);
+    cfg = config_on_port(s, inst->port, extra_config);
     static const char *const keys[] = {"internal.key", "vault.key", "csrf.key", "login.key"};
     if (!cfg || th_write_file(inst->gw_cfg, cfg, 0600) ||
         copy_file(s->dir, inst->dir, "policy.cfg", 0600, 1) ||
