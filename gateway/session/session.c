@@ -484,7 +484,9 @@ static void remove_expired(sg_sessions_t *s, const unsigned char key[SG_SHA256_L
     pthread_rwlock_unlock(&s->lock);
 }
 
-/* Tells the other instances that a session ended or changed (shared store only). */
+/* Tells the other instances that a session ended or changed (shared store only). Only after
+ * the store's record changed: an instance that forgets its copy and reads the store again
+ * must not find the old one. */
 static void announce(sg_sessions_t *s, const char *id_hash)
 {
     if (!s->shared)
@@ -614,10 +616,10 @@ sg_rc sg_session_destroy(sg_sessions_t *s, const char *cookie)
     }
     if (!e)
         return SG_ERR_NOTFOUND;
-    announce(s, e->id_hash);
     sg_rc rc = s->store->ops->session_delete(s->store, e->id_hash);
     if (rc && rc != SG_ERR_NOTFOUND) {
-        /* The session has ended in memory; the store's copy goes at the next flush. */
+        /* The session has ended in memory; the store's copy goes at the next flush (which
+         * tells the other instances then). */
         sg_log(SG_LOG_WARN, "session_delete_deferred", "store delete failed (%s); will retry",
                sg_rc_str(rc));
         pthread_rwlock_wrlock(&s->lock);
@@ -626,6 +628,7 @@ sg_rc sg_session_destroy(sg_sessions_t *s, const char *cookie)
         pthread_rwlock_unlock(&s->lock);
         return SG_OK;
     }
+    announce(s, e->id_hash);
     free(e);
     return SG_OK;
 }
@@ -707,6 +710,7 @@ static sg_rc flush(sg_sessions_t *s, long long now, int sweep)
             if (!rc)
                 rc = drc;
         } else {
+            announce(s, e->id_hash); /* a logout whose delete failed before */
             free(e);
         }
     }
@@ -821,40 +825,29 @@ sg_rc sg_sessions_reresolve(sg_sessions_t *s, sg_session_role_fn fn, void *ctx, 
             unlink_entry(s, e);
         }
         pthread_rwlock_unlock(&s->lock);
-        if (!e && s->shared) {
-            /* Cached by other instances only: the store's record is the one to change. */
-            if (keep) {
-                char *old_role = rec->role;
-                rec->role = role;
-                rec->idle_timeout = idle;
-                rec->max_lifetime = max;
-                if (s->store->ops->session_put(s->store, rec) == SG_OK)
-                    (*changed)++;
-                rec->role = old_role;
-            } else if (s->store->ops->session_delete(s->store, rec->id_hash) == SG_OK) {
-                (*ended)++;
-            }
-            announce(s, rec->id_hash);
+        /* Not held here: ended or expired meanwhile, or (shared store) held by other instances
+         * only, whose record in the store is then the one to change. */
+        if (!e && !s->shared)
             continue;
-        }
-        if (!e)
-            continue; /* ended or expired meanwhile */
-        announce(s, e->id_hash);
-        if (keep && fresh) {
-            free(e);
+        if (e && keep && !fresh)
+            continue; /* out of memory: the session keeps its old role for now */
+        sg_rc wrc;
+        if (keep) {
             char *old_role = rec->role;
             rec->role = role;
             rec->idle_timeout = idle;
             rec->max_lifetime = max;
-            if (s->store->ops->session_put(s->store, rec))
-                sg_log(SG_LOG_WARN, "session_role_store", "a session's new role is not stored");
+            wrc = s->store->ops->session_put(s->store, rec);
             rec->role = old_role;
-            (*changed)++;
-        } else if (!keep) {
-            s->store->ops->session_delete(s->store, e->id_hash);
-            free(e);
-            (*ended)++;
+            if (wrc && e)
+                sg_log(SG_LOG_WARN, "session_role_store", "a session's new role is not stored");
+        } else {
+            wrc = s->store->ops->session_delete(s->store, rec->id_hash);
         }
+        announce(s, rec->id_hash); /* after the store's change: see announce() */
+        if (e || wrc == SG_OK)
+            (*(keep ? changed : ended))++;
+        free(e); /* unlinked above (insert() returned it, or unlink_entry()) */
     }
     for (size_t i = 0; i < c.n; i++)
         sg_session_rec_free(&c.recs[i]);

@@ -705,6 +705,18 @@ static sg_rc write_one(pg_store_t *st, const char *what, const char *sql, const 
     return rc;
 }
 
+/* A delete (safe to repeat); *n (may be NULL) gets how many rows went. */
+static sg_rc delete_counted(pg_store_t *st, const char *what, const char *sql, const params_t *p,
+                            size_t *n)
+{
+    PGresult *r = NULL;
+    sg_rc rc = query(st, what, REPEATABLE, sql, p, &r);
+    if (n)
+        *n = rc ? 0 : (size_t)strtoull(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return rc;
+}
+
 /* ---- reading rows ----------------------------------------------------------------------- */
 
 /* A cell's text, or NULL for SQL NULL. */
@@ -947,16 +959,11 @@ static sg_rc op_session_expire(sg_store_t *s, long long now, size_t *n)
         *n = 0;
     params_t p = {0};
     p_int(&p, now);
-    PGresult *r = NULL;
-    sg_rc rc = query(impl(s), "session_expire", REPEATABLE,
-                     "DELETE FROM sessions "
-                     "WHERE $1::bigint - last_seen > idle_timeout "
-                     "OR $1::bigint - created > max_lifetime",
-                     &p, &r);
-    if (!rc && n)
-        *n = (size_t)strtoull(PQcmdTuples(r), NULL, 10);
-    PQclear(r);
-    return rc;
+    return delete_counted(impl(s), "session_expire",
+                          "DELETE FROM sessions "
+                          "WHERE $1::bigint - last_seen > idle_timeout "
+                          "OR $1::bigint - created > max_lifetime",
+                          &p, n);
 }
 
 static sg_rc op_session_get(sg_store_t *s, const char *id_hash, sg_session_rec_t *out)
@@ -1328,13 +1335,7 @@ static sg_rc op_change_prune(sg_store_t *s, long long before_at, size_t *n)
         *n = 0;
     params_t p = {0};
     p_int(&p, before_at);
-    PGresult *r = NULL;
-    sg_rc rc =
-        query(impl(s), "change_prune", REPEATABLE, "DELETE FROM changes WHERE at < $1", &p, &r);
-    if (!rc && n)
-        *n = (size_t)strtoull(PQcmdTuples(r), NULL, 10);
-    PQclear(r);
-    return rc;
+    return delete_counted(impl(s), "change_prune", "DELETE FROM changes WHERE at < $1", &p, n);
 }
 
 /* Makes the LISTEN connection; 0, or -1 (logged) when the server cannot be reached. */
@@ -1695,13 +1696,8 @@ static sg_rc op_access_drop_hash(sg_store_t *s, const char *token_hash, size_t *
         return SG_ERR_PARSE;
     params_t p = {0};
     p_text(&p, token_hash);
-    PGresult *r = NULL;
-    sg_rc rc = query(impl(s), "access_drop_hash", REPEATABLE,
-                     "DELETE FROM access_tokens WHERE token_hash = $1", &p, &r);
-    if (!rc && n)
-        *n = (size_t)strtoull(PQcmdTuples(r), NULL, 10);
-    PQclear(r);
-    return rc;
+    return delete_counted(impl(s), "access_drop_hash",
+                          "DELETE FROM access_tokens WHERE token_hash = $1", &p, n);
 }
 
 /* ---- closing and opening ------------------------------------------------------------------ */

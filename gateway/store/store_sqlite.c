@@ -295,6 +295,15 @@ static sg_rc step_write(sqlite_store_t *st, binder_t *b, const char *what, int m
     return SG_OK;
 }
 
+/* Runs the delete begun with begin() and ends it; *n (may be NULL) gets how many rows went. */
+static sg_rc commit_counted(sqlite_store_t *st, binder_t *b, const char *what, size_t *n)
+{
+    sg_rc rc = step_write(st, b, what, 0);
+    if (n)
+        *n = rc ? 0 : (size_t)sqlite3_changes(st->db);
+    return finish(st, b->q, rc);
+}
+
 /* Runs the write begun with begin() and ends it. */
 static sg_rc commit(sqlite_store_t *st, binder_t *b, const char *what, int must_change)
 {
@@ -417,10 +426,7 @@ static sg_rc op_session_expire(sg_store_t *s, long long now, size_t *n)
     sqlite_store_t *st = impl(s);
     binder_t b = begin(st, st->expire);
     b_int(&b, 1, now);
-    sg_rc rc = step_write(st, &b, "session_expire", 0);
-    if (n)
-        *n = rc ? 0 : (size_t)sqlite3_changes(st->db);
-    return finish(st, b.q, rc);
+    return commit_counted(st, &b, "session_expire", n);
 }
 
 /* ---- grants and the ledger ---------------------------------------------------------- */
@@ -935,10 +941,7 @@ static sg_rc op_change_prune(sg_store_t *s, long long before_at, size_t *n)
     sqlite_store_t *st = impl(s);
     binder_t b = begin(st, st->c_prune);
     b_int(&b, 1, before_at);
-    sg_rc rc = step_write(st, &b, "change_prune", 0);
-    if (n)
-        *n = rc ? 0 : (size_t)sqlite3_changes(st->db);
-    return finish(st, b.q, rc);
+    return commit_counted(st, &b, "change_prune", n);
 }
 
 /* The slot holding grant_id, or NULL; with wait_mu held. */
@@ -1132,10 +1135,7 @@ static sg_rc op_access_drop_hash(sg_store_t *s, const char *token_hash, size_t *
         return SG_ERR_PARSE;
     binder_t b = begin(st, st->a_drop_hash);
     b_text(&b, 1, token_hash);
-    sg_rc rc = step_write(st, &b, "access_drop_hash", 0);
-    if (n && !rc)
-        *n = (size_t)sqlite3_changes(st->db);
-    return finish(st, b.q, rc);
+    return commit_counted(st, &b, "access_drop_hash", n);
 }
 
 static void finalize_all(sqlite_store_t *st);

@@ -24,8 +24,8 @@
  * refresh began less than MARKER_HOLD seconds ago, when the policy declares rotation for the
  * app (without rotation the token presented stays good, so a cut-off refresh costs nothing).
  * And a refresh whose marker cannot be stored is not begun: with the store down, the token
- * it would rotate could not be kept. The lock dies with its connection,
- * so an instance killed mid-refresh holds nobody up for longer than that takes to be seen.
+ * it would rotate could not be kept. The lock dies with its connection, so an instance killed
+ * mid-refresh holds nobody up for longer than that takes to be seen.
  */
 #include "vault_int.h"
 

@@ -39,6 +39,7 @@ struct sg_fleet {
     atomic_int stop;
     _Atomic long long down_since; /* 0: the store answered last time */
     long long last_seq;
+    size_t batch;       /* changes the current change_since call visited */
     pthread_mutex_t mu; /* guards the list below */
     sg_instance_rec_t *live;
     size_t nlive;
@@ -79,6 +80,7 @@ static int on_change(void *ctx, long long seq, const char *kind, const char *key
     (void)seq;
     (void)at;
     sg_fleet_t *f = ctx;
+    f->batch++;
     if (strcmp(kind, SG_CHANGE_SESSION) == 0)
         sg_session_forget(f->gw->sessions, key);
     else
@@ -168,14 +170,12 @@ static void *follow(void *arg)
             store_answered(f, rc);
             continue;
         }
-        /* Read by number whether or not a notification came: one may have been missed. */
-        long long last = f->last_seq;
+        /* Read by number whether or not a notification came: one may have been missed. A full
+         * batch means there may be more. */
         do {
-            f->last_seq = last;
-            rc = st->ops->change_since(st, f->last_seq, on_change, f, &last);
-        } while (rc == SG_OK && last > f->last_seq && last - f->last_seq >= SG_CHANGE_BATCH);
-        if (rc == SG_OK)
-            f->last_seq = last;
+            f->batch = 0;
+            rc = st->ops->change_since(st, f->last_seq, on_change, f, &f->last_seq);
+        } while (rc == SG_OK && f->batch == SG_CHANGE_BATCH);
         store_answered(f, rc);
         if (now_s() >= next_prune) {
             st->ops->change_prune(st, now_s() - KEEP_CHANGES, NULL);
