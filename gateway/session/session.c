@@ -412,6 +412,21 @@ void sg_sessions_close(sg_sessions_t *s)
 
 /* ---- the operations ----------------------------------------------------------------- */
 
+/* A User-Agent as kept: at most SG_SESSION_AGENT_MAX bytes, cut on a UTF-8 character's
+ * start, control characters as spaces (it is shown on pages and in CLI tables). */
+static void cut_agent(const char *ua, char out[SG_SESSION_AGENT_MAX + 1])
+{
+    size_t n = ua ? strnlen(ua, SG_SESSION_AGENT_MAX + 1) : 0;
+    if (n > SG_SESSION_AGENT_MAX) {
+        n = SG_SESSION_AGENT_MAX;
+        while (n > 0 && ((unsigned char)ua[n] & 0xC0) == 0x80)
+            n--;
+    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = (unsigned char)ua[i] < 0x20 || ua[i] == 0x7f ? ' ' : ua[i];
+    out[n] = '\0';
+}
+
 sg_rc sg_session_create(sg_sessions_t *s, const sg_session_new_t *info, long long now,
                         char cookie_out[SG_SESSION_ID_LEN + 1])
 {
@@ -437,6 +452,8 @@ sg_rc sg_session_create(sg_sessions_t *s, const sg_session_new_t *info, long lon
     if (rc)
         goto done;
 
+    char agent[SG_SESSION_AGENT_MAX + 1];
+    cut_agent(info->user_agent, agent);
     /* The store first: a session exists only once it would survive a restart. */
     sg_session_rec_t rec = {
         .user_id = (char *)info->user_id,
@@ -449,6 +466,8 @@ sg_rc sg_session_create(sg_sessions_t *s, const sg_session_new_t *info, long lon
         .last_seen = now,
         .idle_timeout = info->idle_timeout,
         .max_lifetime = info->max_lifetime,
+        .provider_sid = (char *)info->provider_sid,
+        .user_agent = agent,
     };
     memcpy(rec.id_hash, e->id_hash, sizeof(rec.id_hash));
     rc = s->store->ops->session_put(s->store, &rec);
@@ -595,18 +614,19 @@ sg_rc sg_session_lookup(sg_sessions_t *s, const char *cookie, long long now,
     return SG_OK;
 }
 
-sg_rc sg_session_destroy(sg_sessions_t *s, const char *cookie)
+/*
+ * Ends the session whose digest is key: out of memory and the store, then announced. A session
+ * this instance does not hold is deleted from the store only when anywhere is set (a shared
+ * store, or someone ending sessions by name rather than by their own cookie).
+ */
+static sg_rc end_key(sg_sessions_t *s, const unsigned char key[SG_SHA256_LEN], int anywhere)
 {
-    if (!s || !cookie_valid(cookie))
-        return SG_ERR_NOTFOUND;
-    unsigned char key[SG_SHA256_LEN];
-    digest(cookie, key);
     pthread_rwlock_wrlock(&s->lock);
     entry_t *e = find(s, key);
     if (e)
         unlink_entry(s, e);
     pthread_rwlock_unlock(&s->lock);
-    if (!e && s->shared) { /* held by other instances only: end it for them */
+    if (!e && (anywhere || s->shared)) { /* held elsewhere, or only in the store */
         char id_hash[SG_ID_HASH_LEN + 1];
         to_hex(key, id_hash);
         sg_rc rc = s->store->ops->session_delete(s->store, id_hash);
@@ -631,6 +651,119 @@ sg_rc sg_session_destroy(sg_sessions_t *s, const char *cookie)
     announce(s, e->id_hash);
     free(e);
     return SG_OK;
+}
+
+sg_rc sg_session_destroy(sg_sessions_t *s, const char *cookie)
+{
+    if (!s || !cookie_valid(cookie))
+        return SG_ERR_NOTFOUND;
+    unsigned char key[SG_SHA256_LEN];
+    digest(cookie, key);
+    return end_key(s, key, 0);
+}
+
+int sg_session_hash_of(const char *cookie, char out[SG_ID_HASH_LEN + 1])
+{
+    if (!cookie_valid(cookie))
+        return -1;
+    unsigned char key[SG_SHA256_LEN];
+    digest(cookie, key);
+    to_hex(key, out);
+    return 0;
+}
+
+sg_rc sg_session_end_hash(sg_sessions_t *s, const char *id_hash)
+{
+    unsigned char key[SG_SHA256_LEN];
+    if (!s || !id_hash || from_hex(id_hash, key))
+        return SG_ERR_PARSE;
+    return end_key(s, key, 1);
+}
+
+typedef struct {
+    sg_sessions_t *s;
+    long long now;
+    sg_session_visit_fn visit;
+    void *ctx;
+} select_ctx_t;
+
+/* Shows a stored session with this instance's newest last_seen; skips expired ones. */
+static int select_one(void *ctx, const sg_session_rec_t *rec)
+{
+    select_ctx_t *sc = ctx;
+    unsigned char key[SG_SHA256_LEN];
+    if (from_hex(rec->id_hash, key))
+        return 0;
+    sg_session_rec_t shown = *rec;
+    pthread_rwlock_rdlock(&sc->s->lock);
+    entry_t *e = find(sc->s, key);
+    if (e) {
+        long long seen = atomic_load_explicit(&e->last_seen, memory_order_relaxed);
+        if (seen > shown.last_seen)
+            shown.last_seen = seen;
+    }
+    pthread_rwlock_unlock(&sc->s->lock);
+    if (sc->now - shown.last_seen > shown.idle_timeout ||
+        sc->now - shown.created > shown.max_lifetime)
+        return 0;
+    return sc->visit(sc->ctx, &shown);
+}
+
+sg_rc sg_sessions_select(sg_sessions_t *s, const sg_session_filter_t *f, long long now,
+                         sg_session_visit_fn visit, void *ctx)
+{
+    if (!s || !visit)
+        return SG_ERR_PARSE;
+    select_ctx_t sc = {s, now, visit, ctx};
+    if (!f)
+        return s->store->ops->session_each(s->store, select_one, &sc);
+    return s->store->ops->session_select(s->store, f, select_one, &sc);
+}
+
+typedef struct {
+    char (*hashes)[SG_ID_HASH_LEN + 1];
+    size_t n, cap;
+    int nomem;
+} hashes_t;
+
+static int collect_hash(void *ctx, const sg_session_rec_t *rec)
+{
+    hashes_t *h = ctx;
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 16;
+        void *p = realloc(h->hashes, cap * sizeof(*h->hashes));
+        if (!p) {
+            h->nomem = 1;
+            return 1;
+        }
+        h->hashes = p;
+        h->cap = cap;
+    }
+    memcpy(h->hashes[h->n++], rec->id_hash, SG_ID_HASH_LEN + 1);
+    return 0;
+}
+
+sg_rc sg_sessions_end(sg_sessions_t *s, const sg_session_filter_t *f, size_t *n)
+{
+    if (n)
+        *n = 0;
+    if (!s)
+        return SG_ERR_PARSE;
+    hashes_t h = {0};
+    /* Expired ones too: ending is ending, whether or not the sweep got there first. */
+    sg_rc rc = f ? s->store->ops->session_select(s->store, f, collect_hash, &h)
+                 : s->store->ops->session_each(s->store, collect_hash, &h);
+    if (!rc && h.nomem)
+        rc = SG_ERR_NOMEM;
+    for (size_t i = 0; !rc && i < h.n; i++) {
+        sg_rc erc = sg_session_end_hash(s, h.hashes[i]);
+        if (erc == SG_OK && n)
+            (*n)++;
+        else if (erc != SG_ERR_NOTFOUND)
+            rc = erc;
+    }
+    free(h.hashes);
+    return rc;
 }
 
 /*
@@ -787,6 +920,8 @@ static int collect_one(void *ctx, const sg_session_rec_t *rec)
     d->email = dup_str(rec->email);
     d->role = dup_str(rec->role);
     d->claims = dup_str(rec->claims);
+    d->provider_sid = dup_str(rec->provider_sid);
+    d->user_agent = dup_str(rec->user_agent);
     return 0;
 }
 

@@ -53,6 +53,18 @@ sg_rc sg_store_check_session(const sg_session_rec_t *rec)
     return SG_OK;
 }
 
+sg_rc sg_store_check_session_filter(const sg_session_filter_t *f)
+{
+    if (!f || !(f->user_id || f->email || f->provider_sid || f->id_hash_prefix))
+        return SG_ERR_PARSE;
+    if (f->id_hash_prefix) {
+        size_t n = strlen(f->id_hash_prefix);
+        if (n == 0 || n > SG_ID_HASH_LEN || strspn(f->id_hash_prefix, "0123456789abcdef") != n)
+            return SG_ERR_PARSE;
+    }
+    return SG_OK;
+}
+
 sg_rc sg_store_check_grant(const sg_grant_rec_t *rec)
 {
     if (!rec || !sg_store_nonempty(rec->user_id) || !sg_store_nonempty(rec->app) ||
@@ -110,6 +122,8 @@ void sg_session_rec_free(sg_session_rec_t *rec)
     free(rec->email);
     free(rec->role);
     free(rec->claims);
+    free(rec->provider_sid);
+    free(rec->user_agent);
     memset(rec, 0, sizeof(*rec));
 }
 
@@ -191,7 +205,9 @@ sg_rc sg_store_session_copy(const sg_session_rec_t *src, sg_session_rec_t *dst)
     dst->max_lifetime = src->max_lifetime;
     if (dup_opt(src->user_id, &dst->user_id) || dup_opt(src->org_id, &dst->org_id) ||
         dup_opt(src->username, &dst->username) || dup_opt(src->email, &dst->email) ||
-        dup_opt(src->role, &dst->role) || dup_opt(src->claims, &dst->claims)) {
+        dup_opt(src->role, &dst->role) || dup_opt(src->claims, &dst->claims) ||
+        dup_opt(src->provider_sid, &dst->provider_sid) ||
+        dup_opt(src->user_agent, &dst->user_agent)) {
         sg_session_rec_free(dst);
         return SG_ERR_NOMEM;
     }

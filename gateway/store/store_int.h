@@ -11,7 +11,7 @@
 #include "scopegate/store.h"
 
 /* Both backends' schemas have the same numbered versions; this is the latest. */
-#define SG_STORE_SCHEMA_VERSION 6
+#define SG_STORE_SCHEMA_VERSION 7
 
 #define SG_STORE_COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -28,6 +28,7 @@ int sg_store_valid_state(int state);
 
 /* The argument checks of each operation, in one place: SG_OK or SG_ERR_PARSE. */
 sg_rc sg_store_check_session(const sg_session_rec_t *rec);
+sg_rc sg_store_check_session_filter(const sg_session_filter_t *f);
 sg_rc sg_store_check_grant(const sg_grant_rec_t *rec);
 sg_rc sg_store_check_change(const char *kind, const char *key);
 sg_rc sg_store_check_instance(const sg_instance_rec_t *rec);

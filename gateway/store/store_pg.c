@@ -158,6 +158,9 @@ static const migration_t migrations[] = {
         "  expires_at   bigint NOT NULL"
         ");"
         "CREATE INDEX access_tokens_hash ON access_tokens (token_hash);"},
+    {7, "ALTER TABLE sessions ADD COLUMN provider_sid text;"
+        "ALTER TABLE sessions ADD COLUMN user_agent text;"
+        "CREATE INDEX sessions_provider_sid ON sessions (provider_sid);"},
 };
 
 _Static_assert(COUNT_OF(migrations) == SG_STORE_SCHEMA_VERSION, "one migration per version");
@@ -741,7 +744,7 @@ static int cell_dup(const PGresult *r, int row, int col, char **dst)
 
 #define SESSION_COLS                                                                               \
     "id_hash, user_id, org_id, username, email, role, claims, created, last_seen, "                \
-    "idle_timeout, max_lifetime"
+    "idle_timeout, max_lifetime, provider_sid, user_agent"
 
 /* Points rec at a sessions row (borrowed from r); 0 for a row that is not a usable session. */
 static int read_session(const PGresult *r, int row, sg_session_rec_t *rec)
@@ -761,6 +764,8 @@ static int read_session(const PGresult *r, int row, sg_session_rec_t *rec)
     rec->last_seen = cell_int(r, row, 8);
     rec->idle_timeout = cell_int(r, row, 9);
     rec->max_lifetime = cell_int(r, row, 10);
+    rec->provider_sid = (char *)cell(r, row, 11);
+    rec->user_agent = (char *)cell(r, row, 12);
     return rec->user_id && rec->role;
 }
 
@@ -851,14 +856,17 @@ static sg_rc op_session_put(sg_store_t *s, const sg_session_rec_t *rec)
     p_int(&p, rec->last_seen);
     p_int(&p, rec->idle_timeout);
     p_int(&p, rec->max_lifetime);
+    p_text(&p, rec->provider_sid);
+    p_text(&p, rec->user_agent);
     return query(impl(s), "session_put", REPEATABLE,
                  "INSERT INTO sessions (" SESSION_COLS ") "
-                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
                  "ON CONFLICT (id_hash) DO UPDATE SET user_id = EXCLUDED.user_id, "
                  "org_id = EXCLUDED.org_id, username = EXCLUDED.username, "
                  "email = EXCLUDED.email, role = EXCLUDED.role, claims = EXCLUDED.claims, "
                  "created = EXCLUDED.created, last_seen = EXCLUDED.last_seen, "
-                 "idle_timeout = EXCLUDED.idle_timeout, max_lifetime = EXCLUDED.max_lifetime",
+                 "idle_timeout = EXCLUDED.idle_timeout, max_lifetime = EXCLUDED.max_lifetime, "
+                 "provider_sid = EXCLUDED.provider_sid, user_agent = EXCLUDED.user_agent",
                  &p, NULL);
 }
 
@@ -942,6 +950,36 @@ static sg_rc op_session_each(sg_store_t *s, sg_session_visit_fn visit, void *ctx
     PGresult *r = NULL;
     sg_rc rc = query(impl(s), "session_each", REPEATABLE, "SELECT " SESSION_COLS " FROM sessions",
                      NULL, &r);
+    if (rc)
+        return rc;
+    for (int i = 0; i < PQntuples(r); i++) {
+        sg_session_rec_t rec;
+        if (read_session(r, i, &rec) && visit(ctx, &rec))
+            break;
+    }
+    PQclear(r);
+    return SG_OK;
+}
+
+static sg_rc op_session_select(sg_store_t *s, const sg_session_filter_t *f,
+                               sg_session_visit_fn visit, void *ctx)
+{
+    if (!visit || sg_store_check_session_filter(f))
+        return SG_ERR_PARSE;
+    params_t p = {0};
+    p_text(&p, f->user_id);
+    p_text(&p, f->email);
+    p_text(&p, f->provider_sid);
+    p_text(&p, f->id_hash_prefix);
+    PGresult *r = NULL;
+    sg_rc rc = query(impl(s), "session_select", REPEATABLE,
+                     "SELECT " SESSION_COLS " FROM sessions "
+                     "WHERE ($1::text IS NULL OR user_id = $1) "
+                     "AND ($2::text IS NULL OR lower(email) = lower($2)) "
+                     "AND ($3::text IS NULL OR provider_sid = $3) "
+                     "AND ($4::text IS NULL OR left(id_hash, length($4)) = $4) "
+                     "ORDER BY created, id_hash",
+                     &p, &r);
     if (rc)
         return rc;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -1743,6 +1781,7 @@ static const sg_store_ops_t pg_ops = {
     .grant_set_warned = op_grant_set_warned,
     .grant_list = op_grant_list,
     .session_get = op_session_get,
+    .session_select = op_session_select,
     .change_add = op_change_add,
     .change_since = op_change_since,
     .change_latest = op_change_latest,

@@ -140,6 +140,11 @@ static const migration_t migrations[] = {
         "  expires_at   INTEGER NOT NULL"
         ");"
         "CREATE INDEX access_tokens_hash ON access_tokens (token_hash);"},
+    /* What people ending sessions need: the provider's session id (single logout names
+     * sessions by it) and the browser a session was started from. */
+    {7, "ALTER TABLE sessions ADD COLUMN provider_sid TEXT;"
+        "ALTER TABLE sessions ADD COLUMN user_agent TEXT;"
+        "CREATE INDEX sessions_provider_sid ON sessions (provider_sid);"},
 };
 
 #define N_MIGRATIONS COUNT_OF(migrations)
@@ -163,7 +168,7 @@ typedef struct {
     pthread_cond_t wait_cv; /* CLOCK_MONOTONIC */
     sqlite_lock_t locks[SG_STORE_MAX_LOCKS];
     int change_pending; /* change_add since change_wait last returned SG_OK */
-    sqlite3_stmt *put, *del, *touch, *each, *expire;
+    sqlite3_stmt *put, *del, *touch, *each, *select, *expire;
     sqlite3_stmt *g_insert, *g_get, *g_find_user, *g_find_org, *g_set_token, *g_touch, *g_state;
     sqlite3_stmt *l_add, *l_count;
     sqlite3_stmt *p_put, *p_get;
@@ -319,14 +324,21 @@ static sg_rc step_row(sqlite_store_t *st, binder_t *b, const char *what)
     return src == SQLITE_DONE ? SG_ERR_NOTFOUND : fail(st, what, src);
 }
 
+/* A sessions row as every statement reads and writes it. */
+#define SESSION_COLS                                                                               \
+    "id_hash, user_id, org_id, username, email, role, claims, created, last_seen, "                \
+    "idle_timeout, max_lifetime, provider_sid, user_agent"
+
 /* A session row, in the order of the put statement's parameters. */
 static void bind_session(binder_t *b, const sg_session_rec_t *rec)
 {
     const char *text[] = {rec->id_hash, rec->user_id, rec->org_id, rec->username,
                           rec->email,   rec->role,    rec->claims};
     const long long num[] = {rec->created, rec->last_seen, rec->idle_timeout, rec->max_lifetime};
+    const char *more[] = {rec->provider_sid, rec->user_agent};
     b_texts(b, 1, text, COUNT_OF(text));
     b_ints(b, 8, num, COUNT_OF(num));
+    b_texts(b, 12, more, COUNT_OF(more));
 }
 
 static sg_rc op_session_put(sg_store_t *s, const sg_session_rec_t *rec)
@@ -401,6 +413,8 @@ static int read_session(sqlite3_stmt *q, sg_session_rec_t *rec)
     rec->last_seen = sqlite3_column_int64(q, 8);
     rec->idle_timeout = sqlite3_column_int64(q, 9);
     rec->max_lifetime = sqlite3_column_int64(q, 10);
+    rec->provider_sid = col_text(q, 11);
+    rec->user_agent = col_text(q, 12);
     return rec->user_id && rec->role; /* NOT NULL in the schema; NULL here means no memory */
 }
 
@@ -419,6 +433,25 @@ static sg_rc op_session_each(sg_store_t *s, sg_session_visit_fn visit, void *ctx
         }
     }
     return finish(st, b.q, src == SQLITE_DONE ? SG_OK : fail(st, "session_each", src));
+}
+
+static sg_rc op_session_select(sg_store_t *s, const sg_session_filter_t *f,
+                               sg_session_visit_fn visit, void *ctx)
+{
+    sqlite_store_t *st = impl(s);
+    if (!visit || sg_store_check_session_filter(f))
+        return SG_ERR_PARSE;
+    binder_t b = begin(st, st->select);
+    const char *text[] = {f->user_id, f->email, f->provider_sid, f->id_hash_prefix};
+    b_texts(&b, 1, text, COUNT_OF(text));
+    int src = b.src;
+    while (src == SQLITE_OK || src == SQLITE_ROW) {
+        src = sqlite3_step(b.q);
+        sg_session_rec_t rec;
+        if (src == SQLITE_ROW && read_session(b.q, &rec) && visit(ctx, &rec))
+            src = SQLITE_DONE;
+    }
+    return finish(st, b.q, src == SQLITE_DONE ? SG_OK : fail(st, "session_select", src));
 }
 
 static sg_rc op_session_expire(sg_store_t *s, long long now, size_t *n)
@@ -1178,6 +1211,7 @@ static const sg_store_ops_t sqlite_ops = {
     .grant_set_warned = op_grant_set_warned,
     .grant_list = op_grant_list,
     .session_get = op_session_get,
+    .session_select = op_session_select,
     .change_add = op_change_add,
     .change_since = op_change_since,
     .change_latest = op_change_latest,
@@ -1378,16 +1412,19 @@ static const struct {
     const char *sql;
 } stmts[] = {
     {offsetof(sqlite_store_t, put),
-     "INSERT OR REPLACE INTO sessions (id_hash, user_id, org_id, username, email, role, "
-     "claims, created, last_seen, idle_timeout, max_lifetime) "
-     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
+     "INSERT OR REPLACE INTO sessions (" SESSION_COLS ") "
+     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"},
     {offsetof(sqlite_store_t, del), "DELETE FROM sessions WHERE id_hash = ?1"},
     /* max(): a late flush never moves last_seen back. */
     {offsetof(sqlite_store_t, touch),
      "UPDATE sessions SET last_seen = max(last_seen, ?2) WHERE id_hash = ?1"},
-    {offsetof(sqlite_store_t, each),
-     "SELECT id_hash, user_id, org_id, username, email, role, claims, created, last_seen, "
-     "idle_timeout, max_lifetime FROM sessions"},
+    {offsetof(sqlite_store_t, each), "SELECT " SESSION_COLS " FROM sessions"},
+    /* A filter field that is NULL matches every row; the prefix is hex (checked). */
+    {offsetof(sqlite_store_t, select),
+     "SELECT " SESSION_COLS " FROM sessions "
+     "WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR lower(email) = lower(?2)) "
+     "AND (?3 IS NULL OR provider_sid = ?3) "
+     "AND (?4 IS NULL OR substr(id_hash, 1, length(?4)) = ?4) ORDER BY created, id_hash"},
     /* The same rule as the in-memory index: expired when strictly past either limit. */
     {offsetof(sqlite_store_t, expire),
      "DELETE FROM sessions "
@@ -1430,9 +1467,7 @@ static const struct {
     {offsetof(sqlite_store_t, g_started), "UPDATE grants SET refresh_started = ?2 WHERE id = ?1"},
     {offsetof(sqlite_store_t, g_warned), "UPDATE grants SET warned_at = ?2 WHERE id = ?1"},
     {offsetof(sqlite_store_t, g_list), "SELECT " GRANT_COLS " FROM grants ORDER BY id"},
-    {offsetof(sqlite_store_t, s_get),
-     "SELECT id_hash, user_id, org_id, username, email, role, claims, created, last_seen, "
-     "idle_timeout, max_lifetime FROM sessions WHERE id_hash = ?1"},
+    {offsetof(sqlite_store_t, s_get), "SELECT " SESSION_COLS " FROM sessions WHERE id_hash = ?1"},
     {offsetof(sqlite_store_t, c_add), "INSERT INTO changes (kind, key, at) VALUES (?1, ?2, ?3)"},
     {offsetof(sqlite_store_t, c_since),
      "SELECT seq, kind, key, at FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2"},

@@ -259,7 +259,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_tokens_t tok = {0};
     sg_oidc_err_t err = {0};
     cJSON *claims = NULL, *info = NULL;
-    char *user_id = NULL, *org_id = NULL, *claims_txt = NULL;
+    char *user_id = NULL, *org_id = NULL, *claims_txt = NULL, *provider_sid = NULL;
     if (!op || !cb) {
         sg_page_error(gw, r, w, 500, "Sign-in is not set up right", "The gateway is misconfigured.",
                       "Tell the operators.");
@@ -295,6 +295,18 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                              "Start the sign-in again; if it keeps failing, tell the operators.");
         }
         goto done;
+    }
+    /* The provider's session id (OpenID Connect Front-Channel Logout 1.0, section 2): from the
+     * ID token itself, before userinfo's claims are merged in. */
+    const char *sid_claim = claim_str(claims, "sid");
+    if (sid_claim && *sid_claim && strlen(sid_claim) <= SG_PROVIDER_SID_MAX) {
+        provider_sid = strdup(sid_claim);
+        if (!provider_sid) {
+            drop_provider_tokens(op, &tok, r->request_id);
+            sg_page_error(gw, r, w, 500, "Sign-in did not finish", "The gateway ran out of memory.",
+                          "Try again.");
+            goto done;
+        }
     }
     if (needs_userinfo(pol, claims)) {
         if (sg_oidc_userinfo(op, tok.access_token, &info, &err)) {
@@ -342,6 +354,8 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                            .email = email,
                            .role = res.role->name,
                            .claims_json = claims_txt ? claims_txt : "{}",
+                           .provider_sid = provider_sid,
+                           .user_agent = sg_req_header(r, "User-Agent"),
                            .idle_timeout = res.role->idle,
                            .max_lifetime = res.role->max};
     char sid[SG_SESSION_ID_LEN + 1];
@@ -398,4 +412,5 @@ done:
     free(user_id);
     free(org_id);
     free(claims_txt);
+    free(provider_sid);
 }

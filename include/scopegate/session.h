@@ -27,11 +27,17 @@ typedef struct {
     long long created, last_seen, expires_at; /* expires_at: the earlier of idle and max */
 } sg_session_view_t;
 
-/* The facts a new session starts from (copied). */
+/* The facts a new session starts from (copied). provider_sid (the ID token's sid) and
+ * user_agent may be NULL; a User-Agent longer than SG_SESSION_AGENT_MAX bytes is cut. */
 typedef struct {
     const char *user_id, *org_id, *username, *email, *role, *claims_json;
+    const char *provider_sid, *user_agent;
     long long idle_timeout, max_lifetime;
 } sg_session_new_t;
+
+#define SG_SESSION_AGENT_MAX 256
+/* A provider session id longer than this is not kept (single logout then goes by cookie). */
+#define SG_PROVIDER_SID_MAX 255
 
 /* Loads every live session from store (store stays owned by the caller). */
 sg_rc sg_sessions_open(sg_store_t *store, sg_sessions_t **out);
@@ -60,6 +66,26 @@ void sg_sessions_share(sg_sessions_t *s);
 int sg_session_known(sg_sessions_t *s, const char *cookie);
 /* Drops this instance's copy of a session (id_hash: hex SHA-256); the store keeps it. */
 sg_rc sg_session_forget(sg_sessions_t *s, const char *id_hash);
+
+/*
+ * Ending sessions on someone's word (an incident, single logout, a person ending their other
+ * sessions). Each applies to every session in the store, held by this instance or not.
+ *
+ * sg_sessions_select calls visit with each stored session that f selects (see
+ * sg_session_filter_t; f NULL: every session), oldest first; last_seen is this instance's
+ * newest knowledge. rec is valid only during the call, and visit must not call back into s.
+ * sg_sessions_end ends them: removed from memory and the store, announced to the other
+ * instances; *n (may be NULL) gets how many ended. A session whose store delete fails has
+ * ended here and is deleted at the next flush, as with sg_session_destroy.
+ */
+sg_rc sg_sessions_select(sg_sessions_t *s, const sg_session_filter_t *f, long long now,
+                         sg_session_visit_fn visit, void *ctx);
+sg_rc sg_sessions_end(sg_sessions_t *s, const sg_session_filter_t *f, size_t *n);
+/* Ends one session by its id hash (a page that lists sessions names them so). */
+sg_rc sg_session_end_hash(sg_sessions_t *s, const char *id_hash);
+/* The id hash of a cookie's session, whether or not it exists (0, or -1 for a malformed
+ * cookie): what a person's own session is called in the lists above. */
+int sg_session_hash_of(const char *cookie, char out[SG_ID_HASH_LEN + 1]);
 
 /* Writes pending last_seen updates and drops expired sessions. */
 sg_rc sg_sessions_flush(sg_sessions_t *s, long long now);

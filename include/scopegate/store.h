@@ -23,7 +23,19 @@ typedef struct {
     char *role;
     char *claims; /* JSON object text: the merged claims the role was resolved from */
     long long created, last_seen, idle_timeout, max_lifetime; /* seconds */
+    char *provider_sid; /* the provider's session id (the ID token's sid), for single logout;
+                         * may be NULL (schema version 7) */
+    char *user_agent;   /* the browser's User-Agent at sign-in, for people's session lists;
+                         * may be NULL */
 } sg_session_rec_t;
+
+/* Which sessions session_select visits: every field that is not NULL must match. */
+typedef struct {
+    const char *user_id;
+    const char *email; /* compared without regard to case */
+    const char *provider_sid;
+    const char *id_hash_prefix; /* lower-case hex, 1 to 64 digits */
+} sg_session_filter_t;
 
 void sg_session_rec_free(sg_session_rec_t *rec);
 
@@ -230,6 +242,14 @@ typedef struct {
     /* Deletes every one with that token hash (of any grant; SG_ERR_PARSE for anything but a
      * hex digest); *n (may be NULL) gets how many. */
     sg_rc (*access_drop_hash)(sg_store_t *st, const char *token_hash, size_t *n);
+
+    /* ---- people ending sessions (schema version 7) ---- */
+
+    /* Calls visit for every stored session that f selects (a filter with no field set selects
+     * none: ending "everyone" is session_each's job), oldest first, under session_each's rules;
+     * SG_ERR_PARSE for a prefix that is not lower-case hex. */
+    sg_rc (*session_select)(sg_store_t *st, const sg_session_filter_t *f, sg_session_visit_fn visit,
+                            void *ctx);
 } sg_store_ops_t;
 
 struct sg_store {

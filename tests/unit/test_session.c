@@ -806,6 +806,124 @@ static void test_lookup_allocates_nothing(void **state)
 }
 #endif
 
+/* ---- ending sessions on someone's word ------------------------------------------------ */
+
+typedef struct {
+    size_t n;
+    char id_hash[8][SG_ID_HASH_LEN + 1];
+    char agent[8][SG_SESSION_AGENT_MAX + 8];
+    char sid[8][32];
+    long long last_seen[8];
+} listed_t;
+
+static int list_one(void *ctx, const sg_session_rec_t *rec)
+{
+    listed_t *l = ctx;
+    if (l->n == 8)
+        return 1;
+    size_t i = l->n++;
+    snprintf(l->id_hash[i], sizeof(l->id_hash[i]), "%s", rec->id_hash);
+    snprintf(l->agent[i], sizeof(l->agent[i]), "%s", rec->user_agent ? rec->user_agent : "");
+    snprintf(l->sid[i], sizeof(l->sid[i]), "%s", rec->provider_sid ? rec->provider_sid : "");
+    l->last_seen[i] = rec->last_seen;
+    return 0;
+}
+
+static void
+test_select_lists_a_persons_sessions_with_their_browser_and_newest_activity(void **state)
+{
+    fx_t *fx = *state;
+    open_all(fx);
+    char agent[400];
+    memset(agent, 'a', sizeof(agent) - 1);
+    agent[sizeof(agent) - 1] = '\0';
+    memcpy(agent, "Firefox\t1", 9);
+    sg_session_new_t a = alice, b = alice, bob = alice;
+    a.user_agent = "Mozilla/5.0 (X11)";
+    a.provider_sid = "sid-a";
+    b.user_agent = agent;
+    bob.user_id = "005000000000002AAA";
+    char c1[SG_SESSION_ID_LEN + 1], c2[SG_SESSION_ID_LEN + 1], c3[SG_SESSION_ID_LEN + 1];
+    create(fx, &a, 100, c1);
+    create(fx, &b, 110, c2);
+    create(fx, &bob, 120, c3);
+    sg_session_view_t v;
+    expect_found(fx, c1, 130, &v); /* in memory only until the next flush */
+
+    listed_t l = {0};
+    sg_session_filter_t f = {.user_id = alice.user_id};
+    assert_int_equal(sg_sessions_select(fx->s, &f, 140, list_one, &l), SG_OK);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.agent[0], "Mozilla/5.0 (X11)");
+    assert_string_equal(l.sid[0], "sid-a");
+    assert_int_equal(l.last_seen[0], 130);
+    assert_int_equal(strlen(l.agent[1]), SG_SESSION_AGENT_MAX); /* cut */
+    assert_memory_equal(l.agent[1], "Firefox 1", 9);            /* a tab is shown as a space */
+
+    char h1[SG_ID_HASH_LEN + 1];
+    assert_int_equal(sg_session_hash_of(c1, h1), 0);
+    assert_string_equal(l.id_hash[0], h1);
+    assert_int_equal(sg_session_hash_of("not a cookie", h1), -1);
+
+    /* Past every idle limit: nothing listed. */
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(sg_sessions_select(fx->s, &f, 10000, list_one, &l), SG_OK);
+    assert_int_equal(l.n, 0);
+}
+
+static void test_end_by_user_ends_every_session_of_that_person_only(void **state)
+{
+    fx_t *fx = *state;
+    open_all(fx);
+    long long t = (long long)time(NULL); /* a restart loads with the real clock */
+    sg_session_new_t bob = alice;
+    bob.user_id = "005000000000002AAA";
+    char c1[SG_SESSION_ID_LEN + 1], c2[SG_SESSION_ID_LEN + 1], c3[SG_SESSION_ID_LEN + 1];
+    create(fx, &alice, t, c1);
+    create(fx, &alice, t, c2);
+    create(fx, &bob, t, c3);
+    size_t n = 0;
+    sg_session_filter_t f = {.user_id = alice.user_id};
+    assert_int_equal(sg_sessions_end(fx->s, &f, &n), SG_OK);
+    assert_int_equal(n, 2);
+    expect_missing(fx, c1, t + 1);
+    expect_missing(fx, c2, t + 1);
+    sg_session_view_t v;
+    expect_found(fx, c3, t + 1, &v);
+    assert_int_equal(sg_sessions_count(fx->s), 1);
+
+    /* Gone from the store too: a restart does not bring them back. */
+    close_all(fx);
+    open_all(fx);
+    expect_missing(fx, c1, t + 2);
+    expect_found(fx, c3, t + 2, &v);
+
+    /* Everyone, then nobody left to end. */
+    assert_int_equal(sg_sessions_end(fx->s, NULL, &n), SG_OK);
+    assert_int_equal(n, 1);
+    expect_missing(fx, c3, t + 3);
+    assert_int_equal(sg_sessions_end(fx->s, NULL, &n), SG_OK);
+    assert_int_equal(n, 0);
+}
+
+static void test_end_by_hash_ends_one_session_and_refuses_garbage(void **state)
+{
+    fx_t *fx = *state;
+    open_all(fx);
+    char c1[SG_SESSION_ID_LEN + 1], c2[SG_SESSION_ID_LEN + 1];
+    create(fx, &alice, 100, c1);
+    create(fx, &alice, 100, c2);
+    char h[SG_ID_HASH_LEN + 1];
+    assert_int_equal(sg_session_hash_of(c2, h), 0);
+    assert_int_equal(sg_session_end_hash(fx->s, h), SG_OK);
+    expect_missing(fx, c2, 101);
+    sg_session_view_t v;
+    expect_found(fx, c1, 101, &v);
+    assert_int_equal(sg_session_end_hash(fx->s, h), SG_ERR_NOTFOUND);
+    assert_int_equal(sg_session_end_hash(fx->s, "xyz"), SG_ERR_PARSE);
+    assert_int_equal(sg_session_end_hash(fx->s, NULL), SG_ERR_PARSE);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -826,6 +944,9 @@ int main(void)
         T(test_database_files_never_contain_a_cookie),
         T(test_store_failures_are_retried_by_flush),
         T(test_concurrent_lookups_while_another_thread_writes),
+        T(test_select_lists_a_persons_sessions_with_their_browser_and_newest_activity),
+        T(test_end_by_user_ends_every_session_of_that_person_only),
+        T(test_end_by_hash_ends_one_session_and_refuses_garbage),
 #ifdef HAVE_ASAN
         T(test_lookup_allocates_nothing),
 #endif

@@ -238,7 +238,7 @@ static void test_migrations_are_recorded_once(void **state)
     close_store(fx);
     long long v = fx_query_int(fx, "SELECT MAX(version) FROM schema_version");
     long long rows = fx_query_int(fx, "SELECT COUNT(*) FROM schema_version");
-    assert_int_equal(v, 6);
+    assert_int_equal(v, 7);
     assert_int_equal(rows, v); /* versions 1..v, each once */
     assert_int_equal(fx_query_int(fx, TABLE_COUNT("sessions")), 1);
     assert_int_equal(fx_query_int(fx, TABLE_COUNT("grants")), 1);
@@ -509,6 +509,83 @@ static void test_many_threads_and_two_connections_write_without_errors(void **st
 }
 
 /* ---- one session by its hash --------------------------------------------------------- */
+
+static void test_sessions_keep_provider_sid_and_user_agent(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    const sg_store_ops_t *ops = fx->st->ops;
+    sg_session_rec_t a = rec_n(1, 100, 150, 60, 3600), b = rec_n(2, 100, 150, 60, 3600);
+    a.provider_sid = "sid-1";
+    a.user_agent = "Mozilla/5.0 (X11; Linux x86_64)";
+    assert_int_equal(ops->session_put(fx->st, &a), SG_OK);
+    assert_int_equal(ops->session_put(fx->st, &b), SG_OK);
+    sg_session_rec_t got;
+    assert_int_equal(ops->session_get(fx->st, a.id_hash, &got), SG_OK);
+    assert_string_equal(got.provider_sid, "sid-1");
+    assert_string_equal(got.user_agent, a.user_agent);
+    sg_session_rec_free(&got);
+    assert_int_equal(ops->session_get(fx->st, b.id_hash, &got), SG_OK);
+    assert_null(got.provider_sid);
+    assert_null(got.user_agent);
+    sg_session_rec_free(&got);
+}
+
+static void test_session_select_matches_every_field_given(void **state)
+{
+    fx_t *fx = *state;
+    open_store(fx);
+    const sg_store_ops_t *ops = fx->st->ops;
+    sg_session_rec_t r1 = rec_n(0x1a, 300, 300, 60, 3600), r2 = rec_n(0x2b, 100, 100, 60, 3600),
+                     r3 = rec_n(0x3c, 200, 200, 60, 3600);
+    r1.provider_sid = r2.provider_sid = "sid-alice";
+    r3.user_id = "005000000000003AAA";
+    r3.email = "Bob@Demo.Example";
+    r3.provider_sid = "sid-bob";
+    assert_int_equal(ops->session_put(fx->st, &r1), SG_OK);
+    assert_int_equal(ops->session_put(fx->st, &r2), SG_OK);
+    assert_int_equal(ops->session_put(fx->st, &r3), SG_OK);
+
+    seen_t s;
+    memset(&s, 0, sizeof(s));
+    sg_session_filter_t by_user = {.user_id = "005000000000001AAA"};
+    assert_int_equal(ops->session_select(fx->st, &by_user, collect, &s), SG_OK);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.id_hash[0], r2.id_hash); /* oldest first */
+    assert_string_equal(s.id_hash[1], r1.id_hash);
+
+    memset(&s, 0, sizeof(s));
+    sg_session_filter_t by_email = {.email = "bob@demo.example"};
+    assert_int_equal(ops->session_select(fx->st, &by_email, collect, &s), SG_OK);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.id_hash[0], r3.id_hash);
+
+    memset(&s, 0, sizeof(s));
+    sg_session_filter_t by_sid = {.provider_sid = "sid-alice", .id_hash_prefix = "0000"};
+    assert_int_equal(ops->session_select(fx->st, &by_sid, collect, &s), SG_OK);
+    assert_int_equal(s.n, 2);
+
+    memset(&s, 0, sizeof(s));
+    char prefix[SG_ID_HASH_LEN + 1];
+    snprintf(prefix, sizeof(prefix), "%.63s", r3.id_hash);
+    sg_session_filter_t by_prefix = {.id_hash_prefix = prefix};
+    assert_int_equal(ops->session_select(fx->st, &by_prefix, collect, &s), SG_OK);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.id_hash[0], r3.id_hash);
+
+    memset(&s, 0, sizeof(s));
+    sg_session_filter_t both = {.user_id = "005000000000003AAA", .provider_sid = "sid-alice"};
+    assert_int_equal(ops->session_select(fx->st, &both, collect, &s), SG_OK);
+    assert_int_equal(s.n, 0);
+
+    sg_session_filter_t none = {0}, bad = {.id_hash_prefix = "ABC"},
+                        quote = {.id_hash_prefix = "0' OR '1"};
+    assert_int_equal(ops->session_select(fx->st, &none, collect, &s), SG_ERR_PARSE);
+    assert_int_equal(ops->session_select(fx->st, &bad, collect, &s), SG_ERR_PARSE);
+    assert_int_equal(ops->session_select(fx->st, &quote, collect, &s), SG_ERR_PARSE);
+    assert_int_equal(ops->session_select(fx->st, NULL, collect, &s), SG_ERR_PARSE);
+    assert_int_equal(ops->session_select(fx->st, &by_user, NULL, &s), SG_ERR_PARSE);
+}
 
 static void test_session_get_returns_every_field_or_not_found(void **state)
 {
@@ -946,6 +1023,8 @@ int main(void)
         T(test_records_survive_close_and_reopen),
         T(test_many_threads_and_two_connections_write_without_errors),
         T(test_session_get_returns_every_field_or_not_found),
+        T(test_sessions_keep_provider_sid_and_user_agent),
+        T(test_session_select_matches_every_field_given),
         T(test_changes_come_back_in_order_after_a_number),
         T(test_change_since_hands_back_a_batch_at_most),
         T(test_change_prune_deletes_older_changes_and_numbers_go_on),

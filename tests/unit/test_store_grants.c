@@ -862,8 +862,8 @@ static void test_access_put_for_no_such_grant_is_not_found(void **state)
     assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM access_tokens"), 1);
 }
 
-/* A database as version 5 left it (this one with the table and its record taken away again):
- * the next start gains the table and keeps the grants. */
+/* A database as version 5 left it (this one with the later tables, columns and records taken
+ * away again): the next start gains them and keeps the grants. */
 static void test_version_5_database_gains_access_tokens(void **state)
 {
     fx_t *fx = *state;
@@ -871,7 +871,10 @@ static void test_version_5_database_gains_access_tokens(void **state)
     sg_grant_rec_t g = grant_of(ALICE, ORG, "api", 100, "rt");
     long long id = insert(fx, &g);
     close_store(fx);
-    fx_exec(fx, "DROP TABLE access_tokens; DELETE FROM schema_version WHERE version = 6");
+    fx_exec(fx, "DROP TABLE access_tokens; DROP INDEX sessions_provider_sid;"
+                "ALTER TABLE sessions DROP COLUMN provider_sid;"
+                "ALTER TABLE sessions DROP COLUMN user_agent;"
+                "DELETE FROM schema_version WHERE version >= 6");
     assert_int_equal(fx_query_int(fx, "SELECT MAX(version) FROM schema_version"), 5);
 
     open_store(fx);
@@ -884,8 +887,8 @@ static void test_version_5_database_gains_access_tokens(void **state)
     assert_memory_equal(got.at_cipher, "ct", 2);
     sg_access_rec_free(&got);
     close_store(fx);
-    assert_int_equal(fx_query_int(fx, "SELECT MAX(version) FROM schema_version"), 6);
-    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM schema_version"), 6);
+    assert_int_equal(fx_query_int(fx, "SELECT MAX(version) FROM schema_version"), 7);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM schema_version"), 7);
     assert_int_equal(
         fx_query_int(fx, FX_SQL("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
                                 "AND name = 'access_tokens_hash'",
@@ -962,8 +965,8 @@ static void test_version_1_database_gains_grants_and_keeps_sessions(void **state
     sg_grant_rec_free(&r);
     close_store(fx);
 
-    /* Every later migration runs too (3: people, ... 6: access_tokens). */
-    assert_int_equal(fx_query_int(fx, "SELECT MAX(version) FROM schema_version"), 6);
+    /* Every later migration runs too (3: people, ... 6: access_tokens, 7: session columns). */
+    assert_int_equal(fx_query_int(fx, "SELECT MAX(version) FROM schema_version"), 7);
     assert_int_equal(fx_query_int(fx, "SELECT applied_at FROM schema_version WHERE version = 1"),
                      1700000000); /* the old record is kept */
     assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
@@ -978,7 +981,7 @@ static void test_version_1_database_gains_grants_and_keeps_sessions(void **state
 
     open_store(fx); /* a second start applies nothing and loses nothing */
     close_store(fx);
-    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM schema_version"), 6);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM schema_version"), 7);
     assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM grants"), 1);
 }
 

@@ -142,8 +142,8 @@ static void test_instances_starting_at_once_migrate_once(void **state)
     for (int i = 0; i < N; i++)
         if (o[i].rc)
             fail_msg("opener %d: expected ok, got %s: %s", i, sg_rc_str(o[i].rc), o[i].err);
-    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM schema_version"), 6);
-    assert_int_equal(fx_query_int(fx, "SELECT MAX(version) FROM schema_version"), 6);
+    assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM schema_version"), 7);
+    assert_int_equal(fx_query_int(fx, "SELECT MAX(version) FROM schema_version"), 7);
     assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'"),
                      8);
 }
@@ -159,17 +159,20 @@ static void test_operator_migration_reports_the_versions(void **state)
         print_error("migrate: %s: %s\n", sg_rc_str(rc), err);
     assert_int_equal(rc, SG_OK);
     assert_int_equal(from, 0);
-    assert_int_equal(to, 6);
+    assert_int_equal(to, 7);
     assert_int_equal(sg_store_migrate_pg(pg->url, pg->password_file, &from, &to, err, sizeof(err)),
                      SG_OK);
-    assert_int_equal(from, 6);
-    assert_int_equal(to, 6);
-    /* A version-5 schema (as it was before access_tokens) is brought to 6. */
-    fx_exec(fx, "DROP TABLE access_tokens; DELETE FROM schema_version WHERE version = 6");
+    assert_int_equal(from, 7);
+    assert_int_equal(to, 7);
+    /* A version-5 schema (as it was before access_tokens and the session columns) is brought
+     * up to date. */
+    fx_exec(fx, "DROP TABLE access_tokens; DROP INDEX sessions_provider_sid;"
+                "ALTER TABLE sessions DROP COLUMN provider_sid, DROP COLUMN user_agent;"
+                "DELETE FROM schema_version WHERE version >= 6");
     assert_int_equal(sg_store_migrate_pg(pg->url, pg->password_file, &from, &to, err, sizeof(err)),
                      SG_OK);
     assert_int_equal(from, 5);
-    assert_int_equal(to, 6);
+    assert_int_equal(to, 7);
     assert_int_equal(fx_query_int(fx, "SELECT COUNT(*) FROM access_tokens"), 0);
     fx_exec(fx, "INSERT INTO schema_version (version, applied_at) VALUES (9999, 1)");
     assert_int_equal(sg_store_migrate_pg(pg->url, pg->password_file, &from, &to, err, sizeof(err)),
