@@ -176,6 +176,47 @@ sg_rc sg_vault_disconnect(sg_vault_t *v, long long grant_id, const char *user_id
     return rc;
 }
 
+sg_rc sg_vault_disconnect_by_operator(sg_vault_t *v, const char *user_id, long long grant_id,
+                                      const char *reason, size_t *n)
+{
+    if (n)
+        *n = 0;
+    if (!v || (!(user_id && *user_id) && grant_id <= 0))
+        return SG_ERR_PARSE;
+    char why[320];
+    if (reason && *reason)
+        snprintf(why, sizeof(why), "disconnected by an operator: %.256s", reason);
+    else
+        snprintf(why, sizeof(why), "disconnected by an operator");
+    sg_grant_rec_t *recs = NULL;
+    size_t count = 0;
+    sg_rc rc;
+    if (grant_id > 0) {
+        recs = calloc(1, sizeof(*recs));
+        if (!recs)
+            return SG_ERR_NOMEM;
+        rc = v->store->ops->grant_get(v->store, grant_id, recs);
+        count = rc ? 0 : 1;
+        if (!rc && user_id && *user_id && (!recs->user_id || strcmp(recs->user_id, user_id) != 0))
+            rc = SG_ERR_NOTFOUND; /* both given: they must name the same grant */
+    } else {
+        rc = v->store->ops->grant_find(v->store, user_id, NULL, NULL, 1, &recs, &count);
+    }
+    size_t ended = 0;
+    for (size_t i = 0; !rc && i < count; i++) {
+        if (recs[i].state != SG_GRANT_LIVE)
+            continue;
+        end_grant(v, &recs[i], SG_GRANT_REVOKED, why, "grant_revoked");
+        ended++;
+    }
+    sg_grant_recs_free(recs, count);
+    if (rc == SG_OK && ended == 0)
+        rc = SG_ERR_NOTFOUND;
+    if (n)
+        *n = ended;
+    return rc;
+}
+
 long long sg_vault_ledger_count(sg_vault_t *v, const char *user_id, const char *app)
 {
     long long n = 0;

@@ -153,6 +153,7 @@ void sg_route_token_invalid(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
  * GET /v1/grants/ID. */
 void sg_route_grants(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_grants_check(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_grants_disconnect(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_grant_explain(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 
 /* The signed-in person of this request (0), or -1. */

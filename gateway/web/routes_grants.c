@@ -7,6 +7,8 @@
  *   POST /v1/grants/check   refreshes every live grant once, through the vault's single flight,
  *                           and answers per grant: ok, dead, expiring-soon or error
  *   GET  /v1/grants/ID      one grant's cause, advice, evidence and figures (sg_vault_explain)
+ *   POST /v1/grants/disconnect  an operator revokes a person's grants, or one grant, with a
+ *                           reason (incident response): {"disconnected":N}
  *
  * Only the gateway refreshes grants: a second process refreshing a rotating grant would
  * present a refresh token the gateway has already replaced, and the provider would revoke it.
@@ -332,4 +334,97 @@ void sg_route_grants_check(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
            "%d grant(s) refreshed: %d ok, %d dead, %d expiring soon, %d not checked", nchecked, nok,
            ndead, nsoon, nerr);
     sg_resp_json_body(w, 200, out);
+}
+
+/* ---- POST /v1/grants/disconnect ------------------------------------------------------------- */
+
+typedef struct {
+    char user[256], grant[32], reason[257];
+} disconnect_args_t;
+
+static void copy_arg(char *dst, size_t cap, const char *v, int *bad)
+{
+    if (!v)
+        return;
+    if (strlen(v) >= cap)
+        *bad = 1;
+    else
+        memcpy(dst, v, strlen(v) + 1);
+}
+
+/* The request's fields from a JSON or form body; 0, or -1 when the body is not what its
+ * Content-Type says or a field is too long. */
+static int disconnect_args(const sg_req_t *r, disconnect_args_t *a)
+{
+    const char *ctype = sg_req_header(r, "Content-Type");
+    const char *body = r->body.ptr ? r->body.ptr : "";
+    int bad = 0;
+    memset(a, 0, sizeof(*a));
+    if (sg_content_type_is(ctype, "application/json")) {
+        cJSON *j = cJSON_ParseWithLength(body, r->body.len);
+        if (!cJSON_IsObject(j))
+            bad = 1;
+        const cJSON *g = cJSON_GetObjectItemCaseSensitive(j, "grant");
+        if (cJSON_IsNumber(g))
+            snprintf(a->grant, sizeof(a->grant), "%.0f", g->valuedouble);
+        else
+            copy_arg(a->grant, sizeof(a->grant), cJSON_GetStringValue(g), &bad);
+        copy_arg(a->user, sizeof(a->user),
+                 cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "user")), &bad);
+        copy_arg(a->reason, sizeof(a->reason),
+                 cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "reason")), &bad);
+        cJSON_Delete(j);
+    } else if (sg_content_type_is(ctype, "application/x-www-form-urlencoded")) {
+        sg_form_t f = {0};
+        if (sg_form_parse(body, r->body.len, &f) == SG_OK) {
+            copy_arg(a->user, sizeof(a->user), sg_form_get(&f, "user"), &bad);
+            copy_arg(a->grant, sizeof(a->grant), sg_form_get(&f, "grant"), &bad);
+            copy_arg(a->reason, sizeof(a->reason), sg_form_get(&f, "reason"), &bad);
+        } else {
+            bad = 1;
+        }
+        sg_form_free(&f);
+    } else {
+        bad = 1;
+    }
+    return bad ? -1 : 0;
+}
+
+void sg_route_grants_disconnect(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
+{
+    if (!sg_gw_internal_auth(gw, r, w))
+        return;
+    disconnect_args_t a;
+    if (disconnect_args(r, &a)) {
+        json_error(w, 400, "invalid_request",
+                   "send user (a person's id) and/or grant (a grant id), and optionally reason "
+                   "(at most 256 bytes), as a JSON or form body");
+        return;
+    }
+    char *end = NULL;
+    errno = 0;
+    long long gid = a.grant[0] ? strtoll(a.grant, &end, 10) : 0;
+    if (a.grant[0] && (errno || !end || *end || gid <= 0)) {
+        json_error(w, 400, "invalid_request", "grant must be a grant id (a positive number)");
+        return;
+    }
+    if (!a.user[0] && gid <= 0) {
+        json_error(w, 400, "invalid_request", "say whose grants: user, grant, or both");
+        return;
+    }
+    size_t n = 0;
+    sg_rc rc =
+        sg_vault_disconnect_by_operator(gw->vault, a.user[0] ? a.user : NULL, gid, a.reason, &n);
+    if (rc && rc != SG_ERR_NOTFOUND) {
+        json_error(w, 500, "server_error", "the store could not be read");
+        return;
+    }
+    sg_log(SG_LOG_INFO, "grants_disconnected", "%zu grant(s) disconnected by an operator", n);
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !add_num(o, "disconnected", (long long)n)) {
+        cJSON_Delete(o);
+        json_error(w, 500, "server_error", "out of memory");
+        return;
+    }
+    sg_resp_json_body(w, 200, o);
 }

@@ -68,6 +68,7 @@ static const route_t internal_routes[] = {
     {"POST", "/v1/reload", sg_route_reload, NEVER},
     {"GET", "/v1/grants", sg_route_grants, NEVER},
     {"POST", "/v1/grants/check", sg_route_grants_check, ALWAYS},
+    {"POST", "/v1/grants/disconnect", sg_route_grants_disconnect, ALWAYS},
     {"GET", "/v1/grants/*", sg_route_grant_explain, NEVER},
     {"GET", "/metrics", sg_route_metrics, NEVER},
     {"GET", "/healthz", sg_route_healthz, NEVER},

@@ -130,6 +130,11 @@ sg_rc sg_vault_connect(sg_vault_t *v, const sg_vault_new_t *g, long long *grant_
 /* The admin's "disconnect": revokes at the provider, marks SG_GRANT_REVOKED. Only the grant's
  * owner (user_id) may; SG_ERR_DENIED otherwise, SG_ERR_NOTFOUND for no such live grant. */
 sg_rc sg_vault_disconnect(sg_vault_t *v, long long grant_id, const char *user_id);
+/* An operator's disconnect (incident response): every live grant of user_id, or grant_id
+ * (when both are given they must name the same grant), revoked at the provider and marked
+ * SG_GRANT_REVOKED with reason recorded. *n gets how many; SG_ERR_NOTFOUND when none was live. */
+sg_rc sg_vault_disconnect_by_operator(sg_vault_t *v, const char *user_id, long long grant_id,
+                                      const char *reason, size_t *n);
 /* How many authorizations the gateway has started for (user, app). */
 long long sg_vault_ledger_count(sg_vault_t *v, const char *user_id, const char *app);
 
