@@ -155,6 +155,8 @@ void sg_route_grants(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_grants_check(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_grants_disconnect(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_grant_explain(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* The access review report (routes_report.c): GET /v1/access-report. */
+void sg_route_access_report(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 
 /* The signed-in person of this request (0), or -1. */
 int sg_gw_current_session(sg_gateway_t *gw, const sg_req_t *r, sg_session_view_t *v);

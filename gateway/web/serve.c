@@ -70,6 +70,7 @@ static const route_t internal_routes[] = {
     {"POST", "/v1/grants/check", sg_route_grants_check, ALWAYS},
     {"POST", "/v1/grants/disconnect", sg_route_grants_disconnect, ALWAYS},
     {"GET", "/v1/grants/*", sg_route_grant_explain, NEVER},
+    {"GET", "/v1/access-report", sg_route_access_report, NEVER},
     {"GET", "/metrics", sg_route_metrics, NEVER},
     {"GET", "/healthz", sg_route_healthz, NEVER},
     {NULL, NULL, NULL, NEVER},
