@@ -7,8 +7,9 @@
 /* `scopegate policy ...`: argv[0] is "policy". Returns the exit status (2: usage). */
 int sg_cli_policy(int argc, char **argv);
 
-/* `scopegate grants list|check|explain ...`: argv[0] is "grants". Exit status 0 fine,
- * 1 unhealthy (check) or no such grant (explain), 2 usage/config, 3 gateway unreachable. */
+/* `scopegate grants list|check|explain|report ...`: argv[0] is "grants". Exit status 0 fine,
+ * 1 unhealthy (check), no such grant (explain) or the report not written out (report),
+ * 2 usage/config, 3 gateway unreachable. */
 int sg_cli_grants(int argc, char **argv);
 
 /* `scopegate store migrate --config FILE`: argv[0] is "store". 0 done, 1 failed, 2 usage. */

@@ -1,14 +1,15 @@
 /*
- * `scopegate grants list|check|explain`: grant health for operators. The commands
- * read the deployment config for where the running gateway's internal listener is and its
- * bearer key, and ask the gateway (GET /v1/grants, POST /v1/grants/check, GET /v1/grants/ID;
- * routes_grants.c). They never refresh a grant themselves: two processes refreshing one
- * rotating grant would present a refresh token the other already replaced, and the provider
- * would revoke the grant.
+ * `scopegate grants list|check|explain|report`: grant health and access review for operators.
+ * The commands read the deployment config for where the running gateway's internal listener
+ * is and its bearer key, and ask the gateway (GET /v1/grants, POST /v1/grants/check,
+ * GET /v1/grants/ID; routes_grants.c; GET /v1/access-report, routes_report.c). They never
+ * refresh a grant themselves: two processes refreshing one rotating grant would present a
+ * refresh token the other already replaced, and the provider would revoke the grant.
  *
  * Exit status: 0 success (check: every live grant refreshed and none expiring soon), 1 check
  * found a dead grant, one expiring within warn_before or one it could not refresh (explain:
- * no such grant), 2 usage or config error, 3 the gateway could not be reached.
+ * no such grant; report: the report could not be written out), 2 usage or config error, 3 the
+ * gateway could not be reached.
  */
 #include "cli.h"
 
@@ -38,6 +39,7 @@ static int usage(FILE *out)
             "usage: scopegate grants list --config FILE [--json] [--url URL]\n"
             "       scopegate grants check --config FILE [--json] [--url URL]\n"
             "       scopegate grants explain ID --config FILE [--json] [--url URL]\n"
+            "       scopegate grants report --config FILE [--format csv|json] [--url URL]\n"
             "\n"
             "  list     every offline grant: id, person, org, app, state, cause of death, when\n"
             "           it was made, last refreshed and last used, uses, declared expiry\n"
@@ -46,6 +48,10 @@ static int usage(FILE *out)
             "           policy's warn_before, 1 when one is dead, expiring soon or could not be\n"
             "           refreshed, 2 usage or config error, 3 the gateway could not be reached\n"
             "  explain  why grant ID died (or how it is doing): cause, advice, evidence, figures\n"
+            "  report   the access review: every grant (live and dead) with its person's role\n"
+            "           under the policy in force, and every person with a live session, as one\n"
+            "           CSV table (RFC 4180, a first column kind = grant|session) or, with\n"
+            "           --format json (or --json), as JSON\n"
             "\n"
             "The commands talk to the running gateway's internal listener (internal_listen and\n"
             "internal_key_file of the config; with port 0, the address the gateway wrote to\n"
@@ -420,6 +426,7 @@ static void print_explain(const cJSON *g)
 
 typedef struct {
     const char *config, *url, *id;
+    const char *format; /* report: --format's value, NULL when not given */
     int json;
 } args_t;
 
@@ -441,6 +448,11 @@ static int parse_args(const char *cmd, int argc, char **argv, args_t *a, int wan
             if (!v)
                 return usage_error("grants %s: --url needs a URL", cmd), 1;
             a->url = v;
+        } else if (strcmp(cmd, "report") == 0 &&
+                   sg_cli_take_option(argc, argv, &i, "--format", &v)) {
+            if (!v || (strcmp(v, "csv") != 0 && strcmp(v, "json") != 0))
+                return usage_error("grants %s: --format takes csv or json", cmd), 1;
+            a->format = v;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return usage_error("grants %s: unknown option '%s'", cmd, argv[i]), 1;
         } else if (want_id && !a->id) {
@@ -462,6 +474,10 @@ static int parse_args(const char *cmd, int argc, char **argv, args_t *a, int wan
                            "SCOPEGATE_CONFIG)",
                            cmd),
                1;
+    if (a->format && a->json && strcmp(a->format, "json") != 0)
+        return usage_error("grants %s: --json and --format %s disagree", cmd, a->format), 1;
+    if (a->format && strcmp(a->format, "json") == 0)
+        a->json = 1;
     if (want_id) {
         char *end = NULL;
         if (!a->id)
@@ -576,10 +592,121 @@ static int cmd_explain(const args_t *a, const gw_conn_t *c)
     return rc;
 }
 
+/* ---- the access review as CSV ---------------------------------------------------------------- */
+
+/*
+ * The columns of `grants report`'s one table, in order: kind (grant or session), then the
+ * union of the grant items' and the session items' fields of GET /v1/access-report, each
+ * named as in the JSON. A row leaves the columns of the other kind empty.
+ */
+static const char *const report_cols[] = {
+    "kind",      "grant_id", "user_id",       "username",  "email",   "org_id",         "app",
+    "role",      "scopes",   "state",         "cause",     "created", "last_refreshed", "last_used",
+    "use_count", "sessions", "first_sign_in", "last_seen", NULL};
+
+/*
+ * One CSV field as RFC 4180 has it: quoted (with quotes doubled) when it holds a comma, a quote,
+ * CR or LF. A field a spreadsheet would take for a formula (one that starts with =, +, -, @,
+ * tab or CR) gets a leading single quote first, so that a name chosen by someone at the
+ * provider is shown as text, never run, when an auditor opens the file.
+ */
+static void csv_field(FILE *out, const char *v)
+{
+    int guard = v[0] && strchr("=+-@\t\r", v[0]);
+    int quote = strpbrk(v, ",\"\r\n") != NULL;
+    if (quote)
+        fputc('"', out);
+    if (guard)
+        fputc('\'', out);
+    for (const char *p = v; *p; p++) {
+        if (*p == '"')
+            fputc('"', out);
+        fputc(*p, out);
+    }
+    if (quote)
+        fputc('"', out);
+}
+
+/* The text of one JSON field in a CSV cell: strings as they are, whole numbers as integers,
+ * null and absent fields empty. */
+static void csv_value(FILE *out, const cJSON *v)
+{
+    char num[32];
+    if (cJSON_IsString(v)) {
+        csv_field(out, v->valuestring);
+    } else if (cJSON_IsNumber(v)) {
+        snprintf(num, sizeof(num), "%lld", (long long)v->valuedouble);
+        csv_field(out, num);
+    } else if (cJSON_IsBool(v)) {
+        csv_field(out, cJSON_IsTrue(v) ? "true" : "false");
+    }
+}
+
+/* One row: the header when item is NULL, else kind and item's fields. */
+static void csv_row(FILE *out, const char *kind, const cJSON *item)
+{
+    for (size_t k = 0; report_cols[k]; k++) {
+        if (k)
+            fputc(',', out);
+        if (!item)
+            csv_field(out, report_cols[k]);
+        else if (k == 0)
+            csv_field(out, kind);
+        else
+            csv_value(out, cJSON_GetObjectItemCaseSensitive(item, report_cols[k]));
+    }
+    fputs("\r\n", out);
+}
+
+static void print_report_csv(const cJSON *j)
+{
+    csv_row(stdout, NULL, NULL);
+    const cJSON *item;
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(j, "grants"))
+    {
+        csv_row(stdout, "grant", item);
+    }
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(j, "sessions"))
+    {
+        csv_row(stdout, "session", item);
+    }
+}
+
+static int cmd_report(const args_t *a, const gw_conn_t *c)
+{
+    cJSON *j = NULL;
+    long status = call(c, "GET", "/v1/access-report", &j);
+    int rc = EXIT_OK;
+    if (status != 200 || !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "grants")) ||
+        !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "sessions"))) {
+        if (status == 200)
+            fprintf(stderr, "scopegate: grants report: the gateway's answer is not a report\n");
+        else if (status == 404 && j)
+            fprintf(stderr,
+                    "scopegate: grants report: the gateway at %s has no access report: "
+                    "is it an older scopegate?\n",
+                    c->base);
+        rc = status == 200 ? EXIT_UNREACHABLE : answer_error(c, status, j, "grants report");
+    } else if (a->json) {
+        rc = print_json(j) ? EXIT_UNHEALTHY : EXIT_OK;
+    } else {
+        print_report_csv(j);
+    }
+    cJSON_Delete(j);
+    /* A report cut short (a full disk behind the redirect) must not pass for a whole one. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "scopegate: grants report: could not write the report: %s\n",
+                strerror(errno));
+        if (rc == EXIT_OK)
+            rc = EXIT_UNHEALTHY;
+    }
+    return rc;
+}
+
 int sg_cli_grants(int argc, char **argv)
 {
     if (argc < 2)
-        return usage_error("grants: which command? list, check or explain");
+        return usage_error("grants: which command? list, check, explain or report");
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0)
         return usage(stdout);
@@ -592,8 +719,10 @@ int sg_cli_grants(int argc, char **argv)
     else if (strcmp(cmd, "explain") == 0) {
         fn = cmd_explain;
         want_id = 1;
-    } else
-        return usage_error("grants: unknown command '%s' (list, check or explain)", cmd);
+    } else if (strcmp(cmd, "report") == 0)
+        fn = cmd_report;
+    else
+        return usage_error("grants: unknown command '%s' (list, check, explain or report)", cmd);
     args_t a;
     int prc = parse_args(cmd, argc - 1, argv + 1, &a, want_id);
     if (prc < 0)
