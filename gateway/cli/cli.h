@@ -4,6 +4,14 @@
 
 #include <stdio.h>
 
+#include <cjson/cJSON.h>
+
+/* The exit statuses of the commands that ask the running gateway. */
+#define SG_EXIT_OK          0
+#define SG_EXIT_FAILED      1 /* the command's own "no": unhealthy, nothing matched */
+#define SG_EXIT_USAGE       2
+#define SG_EXIT_UNREACHABLE 3
+
 /* `scopegate policy ...`: argv[0] is "policy". Returns the exit status (2: usage). */
 int sg_cli_policy(int argc, char **argv);
 
@@ -25,5 +33,26 @@ int sg_cli_take_option(int argc, char **argv, int *i, const char *name, const ch
  * what usage returns: the usage exit status. */
 int sg_cli_usage_error(int (*usage)(FILE *out), const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* ---- asking the running gateway (cli_gateway.c) ---- */
+
+typedef struct {
+    char *base; /* "http://127.0.0.1:8081", no trailing slash */
+    char *key;  /* the internal listener's bearer key */
+    const char *config;
+} sg_cli_gw_t;
+
+/* --config's default: $SCOPEGATE_CONFIG, then /etc/scopegate/scopegate.cfg when readable. */
+const char *sg_cli_default_config(void);
+/* Reads the config for where the internal listener is (url overrides) and its key; an exit
+ * status, SG_EXIT_OK when c is usable (then sg_cli_gw_close it). Problems said on stderr. */
+int sg_cli_gw_open(sg_cli_gw_t *c, const char *config, const char *url);
+void sg_cli_gw_close(sg_cli_gw_t *c);
+/* One call (body, when not NULL, sent as JSON); *json gets the parsed answer (caller deletes).
+ * The HTTP status, or 0 when no answer came (said on stderr). */
+long sg_cli_gw_call(const sg_cli_gw_t *c, const char *method, const char *path, const cJSON *body,
+                    cJSON **json);
+/* The exit status for an answer that is not the one wanted, the gateway's words on stderr. */
+int sg_cli_gw_error(const sg_cli_gw_t *c, long status, const cJSON *j, const char *what);
 
 #endif

@@ -26,12 +26,10 @@
 #include <unistd.h>
 #include <time.h>
 
-#define EXIT_OK          0
-#define EXIT_UNHEALTHY   1
-#define EXIT_USAGE       2
-#define EXIT_UNREACHABLE 3
-#define HTTP_TIMEOUT_MS  30000L
-#define BODY_MAX         ((size_t)64 * 1024 * 1024)
+#define EXIT_OK          SG_EXIT_OK
+#define EXIT_UNHEALTHY   SG_EXIT_FAILED
+#define EXIT_USAGE       SG_EXIT_USAGE
+#define EXIT_UNREACHABLE SG_EXIT_UNREACHABLE
 
 static int usage(FILE *out)
 {
@@ -40,6 +38,8 @@ static int usage(FILE *out)
             "       scopegate grants check --config FILE [--json] [--url URL]\n"
             "       scopegate grants explain ID --config FILE [--json] [--url URL]\n"
             "       scopegate grants report --config FILE [--format csv|json] [--url URL]\n"
+            "       scopegate grants disconnect (--user ID | --grant ID) --config FILE\n"
+            "                                   [--reason TEXT] [--json] [--url URL]\n"
             "\n"
             "  list     every offline grant: id, person, org, app, state, cause of death, when\n"
             "           it was made, last refreshed and last used, uses, declared expiry\n"
@@ -52,6 +52,8 @@ static int usage(FILE *out)
             "           under the policy in force, and every person with a live session, as one\n"
             "           CSV table (RFC 4180, a first column kind = grant|session) or, with\n"
             "           --format json (or --json), as JSON\n"
+            "  disconnect  revoke, at the provider, every live grant of a person (or one grant)\n"
+            "           and record the reason (incident response); exit 1 when none was live\n"
             "\n"
             "The commands talk to the running gateway's internal listener (internal_listen and\n"
             "internal_key_file of the config; with port 0, the address the gateway wrote to\n"
@@ -62,182 +64,10 @@ static int usage(FILE *out)
 
 #define usage_error(...) sg_cli_usage_error(usage, __VA_ARGS__)
 
-/* ---- talking to the gateway ------------------------------------------------------------------ */
-
-typedef struct {
-    char *base; /* "http://127.0.0.1:8081", no trailing slash */
-    char *key;  /* the internal listener's bearer key */
-    const char *config;
-} gw_conn_t;
-
-static void conn_free(gw_conn_t *c)
-{
-    free(c->base);
-    if (c->key) {
-        memset(c->key, 0, strlen(c->key));
-        free(c->key);
-    }
-}
-
-/* "http://" + internal_listen, with a wildcard host replaced by loopback; NULL for port 0. */
-static char *url_of_listen(const char *listen)
-{
-    const char *colon = strrchr(listen, ':');
-    if (!colon || strcmp(colon + 1, "0") == 0 || !colon[1])
-        return NULL;
-    size_t hostlen = (size_t)(colon - listen);
-    const char *host = listen;
-    if ((hostlen == 7 && strncmp(listen, "0.0.0.0", 7) == 0) || hostlen == 0) {
-        host = "127.0.0.1";
-        hostlen = 9;
-    } else if ((hostlen == 4 && strncmp(listen, "[::]", 4) == 0) ||
-               (hostlen == 2 && strncmp(listen, "::", 2) == 0)) {
-        host = "[::1]";
-        hostlen = 5;
-    }
-    char *url = NULL;
-    if (asprintf(&url, "http://%.*s%s", (int)hostlen, host, colon) < 0)
-        return NULL;
-    return url;
-}
-
-/* The URL the gateway wrote to state_dir/internal.url (trailing newline dropped), or NULL. */
-static char *url_of_state_dir(const char *state_dir)
-{
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/internal.url", state_dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    char line[512];
-    char *url = NULL;
-    if (fgets(line, sizeof(line), f)) {
-        line[strcspn(line, "\r\n")] = '\0';
-        if (strncmp(line, "http://", 7) == 0 || strncmp(line, "https://", 8) == 0)
-            url = strdup(line);
-    }
-    fclose(f);
-    if (url) {
-        /* A gateway bound to every address writes 0.0.0.0: ask it on loopback. */
-        char *wild = strstr(url, "//0.0.0.0:");
-        if (wild) {
-            char *fixed = NULL;
-            if (asprintf(&fixed, "http://127.0.0.1%s", wild + 9) >= 0) {
-                free(url);
-                url = fixed;
-            }
-        }
-    }
-    return url;
-}
-
-/* Reads the config: where to ask and with which key. An exit status, EXIT_OK when usable. */
-static int conn_open(gw_conn_t *c, const char *config, const char *url)
-{
-    memset(c, 0, sizeof(*c));
-    c->config = config;
-    sg_config_t cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    char err[4096];
-    if (sg_config_load(config, &cfg, err, sizeof(err)) != SG_OK) {
-        fprintf(stderr, "%s\n", err);
-        return EXIT_USAGE;
-    }
-    int status = EXIT_OK;
-    if (sg_read_key_file(cfg.internal_key_file, 0, &c->key, err, sizeof(err)) != SG_OK) {
-        fprintf(stderr,
-                "scopegate: %s\n(the gateway creates internal_key_file %s when it first starts: "
-                "has it run with this config?)\n",
-                err, cfg.internal_key_file);
-        status = EXIT_USAGE;
-    } else if (url) {
-        c->base = strdup(url);
-    } else {
-        c->base = url_of_listen(cfg.internal_listen);
-        if (!c->base)
-            c->base = url_of_state_dir(cfg.state_dir);
-        if (!c->base) {
-            fprintf(stderr,
-                    "scopegate: the gateway is not running: internal_listen %s names no fixed "
-                    "port and %s/internal.url (written by a running gateway) is missing\n",
-                    cfg.internal_listen, cfg.state_dir);
-            status = EXIT_UNREACHABLE;
-        }
-    }
-    if (status == EXIT_OK && !c->base)
-        status = EXIT_USAGE;
-    if (status == EXIT_OK) {
-        size_t n = strlen(c->base);
-        while (n > 0 && c->base[n - 1] == '/')
-            c->base[--n] = '\0';
-    }
-    sg_config_free(&cfg);
-    return status;
-}
-
-/*
- * One call to the internal listener; *json gets the parsed answer (caller deletes). Returns
- * the HTTP status, or 0 when no answer came (said on stderr).
- */
-static long call(const gw_conn_t *c, const char *method, const char *path, cJSON **json)
-{
-    *json = NULL;
-    char *url = NULL, *auth = NULL;
-    if (asprintf(&url, "%s%s", c->base, path) < 0 || asprintf(&auth, "Bearer %s", c->key) < 0) {
-        fprintf(stderr, "scopegate: out of memory\n");
-        free(url);
-        return 0;
-    }
-    sg_http_req_t req = {.method = method,
-                         .url = url,
-                         .authorization = auth,
-                         .timeout_ms = HTTP_TIMEOUT_MS,
-                         .max_body = BODY_MAX,
-                         .no_proxy = 1}; /* the internal listener is never behind a proxy */
-    sg_http_resp_t resp;
-    sg_http_err_t err;
-    long status = 0;
-    if (sg_http_call(&req, &resp, &err) != SG_OK) {
-        fprintf(stderr, "scopegate: the gateway could not be reached at %s: %s\n", c->base,
-                err.description);
-    } else {
-        status = resp.status;
-        if (resp.body.len)
-            *json = cJSON_ParseWithLength(resp.body.ptr, resp.body.len);
-        sg_http_resp_free(&resp);
-    }
-    free(url);
-    explicit_bzero(auth, strlen(auth));
-    free(auth);
-    return status;
-}
-
 static const char *jstr(const cJSON *o, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-/*
- * The exit status for an answer that is not the 200 wanted: the gateway's error said on
- * stderr. 401: the key in internal_key_file is not the running gateway's (config error).
- */
-static int answer_error(const gw_conn_t *c, long status, const cJSON *j, const char *what)
-{
-    if (status == 0)
-        return EXIT_UNREACHABLE;
-    const char *desc = jstr(j, "error_description");
-    fprintf(stderr, "scopegate: %s: the gateway at %s answered %ld%s%s\n", what, c->base, status,
-            desc ? ": " : "", desc ? desc : "");
-    if (status == 401)
-        fprintf(stderr, "scopegate: is %s the config of the gateway running there?\n", c->config);
-    if (status == 404 && !j)
-        fprintf(stderr, "scopegate: is the gateway there a version with `grants` support?\n");
-    if (status == 401 || status == 403)
-        return EXIT_USAGE;
-    if (status >= 500)
-        return EXIT_UNREACHABLE;
-    return EXIT_UNHEALTHY;
 }
 
 static int print_json(const cJSON *j)
@@ -426,7 +256,8 @@ static void print_explain(const cJSON *g)
 
 typedef struct {
     const char *config, *url, *id;
-    const char *format; /* report: --format's value, NULL when not given */
+    const char *format;                /* report: --format's value, NULL when not given */
+    const char *user, *grant, *reason; /* disconnect */
     int json;
 } args_t;
 
@@ -453,6 +284,21 @@ static int parse_args(const char *cmd, int argc, char **argv, args_t *a, int wan
             if (!v || (strcmp(v, "csv") != 0 && strcmp(v, "json") != 0))
                 return usage_error("grants %s: --format takes csv or json", cmd), 1;
             a->format = v;
+        } else if (strcmp(cmd, "disconnect") == 0 &&
+                   sg_cli_take_option(argc, argv, &i, "--user", &v)) {
+            if (!v || !*v)
+                return usage_error("grants disconnect: --user needs a person's ID"), 1;
+            a->user = v;
+        } else if (strcmp(cmd, "disconnect") == 0 &&
+                   sg_cli_take_option(argc, argv, &i, "--grant", &v)) {
+            if (!v || !*v)
+                return usage_error("grants disconnect: --grant needs a grant ID"), 1;
+            a->grant = v;
+        } else if (strcmp(cmd, "disconnect") == 0 &&
+                   sg_cli_take_option(argc, argv, &i, "--reason", &v)) {
+            if (!v)
+                return usage_error("grants disconnect: --reason needs a TEXT"), 1;
+            a->reason = v;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             return usage_error("grants %s: unknown option '%s'", cmd, argv[i]), 1;
         } else if (want_id && !a->id) {
@@ -462,13 +308,8 @@ static int parse_args(const char *cmd, int argc, char **argv, args_t *a, int wan
         }
     }
     /* Without --config: $SCOPEGATE_CONFIG, then the usual place. */
-    if (!a->config) {
-        const char *env = getenv("SCOPEGATE_CONFIG");
-        if (env && *env)
-            a->config = env;
-        else if (access("/etc/scopegate/scopegate.cfg", R_OK) == 0)
-            a->config = "/etc/scopegate/scopegate.cfg";
-    }
+    if (!a->config)
+        a->config = sg_cli_default_config();
     if (!a->config)
         return usage_error("grants %s: which gateway? give --config FILE (or set "
                            "SCOPEGATE_CONFIG)",
@@ -478,6 +319,12 @@ static int parse_args(const char *cmd, int argc, char **argv, args_t *a, int wan
         return usage_error("grants %s: --json and --format %s disagree", cmd, a->format), 1;
     if (a->format && strcmp(a->format, "json") == 0)
         a->json = 1;
+    if (strcmp(cmd, "disconnect") == 0 && !a->user && !a->grant)
+        return usage_error("grants disconnect: whose? give --user ID (every live grant of the "
+                           "person) or --grant ID"),
+               1;
+    if (a->reason && strlen(a->reason) > 256)
+        return usage_error("grants disconnect: --reason is at most 256 bytes"), 1;
     if (want_id) {
         char *end = NULL;
         if (!a->id)
@@ -491,14 +338,14 @@ static int parse_args(const char *cmd, int argc, char **argv, args_t *a, int wan
     return 0;
 }
 
-static int cmd_list(const args_t *a, const gw_conn_t *c)
+static int cmd_list(const args_t *a, const sg_cli_gw_t *c)
 {
     cJSON *j = NULL;
-    long status = call(c, "GET", "/v1/grants", &j);
+    long status = sg_cli_gw_call(c, "GET", "/v1/grants", NULL, &j);
     int rc = EXIT_OK;
     const cJSON *grants = cJSON_GetObjectItemCaseSensitive(j, "grants");
     if (status != 200 || !cJSON_IsArray(grants)) {
-        rc = status == 200 ? EXIT_UNREACHABLE : answer_error(c, status, j, "grants list");
+        rc = status == 200 ? EXIT_UNREACHABLE : sg_cli_gw_error(c, status, j, "grants list");
         if (status == 200)
             fprintf(stderr, "scopegate: grants list: the gateway's answer is not a grant list\n");
     } else if (a->json) {
@@ -512,14 +359,14 @@ static int cmd_list(const args_t *a, const gw_conn_t *c)
     return rc;
 }
 
-static int cmd_check(const args_t *a, const gw_conn_t *c)
+static int cmd_check(const args_t *a, const sg_cli_gw_t *c)
 {
     cJSON *j = NULL;
-    long status = call(c, "POST", "/v1/grants/check", &j);
+    long status = sg_cli_gw_call(c, "POST", "/v1/grants/check", NULL, &j);
     int rc;
     const cJSON *grants = cJSON_GetObjectItemCaseSensitive(j, "grants");
     if (status != 200 || !cJSON_IsArray(grants)) {
-        rc = status == 200 ? EXIT_UNREACHABLE : answer_error(c, status, j, "grants check");
+        rc = status == 200 ? EXIT_UNREACHABLE : sg_cli_gw_error(c, status, j, "grants check");
         if (status == 200)
             fprintf(stderr, "scopegate: grants check: the gateway's answer is not a check\n");
         cJSON_Delete(j);
@@ -568,12 +415,12 @@ static int cmd_check(const args_t *a, const gw_conn_t *c)
     return rc;
 }
 
-static int cmd_explain(const args_t *a, const gw_conn_t *c)
+static int cmd_explain(const args_t *a, const sg_cli_gw_t *c)
 {
     cJSON *j = NULL;
     char path[64];
     snprintf(path, sizeof(path), "/v1/grants/%lld", strtoll(a->id, NULL, 10));
-    long status = call(c, "GET", path, &j);
+    long status = sg_cli_gw_call(c, "GET", path, NULL, &j);
     int rc = EXIT_OK;
     if (status != 200 || !cJSON_IsObject(j)) {
         if (status == 404 && j) {
@@ -581,12 +428,41 @@ static int cmd_explain(const args_t *a, const gw_conn_t *c)
                     or_dash(jstr(j, "error_description")));
             rc = EXIT_UNHEALTHY;
         } else {
-            rc = status == 200 ? EXIT_UNREACHABLE : answer_error(c, status, j, "grants explain");
+            rc = status == 200 ? EXIT_UNREACHABLE : sg_cli_gw_error(c, status, j, "grants explain");
         }
     } else if (a->json) {
         rc = print_json(j) ? EXIT_UNHEALTHY : EXIT_OK;
     } else {
         print_explain(j);
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int cmd_disconnect(const args_t *a, const sg_cli_gw_t *c)
+{
+    cJSON *body = cJSON_CreateObject(), *j = NULL;
+    if (!body || (a->user && !cJSON_AddStringToObject(body, "user", a->user)) ||
+        (a->grant && !cJSON_AddStringToObject(body, "grant", a->grant)) ||
+        (a->reason && !cJSON_AddStringToObject(body, "reason", a->reason))) {
+        cJSON_Delete(body);
+        fprintf(stderr, "scopegate: out of memory\n");
+        return EXIT_UNHEALTHY;
+    }
+    long status = sg_cli_gw_call(c, "POST", "/v1/grants/disconnect", body, &j);
+    cJSON_Delete(body);
+    int rc = EXIT_OK;
+    if (status != 200 || !cJSON_IsObject(j)) {
+        rc = status == 200 ? EXIT_UNREACHABLE : sg_cli_gw_error(c, status, j, "grants disconnect");
+    } else if (a->json) {
+        rc = print_json(j) ? EXIT_UNHEALTHY : EXIT_OK;
+    } else {
+        long long n = jnum(j, "disconnected");
+        printf("%lld grant%s disconnected (revoked at the provider)\n", n, n == 1 ? "" : "s");
+    }
+    if (rc == EXIT_OK && jnum(j, "disconnected") == 0) {
+        fprintf(stderr, "scopegate: grants disconnect: no live grant matched\n");
+        rc = EXIT_UNHEALTHY;
     }
     cJSON_Delete(j);
     return rc;
@@ -672,10 +548,10 @@ static void print_report_csv(const cJSON *j)
     }
 }
 
-static int cmd_report(const args_t *a, const gw_conn_t *c)
+static int cmd_report(const args_t *a, const sg_cli_gw_t *c)
 {
     cJSON *j = NULL;
-    long status = call(c, "GET", "/v1/access-report", &j);
+    long status = sg_cli_gw_call(c, "GET", "/v1/access-report", NULL, &j);
     int rc = EXIT_OK;
     if (status != 200 || !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "grants")) ||
         !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "sessions"))) {
@@ -686,7 +562,7 @@ static int cmd_report(const args_t *a, const gw_conn_t *c)
                     "scopegate: grants report: the gateway at %s has no access report: "
                     "is it an older scopegate?\n",
                     c->base);
-        rc = status == 200 ? EXIT_UNREACHABLE : answer_error(c, status, j, "grants report");
+        rc = status == 200 ? EXIT_UNREACHABLE : sg_cli_gw_error(c, status, j, "grants report");
     } else if (a->json) {
         rc = print_json(j) ? EXIT_UNHEALTHY : EXIT_OK;
     } else {
@@ -706,11 +582,11 @@ static int cmd_report(const args_t *a, const gw_conn_t *c)
 int sg_cli_grants(int argc, char **argv)
 {
     if (argc < 2)
-        return usage_error("grants: which command? list, check, explain or report");
+        return usage_error("grants: which command? list, check, explain, report or disconnect");
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0)
         return usage(stdout);
-    int (*fn)(const args_t *, const gw_conn_t *) = NULL;
+    int (*fn)(const args_t *, const sg_cli_gw_t *) = NULL;
     int want_id = 0;
     if (strcmp(cmd, "list") == 0)
         fn = cmd_list;
@@ -721,8 +597,12 @@ int sg_cli_grants(int argc, char **argv)
         want_id = 1;
     } else if (strcmp(cmd, "report") == 0)
         fn = cmd_report;
+    else if (strcmp(cmd, "disconnect") == 0)
+        fn = cmd_disconnect;
     else
-        return usage_error("grants: unknown command '%s' (list, check, explain or report)", cmd);
+        return usage_error("grants: unknown command '%s' (list, check, explain, report or "
+                           "disconnect)",
+                           cmd);
     args_t a;
     int prc = parse_args(cmd, argc - 1, argv + 1, &a, want_id);
     if (prc < 0)
@@ -733,11 +613,11 @@ int sg_cli_grants(int argc, char **argv)
         fprintf(stderr, "scopegate: cannot set up the HTTP client (libcurl)\n");
         return EXIT_UNREACHABLE;
     }
-    gw_conn_t c;
-    int rc = conn_open(&c, a.config, a.url);
+    sg_cli_gw_t c;
+    int rc = sg_cli_gw_open(&c, a.config, a.url);
     if (rc == EXIT_OK)
         rc = fn(&a, &c);
-    conn_free(&c);
+    sg_cli_gw_close(&c);
     sg_http_client_cleanup();
     return rc;
 }

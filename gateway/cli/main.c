@@ -32,6 +32,8 @@ static int usage(FILE *out)
             "  grants report --config FILE [--format csv|json]\n"
             "             the access review: every grant with its person's role now, and\n"
             "             everyone signed in with theirs; CSV (default) or JSON\n"
+            "  grants disconnect (--user ID | --grant ID) --config FILE [--reason TEXT]\n"
+            "             revoke a person's grants at the provider (incident response)\n"
             "  store migrate --config FILE\n"
             "             bring the store's schema up to date (the gateway also does it at\n"
             "             start; safe beside running instances)\n"

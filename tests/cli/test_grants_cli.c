@@ -366,6 +366,88 @@ static void test_list_check_revoke_explain(void **state)
     expect_exit(&r, 3);
 }
 
+/* ---- disconnect: an operator revokes a person's grants with a reason ------------------------- */
+
+/* Does the audit log have a grant_revoked line for grant gid whose reason has this text? */
+static int audit_revoked(long long gid, const char *text)
+{
+    char *log = keep_str(th_read_file(FMT("%s/audit.log", GW.state_dir), NULL));
+    for (char *save = NULL, *line = log ? strtok_r(log, "\n", &save) : NULL; line;
+         line = strtok_r(NULL, "\n", &save)) {
+        cJSON *j = keep_json(cJSON_Parse(line));
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "grant_id");
+        const char *ev = jstr(j, "event"), *why = jstr(j, "reason");
+        if (ev && strcmp(ev, "grant_revoked") == 0 && cJSON_IsNumber(id) &&
+            (long long)id->valuedouble == gid && why && strstr(why, text))
+            return 1;
+    }
+    return 0;
+}
+
+/* The provider's view of the app's grants for username: is one live? */
+static int live_at_sim(const char *username)
+{
+    cJSON *g = keep_json(th_sim_get(GW.sim.url, "/_sim/grants?client_id=" API_APP));
+    const cJSON *item;
+    cJSON_ArrayForEach(item, g)
+    {
+        const char *u = jstr(item, "username");
+        if (u && strcmp(u, username) == 0 && cJSON_IsTrue(cJSON_GetObjectItem(item, "live")))
+            return 1;
+    }
+    return 0;
+}
+
+static void test_disconnect_revokes_a_persons_grants_with_the_reason(void **state)
+{
+    (void)state;
+    start_stack(policy_for("\"admin@demo.example\", \"ops@demo.example\"", NULL));
+    long long gid = connect_admin();
+    long long ops = connect_as("ops@demo.example", "ops", OPS_ID);
+
+    run_t r = CLI("grants", "disconnect", "--user", ADMIN_ID, "--config", GW.gw_cfg, "--reason",
+                  "laptop stolen");
+    expect_exit(&r, 0);
+    expect_out(&r, "1 grant disconnected");
+    CHECK(!live_at_sim(TH_ADMIN), "the admin's grant should be revoked at sfsim");
+    CHECK(live_at_sim("ops@demo.example"), "ops' grant should still be live at sfsim");
+    CHECK(audit_revoked(gid, "laptop stolen"),
+          "the audit log should have grant_revoked for grant %lld with the reason:\n%s", gid,
+          keep_str(th_read_file(FMT("%s/audit.log", GW.state_dir), NULL)));
+    const char *hdrs[] = {FMT("Authorization: Bearer %s", KEY), NULL};
+    th_resp_t *t =
+        req(NULL, "GET", FMT("%s/v1/token?user=%s", GW.internal_url, ADMIN_ID), NULL, NULL, hdrs);
+    CHECK(t->status != 200, "/v1/token for the disconnected admin: expected no token, got %ld: %s",
+          t->status, t->body);
+    r = CLI("grants", "list", "--config", GW.gw_cfg, "--json");
+    const cJSON *g = grant_in(cJSON_GetObjectItemCaseSensitive(out_json(&r), "grants"), gid);
+    CHECK(g && jstr(g, "state") && strcmp(jstr(g, "state"), "disconnected") == 0,
+          "grant %lld should be disconnected: %s", gid, r.out);
+
+    /* Nothing live left for that person: exit 1, said. */
+    r = CLI("grants", "disconnect", "--user", ADMIN_ID, "--config", GW.gw_cfg);
+    expect_exit(&r, 1);
+    CHECK(strstr(r.err, "no live grant"), "expected \"no live grant\" on stderr: %s", r.err);
+
+    /* One grant by id, JSON answer; a grant id and another person's id do not match. */
+    r = CLI("grants", "disconnect", "--grant", FMT("%lld", ops), "--user", ADMIN_ID, "--config",
+            GW.gw_cfg);
+    expect_exit(&r, 1);
+    r = CLI("grants", "disconnect", "--grant", FMT("%lld", ops), "--config", GW.gw_cfg, "--json");
+    expect_exit(&r, 0);
+    CHECK(num(out_json(&r), "disconnected") == 1, "expected {\"disconnected\":1}: %s", r.out);
+
+    /* Usage: whose grants must be said; the reason is bounded. */
+    r = CLI("grants", "disconnect", "--config", GW.gw_cfg);
+    expect_exit(&r, 2);
+    char long_reason[300];
+    memset(long_reason, 'x', sizeof(long_reason) - 1);
+    long_reason[sizeof(long_reason) - 1] = '\0';
+    r = CLI("grants", "disconnect", "--user", ADMIN_ID, "--reason", long_reason, "--config",
+            GW.gw_cfg);
+    expect_exit(&r, 2);
+}
+
 /* ---- B: expiring soon --------------------------------------------------------------------------
  */
 
@@ -560,6 +642,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_grant_expiring_within_warn_before_fails_check, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_usage_errors_and_stopped_gateway, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disconnect_revokes_a_persons_grants_with_the_reason,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive_outlives_the_idle_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_without_keep_alive_the_grant_dies_of_idle_expiry,
                                         setup, teardown),
