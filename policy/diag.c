@@ -162,3 +162,24 @@ const char *sg_suggest_hint(const sg_suggest_t *s, char *buf, size_t len)
     snprintf(buf, len, " (did you mean '%s'?)", s->best);
     return buf;
 }
+
+void sg_names_init(sg_names_t *n)
+{
+    n->text[0] = '\0';
+    n->cut = 0;
+}
+
+void sg_names_add(sg_names_t *n, const char *name)
+{
+    if (n->cut)
+        return;
+    size_t used = strlen(n->text);
+    const char *sep = used ? ", " : "";
+    /* Room is kept for ", ..." so the cut always shows. */
+    if (used + strlen(sep) + strlen(name) + sizeof(", ...") <= sizeof(n->text)) {
+        snprintf(n->text + used, sizeof(n->text) - used, "%s%s", sep, name);
+        return;
+    }
+    snprintf(n->text + used, sizeof(n->text) - used, "%s...", sep);
+    n->cut = 1;
+}

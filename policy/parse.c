@@ -44,7 +44,7 @@ static int line_of(const config_setting_t *s)
     return line > 0 ? line : 1; /* the root group has no line of its own */
 }
 
-static const char *type_name(const config_setting_t *s)
+const char *sg_policy_type_name(const config_setting_t *s)
 {
     switch (config_setting_type(s)) {
     case CONFIG_TYPE_GROUP:
@@ -73,8 +73,8 @@ static int is_int(const config_setting_t *s)
 }
 
 /* Unknown keys are errors: a misspelt key would otherwise silently take its default. */
-static void check_keys(sg_policy_ctx_t *c, const config_setting_t *group, const char *const *known,
-                       const char *where)
+void sg_policy_check_keys(sg_policy_ctx_t *c, const config_setting_t *group,
+                          const char *const *known, const char *where)
 {
     int n = config_setting_length(group);
     for (int i = 0; i < n; i++) {
@@ -118,7 +118,8 @@ static const char *get_string(sg_policy_ctx_t *c, const config_setting_t *group,
         return NULL;
     }
     if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-        sg_policy_diag(c, line_of(s), ERR, "'%s' must be a string, not %s", key, type_name(s));
+        sg_policy_diag(c, line_of(s), ERR, "'%s' must be a string, not %s", key,
+                       sg_policy_type_name(s));
         return NULL;
     }
     const char *v = config_setting_get_string(s);
@@ -140,7 +141,7 @@ static int get_strings(sg_policy_ctx_t *c, const config_setting_t *s, const char
     if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
         sg_policy_diag(c, line_of(s), ERR,
                        "'%s' must be a list of strings such as [\"a\", \"b\"], not %s", key,
-                       type_name(s));
+                       sg_policy_type_name(s));
         return -1;
     }
     int len = config_setting_length(s);
@@ -148,6 +149,10 @@ static int get_strings(sg_policy_ctx_t *c, const config_setting_t *s, const char
         sg_policy_diag(c, line_of(s), ERR, "'%s' is empty", key);
         return -1;
     }
+    /* Joined literals are not what was meant: said once as a missing comma, not as the odd
+     * values they make (an unknown scope, a rule value nobody has). */
+    if (sg_policy_check_commas(c, s, key) > 0)
+        return -1;
     const char **v = sg_policy_alloc(c->p, (size_t)len * sizeof(*v));
     if (!v) {
         c->nomem = 1;
@@ -157,7 +162,7 @@ static int get_strings(sg_policy_ctx_t *c, const config_setting_t *s, const char
         const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
         if (config_setting_type(e) != CONFIG_TYPE_STRING) {
             sg_policy_diag(c, line_of(e), ERR, "'%s' must hold only strings, not %s", key,
-                           type_name(e));
+                           sg_policy_type_name(e));
             return -1;
         }
         v[i] = sg_policy_strdup(c->p, config_setting_get_string(e));
@@ -193,15 +198,19 @@ static void check_app(sg_policy_ctx_t *c, const config_setting_t *group, const c
         return;
     sg_suggest_t sug;
     sg_suggest_init(&sug, app);
+    sg_names_t names;
+    sg_names_init(&names);
     for (const char *const *k = c->opts->known_apps; *k; k++) {
         if (strcmp(*k, app) == 0)
             return;
         sg_suggest_try(&sug, *k);
+        sg_names_add(&names, *k);
     }
     char hint[96];
     sg_policy_diag(c, line_of(config_setting_get_member(group, "app")), ERR,
-                   "unknown app '%s'%s: the deployment config defines no such app", app,
-                   sg_suggest_hint(&sug, hint, sizeof(hint)));
+                   "unknown app '%s'%s: the deployment config defines %s%s", app,
+                   sg_suggest_hint(&sug, hint, sizeof(hint)),
+                   names.text[0] ? "the apps " : "no apps", names.text);
 }
 
 static void parse_version(sg_policy_ctx_t *c, const config_setting_t *root)
@@ -213,7 +222,7 @@ static void parse_version(sg_policy_ctx_t *c, const config_setting_t *root)
     }
     if (!is_int(s)) {
         sg_policy_diag(c, line_of(s), ERR, "'version' must be an integer (version = %d;), not %s",
-                       SG_POLICY_VERSION, type_name(s));
+                       SG_POLICY_VERSION, sg_policy_type_name(s));
         return;
     }
     long long v = config_setting_get_int64(s);
@@ -233,7 +242,7 @@ static void parse_signin(sg_policy_ctx_t *c, const config_setting_t *root)
                            "missing 'signin' (the app and scopes everyone signs in with)");
         return;
     }
-    check_keys(c, s, signin_keys, "signin");
+    sg_policy_check_keys(c, s, signin_keys, "signin");
     sg_policy_signin_t *si = &c->p->signin;
     si->app = get_string(c, s, "app", "signin", 1);
     check_app(c, s, si->app);
@@ -264,7 +273,7 @@ static long long get_duration_why(sg_policy_ctx_t *c, const config_setting_t *se
         }
     } else {
         sg_policy_diag(c, line_of(s), ERR, "'%s' must be a duration such as \"30m\", not %s", key,
-                       type_name(s));
+                       sg_policy_type_name(s));
         return -1;
     }
     if (v < 0) {
@@ -287,7 +296,7 @@ static long long get_duration(sg_policy_ctx_t *c, const config_setting_t *sessio
 static void parse_session(sg_policy_ctx_t *c, const config_setting_t *s, const char *where,
                           sg_policy_role_t *r)
 {
-    check_keys(c, s, session_keys, where);
+    sg_policy_check_keys(c, s, session_keys, where);
     long long idle = get_duration(c, s, "idle", SG_POLICY_DEFAULT_IDLE);
     long long max = get_duration(c, s, "max", SG_POLICY_DEFAULT_MAX);
     if (idle > 0)
@@ -318,16 +327,16 @@ static void parse_fallback(sg_policy_ctx_t *c, const config_setting_t *offline, 
         sg_policy_diag(c, line_of(f), ERR,
                        "'fallback' must be a group such as fallback = { same_org = true; "
                        "integration = \"ops\"; }, not %s",
-                       type_name(f));
+                       sg_policy_type_name(f));
         return;
     }
     char fwhere[200];
     snprintf(fwhere, sizeof(fwhere), "%s.fallback", where);
-    check_keys(c, f, fallback_keys, fwhere);
+    sg_policy_check_keys(c, f, fallback_keys, fwhere);
     const config_setting_t *so = config_setting_get_member(f, "same_org");
     if (so && config_setting_type(so) != CONFIG_TYPE_BOOL)
         sg_policy_diag(c, line_of(so), ERR, "'same_org' must be true or false, not %s",
-                       type_name(so));
+                       sg_policy_type_name(so));
     else if (so)
         o->fallback_same_org = config_setting_get_bool(so);
     o->fallback_integration = get_string(c, f, "integration", fwhere, 0);
@@ -340,7 +349,8 @@ static int get_bool(sg_policy_ctx_t *c, const config_setting_t *group, const cha
     if (!s)
         return dflt;
     if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
-        sg_policy_diag(c, line_of(s), ERR, "'%s' must be true or false, not %s", key, type_name(s));
+        sg_policy_diag(c, line_of(s), ERR, "'%s' must be true or false, not %s", key,
+                       sg_policy_type_name(s));
         return dflt;
     }
     return config_setting_get_bool(s);
@@ -360,7 +370,7 @@ static double get_fraction(sg_policy_ctx_t *c, const config_setting_t *group, co
         v = (double)config_setting_get_int64(s);
     else {
         sg_policy_diag(c, line_of(s), ERR, "'%s' must be a number between 0 and 1, not %s", key,
-                       type_name(s));
+                       sg_policy_type_name(s));
         return dflt;
     }
     if (!(v > 0 && v < 1)) {
@@ -389,7 +399,7 @@ static void parse_provider(sg_policy_ctx_t *c, const config_setting_t *offline, 
         return;
     char pwhere[200];
     snprintf(pwhere, sizeof(pwhere), "%s.provider", where);
-    check_keys(c, g, provider_keys, pwhere);
+    sg_policy_check_keys(c, g, provider_keys, pwhere);
     o->refresh_token_policy = SG_POLICY_RT_VALID_UNTIL_REVOKED;
     const config_setting_t *ps = config_setting_get_member(g, "refresh_token_policy");
     const char *pol = get_string(c, g, "refresh_token_policy", pwhere, 0);
@@ -476,7 +486,7 @@ static void parse_keep_alive(sg_policy_ctx_t *c, const config_setting_t *offline
         return;
     char kwhere[200];
     snprintf(kwhere, sizeof(kwhere), "%s.keep_alive", where);
-    check_keys(c, g, keep_alive_keys, kwhere);
+    sg_policy_check_keys(c, g, keep_alive_keys, kwhere);
     /* Writing the block means wanting it: enabled defaults to true inside it. */
     o->keep_alive = get_bool(c, g, "enabled", 1);
     o->keep_alive_at = get_fraction(c, g, "at", SG_POLICY_DEFAULT_KEEP_ALIVE_AT);
@@ -531,7 +541,7 @@ static void parse_offline(sg_policy_ctx_t *c, const config_setting_t *s, const c
     }
     r->offline = o;
     o->grant_limit = SG_POLICY_DEFAULT_GRANT_LIMIT;
-    check_keys(c, s, offline_keys, where);
+    sg_policy_check_keys(c, s, offline_keys, where);
     o->app = get_string(c, s, "app", where, 1);
     check_app(c, s, o->app);
     const char *signin_app = c->p->signin.app;
@@ -554,7 +564,7 @@ static void parse_offline(sg_policy_ctx_t *c, const config_setting_t *s, const c
         return;
     if (!is_int(gl)) {
         sg_policy_diag(c, line_of(gl), ERR, "'grant_limit' must be an integer, not %s",
-                       type_name(gl));
+                       sg_policy_type_name(gl));
         return;
     }
     long long limit = config_setting_get_int64(gl);
@@ -585,12 +595,12 @@ static void parse_role(sg_policy_ctx_t *c, const config_setting_t *s, sg_policy_
         sg_policy_diag(c, r->line, ERR,
                        "role '%s' must be a group such as %s = { session = { idle = \"30m\"; }; }, "
                        "not %s",
-                       r->name, r->name, type_name(s));
+                       r->name, r->name, sg_policy_type_name(s));
         return;
     }
     char where[160];
     snprintf(where, sizeof(where), "roles.%s", r->name);
-    check_keys(c, s, role_keys, where);
+    sg_policy_check_keys(c, s, role_keys, where);
 
     const config_setting_t *g = get_group(
         c, s, "offline", "offline = { app = \"api\"; scopes = [\"api\", \"refresh_token\"]; };");
@@ -606,7 +616,7 @@ static void parse_role(sg_policy_ctx_t *c, const config_setting_t *s, sg_policy_
     const config_setting_t *v = config_setting_get_member(s, "can_view_policy");
     if (v && config_setting_type(v) != CONFIG_TYPE_BOOL)
         sg_policy_diag(c, line_of(v), ERR, "'can_view_policy' must be true or false, not %s",
-                       type_name(v));
+                       sg_policy_type_name(v));
     else if (v)
         r->can_view_policy = config_setting_get_bool(v);
 }
@@ -663,11 +673,17 @@ static void parse_rule_role(sg_policy_ctx_t *c, const config_setting_t *s, sg_po
         return;
     sg_suggest_t sug;
     sg_suggest_init(&sug, name);
-    for (size_t i = 0; i < c->p->nroles; i++)
+    sg_names_t names;
+    sg_names_init(&names);
+    for (size_t i = 0; i < c->p->nroles; i++) {
         sg_suggest_try(&sug, c->p->roles[i].name);
+        if (c->p->roles[i].name)
+            sg_names_add(&names, c->p->roles[i].name);
+    }
     char hint[96];
-    sg_policy_diag(c, line_of(config_setting_get_member(s, "role")), ERR, "unknown role '%s'%s",
-                   name, sg_suggest_hint(&sug, hint, sizeof(hint)));
+    sg_policy_diag(c, line_of(config_setting_get_member(s, "role")), ERR,
+                   "unknown role '%s'%s: the policy's roles are %s", name,
+                   sg_suggest_hint(&sug, hint, sizeof(hint)), names.text);
 }
 
 /*
@@ -682,10 +698,10 @@ static void parse_rule(sg_policy_ctx_t *c, const config_setting_t *s, sg_policy_
     if (!config_setting_is_group(s)) {
         sg_policy_diag(c, r->line, ERR,
                        "each rule must be a group such as { role = \"user\"; }, not %s",
-                       type_name(s));
+                       sg_policy_type_name(s));
         return;
     }
-    check_keys(c, s, rule_keys, "an assign rule");
+    sg_policy_check_keys(c, s, rule_keys, "an assign rule");
     parse_rule_role(c, s, r);
 
     const config_setting_t *claim = config_setting_get_member(s, "claim");
@@ -737,7 +753,7 @@ static void parse_assign(sg_policy_ctx_t *c, const config_setting_t *root)
     if (type != CONFIG_TYPE_LIST && !(type == CONFIG_TYPE_ARRAY && n == 0)) {
         sg_policy_diag(c, line_of(s), ERR,
                        "'assign' must be a list of rules: assign = ( { ... }, { ... } ); not %s",
-                       type_name(s));
+                       sg_policy_type_name(s));
         return;
     }
     if (n == 0) {
@@ -808,13 +824,15 @@ static void parse_text(sg_policy_ctx_t *c, const char *text, size_t len)
     }
     memcpy(copy, text, len);
     copy[len] = '\0';
+    c->text = copy;
+    c->len = len;
     config_t cf;
     config_init(&cf);
     if (!config_read_string(&cf, copy)) {
         sg_policy_diag(c, config_error_line(&cf), ERR, "%s", config_error_text(&cf));
     } else {
         const config_setting_t *root = config_root_setting(&cf);
-        check_keys(c, root, root_keys, "the policy");
+        sg_policy_check_keys(c, root, root_keys, "the policy");
         parse_version(c, root);
         parse_signin(c, root);
         parse_roles(c, root);
@@ -822,6 +840,7 @@ static void parse_text(sg_policy_ctx_t *c, const char *text, size_t len)
             parse_assign(c, root);
     }
     config_destroy(&cf);
+    c->text = NULL;
     free(copy);
 }
 

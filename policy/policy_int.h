@@ -1,6 +1,6 @@
 /*
- * Inside the policy engine: the sg_policy_t layout and what parse.c, lint.c, diag.c and
- * resolve.c share. Nothing here leaves policy/.
+ * Inside the policy engine: the sg_policy_t layout and what the files of policy/ share.
+ * Nothing here leaves policy/.
  *
  * All of a policy's memory comes from one arena owned by the policy, so the loaded object
  * is a single unit: built once by parse.c, read by everyone, released by sg_policy_free.
@@ -8,6 +8,7 @@
 #ifndef SCOPEGATE_POLICY_INT_H
 #define SCOPEGATE_POLICY_INT_H
 
+#include <libconfig.h>
 #include <stddef.h>
 #include "scopegate/policy.h"
 
@@ -34,6 +35,8 @@ typedef struct {
     sg_diags_t *d;
     const char *file;
     const sg_policy_opts_t *opts;
+    const char *text; /* the file's bytes, NUL-terminated: for what libconfig cannot tell */
+    size_t len;
     int nomem;
 } sg_policy_ctx_t;
 
@@ -41,6 +44,18 @@ void sg_policy_diag(sg_policy_ctx_t *c, int line, sg_diag_severity sev, const ch
     __attribute__((format(printf, 4, 5)));
 /* Orders d by line; problems on one line keep the order they were found in. */
 void sg_diags_sort(sg_diags_t *d);
+
+/*
+ * Names for a message that lists what exists ("the policy's roles are user, admin"): added one
+ * at a time, joined with ", ", cut with ", ..." when the text would get too long to read.
+ */
+typedef struct {
+    char text[400];
+    int cut;
+} sg_names_t;
+
+void sg_names_init(sg_names_t *n);
+void sg_names_add(sg_names_t *n, const char *name);
 
 /* "Did you mean": the candidate closest to word, if one is close enough to be a typo. */
 typedef struct {
@@ -53,6 +68,22 @@ void sg_suggest_init(sg_suggest_t *s, const char *word);
 void sg_suggest_try(sg_suggest_t *s, const char *candidate);
 /* " (did you mean 'x'?)" written into buf, or "" when nothing is close. */
 const char *sg_suggest_hint(const sg_suggest_t *s, char *buf, size_t len);
+
+/* parse.c, for every file read with libconfig: what a setting is called in messages ("a
+ * string"), and unknown keys of a group reported as errors with "did you mean" (known:
+ * NULL-terminated). */
+const char *sg_policy_type_name(const config_setting_t *s);
+void sg_policy_check_keys(sg_policy_ctx_t *c, const config_setting_t *group,
+                          const char *const *known, const char *where);
+
+/*
+ * source.c: libconfig joins adjacent string literals into one ("openid" "profile" is
+ * "openidprofile"), so a forgotten comma in a list silently makes one odd value. This looks at
+ * the text of the list's setting (named key, its value starting on the setting's line) and
+ * reports each pair of literals separated only by blanks and comments as an error. Returns
+ * how many.
+ */
+int sg_policy_check_commas(sg_policy_ctx_t *c, const config_setting_t *list, const char *key);
 
 /* lint.c: scope names (scopes[i] at line, then the whole list at line), and the rules. */
 typedef enum { SG_SCOPES_SIGNIN, SG_SCOPES_OFFLINE } sg_scopes_kind;

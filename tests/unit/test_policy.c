@@ -158,7 +158,23 @@ static const broken_t broken[] = {
      "this rule has no 'role'"},
     {"unknown_role_suggests",
      HEAD L7 RULE("role = \"admn\"; claim = \"groups\"; contains = [\"x\"];") L9 L10, 8, ERR,
-     "unknown role 'admn' (did you mean 'admin'?)"},
+     "unknown role 'admn' (did you mean 'admin'?): the policy's roles are user, admin"},
+    {"unknown_role_lists_the_roles",
+     HEAD L7 RULE("role = \"auditor\"; claim = \"groups\"; contains = [\"x\"];") L9 L10, 8, ERR,
+     "unknown role 'auditor': the policy's roles are user, admin"},
+    /* libconfig joins adjacent literals: a forgotten comma is said as one */
+    {"missing_comma_in_signin_scopes",
+     L1
+     "signin = { app = \"signin\"; scopes = [\"openid\" \"profile\", \"email\"]; };\n" ROLES RULES,
+     2, ERR, "missing comma between \"openid\" and \"profile\""},
+    {"missing_comma_in_offline_scopes",
+     L1 L2 L3 L4 ADMIN_OFFLINE("app = \"api\"; scopes = [\"api\" \"refresh_token\"];") L6 RULES, 5,
+     ERR, "missing comma between \"api\" and \"refresh_token\""},
+    {"missing_comma_in_rule_values_across_lines",
+     HEAD L7 "  { role = \"admin\"; claim = \"groups\"; contains = [\"a\",\n"
+             "      \"b\" # no comma here\n"
+             "      \"c\"]; },\n" L9 L10,
+     9, ERR, "missing comma between \"b\" and \"c\""},
     {"rule_with_in_and_contains",
      HEAD L7 RULE("role = \"admin\"; claim = \"groups\"; in = [\"a\"]; contains = [\"b\"];") L9 L10,
      8, ERR, "either 'in' or 'contains', not both"},
@@ -546,9 +562,12 @@ static void test_unknown_app_is_an_error_when_apps_are_known(void **state)
         L1 L2 L3 L4 ADMIN_OFFLINE("app = \"apii\"; scopes = [\"api\", \"refresh_token\"];")
             L6 RULES;
     assert_int_equal(sg_policy_parse(text, strlen(text), "t", &opts, NULL, &d), SG_ERR_CONFIG);
-    if (!find_diag(&d, 5, ERR, "unknown app 'apii' (did you mean 'api'?)"))
+    const char *want =
+        "unknown app 'apii' (did you mean 'api'?): the deployment config defines the apps "
+        "signin, api";
+    if (!find_diag(&d, 5, ERR, want))
         print_diags(&d);
-    assert_non_null(find_diag(&d, 5, ERR, "unknown app 'apii' (did you mean 'api'?)"));
+    assert_non_null(find_diag(&d, 5, ERR, want));
     /* Without the list, any app name goes. */
     sg_diags_free(&d);
     assert_int_equal(sg_policy_parse(text, strlen(text), "t", NULL, NULL, &d), SG_OK);
@@ -852,6 +871,42 @@ static void test_explain_of_a_role_without_offline_gives_null(void **state)
     sg_policy_free(p);
 }
 
+/* ---- forgotten commas ------------------------------------------------------------------ */
+
+static void test_missing_comma_is_said_once_without_the_joined_scope(void **state)
+{
+    const char *text =
+        L1 "signin = { app = \"signin\"; scopes = [\"openid\" \"profile\"]; };\n" ROLES RULES;
+    sg_diags_t d;
+    sg_diags_init(&d);
+    assert_int_equal(sg_policy_parse(text, strlen(text), "t.cfg", NULL, NULL, &d), SG_ERR_CONFIG);
+    /* Not "unknown scope 'openidprofile'" with forty names, nor "must include 'openid'". */
+    if (d.n != 1)
+        print_diags(&d);
+    assert_int_equal(d.n, 1);
+    assert_int_equal(d.item[0].line, 2);
+    assert_string_equal(d.item[0].message, "missing comma between \"openid\" and \"profile\"");
+    sg_diags_free(&d);
+}
+
+static void test_comma_check_leaves_written_lists_alone(void **state)
+{
+    /* Commas at line starts, comments holding quotes, escaped quotes, and a long claim name
+     * joined on purpose outside any list: all as meant. */
+    const char *text = L1 "signin = { app = \"signin\"; scopes = [\"openid\" # \"profile\" \"x\"\n"
+                          "  , \"email\" /* \"a\" \"b\" */ ]; };\n" ROLES "assign = (\n"
+                          "  { role = \"admin\"; claim = \"custom_\" \"attributes.role\"; in = "
+                          "[\"a\\\"b\", \"c\"]; },\n"
+                          "  { role = \"user\"; }\n"
+                          ");\n";
+    sg_policy_t *p = parse_ok(text);
+    size_t n = 0;
+    const sg_policy_rule_t *rules = sg_policy_rules(p, &n);
+    assert_string_equal(rules[0].claim, "custom_attributes.role");
+    assert_int_equal(rules[0].nvalues, 2);
+    sg_policy_free(p);
+}
+
 /* ---- grant health declarations -------------------------------------------------------- */
 
 static const sg_policy_offline_t *admin_offline_of(const char *offline_text, sg_policy_t **p,
@@ -993,12 +1048,6 @@ static void test_explain_shows_provider_and_keep_alive(void **state)
 
 int main(void)
 {
-    static struct CMUnitTest tests[sizeof(broken) / sizeof(broken[0]) + 32];
-    size_t n = 0;
-    for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++)
-        tests[n++] = (struct CMUnitTest){.name = broken[i].name,
-                                         .test_func = test_broken_policy_is_reported_at_its_line,
-                                         .initial_state = (void *)&broken[i]};
     const struct CMUnitTest more[] = {
         cmocka_unit_test(test_valid_policy_loads_without_diagnostics),
         cmocka_unit_test(test_example_policies_are_clean),
@@ -1009,6 +1058,8 @@ int main(void)
         cmocka_unit_test(test_oversized_file_is_refused),
         cmocka_unit_test(test_nul_byte_is_refused_at_its_line),
         cmocka_unit_test(test_unknown_app_is_an_error_when_apps_are_known),
+        cmocka_unit_test(test_missing_comma_is_said_once_without_the_joined_scope),
+        cmocka_unit_test(test_comma_check_leaves_written_lists_alone),
         cmocka_unit_test(test_diagnostics_stop_at_the_limit),
         cmocka_unit_test(test_mangled_policies_never_crash),
         cmocka_unit_test(test_in_matches_a_string_claim),
@@ -1029,6 +1080,14 @@ int main(void)
         cmocka_unit_test(test_grant_health_with_keep_alive_is_clean),
         cmocka_unit_test(test_explain_shows_provider_and_keep_alive),
     };
+    /* The table's cases first, then the others: sized from both lists. */
+    static struct CMUnitTest
+        tests[sizeof(broken) / sizeof(broken[0]) + sizeof(more) / sizeof(more[0])];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++)
+        tests[n++] = (struct CMUnitTest){.name = broken[i].name,
+                                         .test_func = test_broken_policy_is_reported_at_its_line,
+                                         .initial_state = (void *)&broken[i]};
     for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++)
         tests[n++] = more[i];
     return _cmocka_run_group_tests("policy", tests, n, NULL, NULL);
