@@ -8,6 +8,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define ECHO_MAX   80 /* characters of a claim value repeated in an explanation */
@@ -273,17 +274,23 @@ static cJSON *offline_json(const sg_policy_offline_t *off)
     return o;
 }
 
-static cJSON *rule_json(const sg_policy_rule_t *r, size_t index, const char *why)
+static cJSON *rule_json(const sg_policy_t *p, const sg_policy_rule_t *r, size_t index,
+                        const char *why)
 {
     cJSON *o = cJSON_CreateObject();
+    char *at = NULL;
+    if (asprintf(&at, "%s:%d", p->source, r->line) < 0)
+        at = NULL;
     /* Rules are numbered from 1, as the policy page and `policy diff` number them. */
-    if (!o || !cJSON_AddNumberToObject(o, "number", (double)index + 1) ||
-        !cJSON_AddNumberToObject(o, "line", r->line) ||
+    if (!o || !at || !cJSON_AddNumberToObject(o, "number", (double)index + 1) ||
+        !cJSON_AddNumberToObject(o, "line", r->line) || !cJSON_AddStringToObject(o, "at", at) ||
         !cJSON_AddStringToObject(o, "text", r->text) ||
         (why && !cJSON_AddStringToObject(o, "why", why))) {
+        free(at);
         cJSON_Delete(o);
         return NULL;
     }
+    free(at);
     return o;
 }
 
@@ -303,7 +310,7 @@ static cJSON *skipped_json(const sg_policy_t *p, const cJSON *claims, size_t upt
     char why[512];
     for (size_t i = 0; a && i < upto; i++) {
         sg_policy_rule_why_not(&p->rules[i], claims, why, sizeof(why));
-        cJSON *r = rule_json(&p->rules[i], i, why);
+        cJSON *r = rule_json(p, &p->rules[i], i, why);
         if (!r || !cJSON_AddItemToArray(a, r)) {
             cJSON_Delete(r);
             cJSON_Delete(a);
@@ -323,7 +330,7 @@ sg_rc sg_policy_explain(const sg_policy_t *p, const cJSON *claims, cJSON **out)
     const sg_policy_role_t *role = res.role;
     cJSON *o = cJSON_CreateObject();
     if (!o || !cJSON_AddStringToObject(o, "role", role->name) ||
-        attach(o, "rule", rule_json(res.rule, res.rule_index, NULL)) != 0 ||
+        attach(o, "rule", rule_json(p, res.rule, res.rule_index, NULL)) != 0 ||
         attach(o, "signin", app_json(p->signin.app, p->signin.scopes, p->signin.nscopes)) != 0 ||
         attach(o, "offline", offline_json(role->offline)) != 0 ||
         attach(o, "session", session_json(role)) != 0 ||

@@ -29,6 +29,9 @@ int sg_cli_store(int argc, char **argv);
  */
 int sg_cli_take_option(int argc, char **argv, int *i, const char *name, const char **value);
 
+/* An option rather than an operand: starts with '-' and is not "-" alone (standard input). */
+int sg_cli_is_option(const char *arg);
+
 /* Says "scopegate: MESSAGE" on stderr, then the command's usage (usage(stderr)), and returns
  * what usage returns: the usage exit status. */
 int sg_cli_usage_error(int (*usage)(FILE *out), const char *fmt, ...)

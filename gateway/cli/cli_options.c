@@ -24,6 +24,11 @@ int sg_cli_take_option(int argc, char **argv, int *i, const char *name, const ch
     return 1;
 }
 
+int sg_cli_is_option(const char *arg)
+{
+    return arg[0] == '-' && arg[1] != '\0';
+}
+
 int sg_cli_usage_error(int (*usage)(FILE *out), const char *fmt, ...)
 {
     va_list ap;

@@ -7,6 +7,7 @@
 
 #include "scopegate/buf.h"
 #include "scopegate/config.h"
+#include "scopegate/duration.h"
 #include "scopegate/policy.h"
 #include "scopegate/store.h"
 
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CLAIMS_MAX_BYTES (1024 * 1024)
 
@@ -24,12 +26,14 @@ static int usage(FILE *out)
     fprintf(out,
             "usage: scopegate policy check FILE [--json]\n"
             "       scopegate policy explain FILE (--claims JSON | --claims-file PATH)\n"
+            "                                     [--text | --json]\n"
             "       scopegate policy diff OLD NEW [--config FILE] [--json]\n"
             "\n"
             "  check    report each problem of the policy as FILE:LINE: error|warning: ...;\n"
             "           exit 0 when there is no error (warnings allowed), 1 otherwise\n"
-            "  explain  print as JSON the role these claims get, the rule that matched and why\n"
-            "           each rule before it did not (--claims-file - reads standard input)\n"
+            "  explain  the role these claims get, the rule that matched (rules are numbered\n"
+            "           from 1) and why each rule before it did not (--claims-file - reads\n"
+            "           standard input); as text on a terminal, JSON otherwise (--text, --json)\n"
             "  diff     what changes from OLD to NEW, one sentence a line (\"no changes\" when\n"
             "           none); with --config, also which current sessions change role and which\n"
             "           stored grants lose their role's offline access (the database is only\n"
@@ -39,11 +43,6 @@ static int usage(FILE *out)
 }
 
 #define usage_error(...) sg_cli_usage_error(usage, __VA_ARGS__)
-
-static int is_option(const char *arg)
-{
-    return arg[0] == '-' && arg[1] != '\0';
-}
 
 static int print_check_json(const char *file, int valid, const sg_diags_t *d)
 {
@@ -89,7 +88,7 @@ static int check(int argc, char **argv)
             json = 1;
         else if (strcmp(argv[i], "--help") == 0)
             return usage(stdout);
-        else if (is_option(argv[i]))
+        else if (sg_cli_is_option(argv[i]))
             return usage_error("policy check: unknown option '%s'", argv[i]);
         else if (file)
             return usage_error("policy check: one FILE only ('%s' is a second)", argv[i]);
@@ -163,14 +162,92 @@ static cJSON *read_claims(const char *arg, const char *path)
     return claims;
 }
 
+/* ---- explain as text ------------------------------------------------------------------ */
+
+static void print_scopes(const char *const *scopes, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        printf("%s%s", i ? " " : "", scopes[i]);
+}
+
+static void print_offline(const sg_policy_offline_t *off)
+{
+    char d[32];
+    if (!off) {
+        printf("offline:     none\n");
+        return;
+    }
+    printf("offline:     app %s, scopes ", off->app);
+    print_scopes(off->scopes, off->nscopes);
+    printf("\n             grant limit %d", off->grant_limit);
+    if (off->token_ttl)
+        printf(", token ttl %s", sg_duration_format(off->token_ttl, d, sizeof(d)));
+    if (off->fallback_same_org)
+        printf(", fallback another grant of the same org");
+    if (off->fallback_integration)
+        printf(", fallback integration %s", off->fallback_integration);
+    if (off->refresh_token_policy)
+        printf(", refresh token policy %s", off->refresh_token_policy);
+    if (off->keep_alive)
+        printf(", kept alive");
+    printf("\n");
+}
+
+/*
+ * The explanation for people: the role and what it gets, the rule that gave it, and why each
+ * rule before it did not match; for claims no rule matches, why each rule did not. Returns 1
+ * when a rule matched, 0 when the person would be denied.
+ */
+static int print_explain_text(const sg_policy_t *p, const cJSON *claims)
+{
+    const char *file = sg_policy_source(p);
+    size_t nrules = 0;
+    const sg_policy_rule_t *rules = sg_policy_rules(p, &nrules);
+    sg_policy_result_t res;
+    int found = sg_policy_resolve(p, claims, &res) == SG_OK;
+    if (found) {
+        const sg_policy_role_t *role = res.role;
+        const sg_policy_signin_t *si = sg_policy_signin(p);
+        char a[32], b[32];
+        printf("role:        %s\n", role->name);
+        printf("rule:        rule %zu at %s:%d (%s)\n", res.rule_index + 1, file, res.rule->line,
+               res.rule->text);
+        printf("sign-in:     app %s, scopes ", si->app);
+        print_scopes(si->scopes, si->nscopes);
+        printf("\n");
+        print_offline(role->offline);
+        printf("session:     idle %s, max %s\n", sg_duration_format(role->idle, a, sizeof(a)),
+               sg_duration_format(role->max, b, sizeof(b)));
+        printf("policy page: %s\n", role->can_view_policy ? "yes" : "no");
+    } else {
+        printf("role:        none: denied, no rule matches these claims\n");
+    }
+    size_t upto = found ? res.rule_index : nrules;
+    char why[512];
+    for (size_t i = 0; i < upto; i++) {
+        sg_policy_rule_why_not(&rules[i], claims, why, sizeof(why));
+        printf("%s rule %zu at %s:%d (%s): %s\n", i ? "            " : "not matched:", i + 1, file,
+               rules[i].line, rules[i].text, why);
+    }
+    return found;
+}
+
+typedef enum { FORM_AUTO, FORM_TEXT, FORM_JSON } form_t;
+
 static int explain(int argc, char **argv)
 {
     const char *file = NULL, *claims_arg = NULL, *claims_path = NULL;
+    form_t form = FORM_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL, *opt = argv[i];
         if (strcmp(opt, "--help") == 0)
             return usage(stdout);
-        if (sg_cli_take_option(argc, argv, &i, "--claims-file", &v)) {
+        if (strcmp(opt, "--text") == 0 || strcmp(opt, "--json") == 0) {
+            form_t f = opt[2] == 't' ? FORM_TEXT : FORM_JSON;
+            if (form != FORM_AUTO && form != f)
+                return usage_error("policy explain: --text or --json, not both");
+            form = f;
+        } else if (sg_cli_take_option(argc, argv, &i, "--claims-file", &v)) {
             if (!v)
                 return usage_error("policy explain: %s needs a PATH", opt);
             claims_path = v;
@@ -178,7 +255,7 @@ static int explain(int argc, char **argv)
             if (!v)
                 return usage_error("policy explain: %s needs a JSON object", opt);
             claims_arg = v;
-        } else if (is_option(opt)) {
+        } else if (sg_cli_is_option(opt)) {
             return usage_error("policy explain: unknown option '%s'", opt);
         } else if (file) {
             return usage_error("policy explain: one FILE only ('%s' is a second)", opt);
@@ -190,6 +267,9 @@ static int explain(int argc, char **argv)
         return usage_error("policy explain: which FILE?");
     if (!claims_arg == !claims_path)
         return usage_error("policy explain: give the claims with one of --claims or --claims-file");
+    /* Scripts read the JSON through a pipe or a file; people at a terminal read the text. */
+    if (form == FORM_AUTO)
+        form = isatty(STDOUT_FILENO) ? FORM_TEXT : FORM_JSON;
 
     cJSON *claims = read_claims(claims_arg, claims_path);
     if (!claims)
@@ -198,27 +278,35 @@ static int explain(int argc, char **argv)
     sg_diags_init(&d);
     sg_policy_t *policy = NULL;
     sg_rc rc = sg_policy_load(file, NULL, &policy, &d);
-    sg_diags_print(&d, stderr); /* warnings too: stdout is only the JSON */
+    sg_diags_print(&d, stderr); /* warnings too: stdout is only the explanation */
     sg_diags_free(&d);
     cJSON *result = NULL;
     char *text = NULL;
-    if (rc == SG_ERR_CONFIG)
+    int status = 1;
+    if (rc == SG_ERR_CONFIG) {
         fprintf(stderr, "scopegate: %s: the policy has errors; nothing to explain\n", file);
-    else if (rc == SG_OK)
+    } else if (rc == SG_OK && form == FORM_TEXT) {
+        status = print_explain_text(policy, claims) ? 0 : 1;
+    } else if (rc == SG_OK) {
         rc = sg_policy_explain(policy, claims, &result);
-    if (rc == SG_OK)
-        text = cJSON_Print(result);
-    if (text)
-        printf("%s\n", text);
-    else if (rc == SG_OK || rc == SG_ERR_NOMEM)
+        if (rc == SG_OK)
+            text = cJSON_Print(result);
+        if (text) {
+            printf("%s\n", text);
+            status = 0;
+        } else if (rc == SG_OK || rc == SG_ERR_NOMEM) {
+            fprintf(stderr, "scopegate: out of memory\n");
+        } else if (rc == SG_ERR_NOTFOUND) {
+            fprintf(stderr, "scopegate: %s: no rule matches these claims\n", file);
+        }
+    } else if (rc == SG_ERR_NOMEM) {
         fprintf(stderr, "scopegate: out of memory\n");
-    else if (rc == SG_ERR_NOTFOUND)
-        fprintf(stderr, "scopegate: %s: no rule matches these claims\n", file);
+    }
     cJSON_free(text);
     cJSON_Delete(result);
     sg_policy_free(policy);
     cJSON_Delete(claims);
-    return text ? 0 : 1;
+    return status;
 }
 
 /* ---- diff --------------------------------------------------------------------------- */
@@ -666,7 +754,7 @@ static int diff(int argc, char **argv)
             if (!v)
                 return usage_error("policy diff: %s needs a FILE", opt);
             config = v;
-        } else if (is_option(opt)) {
+        } else if (sg_cli_is_option(opt)) {
             return usage_error("policy diff: unknown option '%s'", opt);
         } else if (nfiles == 2) {
             return usage_error("policy diff: two policies only ('%s' is a third)", opt);

@@ -388,7 +388,7 @@ void sg_route_callback(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
              sn.username, "role", res.role->name, "rule", res.rule->text, "rule_line", line,
              "policy", sg_policy_hash(pol), NULL);
     sg_log(SG_LOG_INFO, "signin", "rid=%s user %s signed in with role %s (rule %zu, line %d)",
-           r->request_id, user_id, res.role->name, res.rule_index, res.rule->line);
+           r->request_id, user_id, res.role->name, res.rule_index + 1, res.rule->line);
     /* A role with offline access and no live grant: the connect page first (it says why when
      * the last grant died), then where the person was going. */
     const sg_policy_offline_t *off = res.role->offline;

@@ -226,7 +226,7 @@ int sg_policy_rule_why_not(const sg_policy_rule_t *rule, const cJSON *claims, ch
 
 /*
  * What `scopegate policy explain` prints: the resolution as a JSON object
- *   {"role":"admin","rule":{"index":0,"line":12,"text":"..."},
+ *   {"role":"admin","rule":{"number":1,"line":12,"at":"policy.cfg:12","text":"..."},
  *    "signin":{"app":"signin","scopes":[...]},
  *    "offline":{"app":"api","scopes":[...],"grant_limit":5,"token_ttl":900 or null,
  *               "fallback":{"same_org":true,"integration":"NAME" or null},
@@ -238,8 +238,10 @@ int sg_policy_rule_why_not(const sg_policy_rule_t *rule, const cJSON *claims, ch
  *               "keep_alive":{"enabled":true,"at":0.5,"jitter":0.1},
  *               "warn_before":604800} or null,
  *    "session":{"idle":900,"max":14400},"can_view_policy":false,
- *    "skipped":[{"index":0,"line":10,"text":"...","why":"claim 'groups' missing"}, ...]}
- * where skipped lists each rule before the match and why it did not match. The caller
+ *    "skipped":[{"number":1,"line":10,"at":"policy.cfg:10","text":"...",
+ *                "why":"claim 'groups' missing"}, ...]}
+ * where skipped lists each rule before the match and why it did not match. Rules are numbered
+ * from 1, as the file reads; at is the policy's source and the rule's line. The caller
  * frees *out with cJSON_Delete. SG_ERR_NOTFOUND as for sg_policy_resolve, SG_ERR_NOMEM.
  */
 sg_rc sg_policy_explain(const sg_policy_t *p, const cJSON *claims, cJSON **out);

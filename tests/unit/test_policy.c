@@ -833,7 +833,8 @@ static void test_explain_gives_the_contract_shape(void **state)
     char *text = cJSON_PrintUnformatted(out);
     const char *want =
         "{\"role\":\"admin\","
-        "\"rule\":{\"number\":3,\"line\":11,\"text\":\"groups contains [gateway-admins]\"},"
+        "\"rule\":{\"number\":3,\"line\":11,\"at\":\"test.cfg:11\","
+        "\"text\":\"groups contains [gateway-admins]\"},"
         "\"signin\":{\"app\":\"signin\",\"scopes\":[\"openid\",\"profile\",\"email\"]},"
         "\"offline\":{\"app\":\"api\",\"scopes\":[\"api\",\"refresh_token\"],\"grant_limit\":5,"
         "\"token_ttl\":null,\"fallback\":{\"same_org\":false,\"integration\":null},"
@@ -842,9 +843,11 @@ static void test_explain_gives_the_contract_shape(void **state)
         "\"session\":{\"idle\":\"30m\",\"max\":\"8h\"},"
         "\"can_view_policy\":false,"
         "\"skipped\":["
-        "{\"number\":1,\"line\":9,\"text\":\"preferred_username in [root@x, 42, true]\","
+        "{\"number\":1,\"line\":9,\"at\":\"test.cfg:9\","
+        "\"text\":\"preferred_username in [root@x, 42, true]\","
         "\"why\":\"claim 'preferred_username' missing\"},"
-        "{\"number\":2,\"line\":10,\"text\":\"custom_attributes.role in [ops]\","
+        "{\"number\":2,\"line\":10,\"at\":\"test.cfg:10\","
+        "\"text\":\"custom_attributes.role in [ops]\","
         "\"why\":\"claim 'custom_attributes.role' missing\"}]}";
     if (strcmp(text, want) != 0)
         print_error("expected\n%s\ngot\n%s\n", want, text);

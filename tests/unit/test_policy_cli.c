@@ -1,8 +1,10 @@
 /*
  * `scopegate policy check|explain`, run as the built binary: exit codes (0 ok, 1 bad policy or
- * claims, 2 usage), FILE:LINE: severity: lines, and the JSON of --json and explain.
+ * claims, 2 usage), FILE:LINE: severity: lines, the JSON of --json, and explain's text and
+ * JSON forms.
  * The binary's path comes as the first argument (meson passes it) or in $SCOPEGATE.
  */
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -146,6 +148,38 @@ static void remove_policy(char *path)
 }
 
 /* ---- check -------------------------------------------------------------------------- */
+
+static void expect_text(const char *what, const char *got, const char *want)
+{
+    if (strcmp(got, want) != 0)
+        print_error("expected %s\n%s\ngot\n%s\n", what, want, got);
+    assert_string_equal(got, want);
+}
+
+/* Strings made by fmt, freed after the last test. */
+static char *kept[1024];
+static size_t nkept;
+
+static int free_kept(void **state)
+{
+    while (nkept)
+        free(kept[--nkept]);
+    return 0;
+}
+
+/* printf into a string that lives until every test has run. */
+static const char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static const char *fmt(const char *f, ...)
+{
+    char *s = NULL;
+    va_list ap;
+    va_start(ap, f);
+    assert_true(vasprintf(&s, f, ap) >= 0);
+    va_end(ap);
+    assert_true(nkept < sizeof(kept) / sizeof(kept[0]));
+    kept[nkept++] = s;
+    return s;
+}
 
 static void test_check_valid_policy_exits_0_and_prints_nothing(void **state)
 {
@@ -395,6 +429,160 @@ static void test_explain_usage_errors_exit_2(void **state)
     run_free(&r);
 }
 
+static void test_explain_json_names_rules_from_1_with_file_and_line(void **state)
+{
+    char *path = temp_policy(VALID);
+    run_t r = run(NULL, "policy", "explain", path, "--claims", "{\"sub\":\"x\"}", "--json", NULL);
+    cJSON *j = explain_ok(&r);
+    cJSON *rule = cJSON_GetObjectItem(j, "rule");
+    assert_int_equal(cJSON_GetObjectItem(rule, "number")->valueint, 3);
+    assert_int_equal(cJSON_GetObjectItem(rule, "line")->valueint, 11);
+    expect_text("rule.at", cJSON_GetObjectItem(rule, "at")->valuestring, fmt("%s:11", path));
+    cJSON *s0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "skipped"), 0);
+    assert_int_equal(cJSON_GetObjectItem(s0, "number")->valueint, 1);
+    expect_text("skipped[0].at", cJSON_GetObjectItem(s0, "at")->valuestring, fmt("%s:9", path));
+    cJSON_Delete(j);
+    run_free(&r);
+    remove_policy(path);
+}
+
+#define BOB_ADMIN "{\"preferred_username\":\"bob@acme.example\",\"groups\":[\"gateway-admins\"]}"
+
+static const char *bob_text(const char *path)
+{
+    return fmt("role:        admin\n"
+               "rule:        rule 2 at %s:10 (groups contains [gateway-admins])\n"
+               "sign-in:     app signin, scopes openid profile email\n"
+               "offline:     app api, scopes api refresh_token\n"
+               "             grant limit 5\n"
+               "session:     idle 15m, max 4h\n"
+               "policy page: no\n"
+               "not matched: rule 1 at %s:9 (preferred_username in [admin@acme.example]): "
+               "'bob@acme.example' not in [admin@acme.example]\n",
+               path, path);
+}
+
+static void test_explain_text_says_role_apps_lifetimes_and_rule(void **state)
+{
+    char *path = temp_policy(VALID);
+    run_t r = run(NULL, "policy", "explain", path, "--text", "--claims", BOB_ADMIN, NULL);
+    expect_status(&r, 0);
+    expect_text("stdout", r.out, bob_text(path));
+    run_free(&r);
+
+    r = run(NULL, "policy", "explain", path, "--claims", "{}", "--text", NULL);
+    expect_status(&r, 0);
+    expect_text("stdout", r.out,
+                fmt("role:        user\n"
+                    "rule:        rule 3 at %s:11 (default)\n"
+                    "sign-in:     app signin, scopes openid profile email\n"
+                    "offline:     none\n"
+                    "session:     idle 30m, max 8h\n"
+                    "policy page: no\n"
+                    "not matched: rule 1 at %s:9 (preferred_username in [admin@acme.example]): "
+                    "claim 'preferred_username' missing\n"
+                    "             rule 2 at %s:10 (groups contains [gateway-admins]): claim "
+                    "'groups' missing\n",
+                    path, path, path));
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_explain_prints_json_when_stdout_is_not_a_terminal(void **state)
+{
+    char *path = temp_policy(VALID);
+    run_t r = run(NULL, "policy", "explain", path, "--claims", BOB_ADMIN, NULL);
+    cJSON *j = explain_ok(&r); /* stdout is a file here, as in a script */
+    assert_string_equal(cJSON_GetObjectItem(j, "role")->valuestring, "admin");
+    cJSON_Delete(j);
+    run_free(&r);
+    remove_policy(path);
+}
+
+/*
+ * Runs scopegate with its stdout on a pseudo-terminal, as a person at a shell has it. What it
+ * printed there (the terminal's \r\n made \n again), or NULL when this machine has no
+ * pseudo-terminals to give.
+ */
+static char *run_on_terminal(const char **argv, int *status)
+{
+    int m = posix_openpt(O_RDWR | O_NOCTTY);
+    if (m < 0)
+        return NULL;
+    char *slave = NULL;
+    if (grantpt(m) != 0 || unlockpt(m) != 0 || !ptsname(m) || !(slave = strdup(ptsname(m)))) {
+        close(m);
+        return NULL;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int s = setsid() >= 0 ? open(slave, O_RDWR) : -1;
+        int null = open("/dev/null", O_RDWR);
+        if (s < 0 || null < 0 || dup2(s, STDOUT_FILENO) < 0 || dup2(null, STDIN_FILENO) < 0 ||
+            dup2(null, STDERR_FILENO) < 0)
+            _exit(126);
+        execv(scopegate, (char *const *)argv);
+        _exit(127);
+    }
+    free(slave);
+    char *out = calloc(1, 65536);
+    assert_non_null(out);
+    size_t len = 0;
+    for (;;) { /* until the terminal's other end is gone (EIO) */
+        ssize_t n = read(m, out + len, 65535 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(m);
+    assert_int_equal(waitpid(pid, status, 0), pid);
+    size_t w = 0;
+    for (size_t i = 0; i < len; i++)
+        if (!(out[i] == '\r' && i + 1 < len && out[i + 1] == '\n'))
+            out[w++] = out[i];
+    out[w] = '\0';
+    return out;
+}
+
+static void test_explain_prints_text_on_a_terminal_and_json_when_asked(void **state)
+{
+    char *path = temp_policy(VALID);
+    const char *argv[] = {scopegate, "policy", "explain", path, "--claims", BOB_ADMIN, NULL};
+    int status = 0;
+    char *out = run_on_terminal(argv, &status);
+    if (!out) {
+        remove_policy(path);
+        skip();
+    }
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    expect_text("the terminal", out, bob_text(path));
+    free(out);
+
+    const char *argv_json[] = {scopegate,  "policy",  "explain", path,
+                               "--claims", BOB_ADMIN, "--json",  NULL};
+    out = run_on_terminal(argv_json, &status);
+    assert_non_null(out);
+    cJSON *j = cJSON_Parse(out);
+    if (!j)
+        print_error("expected JSON on the terminal with --json, got\n%s\n", out);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "role")->valuestring, "admin");
+    cJSON_Delete(j);
+    free(out);
+    remove_policy(path);
+}
+
+static void test_explain_text_and_json_together_is_a_usage_error(void **state)
+{
+    run_t r = run(NULL, "policy", "explain", "p.cfg", "--claims", "{}", "--text", "--json", NULL);
+    expect_status(&r, 2);
+    expect_contains("stderr", r.err, "--text or --json, not both");
+    run_free(&r);
+}
+
 int main(int argc, char **argv)
 {
     scopegate = argc > 1 ? argv[1] : getenv("SCOPEGATE");
@@ -417,6 +605,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_explain_bad_claims_exit_1_with_a_reason),
         cmocka_unit_test(test_explain_invalid_policy_exits_1_with_its_errors),
         cmocka_unit_test(test_explain_usage_errors_exit_2),
+        cmocka_unit_test(test_explain_json_names_rules_from_1_with_file_and_line),
+        cmocka_unit_test(test_explain_text_says_role_apps_lifetimes_and_rule),
+        cmocka_unit_test(test_explain_prints_json_when_stdout_is_not_a_terminal),
+        cmocka_unit_test(test_explain_prints_text_on_a_terminal_and_json_when_asked),
+        cmocka_unit_test(test_explain_text_and_json_together_is_a_usage_error),
     };
-    return cmocka_run_group_tests_name("policy_cli", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("policy_cli", tests, NULL, free_kept);
 }
