@@ -6,6 +6,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "scopegate/config.h"
+
 /* The exit statuses of the commands that ask the running gateway. */
 #define SG_EXIT_OK          0
 #define SG_EXIT_FAILED      1 /* the command's own "no": unhealthy, nothing matched */
@@ -14,6 +16,19 @@
 
 /* `scopegate policy ...`: argv[0] is "policy". Returns the exit status (2: usage). */
 int sg_cli_policy(int argc, char **argv);
+
+/* What the policy commands read from a deployment config (--config): its app names, for
+ * checking the policy's, and the path of its database. */
+typedef struct {
+    sg_config_t cfg;
+    const char **apps; /* NULL-terminated, pointing into cfg */
+    char *db;          /* state_dir/scopegate.db */
+} sg_cli_deployment_t;
+
+/* Loads the deployment config at path; on failure says why on stderr and returns -1 (free
+ * it all the same). */
+int sg_cli_deployment_load(const char *path, sg_cli_deployment_t *dep);
+void sg_cli_deployment_free(sg_cli_deployment_t *dep);
 
 /* `scopegate grants list|check|explain|report ...`: argv[0] is "grants". Exit status 0 fine,
  * 1 unhealthy (check), no such grant (explain) or the report not written out (report),

@@ -24,13 +24,15 @@
 static int usage(FILE *out)
 {
     fprintf(out,
-            "usage: scopegate policy check FILE [--json]\n"
+            "usage: scopegate policy check FILE [--strict] [--config DEPLOYMENT] [--json]\n"
             "       scopegate policy explain FILE (--claims JSON | --claims-file PATH)\n"
             "                                     [--text | --json]\n"
             "       scopegate policy diff OLD NEW [--config FILE] [--json]\n"
             "\n"
-            "  check    report each problem of the policy as FILE:LINE: error|warning: ...;\n"
-            "           exit 0 when there is no error (warnings allowed), 1 otherwise\n"
+            "  check    report each problem of the policy as FILE:LINE: error|warning: ..., then\n"
+            "           \"FILE: ok, N roles, N rules\" when it is usable; exit 0 when there is no\n"
+            "           error (warnings allowed), 1 otherwise. --strict: warnings count as\n"
+            "           errors. --config: app names must be apps of the deployment config\n"
             "  explain  the role these claims get, the rule that matched (rules are numbered\n"
             "           from 1) and why each rule before it did not (--claims-file - reads\n"
             "           standard input); as text on a terminal, JSON otherwise (--text, --json)\n"
@@ -44,25 +46,92 @@ static int usage(FILE *out)
 
 #define usage_error(...) sg_cli_usage_error(usage, __VA_ARGS__)
 
-static int print_check_json(const char *file, int valid, const sg_diags_t *d)
+/* ---- the deployment config ------------------------------------------------------------ */
+
+int sg_cli_deployment_load(const char *path, sg_cli_deployment_t *dep)
+{
+    char err[4096];
+    memset(dep, 0, sizeof(*dep));
+    if (sg_config_load(path, &dep->cfg, err, sizeof(err)) != SG_OK) {
+        size_t len = strlen(err);
+        fprintf(stderr, "%s%s", err, len && err[len - 1] == '\n' ? "" : "\n");
+        return -1;
+    }
+    dep->apps = calloc(dep->cfg.napps + 1, sizeof(*dep->apps));
+    if (!dep->apps || asprintf(&dep->db, "%s/scopegate.db", dep->cfg.state_dir) < 0) {
+        dep->db = NULL;
+        fprintf(stderr, "scopegate: out of memory\n");
+        return -1;
+    }
+    for (size_t i = 0; i < dep->cfg.napps; i++)
+        dep->apps[i] = dep->cfg.apps[i].name;
+    return 0;
+}
+
+void sg_cli_deployment_free(sg_cli_deployment_t *dep)
+{
+    free(dep->apps);
+    free(dep->db);
+    sg_config_free(&dep->cfg);
+    dep->apps = NULL;
+    dep->db = NULL;
+}
+
+/* ---- check -------------------------------------------------------------------------- */
+
+/* With --strict a warning is an error: printed as one, and marked so that whoever reads it
+ * without the option knows why. */
+static void print_diags(const sg_diags_t *d, int strict)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        const sg_diag_t *g = &d->item[i];
+        int promoted = strict && g->severity == SG_DIAG_WARNING;
+        const char *sev = sg_diag_severity_str(promoted ? SG_DIAG_ERROR : g->severity);
+        if (g->line > 0)
+            printf("%s:%d: %s: %s%s\n", g->file, g->line, sev, g->message,
+                   promoted ? " [--strict]" : "");
+        else
+            printf("%s: %s: %s%s\n", g->file, sev, g->message, promoted ? " [--strict]" : "");
+    }
+}
+
+/*
+ * {"file","valid","strict","errors","warnings","roles","rules","diagnostics":[{"line",
+ * "severity","message"}]}: roles and rules are counts, null when the file is not a policy.
+ */
+static int print_check_json(const char *file, int valid, int strict, const sg_diags_t *d,
+                            const sg_policy_t *p)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *list = NULL;
     char *text = NULL;
+    size_t nroles = 0, nrules = 0;
+    if (p) {
+        sg_policy_roles(p, &nroles);
+        sg_policy_rules(p, &nrules);
+    }
+    size_t errors = d->errors + (strict ? d->warnings : 0);
     if (!o || !cJSON_AddStringToObject(o, "file", file) ||
-        !cJSON_AddBoolToObject(o, "valid", valid))
+        !cJSON_AddBoolToObject(o, "valid", valid) || !cJSON_AddBoolToObject(o, "strict", strict) ||
+        !cJSON_AddNumberToObject(o, "errors", (double)errors) ||
+        !cJSON_AddNumberToObject(o, "warnings", (double)(d->n - errors)) ||
+        !(p ? cJSON_AddNumberToObject(o, "roles", (double)nroles)
+            : cJSON_AddNullToObject(o, "roles")) ||
+        !(p ? cJSON_AddNumberToObject(o, "rules", (double)nrules)
+            : cJSON_AddNullToObject(o, "rules")))
         goto fail;
     list = cJSON_AddArrayToObject(o, "diagnostics");
     if (!list)
         goto fail;
     for (size_t i = 0; i < d->n; i++) {
+        sg_diag_severity sev = strict ? SG_DIAG_ERROR : d->item[i].severity;
         cJSON *g = cJSON_CreateObject();
         if (!g || !cJSON_AddItemToArray(list, g)) {
             cJSON_Delete(g);
             goto fail;
         }
         if (!cJSON_AddNumberToObject(g, "line", d->item[i].line) ||
-            !cJSON_AddStringToObject(g, "severity", sg_diag_severity_str(d->item[i].severity)) ||
+            !cJSON_AddStringToObject(g, "severity", sg_diag_severity_str(sev)) ||
             !cJSON_AddStringToObject(g, "message", d->item[i].message))
             goto fail;
     }
@@ -79,36 +148,77 @@ fail:
     return -1;
 }
 
+static const char *plural(size_t n, const char *one, const char *many)
+{
+    return n == 1 ? one : many;
+}
+
+/* "FILE: ok, 2 roles, 3 rules" (with "ok with 1 warning" when there are some). */
+static void print_ok(const char *file, const sg_diags_t *d, const sg_policy_t *p)
+{
+    size_t nroles = 0, nrules = 0;
+    sg_policy_roles(p, &nroles);
+    sg_policy_rules(p, &nrules);
+    printf("%s: ok", file);
+    if (d->warnings)
+        printf(" with %zu %s", d->warnings, plural(d->warnings, "warning", "warnings"));
+    printf(", %zu %s, %zu %s\n", nroles, plural(nroles, "role", "roles"), nrules,
+           plural(nrules, "rule", "rules"));
+}
+
 static int check(int argc, char **argv)
 {
-    const char *file = NULL;
-    int json = 0;
+    const char *file = NULL, *config = NULL;
+    int json = 0, strict = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
+        const char *v = NULL, *opt = argv[i];
+        if (strcmp(opt, "--json") == 0)
             json = 1;
-        else if (strcmp(argv[i], "--help") == 0)
+        else if (strcmp(opt, "--strict") == 0)
+            strict = 1;
+        else if (strcmp(opt, "--help") == 0)
             return usage(stdout);
-        else if (sg_cli_is_option(argv[i]))
-            return usage_error("policy check: unknown option '%s'", argv[i]);
+        else if (sg_cli_take_option(argc, argv, &i, "--config", &v)) {
+            if (!v)
+                return usage_error("policy check: %s needs a DEPLOYMENT config file", opt);
+            config = v;
+        } else if (sg_cli_is_option(opt))
+            return usage_error("policy check: unknown option '%s'", opt);
         else if (file)
-            return usage_error("policy check: one FILE only ('%s' is a second)", argv[i]);
+            return usage_error("policy check: one FILE only ('%s' is a second)", opt);
         else
-            file = argv[i];
+            file = opt;
     }
     if (!file)
         return usage_error("policy check: which FILE?");
 
+    sg_cli_deployment_t dep;
+    if (config && sg_cli_deployment_load(config, &dep) != 0) {
+        sg_cli_deployment_free(&dep);
+        return 1;
+    }
+    /* Without a deployment config the apps are not known, and their names are not checked. */
+    sg_policy_opts_t opts = {.known_apps = config ? dep.apps : NULL};
     sg_diags_t d;
     sg_diags_init(&d);
-    sg_rc rc = sg_policy_load(file, NULL, NULL, &d);
-    int status = rc == SG_OK ? 0 : 1;
-    if (rc == SG_ERR_NOMEM)
+    sg_policy_t *p = NULL;
+    sg_rc rc = sg_policy_load(file, &opts, &p, &d);
+    int valid = rc == SG_OK && !(strict && d.warnings);
+    int status = valid ? 0 : 1;
+    if (rc == SG_ERR_NOMEM) {
         fprintf(stderr, "scopegate: out of memory\n");
-    else if (json && print_check_json(file, rc == SG_OK, &d) != 0)
-        status = 1;
-    else if (!json)
-        sg_diags_print(&d, stdout);
+    } else if (json) {
+        if (print_check_json(file, valid, strict, &d, p) != 0)
+            status = 1;
+    } else {
+        print_diags(&d, strict);
+        if (valid)
+            print_ok(file, &d, p);
+    }
     sg_diags_free(&d);
+    sg_policy_free(p);
+    if (config)
+        sg_cli_deployment_free(&dep);
     return status;
 }
 
@@ -707,39 +817,6 @@ static int print_diff_json(cJSON *changes, cJSON *impact)
     return 0;
 }
 
-/* Everything diff needs from the deployment config: app names and the database's path. */
-typedef struct {
-    sg_config_t cfg;
-    const char **apps;
-    char *db;
-} deployment_t;
-
-static int load_deployment(const char *path, deployment_t *dep)
-{
-    char err[4096];
-    if (sg_config_load(path, &dep->cfg, err, sizeof(err)) != SG_OK) {
-        size_t len = strlen(err);
-        fprintf(stderr, "%s%s", err, len && err[len - 1] == '\n' ? "" : "\n");
-        return -1;
-    }
-    dep->apps = calloc(dep->cfg.napps + 1, sizeof(*dep->apps));
-    if (!dep->apps || asprintf(&dep->db, "%s/scopegate.db", dep->cfg.state_dir) < 0) {
-        dep->db = NULL;
-        fprintf(stderr, "scopegate: out of memory\n");
-        return -1;
-    }
-    for (size_t i = 0; i < dep->cfg.napps; i++)
-        dep->apps[i] = dep->cfg.apps[i].name;
-    return 0;
-}
-
-static void deployment_free(deployment_t *dep)
-{
-    free(dep->apps);
-    free(dep->db);
-    sg_config_free(&dep->cfg);
-}
-
 static int diff(int argc, char **argv)
 {
     const char *files[2] = {NULL, NULL}, *config = NULL;
@@ -766,12 +843,12 @@ static int diff(int argc, char **argv)
         return usage_error("policy diff: which OLD and NEW policy files? (with --config, OLD may "
                            "be left out: the config's policy_file)");
 
-    deployment_t dep = {.apps = NULL};
+    sg_cli_deployment_t dep = {.apps = NULL};
     int status = 1, nomem = 0;
     sg_policy_t *old = NULL, *new = NULL;
     cJSON *changes = NULL, *impact = NULL;
     impact_t im = {.old = NULL};
-    if (config && load_deployment(config, &dep) != 0)
+    if (config && sg_cli_deployment_load(config, &dep) != 0)
         goto done;
     const char *old_file = nfiles == 2 ? files[0] : dep.cfg.policy_file;
     const char *new_file = nfiles == 2 ? files[1] : files[0];
@@ -818,7 +895,7 @@ done:
     sg_policy_free(old);
     sg_policy_free(new);
     if (config)
-        deployment_free(&dep);
+        sg_cli_deployment_free(&dep);
     return status;
 }
 

@@ -1,7 +1,7 @@
 /*
  * `scopegate policy check|explain`, run as the built binary: exit codes (0 ok, 1 bad policy or
- * claims, 2 usage), FILE:LINE: severity: lines, the JSON of --json, and explain's text and
- * JSON forms.
+ * claims, 2 usage), FILE:LINE: severity: lines, the ok line, --strict and --config, and
+ * explain's text and JSON forms.
  * The binary's path comes as the first argument (meson passes it) or in $SCOPEGATE.
  */
 #include <fcntl.h>
@@ -181,12 +181,13 @@ static const char *fmt(const char *f, ...)
     return s;
 }
 
-static void test_check_valid_policy_exits_0_and_prints_nothing(void **state)
+static void test_check_valid_policy_says_ok_with_its_counts(void **state)
 {
     char *path = temp_policy(VALID);
     run_t r = run(NULL, "policy", "check", path, NULL);
     expect_status(&r, 0);
-    assert_string_equal(r.out, "");
+    expect_text("stdout", r.out, fmt("%s: ok, 2 roles, 3 rules\n", path));
+    expect_text("stderr", r.err, "");
     run_free(&r);
     remove_policy(path);
 }
@@ -200,8 +201,92 @@ static void test_check_example_policy_is_valid(void **state)
     snprintf(path, sizeof(path), "%s/policy/examples/default.cfg", root);
     run_t r = run(NULL, "policy", "check", path, NULL);
     expect_status(&r, 0);
-    assert_string_equal(r.out, "");
+    expect_text("stdout", r.out, fmt("%s: ok, 2 roles, 3 rules\n", path));
     run_free(&r);
+}
+
+static void test_check_ok_line_counts_warnings_after_them(void **state)
+{
+    char *path = temp_policy(WARNS);
+    run_t r = run(NULL, "policy", "check", path, NULL);
+    expect_status(&r, 0);
+    expect_text("stdout", r.out,
+                fmt("%s:3: warning: role 'admin' is never assigned: no rule can reach it\n"
+                    "%s: ok with 1 warning, 2 roles, 1 rule\n",
+                    path, path));
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_check_strict_makes_warnings_errors(void **state)
+{
+    char *path = temp_policy(WARNS);
+    run_t r = run(NULL, "policy", "check", "--strict", path, NULL);
+    expect_status(&r, 1);
+    expect_text("stdout", r.out,
+                fmt("%s:3: error: role 'admin' is never assigned: no rule can reach it "
+                    "[--strict]\n",
+                    path));
+    run_free(&r);
+
+    r = run(NULL, "policy", "check", path, "--strict", "--json", NULL);
+    expect_status(&r, 1);
+    cJSON *j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(j, "valid")));
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "strict")));
+    assert_int_equal(cJSON_GetObjectItem(j, "errors")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItem(j, "warnings")->valueint, 0);
+    cJSON *d = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "diagnostics"), 0);
+    assert_string_equal(cJSON_GetObjectItem(d, "severity")->valuestring, "error");
+    cJSON_Delete(j);
+    run_free(&r);
+    remove_policy(path);
+
+    /* A clean file passes --strict. */
+    path = temp_policy(VALID);
+    r = run(NULL, "policy", "check", "--strict", path, NULL);
+    expect_status(&r, 0);
+    expect_text("stdout", r.out, fmt("%s: ok, 2 roles, 3 rules\n", path));
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_check_unknown_role_lists_the_roles(void **state)
+{
+    char *path =
+        temp_policy("version = 1;\n"
+                    "signin = { app = \"signin\"; scopes = [\"openid\"]; };\n"
+                    "roles = { user = { }; admin = { }; };\n"
+                    "assign = (\n"
+                    "  { role = \"auditor\"; claim = \"groups\"; contains = [\"audit\"]; },\n"
+                    "  { role = \"admn\"; claim = \"groups\"; contains = [\"admins\"]; },\n"
+                    "  { role = \"user\"; }\n"
+                    ");\n");
+    run_t r = run(NULL, "policy", "check", path, NULL);
+    expect_status(&r, 1);
+    expect_text("stdout", r.out,
+                fmt("%s:3: warning: role 'admin' is never assigned: no rule can reach it\n"
+                    "%s:5: error: unknown role 'auditor': the policy's roles are user, admin\n"
+                    "%s:6: error: unknown role 'admn' (did you mean 'admin'?): the policy's roles "
+                    "are user, admin\n",
+                    path, path, path));
+    run_free(&r);
+    remove_policy(path);
+}
+
+static void test_check_missing_comma_is_one_error(void **state)
+{
+    char *path = temp_policy("version = 1;\n"
+                             "signin = { app = \"signin\"; scopes = [\"openid\" \"profile\"]; };\n"
+                             "roles = { user = { }; };\n"
+                             "assign = ( { role = \"user\"; } );\n");
+    run_t r = run(NULL, "policy", "check", path, NULL);
+    expect_status(&r, 1);
+    expect_text("stdout", r.out,
+                fmt("%s:2: error: missing comma between \"openid\" and \"profile\"\n", path));
+    run_free(&r);
+    remove_policy(path);
 }
 
 static void test_check_errors_exit_1_with_file_line_error(void **state)
@@ -251,6 +336,7 @@ static void test_check_json_lists_diagnostics(void **state)
     assert_non_null(j);
     assert_string_equal(cJSON_GetObjectItem(j, "file")->valuestring, path);
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(j, "valid")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "roles"))); /* not a policy: no counts */
     cJSON *d = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "diagnostics"), 0);
     assert_non_null(d);
     assert_int_equal(cJSON_GetObjectItem(d, "line")->valueint, 2);
@@ -271,6 +357,8 @@ static void test_check_json_of_valid_policy(void **state)
     assert_non_null(j);
     assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "valid")));
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "diagnostics")), 0);
+    assert_int_equal(cJSON_GetObjectItem(j, "roles")->valueint, 2);
+    assert_int_equal(cJSON_GetObjectItem(j, "rules")->valueint, 3);
     cJSON_Delete(j);
     run_free(&r);
     remove_policy(path);
@@ -294,6 +382,97 @@ static void test_check_usage_errors_exit_2(void **state)
     r = run(NULL, "policy", "lint", NULL);
     expect_status(&r, 2);
     run_free(&r);
+    r = run(NULL, "policy", "check", "a.cfg", "--config", NULL);
+    expect_status(&r, 2);
+    expect_contains("stderr", r.err, "--config needs a DEPLOYMENT");
+    run_free(&r);
+}
+
+/* ---- check --config ------------------------------------------------------------------ */
+
+/* A deployment folder: gateway.cfg with the apps signin and api, and their secret files. */
+static char *temp_deployment(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    char *dir = NULL;
+    assert_true(asprintf(&dir, "%s/sg_dep_XXXXXX", tmp && *tmp ? tmp : "/tmp") > 0);
+    assert_non_null(mkdtemp(dir));
+    const char *files[][2] = {
+        {"gateway.cfg", "listen = \"127.0.0.1:18080\";\n"
+                        "public_url = \"https://gateway.acme.example\";\n"
+                        "internal_listen = \"127.0.0.1:18081\";\n"
+                        "policy_file = \"policy.cfg\";\n"
+                        "state_dir = \"state\";\n"
+                        "apps = {\n"
+                        "  signin = { issuer = \"https://login.acme.example\"; client_id = \"s\";\n"
+                        "             client_secret_file = \"signin.secret\"; };\n"
+                        "  api = { issuer = \"https://login.acme.example\"; client_id = \"a\";\n"
+                        "          client_secret_file = \"api.secret\"; };\n"
+                        "};\n"},
+        {"signin.secret", "signin-secret\n"},
+        {"api.secret", "api-secret\n"},
+    };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i][0]);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, files[i][1], strlen(files[i][1])), (ssize_t)strlen(files[i][1]));
+        close(fd);
+    }
+    return dir;
+}
+
+static void remove_deployment(char *dir)
+{
+    const char *names[] = {"gateway.cfg", "signin.secret", "api.secret"};
+    for (size_t i = 0; i < 3; i++)
+        unlink(fmt("%s/%s", dir, names[i]));
+    rmdir(dir);
+    free(dir);
+}
+
+#define CRM_POLICY                                                                                 \
+    "version = 1;\n"                                                                               \
+    "signin = { app = \"signin\"; scopes = [\"openid\"]; };\n"                                     \
+    "roles = { user = { offline = { app = \"crm\"; scopes = [\"api\", \"refresh_token\"]; }; }; "  \
+    "};\n"                                                                                         \
+    "assign = ( { role = \"user\"; } );\n"
+
+static void test_check_config_unknown_app_lists_the_apps(void **state)
+{
+    char *dir = temp_deployment();
+    const char *config = fmt("%s/gateway.cfg", dir);
+    char *path = temp_policy(CRM_POLICY);
+    run_t r = run(NULL, "policy", "check", path, "--config", config, NULL);
+    expect_status(&r, 1);
+    expect_text("stdout", r.out,
+                fmt("%s:3: error: unknown app 'crm': the deployment config defines the apps "
+                    "signin, api\n",
+                    path));
+    run_free(&r);
+
+    /* Without --config the apps are not known: the same file is fine. */
+    r = run(NULL, "policy", "check", path, NULL);
+    expect_status(&r, 0);
+    expect_text("stdout", r.out, fmt("%s: ok, 1 role, 1 rule\n", path));
+    run_free(&r);
+
+    /* The example policy names only apps the deployment has. */
+    remove_policy(path);
+    path = temp_policy(VALID);
+    r = run(NULL, "policy", "check", path, "--config", config, "--strict", NULL);
+    expect_status(&r, 0);
+    run_free(&r);
+
+    /* A deployment config that cannot be read is an error of its own. */
+    r = run(NULL, "policy", "check", path, "--config", fmt("%s/missing.cfg", dir), NULL);
+    expect_status(&r, 1);
+    expect_contains("stderr", r.err, "missing.cfg");
+    expect_text("stdout", r.out, "");
+    run_free(&r);
+    remove_policy(path);
+    remove_deployment(dir);
 }
 
 /* ---- explain ------------------------------------------------------------------------ */
@@ -591,8 +770,13 @@ int main(int argc, char **argv)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_check_valid_policy_exits_0_and_prints_nothing),
+        cmocka_unit_test(test_check_valid_policy_says_ok_with_its_counts),
         cmocka_unit_test(test_check_example_policy_is_valid),
+        cmocka_unit_test(test_check_ok_line_counts_warnings_after_them),
+        cmocka_unit_test(test_check_strict_makes_warnings_errors),
+        cmocka_unit_test(test_check_unknown_role_lists_the_roles),
+        cmocka_unit_test(test_check_missing_comma_is_one_error),
+        cmocka_unit_test(test_check_config_unknown_app_lists_the_apps),
         cmocka_unit_test(test_check_errors_exit_1_with_file_line_error),
         cmocka_unit_test(test_check_warnings_exit_0_with_file_line_warning),
         cmocka_unit_test(test_check_unreadable_file_exits_1),
