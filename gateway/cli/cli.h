@@ -16,6 +16,10 @@
 
 /* `scopegate policy ...`: argv[0] is "policy". Returns the exit status (2: usage). */
 int sg_cli_policy(int argc, char **argv);
+/* `scopegate policy test POLICY CASES ...`: argv[0] is "test" (cli_policy_test.c). */
+int sg_cli_policy_test(int argc, char **argv);
+/* The policy commands' usage: on stdout (returns 0) or stderr (returns 2). */
+int sg_cli_policy_usage(FILE *out);
 
 /* What the policy commands read from a deployment config (--config): its app names, for
  * checking the policy's, and the path of its database. */

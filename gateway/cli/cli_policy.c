@@ -1,7 +1,7 @@
 /*
- * `scopegate policy check`, `explain` and `diff`: the policy engine for the people who own
- * the policy. Exit status 0 for success, 1 when the policy or the claims are bad,
- * 2 for a usage error.
+ * `scopegate policy check`, `explain`, `diff` (and `test`, in cli_policy_test.c): the policy
+ * engine for the people who own the policy. Exit status 0 for success, 1 when the policy or
+ * the claims are bad, 2 for a usage error.
  */
 #include "cli.h"
 
@@ -21,12 +21,13 @@
 
 #define CLAIMS_MAX_BYTES (1024 * 1024)
 
-static int usage(FILE *out)
+int sg_cli_policy_usage(FILE *out)
 {
     fprintf(out,
             "usage: scopegate policy check FILE [--strict] [--config DEPLOYMENT] [--json]\n"
             "       scopegate policy explain FILE (--claims JSON | --claims-file PATH)\n"
             "                                     [--text | --json]\n"
+            "       scopegate policy test POLICY CASES [--config DEPLOYMENT] [--json]\n"
             "       scopegate policy diff OLD NEW [--config FILE] [--json]\n"
             "\n"
             "  check    report each problem of the policy as FILE:LINE: error|warning: ..., then\n"
@@ -36,12 +37,21 @@ static int usage(FILE *out)
             "  explain  the role these claims get, the rule that matched (rules are numbered\n"
             "           from 1) and why each rule before it did not (--claims-file - reads\n"
             "           standard input); as text on a terminal, JSON otherwise (--text, --json)\n"
+            "  test     run every case of the CASES file (claims, and the role, offline scopes\n"
+            "           and session lifetimes they must get) against POLICY: each failure as\n"
+            "           CASES:LINE: ..., then \"N cases, N passed, N failed\"; exit 0 when all\n"
+            "           pass, 1 when one fails or a file is bad\n"
             "  diff     what changes from OLD to NEW, one sentence a line (\"no changes\" when\n"
             "           none); with --config, also which current sessions change role and which\n"
             "           stored grants lose their role's offline access (the database is only\n"
             "           read; the gateway may be running). With --config, OLD may be left out:\n"
             "           the config's policy_file. Exit 0 when compared, 1 when a file is bad\n");
     return out == stderr ? 2 : 0;
+}
+
+static int usage(FILE *out)
+{
+    return sg_cli_policy_usage(out);
 }
 
 #define usage_error(...) sg_cli_usage_error(usage, __VA_ARGS__)
@@ -909,6 +919,8 @@ int sg_cli_policy(int argc, char **argv)
         return explain(argc - 1, argv + 1);
     if (strcmp(argv[1], "diff") == 0)
         return diff(argc - 1, argv + 1);
+    if (strcmp(argv[1], "test") == 0)
+        return sg_cli_policy_test(argc - 1, argv + 1);
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0)
         return usage(stdout);
     return usage_error("unknown policy command '%s'", argv[1]);

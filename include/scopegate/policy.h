@@ -246,6 +246,71 @@ int sg_policy_rule_why_not(const sg_policy_rule_t *rule, const cJSON *claims, ch
  */
 sg_rc sg_policy_explain(const sg_policy_t *p, const cJSON *claims, cJSON **out);
 
+/* ---- test cases --------------------------------------------------------------------- */
+
+/*
+ * A file of cases for `scopegate policy test`, libconfig as the policy is:
+ *
+ *   cases = (
+ *     { name = "an admin by username"; claims = { preferred_username = "admin@acme.example"; };
+ *       expect = "admin"; scopes = ["api", "refresh_token"];
+ *       session = { idle = "15m"; max = "4h"; }; },
+ *     { claims = "{\"https://acme.example/roles\": [\"ops\"]}"; expect = "user"; scopes = []; }
+ *   );
+ *
+ * claims is a group turned into a JSON object (strings, numbers, booleans, arrays and lists,
+ * groups as objects), or a string holding a JSON object for claim names libconfig cannot
+ * write. expect is a role of the policy, or SG_POLICY_DENIED for "no rule matches" (unless
+ * the policy has a role of that name). scopes, when given, are the offline grant's scopes the
+ * role gets ([] for none; order does not matter); session.idle and session.max its lifetimes.
+ */
+#define SG_POLICY_DENIED "denied"
+
+typedef struct {
+    const char *name; /* NULL: the case has none */
+    int line;         /* of the case's "{" in the cases file */
+    const cJSON *claims;
+    const char *expect; /* a role's name or SG_POLICY_DENIED */
+    int check_scopes;   /* scopes were given */
+    const char *const *scopes;
+    size_t nscopes;
+    long long idle, max; /* seconds; 0: not checked */
+} sg_policy_case_t;
+
+typedef struct sg_policy_cases sg_policy_cases_t;
+
+/*
+ * Reads and checks the cases file at path. Every problem goes to diags (as for
+ * sg_policy_load), with its line: unknown keys, wrong types, and an expected role that policy
+ * does not have (policy may be NULL: then roles are not checked). SG_OK with *out, or
+ * SG_ERR_IO, SG_ERR_CONFIG, SG_ERR_NOMEM with *out NULL.
+ */
+sg_rc sg_policy_cases_load(const char *path, const sg_policy_t *policy, sg_policy_cases_t **out,
+                           sg_diags_t *diags);
+void sg_policy_cases_free(sg_policy_cases_t *cases);
+const sg_policy_case_t *sg_policy_cases(const sg_policy_cases_t *cases, size_t *n);
+
+/* What one case gave under a policy. */
+typedef struct {
+    int passed;
+    const sg_policy_role_t *role; /* NULL: denied */
+    const sg_policy_rule_t *rule; /* the rule that matched; NULL: denied */
+    size_t rule_index;            /* 0-based */
+    char **failures;              /* one line each, without the case's FILE:LINE */
+    size_t nfailures;
+} sg_policy_case_result_t;
+
+/*
+ * Runs case c against p. A wrong role is the only failure said (its lifetimes and scopes would
+ * follow from it): "expected admin, got user (rule 3 at policy.cfg:14 matched first)";
+ * otherwise each mismatch of scopes and lifetimes: "admin: expected scopes api, got api
+ * refresh_token", "admin: expected session idle 15m, got 30m". Free with
+ * sg_policy_case_result_free. SG_ERR_NOMEM (nothing to free then).
+ */
+sg_rc sg_policy_case_run(const sg_policy_t *p, const sg_policy_case_t *c,
+                         sg_policy_case_result_t *out);
+void sg_policy_case_result_free(sg_policy_case_result_t *r);
+
 /* ---- what a change of policy does ---------------------------------------------------- */
 
 /*

@@ -910,6 +910,159 @@ static void test_comma_check_leaves_written_lists_alone(void **state)
     sg_policy_free(p);
 }
 
+/* ---- test cases ---------------------------------------------------------------------- */
+
+static sg_policy_cases_t *cases_ok(const sg_policy_t *p, const char *text)
+{
+    char *path = write_temp(text, strlen(text));
+    sg_diags_t d;
+    sg_diags_init(&d);
+    sg_policy_cases_t *cs = NULL;
+    sg_rc rc = sg_policy_cases_load(path, p, &cs, &d);
+    if (rc != SG_OK || d.n) {
+        print_error("expected clean cases, got %s\n", sg_rc_str(rc));
+        print_diags(&d);
+    }
+    assert_int_equal(rc, SG_OK);
+    assert_int_equal(d.n, 0);
+    sg_diags_free(&d);
+    unlink(path);
+    free(path);
+    return cs;
+}
+
+/* The failures of case i, joined with " | " ("" when it passed). */
+static char *case_failures(const sg_policy_t *p, const sg_policy_cases_t *cs, size_t i)
+{
+    size_t n = 0;
+    const sg_policy_case_t *items = sg_policy_cases(cs, &n);
+    assert_true(i < n);
+    sg_policy_case_result_t r;
+    assert_int_equal(sg_policy_case_run(p, &items[i], &r), SG_OK);
+    char *out = strdup("");
+    for (size_t f = 0; f < r.nfailures; f++) {
+        char *next = NULL;
+        assert_true(asprintf(&next, "%s%s%s", out, f ? " | " : "", r.failures[f]) > 0);
+        free(out);
+        out = next;
+    }
+    assert_int_equal(r.passed, r.nfailures == 0);
+    sg_policy_case_result_free(&r);
+    return out;
+}
+
+static void expect_case(const sg_policy_t *p, const sg_policy_cases_t *cs, size_t i,
+                        const char *want)
+{
+    char *got = case_failures(p, cs, i);
+    if (strcmp(got, want) != 0)
+        print_error("case %zu: expected failures\n  \"%s\"\ngot\n  \"%s\"\n", i + 1, want, got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_cases_say_each_mismatch(void **state)
+{
+    sg_policy_t *p = parse_ok(RESOLVE_POLICY);
+    sg_policy_cases_t *cs =
+        cases_ok(p, "cases = (\n"
+                    "  { claims = { groups = [\"gateway-admins\"]; }; expect = \"admin\";\n"
+                    "    scopes = [\"refresh_token\", \"api\"]; session = { idle = \"30m\"; max = "
+                    "\"8h\"; }; },\n"
+                    "  { claims = { }; expect = \"ops\"; },\n"
+                    "  { claims = { groups = [\"gateway-admins\"]; }; expect = \"admin\";\n"
+                    "    scopes = [\"api\"]; session = { idle = \"15m\"; max = 28800; }; },\n"
+                    "  { claims = { }; expect = \"user\"; scopes = []; },\n"
+                    "  { claims = { }; expect = \"denied\"; }\n"
+                    ");\n");
+    expect_case(p, cs, 0, "");
+    expect_case(p, cs, 1, "expected ops, got user (rule 5 at test.cfg:13 matched first)");
+    expect_case(p, cs, 2,
+                "admin: expected scopes api, got api refresh_token | admin: expected session "
+                "idle 15m, got 30m");
+    expect_case(p, cs, 3, "");
+    expect_case(p, cs, 4, "expected denied, got user (rule 5 at test.cfg:13 matched first)");
+    sg_policy_cases_free(cs);
+    sg_policy_free(p);
+}
+
+static void test_case_claims_become_json_as_explain_reads_them(void **state)
+{
+    sg_policy_t *p = parse_ok(RESOLVE_POLICY);
+    sg_policy_cases_t *cs = cases_ok(
+        p, "cases = (\n"
+           "  { claims = { preferred_username = 42; custom_attributes = { role = \"ops\"; };\n"
+           "               groups = (\"a\", \"b\"); ratio = 0.5; verified = true; };\n"
+           "    expect = \"admin\"; },\n"
+           "  { claims = \"{\\\"https://acme.example/roles\\\": [\\\"ops\\\"]}\"; expect = "
+           "\"ops\"; }\n"
+           ");\n");
+    size_t n = 0;
+    const sg_policy_case_t *items = sg_policy_cases(cs, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(items[0].line, 2);
+    assert_int_equal(items[1].line, 5);
+    char *text = cJSON_PrintUnformatted(items[0].claims);
+    const char *want = "{\"preferred_username\":42,\"custom_attributes\":{\"role\":\"ops\"},"
+                       "\"groups\":[\"a\",\"b\"],\"ratio\":0.5,\"verified\":true}";
+    if (strcmp(text, want) != 0)
+        print_error("expected claims %s\ngot %s\n", want, text);
+    assert_string_equal(text, want);
+    cJSON_free(text);
+    expect_case(p, cs, 0, ""); /* 42 is in [root@x, 42, true]: rule 1 before rule 2 */
+    expect_case(p, cs, 1, "");
+    sg_policy_cases_free(cs);
+    sg_policy_free(p);
+}
+
+static void test_cases_file_mistakes_are_reported_at_their_lines(void **state)
+{
+    sg_policy_t *p = parse_ok(RESOLVE_POLICY);
+    const char *text =
+        "cases = (\n"
+        "  { claims = { }; expect = \"auditor\"; },\n"
+        "  { claims = { }; expect = \"admn\"; },\n"
+        "  { claims = { groups = [\"a\" \"b\"]; }; expect = \"user\"; },\n"
+        "  { claim = { }; expect = \"user\"; },\n"
+        "  { claims = { }; expect = \"denied\"; scopes = []; },\n"
+        "  { claims = \"[1]\"; expect = \"user\"; session = { idle = \"soon\"; }; }\n"
+        ");\n";
+    char *path = write_temp(text, strlen(text));
+    sg_diags_t d;
+    sg_diags_init(&d);
+    sg_policy_cases_t *cs = NULL;
+    assert_int_equal(sg_policy_cases_load(path, p, &cs, &d), SG_ERR_CONFIG);
+    assert_null(cs);
+    struct {
+        int line;
+        const char *message;
+    } want[] = {
+        {2, "unknown role 'auditor': the policy's roles are user, admin, ops (or \"denied\": no "
+            "rule matches)"},
+        {3, "unknown role 'admn' (did you mean 'admin'?): the policy's roles are user, admin, "
+            "ops (or \"denied\": no rule matches)"},
+        {4, "missing comma between \"a\" and \"b\""},
+        {5, "unknown key 'claim' in a case (did you mean 'claims'?)"},
+        {6, "a case that expects \"denied\" has no role whose scopes or session to check"},
+        {7, "'claims' must hold a JSON object such as {\"groups\": [\"admins\"]}"},
+        {7, "'idle' must be a duration such as \"15m\" or \"8h\" (above zero)"},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const sg_diag_t *hit = find_diag(&d, want[i].line, ERR, want[i].message);
+        if (!hit || strcmp(hit->message, want[i].message) != 0) {
+            print_error("expected %s:%d: error: %s; got:\n", path, want[i].line, want[i].message);
+            print_diags(&d);
+        }
+        assert_non_null(hit);
+        assert_string_equal(hit->message, want[i].message);
+        assert_string_equal(hit->file, path);
+    }
+    sg_diags_free(&d);
+    unlink(path);
+    free(path);
+    sg_policy_free(p);
+}
+
 /* ---- grant health declarations -------------------------------------------------------- */
 
 static const sg_policy_offline_t *admin_offline_of(const char *offline_text, sg_policy_t **p,
@@ -1063,6 +1216,9 @@ int main(void)
         cmocka_unit_test(test_unknown_app_is_an_error_when_apps_are_known),
         cmocka_unit_test(test_missing_comma_is_said_once_without_the_joined_scope),
         cmocka_unit_test(test_comma_check_leaves_written_lists_alone),
+        cmocka_unit_test(test_cases_say_each_mismatch),
+        cmocka_unit_test(test_case_claims_become_json_as_explain_reads_them),
+        cmocka_unit_test(test_cases_file_mistakes_are_reported_at_their_lines),
         cmocka_unit_test(test_diagnostics_stop_at_the_limit),
         cmocka_unit_test(test_mangled_policies_never_crash),
         cmocka_unit_test(test_in_matches_a_string_claim),

@@ -1,9 +1,10 @@
 /*
- * `scopegate policy check|explain`, run as the built binary: exit codes (0 ok, 1 bad policy or
- * claims, 2 usage), FILE:LINE: severity: lines, the ok line, --strict and --config, and
- * explain's text and JSON forms.
+ * `scopegate policy check|explain|test`, run as the built binary: exit codes (0 ok, 1 bad
+ * policy, claims or failing cases, 2 usage), FILE:LINE: severity: lines, the ok line,
+ * --strict and --config, explain's text and JSON forms, and the cases files of `test`.
  * The binary's path comes as the first argument (meson passes it) or in $SCOPEGATE.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -762,6 +764,226 @@ static void test_explain_text_and_json_together_is_a_usage_error(void **state)
     run_free(&r);
 }
 
+/* ---- test ----------------------------------------------------------------------------- */
+
+/* Cases against VALID: line 2 passes, the others fail one way each. */
+#define MIXED_CASES                                                                                \
+    "cases = (\n"                                                                                  \
+    "  { name = \"an admin by username\"; claims = { preferred_username = "                        \
+    "\"admin@acme.example\"; };\n"                                                                 \
+    "    expect = \"admin\"; scopes = [\"refresh_token\", \"api\"]; session = { idle = \"15m\"; "  \
+    "max = \"4h\"; }; },\n"                                                                        \
+    "  { name = \"ops is an admin\"; claims = { preferred_username = \"ops@acme.example\"; }; "    \
+    "expect = \"admin\"; },\n"                                                                     \
+    "  { claims = { groups = [\"gateway-admins\"]; }; expect = \"admin\";\n"                       \
+    "    scopes = [\"api\", \"refresh_token\", \"offline_access\"]; },\n"                          \
+    "  { claims = { groups = [\"gateway-admins\"]; }; expect = \"admin\"; session = { idle = "     \
+    "\"30m\"; max = \"4h\"; }; },\n"                                                               \
+    "  { claims = { email = \"x@y\" }; expect = \"denied\"; }\n"                                   \
+    ");\n"
+
+static void test_test_all_passing_exits_0_with_a_summary(void **state)
+{
+    char *path = temp_policy(VALID);
+    char *cases = temp_policy(
+        "cases = (\n"
+        "  { claims = { groups = \"gateway-admins\"; }; expect = \"admin\"; },\n"
+        "  { claims = { }; expect = \"user\"; scopes = []; session = { max = \"8h\"; }; }\n"
+        ");\n");
+    run_t r = run(NULL, "policy", "test", path, cases, NULL);
+    expect_status(&r, 0);
+    expect_text("stdout", r.out, "2 cases, 2 passed, 0 failed\n");
+    expect_text("stderr", r.err, "");
+    run_free(&r);
+    remove_policy(cases);
+    remove_policy(path);
+}
+
+static void test_test_failures_say_cases_line_expected_and_got(void **state)
+{
+    char *path = temp_policy(VALID);
+    char *cases = temp_policy(MIXED_CASES);
+    run_t r = run(NULL, "policy", "test", path, cases, NULL);
+    expect_status(&r, 1);
+    expect_text("stdout", r.out,
+                fmt("%s:4: expected admin, got user (rule 3 at %s:11 matched first)\n"
+                    "%s:5: admin: expected scopes api refresh_token offline_access, got api "
+                    "refresh_token\n"
+                    "%s:7: admin: expected session idle 30m, got 15m\n"
+                    "%s:8: expected denied, got user (rule 3 at %s:11 matched first)\n"
+                    "5 cases, 1 passed, 4 failed\n",
+                    cases, path, cases, cases, cases, path));
+    run_free(&r);
+    remove_policy(cases);
+    remove_policy(path);
+}
+
+static void test_test_json_gives_each_case(void **state)
+{
+    char *path = temp_policy(VALID);
+    char *cases = temp_policy(MIXED_CASES);
+    run_t r = run(NULL, "policy", "test", "--json", path, cases, NULL);
+    expect_status(&r, 1);
+    cJSON *j = cJSON_Parse(r.out);
+    if (!j)
+        print_error("not JSON:\n%s\n", r.out);
+    assert_non_null(j);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "valid")));
+    assert_int_equal(cJSON_GetObjectItem(j, "total")->valueint, 5);
+    assert_int_equal(cJSON_GetObjectItem(j, "passed")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItem(j, "failed")->valueint, 4);
+    cJSON *list = cJSON_GetObjectItem(j, "cases");
+    cJSON *c0 = cJSON_GetArrayItem(list, 0), *c1 = cJSON_GetArrayItem(list, 1);
+    assert_int_equal(cJSON_GetObjectItem(c0, "line")->valueint, 2);
+    assert_string_equal(cJSON_GetObjectItem(c0, "name")->valuestring, "an admin by username");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(c0, "passed")));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(c0, "failures")), 0);
+    assert_string_equal(cJSON_GetObjectItem(c1, "expect")->valuestring, "admin");
+    assert_string_equal(cJSON_GetObjectItem(c1, "got")->valuestring, "user");
+    cJSON *rule = cJSON_GetObjectItem(c1, "rule");
+    assert_int_equal(cJSON_GetObjectItem(rule, "number")->valueint, 3);
+    expect_text("cases[1].rule.at", cJSON_GetObjectItem(rule, "at")->valuestring,
+                fmt("%s:11", path));
+    expect_text("cases[1].failures[0]",
+                cJSON_GetArrayItem(cJSON_GetObjectItem(c1, "failures"), 0)->valuestring,
+                fmt("expected admin, got user (rule 3 at %s:11 matched first)", path));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetArrayItem(list, 2), "name")));
+    cJSON_Delete(j);
+    run_free(&r);
+    remove_policy(cases);
+    remove_policy(path);
+}
+
+static void test_test_unknown_expected_role_is_an_error_of_the_cases_file(void **state)
+{
+    char *path = temp_policy(VALID);
+    char *cases = temp_policy("cases = (\n"
+                              "  { claims = { }; expect = \"user\"; },\n"
+                              "  { claims = { groups = [\"audit\"]; }; expect = \"auditor\"; }\n"
+                              ");\n");
+    run_t r = run(NULL, "policy", "test", path, cases, NULL);
+    expect_status(&r, 1);
+    expect_text("stdout", r.out, "");
+    expect_text("stderr", r.err,
+                fmt("%s:3: error: unknown role 'auditor': the policy's roles are user, admin (or "
+                    "\"denied\": no rule matches)\n"
+                    "scopegate: %s: the cases file has errors; no case was run\n",
+                    cases, cases));
+    run_free(&r);
+
+    r = run(NULL, "policy", "test", path, cases, "--json", NULL);
+    expect_status(&r, 1);
+    cJSON *j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(j, "valid")));
+    cJSON *d = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "diagnostics"), 0);
+    assert_string_equal(cJSON_GetObjectItem(d, "file")->valuestring, cases);
+    assert_int_equal(cJSON_GetObjectItem(d, "line")->valueint, 3);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "cases")), 0);
+    cJSON_Delete(j);
+    run_free(&r);
+    remove_policy(cases);
+    remove_policy(path);
+}
+
+static void test_test_bad_policy_or_missing_cases_exit_1(void **state)
+{
+    char *broken = temp_policy(BROKEN);
+    char *valid = temp_policy(VALID);
+    char *cases = temp_policy("cases = ( { claims = { }; expect = \"user\"; } );\n");
+    run_t r = run(NULL, "policy", "test", broken, cases, NULL);
+    expect_status(&r, 1);
+    expect_contains("stderr", r.err, fmt("%s:2: error: ", broken));
+    expect_contains("stderr", r.err, "the policy has errors; no case was run");
+    expect_text("stdout", r.out, "");
+    run_free(&r);
+    r = run(NULL, "policy", "test", valid, "/nonexistent/policy.cases", NULL);
+    expect_status(&r, 1);
+    expect_contains("stderr", r.err, "/nonexistent/policy.cases: error: cannot open");
+    run_free(&r);
+    remove_policy(cases);
+    remove_policy(valid);
+    remove_policy(broken);
+}
+
+static void test_test_usage_errors_exit_2(void **state)
+{
+    const char *cases[][4] = {
+        {"test", NULL, NULL, NULL},
+        {"test", "p.cfg", NULL, NULL},
+        {"test", "p.cfg", "c.cases", "third"},
+        {"test", "p.cfg", "c.cases", "--verbose"},
+        {"test", "p.cfg", "c.cases", "--config"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        run_t r = run(NULL, "policy", cases[i][0], cases[i][1], cases[i][2], cases[i][3], NULL);
+        if (r.status != 2)
+            print_error("case %zu: expected exit 2, got %d\nstderr:\n%s\n", i, r.status, r.err);
+        assert_int_equal(r.status, 2);
+        expect_contains("stderr", r.err, "usage: scopegate policy");
+        run_free(&r);
+    }
+    run_t r = run(NULL, "policy", "test", "--help", NULL);
+    expect_status(&r, 0);
+    expect_contains("stdout", r.out,
+                    "scopegate policy test POLICY CASES [--config DEPLOYMENT] [--json]");
+    run_free(&r);
+}
+
+static void test_test_config_checks_the_policy_apps(void **state)
+{
+    char *dir = temp_deployment();
+    char *path = temp_policy(CRM_POLICY);
+    char *cases = temp_policy("cases = ( { claims = { }; expect = \"user\"; } );\n");
+    run_t r =
+        run(NULL, "policy", "test", path, cases, "--config", fmt("%s/gateway.cfg", dir), NULL);
+    expect_status(&r, 1);
+    expect_contains("stderr", r.err, fmt("%s:3: error: unknown app 'crm'", path));
+    run_free(&r);
+    r = run(NULL, "policy", "test", path, cases, NULL);
+    expect_status(&r, 0);
+    run_free(&r);
+    remove_policy(cases);
+    remove_policy(path);
+    remove_deployment(dir);
+}
+
+/* Each policy/examples/NAME.cases passes against NAME.cfg, and every example policy has one. */
+static void test_test_every_example_cases_file_passes(void **state)
+{
+    const char *root = getenv("SG_SOURCE_ROOT");
+    if (!root)
+        skip();
+    const char *dir = fmt("%s/policy/examples", root);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    size_t policies = 0, ran = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        if (len < 5 || strcmp(de->d_name + len - 4, ".cfg") != 0)
+            continue;
+        policies++;
+        const char *policy = fmt("%s/%s", dir, de->d_name);
+        const char *cases = fmt("%s/%.*s.cases", dir, (int)(len - 4), de->d_name);
+        struct stat sb;
+        if (stat(cases, &sb) != 0)
+            print_error("%s has no cases file %s\n", policy, cases);
+        assert_int_equal(stat(cases, &sb), 0);
+        run_t r = run(NULL, "policy", "test", policy, cases, NULL);
+        if (r.status != 0 || !strstr(r.out, " failed\n") || !strstr(r.out, ", 0 failed\n"))
+            print_error("%s against %s: expected every case to pass, got exit %d\n%s%s\n", cases,
+                        policy, r.status, r.out, r.err);
+        expect_status(&r, 0);
+        expect_contains("stdout", r.out, ", 0 failed\n");
+        run_free(&r);
+        ran++;
+    }
+    closedir(d);
+    assert_int_equal(policies, 3);
+    assert_int_equal(ran, policies);
+}
+
 int main(int argc, char **argv)
 {
     scopegate = argc > 1 ? argv[1] : getenv("SCOPEGATE");
@@ -794,6 +1016,14 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_explain_prints_json_when_stdout_is_not_a_terminal),
         cmocka_unit_test(test_explain_prints_text_on_a_terminal_and_json_when_asked),
         cmocka_unit_test(test_explain_text_and_json_together_is_a_usage_error),
+        cmocka_unit_test(test_test_all_passing_exits_0_with_a_summary),
+        cmocka_unit_test(test_test_failures_say_cases_line_expected_and_got),
+        cmocka_unit_test(test_test_json_gives_each_case),
+        cmocka_unit_test(test_test_unknown_expected_role_is_an_error_of_the_cases_file),
+        cmocka_unit_test(test_test_bad_policy_or_missing_cases_exit_1),
+        cmocka_unit_test(test_test_usage_errors_exit_2),
+        cmocka_unit_test(test_test_config_checks_the_policy_apps),
+        cmocka_unit_test(test_test_every_example_cases_file_passes),
     };
     return cmocka_run_group_tests_name("policy_cli", tests, NULL, free_kept);
 }
