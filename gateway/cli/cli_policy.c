@@ -42,10 +42,11 @@ int sg_cli_policy_usage(FILE *out)
             "           CASES:LINE: ..., then \"N cases, N passed, N failed\"; exit 0 when all\n"
             "           pass, 1 when one fails or a file is bad\n"
             "  diff     what changes from OLD to NEW, one sentence a line (\"no changes\" when\n"
-            "           none); with --config, also which current sessions change role and which\n"
-            "           stored grants lose their role's offline access (the database is only\n"
-            "           read; the gateway may be running). With --config, OLD may be left out:\n"
-            "           the config's policy_file. Exit 0 when compared, 1 when a file is bad\n");
+            "           none); with --config, also which current sessions change role or\n"
+            "           lifetimes and which stored grants lose their role's offline access (the\n"
+            "           database is only read; the gateway may be running). With --config, OLD\n"
+            "           may be left out: the config's policy_file. Exit 0 when compared, 1 when\n"
+            "           a file is bad\n");
     return out == stderr ? 2 : 0;
 }
 
@@ -458,6 +459,13 @@ typedef struct {
     size_t n;
 } shift_t;
 
+/* Sessions that keep going with other lifetimes, grouped by their new role and the change. */
+typedef struct {
+    char *role;
+    long long idle_from, idle_to, max_from, max_to;
+    size_t n;
+} relife_t;
+
 /* A live grant and what the policies make of its owner. */
 typedef struct {
     long long id;
@@ -470,9 +478,12 @@ typedef struct {
 typedef struct {
     const sg_policy_t *old, *new;
     long long now;
-    size_t sessions; /* current (not expired) sessions looked at */
+    size_t sessions;                              /* current (not expired) sessions looked at */
+    size_t role_changed, lifetime_changed, ended; /* of those; one may be in both of the first */
     shift_t *shifts;
     size_t nshifts, shifts_cap;
+    relife_t *lifes;
+    size_t nlifes, lifes_cap;
     owner_t *grants;
     size_t ngrants, grants_cap;
     int nomem;
@@ -524,10 +535,40 @@ static void add_shift(impact_t *im, const char *from, const char *to, const char
     im->nshifts++;
 }
 
+static void add_lifetimes(impact_t *im, const sg_session_rec_t *rec, const sg_policy_role_t *to)
+{
+    relife_t want = {.role = (char *)to->name,
+                     .idle_from = rec->idle_timeout,
+                     .idle_to = to->idle,
+                     .max_from = rec->max_lifetime,
+                     .max_to = to->max};
+    for (size_t i = 0; i < im->nlifes; i++) {
+        relife_t *l = &im->lifes[i];
+        if (strcmp(l->role, want.role) == 0 && l->idle_from == want.idle_from &&
+            l->idle_to == want.idle_to && l->max_from == want.max_from &&
+            l->max_to == want.max_to) {
+            l->n++;
+            return;
+        }
+    }
+    if (grow((void **)&im->lifes, &im->lifes_cap, im->nlifes, sizeof(relife_t)) != 0) {
+        im->nomem = 1;
+        return;
+    }
+    want.role = strdup(to->name);
+    want.n = 1;
+    if (!want.role) {
+        im->nomem = 1;
+        return;
+    }
+    im->lifes[im->nlifes++] = want;
+}
+
 /*
  * A session's role now (its stored claims under old; its stored role when old gives none)
  * and after a reload, decided as the gateway will decide it: from the stored claims under
- * new, the session ending when they are not JSON or no rule matches.
+ * new, the session ending when they are not JSON or no rule matches; it takes that role's
+ * lifetimes, which may differ from the ones it was stored with.
  */
 static int visit_session(void *ctx, const sg_session_rec_t *rec)
 {
@@ -547,8 +588,16 @@ static int visit_session(void *ctx, const sg_session_rec_t *rec)
     else
         to = b.role->name;
     cJSON_Delete(claims);
+    if (!to)
+        im->ended++;
+    else if (strcmp(from, to) != 0)
+        im->role_changed++;
     if (!to || strcmp(from, to) != 0)
         add_shift(im, from, to, why);
+    if (to && (b.role->idle != rec->idle_timeout || b.role->max != rec->max_lifetime)) {
+        im->lifetime_changed++;
+        add_lifetimes(im, rec, b.role);
+    }
     return im->nomem;
 }
 
@@ -612,6 +661,24 @@ static int shift_cmp(const void *x, const void *y)
     return c ? c : strcmp(a->why ? a->why : "", b->why ? b->why : "");
 }
 
+static int cmp_ll(long long a, long long b)
+{
+    return a < b ? -1 : a > b;
+}
+
+static int relife_cmp(const void *x, const void *y)
+{
+    const relife_t *a = x, *b = y;
+    int c = strcmp(a->role, b->role);
+    if (!c)
+        c = cmp_ll(a->idle_from, b->idle_from);
+    if (!c)
+        c = cmp_ll(a->idle_to, b->idle_to);
+    if (!c)
+        c = cmp_ll(a->max_from, b->max_from);
+    return c ? c : cmp_ll(a->max_to, b->max_to);
+}
+
 static void impact_free(impact_t *im)
 {
     for (size_t i = 0; i < im->nshifts; i++) {
@@ -620,6 +687,9 @@ static void impact_free(impact_t *im)
         free(im->shifts[i].why);
     }
     free(im->shifts);
+    for (size_t i = 0; i < im->nlifes; i++)
+        free(im->lifes[i].role);
+    free(im->lifes);
     for (size_t i = 0; i < im->ngrants; i++) {
         free(im->grants[i].user_id);
         free(im->grants[i].username);
@@ -657,6 +727,8 @@ static int measure(const char *db, impact_t *im)
     }
     if (im->nshifts)
         qsort(im->shifts, im->nshifts, sizeof(*im->shifts), shift_cmp);
+    if (im->nlifes)
+        qsort(im->lifes, im->nlifes, sizeof(*im->lifes), relife_cmp);
     return 0;
 }
 
@@ -707,27 +779,48 @@ static void print_impact(const char *db, int missing, const impact_t *im)
     }
     printf("\nimpact on %zu current session%s and %zu live grant%s (%s):\n", im->sessions,
            im->sessions == 1 ? "" : "s", im->ngrants, im->ngrants == 1 ? "" : "s", db);
-    int any = 0;
-    for (size_t i = 0; i < im->nshifts; i++) {
-        const shift_t *s = &im->shifts[i];
-        if (s->to)
-            printf("  %zu session%s: %s -> %s\n", s->n, s->n == 1 ? "" : "s", s->from, s->to);
-        else
-            printf("  %zu session%s (%s): %s\n", s->n, s->n == 1 ? " ends" : "s end", s->from,
-                   s->why);
-        any = 1;
-    }
     size_t lose = 0, regain = 0;
     for (size_t i = 0; i < im->ngrants; i++) {
         lose += in_class(&im->grants[i], G_LOSE);
         regain += in_class(&im->grants[i], G_REGAIN);
     }
-    print_grants(im, G_LOSE, "stored grant loses its role's offline access",
-                 "stored grants lose their role's offline access");
-    print_grants(im, G_REGAIN, "stored grant regains its role's offline access",
-                 "stored grants regain their role's offline access");
-    if (!any && !lose && !regain)
-        printf("  no session changes role and no stored grant changes\n");
+    if (!im->nshifts && !im->nlifes && !lose && !regain) {
+        printf("  no session changes role or lifetimes, and no stored grant changes\n");
+    } else {
+        /* Role and lifetimes apart: a reload rewrites a session for either (or both). */
+        for (size_t i = 0; i < im->nshifts; i++) {
+            const shift_t *s = &im->shifts[i];
+            if (s->to)
+                printf("  %zu session%s: %s -> %s\n", s->n, s->n == 1 ? "" : "s", s->from, s->to);
+            else
+                printf("  %zu session%s (%s): %s\n", s->n, s->n == 1 ? " ends" : "s end", s->from,
+                       s->why);
+        }
+        if (!im->nshifts)
+            printf("  no session changes role or ends\n");
+        for (size_t i = 0; i < im->nlifes; i++) {
+            const relife_t *l = &im->lifes[i];
+            char a[32], b[32];
+            printf("  lifetimes change for %zu session%s (%s):", l->n, l->n == 1 ? "" : "s",
+                   l->role);
+            if (l->idle_from != l->idle_to)
+                printf(" idle %s -> %s", sg_duration_format(l->idle_from, a, sizeof(a)),
+                       sg_duration_format(l->idle_to, b, sizeof(b)));
+            if (l->max_from != l->max_to)
+                printf("%s max %s -> %s", l->idle_from != l->idle_to ? "," : "",
+                       sg_duration_format(l->max_from, a, sizeof(a)),
+                       sg_duration_format(l->max_to, b, sizeof(b)));
+            printf("\n");
+        }
+        if (!im->nlifes)
+            printf("  no session's lifetimes change\n");
+        print_grants(im, G_LOSE, "stored grant loses its role's offline access",
+                     "stored grants lose their role's offline access");
+        print_grants(im, G_REGAIN, "stored grant regains its role's offline access",
+                     "stored grants regain their role's offline access");
+        if (!lose && !regain)
+            printf("  no stored grant changes\n");
+    }
     print_grants(im, G_UNKNOWN,
                  "stored grant has an owner whose claims are not recorded (not judged; the "
                  "gateway serves it until they sign in again)",
@@ -764,22 +857,46 @@ static cJSON *grants_json(cJSON *parent, const char *key, const impact_t *im, gr
 }
 
 /*
- * {"database":PATH,"exists":true,"sessions":{"current":N,"changes":[{"from","to","count"}
- * (to null and "reason" when the sessions end)]},"grants":{"live":N,"lose_offline":[...],
- * "regain_offline":[...],"unknown":[...]}}, each grant {"id","user_id","username","app",
- * "from","to"} (unknown ones without from and to).
+ * {"database":PATH,"exists":true,"sessions":{"current":N,"role_changed":N,
+ * "lifetime_changed":N,"ended":N,"changes":[{"from","to","count"} (to null and "reason" when
+ * the sessions end)],"lifetimes":[{"role","idle_from","idle_to","max_from","max_to","count"}
+ * (seconds)]},"grants":{"live":N,"lose_offline":[...],"regain_offline":[...],"unknown":[...]}},
+ * each grant {"id","user_id","username","app","from","to"} (unknown ones without from and to).
+ * A session whose role and lifetimes both change counts in role_changed and lifetime_changed.
  */
 static cJSON *impact_json(const char *db, int missing, const impact_t *im)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *ss = o ? cJSON_AddObjectToObject(o, "sessions") : NULL;
     cJSON *gs = o ? cJSON_AddObjectToObject(o, "grants") : NULL;
-    cJSON *changes = ss ? cJSON_AddArrayToObject(ss, "changes") : NULL;
-    if (!changes || !gs || !cJSON_AddStringToObject(o, "database", db) ||
+    cJSON *changes = NULL, *lifes = NULL;
+    if (!ss || !gs || !cJSON_AddStringToObject(o, "database", db) ||
         !cJSON_AddBoolToObject(o, "exists", !missing) ||
         !cJSON_AddNumberToObject(ss, "current", (double)im->sessions) ||
+        !cJSON_AddNumberToObject(ss, "role_changed", (double)im->role_changed) ||
+        !cJSON_AddNumberToObject(ss, "lifetime_changed", (double)im->lifetime_changed) ||
+        !cJSON_AddNumberToObject(ss, "ended", (double)im->ended) ||
         !cJSON_AddNumberToObject(gs, "live", (double)im->ngrants))
         goto fail;
+    changes = cJSON_AddArrayToObject(ss, "changes");
+    lifes = cJSON_AddArrayToObject(ss, "lifetimes");
+    if (!changes || !lifes)
+        goto fail;
+    for (size_t i = 0; i < im->nlifes; i++) {
+        const relife_t *l = &im->lifes[i];
+        cJSON *c = cJSON_CreateObject();
+        if (!c || !cJSON_AddItemToArray(lifes, c)) {
+            cJSON_Delete(c);
+            goto fail;
+        }
+        if (!cJSON_AddStringToObject(c, "role", l->role) ||
+            !cJSON_AddNumberToObject(c, "idle_from", (double)l->idle_from) ||
+            !cJSON_AddNumberToObject(c, "idle_to", (double)l->idle_to) ||
+            !cJSON_AddNumberToObject(c, "max_from", (double)l->max_from) ||
+            !cJSON_AddNumberToObject(c, "max_to", (double)l->max_to) ||
+            !cJSON_AddNumberToObject(c, "count", (double)l->n))
+            goto fail;
+    }
     for (size_t i = 0; i < im->nshifts; i++) {
         const shift_t *s = &im->shifts[i];
         cJSON *c = cJSON_CreateObject();

@@ -925,11 +925,11 @@ static int collect_one(void *ctx, const sg_session_rec_t *rec)
     return 0;
 }
 
-sg_rc sg_sessions_reresolve(sg_sessions_t *s, sg_session_role_fn fn, void *ctx, size_t *changed,
-                            size_t *ended)
+sg_rc sg_sessions_reresolve(sg_sessions_t *s, sg_session_role_fn fn, void *ctx,
+                            sg_reresolve_counts_t *counts)
 {
     collect_t c = {0};
-    *changed = *ended = 0;
+    memset(counts, 0, sizeof(*counts));
     sg_rc rc = s->store->ops->session_each(s->store, collect_one, &c);
     if (!rc && c.nomem)
         rc = SG_ERR_NOMEM;
@@ -941,8 +941,9 @@ sg_rc sg_sessions_reresolve(sg_sessions_t *s, sg_session_role_fn fn, void *ctx, 
         if (from_hex(rec->id_hash, key))
             continue;
         int keep = fn(ctx, rec, role, sizeof(role), &idle, &max);
-        if (keep && rec->role && strcmp(role, rec->role) == 0 && idle == rec->idle_timeout &&
-            max == rec->max_lifetime)
+        int new_role = !rec->role || strcmp(role, rec->role) != 0;
+        int new_lifetimes = idle != rec->idle_timeout || max != rec->max_lifetime;
+        if (keep && !new_role && !new_lifetimes)
             continue;
 
         pthread_rwlock_wrlock(&s->lock);
@@ -980,8 +981,13 @@ sg_rc sg_sessions_reresolve(sg_sessions_t *s, sg_session_role_fn fn, void *ctx, 
             wrc = s->store->ops->session_delete(s->store, rec->id_hash);
         }
         announce(s, rec->id_hash); /* after the store's change: see announce() */
-        if (e || wrc == SG_OK)
-            (*(keep ? changed : ended))++;
+        if ((e || wrc == SG_OK) && keep) {
+            counts->changed++;
+            counts->role_changed += (size_t)new_role;
+            counts->lifetime_changed += (size_t)new_lifetimes;
+        } else if (e || wrc == SG_OK) {
+            counts->ended++;
+        }
         free(e); /* unlinked above (insert() returned it, or unlink_entry()) */
     }
     for (size_t i = 0; i < c.n; i++)

@@ -150,12 +150,17 @@ void sg_gw_reload(sg_gateway_t *gw, const char *trigger, sg_reload_result_t *res
     snprintf(res->sha256, sizeof(res->sha256), "%s", sg_policy_hash(sg_gw_policy(gw)));
     pthread_mutex_unlock(&gw->reload_lock);
     reresolve_ctx_t rctx = {gw, trigger};
-    if (res->ok && sg_sessions_reresolve(gw->sessions, session_role, &rctx, &res->sessions_changed,
-                                         &res->sessions_ended))
+    sg_reresolve_counts_t n = {0};
+    if (res->ok && sg_sessions_reresolve(gw->sessions, session_role, &rctx, &n))
         sg_log(SG_LOG_ERROR, "sessions_reresolve", "could not decide every session's role again");
-    if (res->ok && (res->sessions_changed || res->sessions_ended))
-        sg_log(SG_LOG_INFO, "sessions_reresolved", "%zu session(s) changed role, %zu ended",
-               res->sessions_changed, res->sessions_ended);
+    res->sessions_changed = n.changed;
+    res->sessions_ended = n.ended;
+    res->sessions_role_changed = n.role_changed;
+    res->sessions_lifetime_changed = n.lifetime_changed;
+    if (res->ok && (n.changed || n.ended))
+        sg_log(SG_LOG_INFO, "sessions_reresolved",
+               "%zu session(s) changed: %zu changed role, %zu changed lifetimes; %zu ended",
+               n.changed, n.role_changed, n.lifetime_changed, n.ended);
 }
 
 int sg_gw_role_allows_offline(void *ctx, const char *user_id, const char *app)

@@ -97,11 +97,13 @@ typedef struct {
     sg_counter_t *auth_ok, *auth_denied, *sessions_active;
 } sg_gateway_t;
 
-/* What a reload did (POST /v1/reload answers it). */
+/* What a reload did (POST /v1/reload answers it). A session rewritten with another role and
+ * other lifetimes counts in sessions_changed once and in both of the last two. */
 typedef struct {
     int ok;
     char sha256[65];
     size_t sessions_changed, sessions_ended;
+    size_t sessions_role_changed, sessions_lifetime_changed;
 } sg_reload_result_t;
 
 /* Reads and checks the policy file, logging and auditing the outcome (policy_loaded or

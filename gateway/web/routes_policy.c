@@ -39,6 +39,9 @@ void sg_route_reload(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     pthread_mutex_unlock(&gw->reload_lock);
     cJSON_AddNumberToObject(j, "sessions_changed", (double)res.sessions_changed);
     cJSON_AddNumberToObject(j, "sessions_ended", (double)res.sessions_ended);
+    /* What changed for them, apart: one session may be in both. */
+    cJSON_AddNumberToObject(j, "sessions_role_changed", (double)res.sessions_role_changed);
+    cJSON_AddNumberToObject(j, "sessions_lifetime_changed", (double)res.sessions_lifetime_changed);
     /* 422: the file was read but is not a usable policy; the last good one stays. */
     sg_resp_json_body(w, res.ok ? 200 : 422, j);
 }

@@ -96,11 +96,17 @@ size_t sg_sessions_count(sg_sessions_t *s);
  * from. fn gets the stored record (claims included) and writes the role it should have now
  * into role (rolelen bytes) with the role's lifetimes; it returns 1 to keep the session (with
  * that role), 0 to end it (its role is gone). Changed sessions are rewritten in memory and in
- * the store; the created and last_seen times stay. *changed and *ended count them.
+ * the store; the created and last_seen times stay. *counts says how many.
  */
 typedef int (*sg_session_role_fn)(void *ctx, const sg_session_rec_t *rec, char *role,
                                   size_t rolelen, long long *idle, long long *max);
-sg_rc sg_sessions_reresolve(sg_sessions_t *s, sg_session_role_fn fn, void *ctx, size_t *changed,
-                            size_t *ended);
+typedef struct {
+    size_t changed;          /* kept, rewritten with another role or other lifetimes or both */
+    size_t role_changed;     /* of changed, those with another role */
+    size_t lifetime_changed; /* of changed, those with another idle or max lifetime */
+    size_t ended;
+} sg_reresolve_counts_t;
+sg_rc sg_sessions_reresolve(sg_sessions_t *s, sg_session_role_fn fn, void *ctx,
+                            sg_reresolve_counts_t *counts);
 
 #endif

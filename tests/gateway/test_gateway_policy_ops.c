@@ -11,7 +11,10 @@
  * B. Demotion: an admin with a connected grant is dropped from the admin rule (SIGHUP, and
  *    POST /v1/reload): their next /auth says role user, /v1/token?user= answers 403
  *    not_allowed, their grant stays (live at sfsim), and promoting them back serves it again.
- *    A policy that removes a role entirely ends the sessions of that role.
+ *    A policy that removes a role entirely ends the sessions of that role. A policy that only
+ *    shortens the user role's idle time changes no role: `policy diff --config` says which
+ *    sessions' lifetimes change and the reload counts the same sessions apart from role
+ *    changes.
  * C. Audit: one run drives every event class; every line of state_dir/audit.log is JSON with
  *    an RFC 3339 UTC "ts" in milliseconds and an "event"; no token, code, secret, cookie or
  *    CSRF value is in it; the file is 0600; SIGHUP reopens it after a rename.
@@ -32,6 +35,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -903,6 +907,8 @@ static void test_demotion(void **state)
     j = reload_post(200, "POST /v1/reload with D2");
     CHECK(jnum(j, "sessions_changed") >= 1 && jnum(j, "sessions_ended") == 0,
           "demoting the admin: expected sessions_changed >= 1, sessions_ended 0: %s", json_text(j));
+    CHECK(jnum(j, "sessions_role_changed") >= 1,
+          "demoting the admin: expected sessions_role_changed >= 1: %s", json_text(j));
     CHECK(strcmp(jstr(j, "sha256"), sha_hex(d2)) == 0, "the reload's sha256 should be D2's: %s",
           json_text(j));
     /* POST answers after the sessions were decided again: the very next /auth says user. */
@@ -952,6 +958,71 @@ static void test_role_removed_ends_sessions(void **state)
     th_client_t *again = browser();
     signin(again, TH_OPS, "ops");
     expect_role(again, "user", "ops signed in again");
+}
+
+/* text with its first from replaced by to (kept). */
+static const char *replace_once(const char *text, const char *from, const char *to)
+{
+    const char *at = strstr(text, from);
+    CHECK(at, "expected \"%s\" in the policy:\n%s", from, text);
+    return FMT("%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+}
+
+/* `scopegate policy diff OLD NEW --config` against the running stack: its stdout and stderr
+ * (kept), after it exited 0. */
+static const char *policy_diff(const char *old_path, const char *new_path)
+{
+    const char *cmd = FMT("'%s' policy diff '%s' '%s' --config '%s' 2>&1", getenv("SCOPEGATE"),
+                          old_path, new_path, GW.gw_cfg);
+    FILE *p = popen(cmd, "r");
+    CHECK(p, "cannot run %s", cmd);
+    char out[8192];
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "scopegate policy diff --config: expected exit 0, got %d:\n%s", status, out);
+    return keep_str(strdup(out));
+}
+
+/* Only the user role's idle time changes: no session changes role, the users' sessions change
+ * lifetimes; the diff says so beforehand and the reload counts the same afterwards. */
+static void test_lifetime_change_is_not_a_role_change(void **state)
+{
+    (void)state;
+    const char *before = policy(ONLY_ADMIN, 0, "users idle out after 30m");
+    const char *after =
+        replace_once(policy(ONLY_ADMIN, 0, "users idle out after 15m"),
+                     "user = { session = { idle = \"30m\"", "user = { session = { idle = \"15m\"");
+    start_stack(before, NULL);
+    th_client_t *alice = browser(), *ops = browser(), *adm = browser();
+    signin(alice, TH_ALICE, "alice");
+    signin(ops, TH_OPS, "ops");
+    signin(adm, TH_ADMIN, "admin");
+    expect_role(alice, "user", "alice before the change");
+    expect_role(ops, "user", "ops before the change");
+    expect_role(adm, "admin", "the admin before the change");
+
+    const char *next = FMT("%s/policy.next.cfg", GW.dir);
+    CHECK(th_write_file(next, after, 0600) == 0, "cannot write %s", next);
+    const char *diff = policy_diff(GW.policy, next);
+    expect_in(diff, "role 'user': session idle 30m -> 15m\n", "policy diff's changes");
+    expect_in(diff, "  no session changes role or ends\n", "policy diff's impact");
+    expect_in(diff, "  lifetimes change for 2 sessions (user): idle 30m -> 15m\n",
+              "policy diff's impact");
+
+    write_policy(after);
+    cJSON *j = reload_post(200, "POST /v1/reload with the users' idle time shortened");
+    CHECK(jnum(j, "sessions_lifetime_changed") == 2 && jnum(j, "sessions_role_changed") == 0,
+          "expected sessions_lifetime_changed 2 and sessions_role_changed 0 (the diff said so), "
+          "got %s",
+          json_text(j));
+    CHECK(jnum(j, "sessions_changed") == 2 && jnum(j, "sessions_ended") == 0,
+          "expected sessions_changed 2 and sessions_ended 0, got %s", json_text(j));
+    expect_role(alice, "user", "alice after the change");
+    expect_role(adm, "admin", "the admin after the change");
+    CHECK(audit_count("role_changed", NULL) == 0,
+          "a change of lifetimes only is not a role change, yet the audit log has role_changed");
 }
 
 /* ---- C: the audit log ------------------------------------------------------------------------ */
@@ -1343,6 +1414,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reload_under_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_demotion, setup, teardown),
         cmocka_unit_test_setup_teardown(test_role_removed_ends_sessions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lifetime_change_is_not_a_role_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_page, setup, teardown),
     };

@@ -1,9 +1,9 @@
 /*
  * `scopegate policy diff`, run as the built binary: the sentences, "no changes", exit codes
  * (0 compared, 1 a bad file, 2 usage), --json, and with --config the impact on a database
- * made here through the store API: sessions that change role or end, live grants whose owner
- * loses (or regains) offline access, owners nobody knows. The database stays open for
- * writing in this process meanwhile, as a running gateway would hold it.
+ * made here through the store API: sessions that change role, change lifetimes or end, live
+ * grants whose owner loses (or regains) offline access, owners nobody knows. The database
+ * stays open for writing in this process meanwhile, as a running gateway would hold it.
  * The binary's path comes as the first argument (meson passes it) or in $SCOPEGATE.
  */
 #include <setjmp.h>
@@ -240,17 +240,19 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A session stored as the gateway stores it under OLD_POLICY: with its role's lifetimes. */
 static void put_session(sg_store_t *st, char id, const char *user, const char *role,
                         const char *claims, int expired)
 {
     long long now = (long long)time(NULL);
+    int admin = strcmp(role, "admin") == 0;
     sg_session_rec_t rec = {.user_id = (char *)user,
                             .role = (char *)role,
                             .claims = (char *)claims,
                             .created = expired ? now - 100000 : now - 60,
                             .last_seen = expired ? now - 100000 : now - 10,
-                            .idle_timeout = 900,
-                            .max_lifetime = 14400};
+                            .idle_timeout = admin ? 900 : 1800,
+                            .max_lifetime = admin ? 14400 : 28800};
     memset(rec.id_hash, id, SG_ID_HASH_LEN);
     rec.id_hash[SG_ID_HASH_LEN] = '\0';
     assert_int_equal(st->ops->session_put(st, &rec), SG_OK);
@@ -422,6 +424,8 @@ static void test_config_reports_sessions_and_grants(void **state)
                      "impact on 5 current sessions and 3 live grants (%s):\n"
                      "  2 sessions: admin -> user\n"
                      "  1 session ends (admin): its stored claims are not JSON\n"
+                     "  lifetimes change for 2 sessions (user): max 4h -> 8h\n"
+                     "  lifetimes change for 1 session (user): idle 30m -> 15m\n"
                      "  1 stored grant loses its role's offline access: ops@acme.example (grant 2, "
                      "admin -> user)\n"
                      "  1 stored grant has an owner whose claims are not recorded (not judged; the "
@@ -468,6 +472,15 @@ static void test_config_json_impact(void **state)
                 "[{\"from\":\"admin\",\"to\":\"user\",\"count\":2},{\"from\":\"admin\",\"to\":null,"
                 "\"reason\":\"its stored claims are not JSON\",\"count\":1}]");
     cJSON_free(changes);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(ss, "role_changed")->valueint, 2);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(ss, "lifetime_changed")->valueint, 3);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(ss, "ended")->valueint, 1);
+    char *lifes = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(ss, "lifetimes"));
+    expect_text("sessions.lifetimes", lifes,
+                "[{\"role\":\"user\",\"idle_from\":900,\"idle_to\":900,\"max_from\":14400,"
+                "\"max_to\":28800,\"count\":2},{\"role\":\"user\",\"idle_from\":1800,"
+                "\"idle_to\":900,\"max_from\":28800,\"max_to\":28800,\"count\":1}]");
+    cJSON_free(lifes);
     const cJSON *gs = cJSON_GetObjectItemCaseSensitive(im, "grants");
     assert_int_equal(cJSON_GetObjectItemCaseSensitive(gs, "live")->valueint, 3);
     char *lose = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(gs, "lose_offline"));
@@ -523,11 +536,70 @@ static void test_config_unchanged_policy_says_nothing_changes(void **state)
     snprintf(want, sizeof(want),
              "no changes\n\n"
              "impact on 4 current sessions and 3 live grants (%s):\n"
-             "  no session changes role and no stored grant changes\n"
+             "  no session changes role or lifetimes, and no stored grant changes\n"
              "  1 stored grant has an owner whose claims are not recorded (not judged; the "
              "gateway serves it until they sign in again): carol@acme.example (grant 3)\n",
              fx->db);
     expect_text("stdout", r.out, want);
+    run_free(&r);
+}
+
+/* OLD with only the user role's idle time shorter. */
+#define USER_IDLE_POLICY                                                                           \
+    "version = 1;\n"                                                                               \
+    "signin = { app = \"signin\"; scopes = [\"openid\", \"profile\", \"email\"]; };\n"             \
+    "roles = {\n"                                                                                  \
+    "  user = { session = { idle = \"15m\"; max = \"8h\"; }; };\n"                                 \
+    "  admin = { offline = { app = \"api\"; scopes = [\"api\", \"refresh_token\"]; };\n"           \
+    "            session = { idle = \"15m\"; max = \"4h\"; }; };\n"                                \
+    "};\n"                                                                                         \
+    "assign = (\n"                                                                                 \
+    "  { role = \"admin\"; claim = \"preferred_username\"; in = [\"admin@acme.example\"]; },\n"    \
+    "  { role = \"admin\"; claim = \"groups\"; contains = [\"gateway-admins\"]; },\n"              \
+    "  { role = \"user\"; }\n"                                                                     \
+    ");\n"
+
+static void delete_session(fx_t *fx, char id)
+{
+    char h[SG_ID_HASH_LEN + 1];
+    memset(h, id, SG_ID_HASH_LEN);
+    h[SG_ID_HASH_LEN] = '\0';
+    assert_int_equal(fx->st->ops->session_delete(fx->st, h), SG_OK);
+}
+
+static void test_config_lifetime_change_is_not_a_role_change(void **state)
+{
+    fx_t *fx = *state;
+    make_database(fx);
+    delete_session(fx, 'f'); /* its claims end it under any policy */
+    char path[1024];
+    write_file(fx->dir, "idle.cfg", USER_IDLE_POLICY, path);
+    run_t r = run("policy", "diff", fx->old_path, path, "--config", fx->config, NULL);
+    expect_status(&r, 0);
+    char want[2048];
+    snprintf(want, sizeof(want),
+             "role 'user': session idle 30m -> 15m\n\n"
+             "impact on 4 current sessions and 3 live grants (%s):\n"
+             "  no session changes role or ends\n"
+             "  lifetimes change for 1 session (user): idle 30m -> 15m\n"
+             "  no stored grant changes\n"
+             "  1 stored grant has an owner whose claims are not recorded (not judged; the "
+             "gateway serves it until they sign in again): carol@acme.example (grant 3)\n",
+             fx->db);
+    expect_text("stdout", r.out, want);
+    run_free(&r);
+
+    r = run("policy", "diff", fx->old_path, path, "--config", fx->config, "--json", NULL);
+    expect_status(&r, 0);
+    cJSON *j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    const cJSON *ss =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "impact"), "sessions");
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(ss, "role_changed")->valueint, 0);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(ss, "lifetime_changed")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(ss, "ended")->valueint, 0);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(ss, "changes")), 0);
+    cJSON_Delete(j);
     run_free(&r);
 }
 
@@ -577,6 +649,7 @@ int main(int argc, char **argv)
         T(test_config_without_database_says_so_and_creates_none),
         T(test_config_unchanged_policy_says_nothing_changes),
         T(test_config_checks_app_names_and_its_own_validity),
+        T(test_config_lifetime_change_is_not_a_role_change),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
