@@ -566,9 +566,10 @@ static void add_lifetimes(impact_t *im, const sg_session_rec_t *rec, const sg_po
 
 /*
  * A session's role now (its stored claims under old; its stored role when old gives none)
- * and after a reload, decided as the gateway will decide it: from the stored claims under
- * new, the session ending when they are not JSON or no rule matches; it takes that role's
- * lifetimes, which may differ from the ones it was stored with.
+ * and after a reload, decided as the gateway will decide it (session_role in
+ * gateway/web/context.c): the session ends when its stored role is not a role of new, or its
+ * stored claims are not JSON, or no rule matches them; otherwise it takes the role they get
+ * under new, and that role's lifetimes, which may differ from the ones it was stored with.
  */
 static int visit_session(void *ctx, const sg_session_rec_t *rec)
 {
@@ -578,10 +579,12 @@ static int visit_session(void *ctx, const sg_session_rec_t *rec)
     im->sessions++;
     cJSON *claims = cJSON_Parse(rec->claims ? rec->claims : "{}");
     sg_policy_result_t a = {0}, b = {0};
-    const char *from = rec->role, *to = NULL, *why = NULL;
+    const char *from = rec->role ? rec->role : "no role", *to = NULL, *why = NULL;
     if (claims && sg_policy_resolve(im->old, claims, &a) == SG_OK)
         from = a.role->name;
-    if (!claims)
+    if (!rec->role || !sg_policy_role(im->new, rec->role))
+        why = "its role is not in the new policy";
+    else if (!claims)
         why = "its stored claims are not JSON";
     else if (sg_policy_resolve(im->new, claims, &b) != SG_OK)
         why = "no rule matches";

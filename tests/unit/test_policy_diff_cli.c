@@ -603,6 +603,28 @@ static void test_config_lifetime_change_is_not_a_role_change(void **state)
     run_free(&r);
 }
 
+/* As a reload does: a session whose stored role the new policy lacks ends, whatever role its
+ * claims would get now. */
+static void test_config_session_of_a_removed_role_ends(void **state)
+{
+    fx_t *fx = *state;
+    make_database(fx);
+    delete_session(fx, 'f');
+    char path[1024];
+    write_file(fx->dir, "noadmin.cfg",
+               "version = 1;\n"
+               "signin = { app = \"signin\"; scopes = [\"openid\", \"profile\", \"email\"]; };\n"
+               "roles = { user = { session = { idle = \"30m\"; max = \"8h\"; }; }; };\n"
+               "assign = ( { role = \"user\"; } );\n",
+               path);
+    run_t r = run("policy", "diff", fx->old_path, path, "--config", fx->config, NULL);
+    expect_status(&r, 0);
+    expect_contains("stdout", r.out,
+                    "  3 sessions end (admin): its role is not in the new policy\n"
+                    "  no session's lifetimes change\n");
+    run_free(&r);
+}
+
 static void test_config_checks_app_names_and_its_own_validity(void **state)
 {
     fx_t *fx = *state;
@@ -650,6 +672,7 @@ int main(int argc, char **argv)
         T(test_config_unchanged_policy_says_nothing_changes),
         T(test_config_checks_app_names_and_its_own_validity),
         T(test_config_lifetime_change_is_not_a_role_change),
+        T(test_config_session_of_a_removed_role_ends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
