@@ -417,6 +417,14 @@ static void diff_role(diff_t *d, const sg_policy_role_t *a, const sg_policy_role
         f_bool(d, o, "from", a->can_view_policy);
         f_bool(d, o, "to", b->can_view_policy);
     }
+    if (!a->can_end_sessions != !b->can_end_sessions) {
+        cJSON *o = emit(d, "can_end_sessions_changed",
+                        "role '%s': can end other people's sessions %s -> %s", role,
+                        yes_no(a->can_end_sessions), yes_no(b->can_end_sessions));
+        f_str(d, o, "role", role);
+        f_bool(d, o, "from", a->can_end_sessions);
+        f_bool(d, o, "to", b->can_end_sessions);
+    }
 }
 
 static void role_added(diff_t *d, const sg_policy_role_t *r)

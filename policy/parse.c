@@ -20,7 +20,8 @@
 
 static const char *const root_keys[] = {"version", "signin", "roles", "assign", NULL};
 static const char *const signin_keys[] = {"app", "scopes", NULL};
-static const char *const role_keys[] = {"offline", "session", "can_view_policy", NULL};
+static const char *const role_keys[] = {"offline", "session", "can_view_policy", "can_end_sessions",
+                                        NULL};
 static const char *const offline_keys[] = {"app",        "scopes",      "grant_limit",
                                            "token_ttl",  "fallback",    "provider",
                                            "keep_alive", "warn_before", NULL};
@@ -581,6 +582,17 @@ static void parse_offline(sg_policy_ctx_t *c, const config_setting_t *s, const c
                        limit, SG_POLICY_DEFAULT_GRANT_LIMIT);
 }
 
+/* A role's true-or-false setting (absent: false). */
+static void role_flag(sg_policy_ctx_t *c, const config_setting_t *s, const char *name, int *out)
+{
+    const config_setting_t *v = config_setting_get_member(s, name);
+    if (v && config_setting_type(v) != CONFIG_TYPE_BOOL)
+        sg_policy_diag(c, line_of(v), ERR, "'%s' must be true or false, not %s", name,
+                       type_name(v));
+    else if (v)
+        *out = config_setting_get_bool(v);
+}
+
 static void parse_role(sg_policy_ctx_t *c, const config_setting_t *s, sg_policy_role_t *r)
 {
     r->name = sg_policy_strdup(c->p, config_setting_name(s));
@@ -613,12 +625,13 @@ static void parse_role(sg_policy_ctx_t *c, const config_setting_t *s, sg_policy_
         snprintf(where, sizeof(where), "roles.%s.session", r->name);
         parse_session(c, g, where, r);
     }
-    const config_setting_t *v = config_setting_get_member(s, "can_view_policy");
-    if (v && config_setting_type(v) != CONFIG_TYPE_BOOL)
-        sg_policy_diag(c, line_of(v), ERR, "'can_view_policy' must be true or false, not %s",
-                       sg_policy_type_name(v));
-    else if (v)
-        r->can_view_policy = config_setting_get_bool(v);
+    role_flag(c, s, "can_view_policy", &r->can_view_policy);
+    role_flag(c, s, "can_end_sessions", &r->can_end_sessions);
+    if (r->can_end_sessions && !r->can_view_policy)
+        sg_policy_diag(c, line_of(config_setting_get_member(s, "can_end_sessions")), WARN,
+                       "role '%s' has 'can_end_sessions' without 'can_view_policy': the list "
+                       "of sessions to end is on the policy page, which this role cannot open",
+                       r->name);
 }
 
 static void parse_roles(sg_policy_ctx_t *c, const config_setting_t *root)

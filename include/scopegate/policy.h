@@ -135,6 +135,9 @@ typedef struct {
     long long idle;                     /* session idle lifetime, seconds */
     long long max;                      /* session absolute lifetime, seconds */
     int can_view_policy;
+    /* May end other people's sessions from the policy page's Sessions section (which needs
+     * can_view_policy to be seen). */
+    int can_end_sessions;
 } sg_policy_role_t;
 
 typedef enum {
@@ -237,7 +240,7 @@ int sg_policy_rule_why_not(const sg_policy_rule_t *rule, const cJSON *claims, ch
  *                          or null (not declared),
  *               "keep_alive":{"enabled":true,"at":0.5,"jitter":0.1},
  *               "warn_before":604800} or null,
- *    "session":{"idle":900,"max":14400},"can_view_policy":false,
+ *    "session":{"idle":900,"max":14400},"can_view_policy":false,"can_end_sessions":false,
  *    "skipped":[{"number":1,"line":10,"at":"policy.cfg:10","text":"...",
  *                "why":"claim 'groups' missing"}, ...]}
  * where skipped lists each rule before the match and why it did not match. Rules are numbered
@@ -344,6 +347,7 @@ void sg_policy_case_result_free(sg_policy_case_result_t *r);
  *   session_idle_changed        role, from, to (seconds)    role 'user': session idle 30m -> 15m
  *   session_max_changed         role, from, to (seconds)
  *   can_view_policy_changed     role, from, to (booleans)
+ *   can_end_sessions_changed    role, from, to (booleans)
  *   rule_removed                position (in old), role, rule
  *   rule_added                  position (in new), role, rule
  *   rule_changed                from, to (positions), role, rule, new_rule, values_added,

@@ -127,6 +127,8 @@ static const broken_t broken[] = {
      5, ERR, "'grant_limit' must be an integer, not a string"},
     {"can_view_policy_as_string", L1 L2 L3 USER("can_view_policy = \"yes\";") L5 L6 RULES, 4, ERR,
      "'can_view_policy' must be true or false"},
+    {"can_end_sessions_as_number", L1 L2 L3 USER("can_end_sessions = 1;") L5 L6 RULES, 4, ERR,
+     "'can_end_sessions' must be true or false, not an integer"},
     /* durations */
     {"unparseable_duration",
      L1 L2 L3 USER("session = { idle = \"30x\"; max = \"8h\"; };") L5 L6 RULES, 4, ERR,
@@ -190,6 +192,9 @@ static const broken_t broken[] = {
      ERR, "'in' must hold only strings"},
     {"no_default_rule", HEAD L7 L8_LAST L10, 7, ERR, "no default rule"},
     /* warnings: allowed, but probably not what was meant */
+    {"can_end_sessions_without_the_policy_page",
+     L1 L2 L3 USER("can_end_sessions = true;") L5 L6 RULES, 4, WARN,
+     "'can_end_sessions' without 'can_view_policy'"},
     {"unreachable_role", HEAD L7 L9 L10, 5, WARN,
      "role 'admin' is never assigned: no rule can reach it"},
     {"rule_after_default", HEAD L7 L9_MID L8_LAST L10, 9, WARN,
@@ -841,7 +846,7 @@ static void test_explain_gives_the_contract_shape(void **state)
         "\"provider\":null,\"keep_alive\":{\"enabled\":false,\"at\":0.5,\"jitter\":0.1},"
         "\"warn_before\":\"7d\"},"
         "\"session\":{\"idle\":\"30m\",\"max\":\"8h\"},"
-        "\"can_view_policy\":false,"
+        "\"can_view_policy\":false,\"can_end_sessions\":false,"
         "\"skipped\":["
         "{\"number\":1,\"line\":9,\"at\":\"test.cfg:9\","
         "\"text\":\"preferred_username in [root@x, 42, true]\","

@@ -190,6 +190,9 @@ static const example_t examples[] = {
                  "  session = { idle = \"15m\"; max = \"4h\"; }; };\n",
             R_NAME R_GROUP R_DEF),
      "role 'admin': can view the policy yes -> no\n"},
+    {"can_end_sessions_changed", BASE,
+     POLICY(SIGNIN, USER ADMIN_WITH("", "can_end_sessions = true;"), R_NAME R_GROUP R_DEF),
+     "role 'admin': can end other people's sessions no -> yes\n"},
 
     /* rules */
     {"rules_swapped_reports_the_rule_pulled_up", BASE,
