@@ -147,6 +147,17 @@ void sg_route_connections(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_disconnect(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 /* GET /connections/disconnect?grant=N: asks for confirmation (the button posts). */
 void sg_route_disconnect_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* Signing people out (routes_sessions.c): POST /sessions/end (the person's other sessions,
+ * from the home page), GET and POST /policy/sessions/end?user=ID (confirm, then end someone's
+ * sessions: roles with can_end_sessions). */
+void sg_route_own_sessions_end(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_person_sessions_end_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_person_sessions_end(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* The home page's list of the person's sessions, with a way to end the others. */
+void sg_home_sessions(sg_gateway_t *gw, sg_buf_t *b, const sg_session_view_t *v);
+/* The policy page's Sessions section: everyone's live sessions by person, with an end button
+ * per person for roles with can_end_sessions. */
+void sg_policy_sessions(sg_gateway_t *gw, sg_buf_t *b, const sg_policy_role_t *me);
 /* Routes of the internal listener. */
 void sg_route_metrics(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
@@ -159,6 +170,9 @@ void sg_route_grants_disconnect(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_grant_explain(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 /* The access review report (routes_report.c): GET /v1/access-report. */
 void sg_route_access_report(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* Sessions for operators (routes_sessions.c): GET /v1/sessions, POST /v1/sessions/end. */
+void sg_route_sessions(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_sessions_end(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 
 /* The signed-in person of this request (0), or -1. */
 int sg_gw_current_session(sg_gateway_t *gw, const sg_req_t *r, sg_session_view_t *v);
@@ -202,7 +216,8 @@ char *sg_gw_redirect_uri(sg_gateway_t *gw);
 /*
  * Pages (pages.c): a whole HTML document in the deployment's look, with title and body (body
  * is trusted HTML). A ?notice=CODE in the request (signed_out, connected, reconnected,
- * disconnected, disconnected_here) shows its fixed status message above the body.
+ * disconnected, disconnected_here, session_ended, others_ended, sessions_ended,
+ * nothing_ended) shows its fixed status message above the body.
  */
 void sg_page(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, unsigned status, const char *title,
              const char *body_html);

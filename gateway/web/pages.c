@@ -49,6 +49,10 @@ static const char page_css_fmt[] =
     ".button.secondary,button.secondary{background:#fff;color:var(--accent)}"
     ".button.danger,button.danger{background:#b3261e;border-color:#b3261e;color:#fff}"
     "form{margin:0}"
+    "label{display:block;font-weight:600;margin:1em 0 .3em}"
+    "input[type=text]{font:inherit;width:100%%;max-width:30em;padding:.45em .6em;"
+    "border:1px solid #b8bcc2;border-radius:6px}"
+    "ul.sessions{margin:0;padding-left:1.1em}ul.sessions li{margin:.2em 0}"
     ".state{font-weight:600}.state.live{color:#2e7d32}.state.dead{color:#b3261e}"
     "@media (max-width:600px){main{margin:0;border-radius:0;padding:1em}"
     "table.stack,table.stack tbody,table.stack tr,table.stack td,table.stack th{display:block;"
@@ -195,6 +199,10 @@ static const struct {
     {"disconnected_here", "API access is disconnected here, but the provider could not be told. "
                           "Revoke the app's access at the provider too (in your personal "
                           "settings, under connected apps)."},
+    {"session_ended", "That session has ended: the browser it was in is signed out."},
+    {"others_ended", "You are signed out everywhere else; this browser stays signed in."},
+    {"sessions_ended", "Their sessions have ended: they are signed out in every browser."},
+    {"nothing_ended", "There was nothing to end: those sessions had already ended."},
 };
 
 static const char *notice_text(const sg_req_t *r)

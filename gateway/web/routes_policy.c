@@ -2,7 +2,8 @@
  * Policy operations: POST /v1/reload on the internal listener (the same as SIGHUP, answering
  * what happened), and the policy page GET /policy for roles the policy marks
  * can_view_policy: the policy in force (hash, file, loaded at), the last reload's result and
- * errors, the roles with their scopes, and the latest audit events.
+ * errors, the roles with their scopes, the live sessions (routes_sessions.c) and the latest
+ * audit events.
  */
 #include "fleet.h"
 #include "gateway.h"
@@ -291,6 +292,7 @@ void sg_route_policy_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     }
     sg_buf_adds(&b, "</ol>\n");
     instances_html(gw, pol, &b);
+    sg_policy_sessions(gw, &b, me);
     sg_buf_adds(&b, "<h2>Latest audit events</h2>\n");
     audit_tail(gw, &b);
     sg_buf_adds(&b, "<div class=\"actions\"><a class=\"button secondary\" href=\"/\">Your "

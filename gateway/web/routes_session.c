@@ -180,6 +180,7 @@ void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                         "Access policy</a>");
     logout_form(gw, &b, &v, " class=\"secondary\"");
     sg_buf_adds(&b, "</div>");
+    sg_home_sessions(gw, &b, &v);
     sg_page(gw, r, w, 200, "Signed in", b.ptr ? b.ptr : "");
     sg_buf_free(&b);
 }

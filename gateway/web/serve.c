@@ -59,6 +59,9 @@ static const route_t public_routes[] = {
     {"GET", "/connections/disconnect", sg_route_disconnect_page, NEVER},
     {"POST", "/connections/disconnect", sg_route_disconnect, ALWAYS},
     {"GET", "/policy", sg_route_policy_page, NEVER},
+    {"POST", "/sessions/end", sg_route_own_sessions_end, NEVER},
+    {"GET", "/policy/sessions/end", sg_route_person_sessions_end_page, NEVER},
+    {"POST", "/policy/sessions/end", sg_route_person_sessions_end, NEVER},
     {NULL, NULL, NULL, NEVER},
 };
 
@@ -71,6 +74,8 @@ static const route_t internal_routes[] = {
     {"POST", "/v1/grants/disconnect", sg_route_grants_disconnect, ALWAYS},
     {"GET", "/v1/grants/*", sg_route_grant_explain, NEVER},
     {"GET", "/v1/access-report", sg_route_access_report, NEVER},
+    {"GET", "/v1/sessions", sg_route_sessions, NEVER},
+    {"POST", "/v1/sessions/end", sg_route_sessions_end, NEVER},
     {"GET", "/metrics", sg_route_metrics, NEVER},
     {"GET", "/healthz", sg_route_healthz, NEVER},
     {NULL, NULL, NULL, NEVER},
