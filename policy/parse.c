@@ -588,7 +588,7 @@ static void role_flag(sg_policy_ctx_t *c, const config_setting_t *s, const char 
     const config_setting_t *v = config_setting_get_member(s, name);
     if (v && config_setting_type(v) != CONFIG_TYPE_BOOL)
         sg_policy_diag(c, line_of(v), ERR, "'%s' must be true or false, not %s", name,
-                       type_name(v));
+                       sg_policy_type_name(v));
     else if (v)
         *out = config_setting_get_bool(v);
 }

@@ -42,6 +42,10 @@ int sg_cli_grants(int argc, char **argv);
 /* `scopegate store migrate --config FILE`: argv[0] is "store". 0 done, 1 failed, 2 usage. */
 int sg_cli_store(int argc, char **argv);
 
+/* `scopegate sessions list|end ...`: argv[0] is "sessions". Exit status 0 done, 1 no session
+ * matched (nothing listed or ended), 2 usage/config, 3 gateway unreachable. */
+int sg_cli_sessions(int argc, char **argv);
+
 /*
  * Matches "--name VALUE" or "--name=VALUE" at argv[*i] (moving *i past VALUE): 1 with *value
  * set, or NULL when VALUE is missing; 0 when argv[*i] is another argument.
@@ -74,7 +78,8 @@ void sg_cli_gw_close(sg_cli_gw_t *c);
  * The HTTP status, or 0 when no answer came (said on stderr). */
 long sg_cli_gw_call(const sg_cli_gw_t *c, const char *method, const char *path, const cJSON *body,
                     cJSON **json);
-/* The exit status for an answer that is not the one wanted, the gateway's words on stderr. */
+/* The exit status for an answer that is not the one wanted, the gateway's words on stderr:
+ * 3 no answer or a 5xx, 2 for 400/401/403 (asked wrongly, or the wrong key), else 1. */
 int sg_cli_gw_error(const sg_cli_gw_t *c, long status, const cJSON *j, const char *what);
 
 #endif

@@ -188,8 +188,9 @@ int sg_cli_gw_error(const sg_cli_gw_t *c, long status, const cJSON *j, const cha
     if (status == 401)
         fprintf(stderr, "scopegate: is %s the config of the gateway running there?\n", c->config);
     if (status == 404 && !j)
-        fprintf(stderr, "scopegate: is the gateway there an older version without this command?\n");
-    if (status == 401 || status == 403)
+        fprintf(stderr, "scopegate: is the gateway there a version that has `%s`?\n", what);
+    /* A 400 is this command asking wrongly (the gateway says how): a usage error too. */
+    if (status == 400 || status == 401 || status == 403)
         return SG_EXIT_USAGE;
     if (status >= 500)
         return SG_EXIT_UNREACHABLE;

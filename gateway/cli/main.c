@@ -38,6 +38,13 @@ static int usage(FILE *out)
             "             everyone signed in with theirs; CSV (default) or JSON\n"
             "  grants disconnect (--user ID | --grant ID) --config FILE [--reason TEXT]\n"
             "             revoke a person's grants at the provider (incident response)\n"
+            "  sessions list [--user ID | --email E] --config FILE [--json]\n"
+            "             who is signed in: session id, person, role, browser, started, last\n"
+            "             seen, expires\n"
+            "  sessions end (--user ID | --email E | --session-id-prefix P | --all)\n"
+            "               --config FILE [--reason TEXT]\n"
+            "             sign them out everywhere at once (audited); exit 0 done, 1 no\n"
+            "             session matched, 2 usage/config, 3 gateway unreachable\n"
             "  store migrate --config FILE\n"
             "             bring the store's schema up to date (the gateway also does it at\n"
             "             start; safe beside running instances)\n"
@@ -59,6 +66,8 @@ int main(int argc, char **argv)
         return sg_cli_policy(argc - 1, argv + 1);
     if (strcmp(argv[1], "grants") == 0)
         return sg_cli_grants(argc - 1, argv + 1);
+    if (strcmp(argv[1], "sessions") == 0)
+        return sg_cli_sessions(argc - 1, argv + 1);
     if (strcmp(argv[1], "store") == 0)
         return sg_cli_store(argc - 1, argv + 1);
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0)
