@@ -2,7 +2,8 @@
  * Several gateway instances on one PostgreSQL store, as real processes: a PostgreSQL server of
  * the test's own, one sfsim, and three gateways (A, B, C) sharing the store and the key files.
  * A session made through one instance is good on the others; a logout on one reaches the
- * others within a second; a sign-in begun on one finishes on another (no sticky sessions);
+ * others within a second, and so do sessions ended through one instance's internal listener;
+ * a sign-in begun on one finishes on another (no sticky sessions);
  * each instance is in the registry and in /metrics, and audit lines name their instance;
  * 300 token requests spread over the three right after an invalidation cost one refresh
  * (rotation on) and the grant lives; an instance killed while it holds a grant's refresh
@@ -98,6 +99,35 @@ static void logout_reaches_every_instance(void **state)
     long a = auth_within(c, &GW, 401, 1000), cc = auth_within(c, &C, 401, 1000);
     CHECK(a == 401 && cc == 401,
           "after a logout on B, /auth on A and C should be 401 within 1 s; got A %ld, C %ld "
+          "after %.0f ms",
+          a, cc, (now_s() - t0) * 1000);
+}
+
+/* An operator ends a person's sessions through one instance: the others refuse them within a
+ * second too. B lists the sessions A made, from the store. */
+static void sessions_end_reaches_every_instance(void **state)
+{
+    (void)state;
+    th_client_t *c = browser(), *d = browser();
+    fleet_signin(c, "alice@demo.example", "alice");
+    fleet_signin(d, "alice@demo.example", "alice");
+    CHECK(auth_on(c, &C) == 200 && auth_on(d, &C) == 200, "alice's sessions should be good on C");
+    const char *hdrs[] = {FMT("Authorization: Bearer %s", KEY), NULL};
+    th_resp_t *list =
+        req(NULL, "GET", FMT("%s/v1/sessions?email=alice%%40demo.example", B.internal_url), NULL,
+            NULL, hdrs);
+    expect_status(list, 200, "GET /v1/sessions on B");
+    cJSON *j = keep_json(th_resp_json(list));
+    CHECK(jnum_path(j, "count") == 2, "B should list alice's 2 sessions made on A: %s", list->body);
+    th_resp_t *end = req(NULL, "POST", FMT("%s/v1/sessions/end", B.internal_url),
+                         "application/json", "{\"email\":\"alice@demo.example\"}", hdrs);
+    expect_status(end, 200, "POST /v1/sessions/end on B");
+    j = keep_json(th_resp_json(end));
+    CHECK(jnum_path(j, "ended") == 2, "B should end alice's 2 sessions: %s", end->body);
+    double t0 = now_s();
+    long a = auth_within(c, &GW, 401, 1000), cc = auth_within(d, &C, 401, 1000);
+    CHECK(a == 401 && cc == 401,
+          "after sessions end on B, /auth on A and C should be 401 within 1 s; got A %ld, C %ld "
           "after %.0f ms",
           a, cc, (now_s() - t0) * 1000);
 }
@@ -661,6 +691,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(session_good_everywhere, gw_setup, gw_teardown),
         cmocka_unit_test_setup_teardown(logout_reaches_every_instance, gw_setup, gw_teardown),
+        cmocka_unit_test_setup_teardown(sessions_end_reaches_every_instance, gw_setup, gw_teardown),
         cmocka_unit_test_setup_teardown(signin_finishes_on_another_instance, gw_setup, gw_teardown),
         cmocka_unit_test_setup_teardown(instances_are_visible, gw_setup, gw_teardown),
         cmocka_unit_test_setup_teardown(store_migrate_command, gw_setup, gw_teardown),
