@@ -32,7 +32,9 @@ typedef void (*route_fn)(sg_gateway_t *, sg_req_t *, sg_resp_t *);
 
 /* Does a route's handler wait on the network (and so run on the server's worker pool)? */
 typedef enum {
-    NEVER,     /* memory, the store, files: answered on the event thread */
+    NEVER,     /* memory and files: answered on the event thread */
+    STORE,     /* reads or writes the store: a network round trip when the store is shared
+                * (PostgreSQL), so then on the worker pool; SQLite answers on the event thread */
     ALWAYS,    /* calls the provider: code exchange, revocation, token refresh */
     DISCOVERY, /* calls the provider only while a discovery document is not in hand */
 } waits_t;
@@ -48,34 +50,34 @@ static const route_t public_routes[] = {
     {"GET", "/auth", sg_route_auth, NEVER},
     {"GET", "/login", sg_route_login, DISCOVERY},
     {"GET", "/oauth/callback", sg_route_callback, ALWAYS},
-    {"POST", "/logout", sg_route_logout, NEVER},
+    {"POST", "/logout", sg_route_logout, STORE},
     {"GET", "/logout", sg_route_logout_page, NEVER},
     {"GET", "/healthz", sg_route_healthz, NEVER},
-    {"GET", "/", sg_route_home, NEVER},
+    {"GET", "/", sg_route_home, STORE},
     {"GET", "/connect", sg_route_connect_page, NEVER},
     {"POST", "/connect", sg_route_connect_start, DISCOVERY},
     {"GET", "/connect/start", sg_route_connect_go, DISCOVERY},
-    {"GET", "/connections", sg_route_connections, NEVER},
-    {"GET", "/connections/disconnect", sg_route_disconnect_page, NEVER},
+    {"GET", "/connections", sg_route_connections, STORE},
+    {"GET", "/connections/disconnect", sg_route_disconnect_page, STORE},
     {"POST", "/connections/disconnect", sg_route_disconnect, ALWAYS},
-    {"GET", "/policy", sg_route_policy_page, NEVER},
-    {"POST", "/sessions/end", sg_route_own_sessions_end, NEVER},
-    {"GET", "/policy/sessions/end", sg_route_person_sessions_end_page, NEVER},
-    {"POST", "/policy/sessions/end", sg_route_person_sessions_end, NEVER},
+    {"GET", "/policy", sg_route_policy_page, STORE},
+    {"POST", "/sessions/end", sg_route_own_sessions_end, STORE},
+    {"GET", "/policy/sessions/end", sg_route_person_sessions_end_page, STORE},
+    {"POST", "/policy/sessions/end", sg_route_person_sessions_end, STORE},
     {NULL, NULL, NULL, NEVER},
 };
 
 static const route_t internal_routes[] = {
     {"GET", "/v1/token", sg_route_token, ALWAYS},
     {"POST", "/v1/token/invalid", sg_route_token_invalid, NEVER},
-    {"POST", "/v1/reload", sg_route_reload, NEVER},
-    {"GET", "/v1/grants", sg_route_grants, NEVER},
+    {"POST", "/v1/reload", sg_route_reload, STORE},
+    {"GET", "/v1/grants", sg_route_grants, STORE},
     {"POST", "/v1/grants/check", sg_route_grants_check, ALWAYS},
     {"POST", "/v1/grants/disconnect", sg_route_grants_disconnect, ALWAYS},
-    {"GET", "/v1/grants/*", sg_route_grant_explain, NEVER},
-    {"GET", "/v1/access-report", sg_route_access_report, NEVER},
-    {"GET", "/v1/sessions", sg_route_sessions, NEVER},
-    {"POST", "/v1/sessions/end", sg_route_sessions_end, NEVER},
+    {"GET", "/v1/grants/*", sg_route_grant_explain, STORE},
+    {"GET", "/v1/access-report", sg_route_access_report, STORE},
+    {"GET", "/v1/sessions", sg_route_sessions, STORE},
+    {"POST", "/v1/sessions/end", sg_route_sessions_end, STORE},
     {"GET", "/metrics", sg_route_metrics, NEVER},
     {"GET", "/healthz", sg_route_healthz, NEVER},
     {NULL, NULL, NULL, NEVER},
@@ -157,7 +159,8 @@ static int route_waits(sg_gateway_t *gw, const route_t *routes, sg_req_t *r)
     int path_known;
     const route_t *rt = find_route(routes, r, &path_known);
     r->app_route = rt;
-    if (rt && (rt->waits == ALWAYS || (rt->waits == DISCOVERY && !all_discovered(gw))))
+    if (rt && (rt->waits == ALWAYS || (rt->waits == DISCOVERY && !all_discovered(gw)) ||
+               (rt->waits == STORE && gw->cfg.store)))
         return 1;
     /* On a shared store, a session cookie this instance does not hold is read from the
      * store: that waits on the network too. */
