@@ -734,6 +734,8 @@ static void check_discovery(const cJSON *d, const char *iss)
         {"introspection_endpoint", "/services/oauth2/introspect"},
         {"registration_endpoint", "/services/oauth2/register"},
         {"jwks_uri", "/id/keys"},
+        /* A My Domain document's logout endpoint (salesforce.md 11; on by default). */
+        {"end_session_endpoint", "/services/auth/idp/oidc/logout"},
     };
     expect_str(d, "issuer", iss);
     for (size_t i = 0; i < sizeof ep / sizeof ep[0]; i++) {
@@ -771,7 +773,6 @@ static void test_s01_discovery_document_shape(void **state)
     expect_str_contains(d, "scopes_supported", scopes, sizeof scopes / sizeof scopes[0]);
     expect_absent(d, "grant_types_supported");
     expect_absent(d, "code_challenge_methods_supported");
-    expect_absent(d, "end_session_endpoint");
     cJSON_Delete(d);
     th_resp_free(&r);
 }

@@ -110,9 +110,40 @@ static int set_callback(config_setting_t *app, const char *callback)
     return list && config_setting_set_string_elem(list, -1, callback) ? 0 : -1;
 }
 
+/* The demo org names the demo gateway's addresses (its Single Logout URL, logout URL); the
+ * copy names this stack's public_url instead. */
+#define DEMO_GATEWAY_URL "http://127.0.0.1:8080"
+
+static int rebase_string(config_setting_t *s, const char *public_url)
+{
+    const char *v = config_setting_get_string(s);
+    size_t n = strlen(DEMO_GATEWAY_URL);
+    if (!v || strncmp(v, DEMO_GATEWAY_URL, n) != 0 || (v[n] && v[n] != '/'))
+        return 0;
+    char *moved = th_fmt("%s%s", public_url, v + n);
+    int rc = moved && config_setting_set_string(s, moved) ? 0 : -1;
+    free(moved);
+    return rc;
+}
+
+/* rebase_string on group.name, a string or a list of them, when it is there. */
+static int rebase_setting(config_setting_t *group, const char *name, const char *public_url)
+{
+    config_setting_t *s = group ? config_setting_get_member(group, name) : NULL;
+    if (!s)
+        return 0;
+    if (config_setting_type(s) == CONFIG_TYPE_STRING)
+        return rebase_string(s, public_url);
+    for (int i = 0; i < config_setting_length(s); i++)
+        if (rebase_string(config_setting_get_elem(s, (unsigned)i), public_url))
+            return -1;
+    return 0;
+}
+
 /* Writes to path a copy of $SFSIM_DEMO_CFG whose demo-signin and demo-api callbacks are
- * callback only. */
-static int write_org_copy(const char *path, const char *callback)
+ * public_url + "/oauth/callback" only, and whose other addresses of the demo gateway are
+ * public_url's. */
+static int write_org_copy(const char *path, const char *public_url)
 {
     const char *src = getenv("SFSIM_DEMO_CFG");
     if (!src || !*src) {
@@ -121,10 +152,11 @@ static int write_org_copy(const char *path, const char *callback)
     }
     char *src_copy = strdup(src);
     const char *dir = src_copy ? dirname(src_copy) : NULL;
+    char *callback = th_fmt("%s/oauth/callback", public_url);
     config_t cfg;
     config_init(&cfg);
     int rc = -1;
-    if (!dir)
+    if (!dir || !callback)
         goto done;
     if (!config_read_file(&cfg, src)) {
         fprintf(stderr, "harness: %s:%d: %s\n", src, config_error_line(&cfg),
@@ -135,10 +167,13 @@ static int write_org_copy(const char *path, const char *callback)
     int napps = apps ? config_setting_length(apps) : 0;
     for (int i = 0; i < napps; i++) {
         config_setting_t *app = config_setting_get_elem(apps, (unsigned)i);
-        if (set_callback(app, callback) || absolutize_setting(app, "jwt_certificate", dir))
+        if (set_callback(app, callback) || absolutize_setting(app, "jwt_certificate", dir) ||
+            rebase_setting(app, "single_logout_url", public_url) ||
+            rebase_setting(app, "post_logout_redirect_uris", public_url))
             goto done;
     }
-    if (absolutize_setting(config_lookup(&cfg, "settings"), "key_file", dir))
+    if (absolutize_setting(config_lookup(&cfg, "settings"), "key_file", dir) ||
+        rebase_setting(config_lookup(&cfg, "org"), "logout_url", public_url))
         goto done;
     if (!config_write_file(&cfg, path)) {
         fprintf(stderr, "harness: cannot write %s\n", path);
@@ -147,10 +182,11 @@ static int write_org_copy(const char *path, const char *callback)
     rc = 0;
 done:
     if (rc)
-        fprintf(stderr, "harness: could not write a copy of %s with the callback %s\n", src,
-                callback);
+        fprintf(stderr, "harness: could not write a copy of %s for the gateway at %s\n", src,
+                public_url);
     config_destroy(&cfg);
     free(src_copy);
+    free(callback);
     return rc;
 }
 
@@ -330,7 +366,7 @@ static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, const char *pub
         opts = &none;
     const char *tmp = getenv("TMPDIR");
     int probe = -1;
-    char *callback = NULL, *gw_text = NULL, *path = NULL;
+    char *gw_text = NULL, *path = NULL;
     char *jwt_app = NULL, *jwt_integ = NULL;
     int n = snprintf(s->dir, sizeof s->dir, "%s/sg-stack-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (n < 0 || (size_t)n >= sizeof s->dir || !mkdtemp(s->dir)) {
@@ -353,8 +389,7 @@ static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, const char *pub
     if (!public_url)
         public_url = s->url;
     snprintf(s->public_url, sizeof s->public_url, "%s", public_url);
-    callback = th_fmt("%s/oauth/callback", public_url);
-    if (!callback || write_org_copy(s->sim_cfg, callback) || th_sfsim_start(&s->sim, s->sim_cfg))
+    if (write_org_copy(s->sim_cfg, public_url) || th_sfsim_start(&s->sim, s->sim_cfg))
         goto fail;
 
     if (jwt_parts(s, opts, &jwt_app, &jwt_integ))
@@ -394,7 +429,6 @@ static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, const char *pub
     probe = -1;
     if (gateway_spawn(s))
         goto fail;
-    free(callback);
     free(gw_text);
     free(path);
     free(jwt_app);
@@ -403,7 +437,6 @@ static int stack_try(th_stack_t *s, const th_stack_opts_t *opts, const char *pub
 fail:
     if (probe >= 0)
         close(probe);
-    free(callback);
     free(gw_text);
     free(path);
     free(jwt_app);

@@ -91,14 +91,18 @@ static void hidden_fields(sg_buf_t *b, const authz_t *a, const char *step)
     sg_buf_printf(b, "<input type=\"hidden\" name=\"sim_step\" value=\"%s\">\n", step);
 }
 
-static void page_head(sg_buf_t *b, const char *title)
+void sim_page_head(sg_buf_t *b, const char *title, const char *head_extra)
 {
-    sg_buf_adds(b, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>");
+    sg_buf_adds(b, "<!doctype html>\n<html><head><meta charset=\"utf-8\">");
+    if (head_extra)
+        sg_buf_adds(b, head_extra);
+    sg_buf_adds(b, "<title>");
     sg_buf_add_html(b, title);
     sg_buf_adds(b, "</title>\n<style>body{font-family:sans-serif;max-width:28em;margin:3em auto}"
                    "label{display:block;margin:.6em 0}input[type=text],input[type=email],"
                    "input[type=password]{width:100%;padding:.4em}.error{color:#b00}"
-                   ".org{color:#555}</style></head><body>\n");
+                   ".org{color:#555}iframe.slo{display:block;width:100%;height:5em;"
+                   "border:1px solid #ccc;margin:.4em 0}</style></head><body>\n");
     sg_buf_adds(b, "<p class=\"org\">");
     sg_buf_add_html(b, sim_cfg.org_name);
     sg_buf_adds(b, " (simulated Salesforce org)</p>\n");
@@ -108,7 +112,7 @@ static void login_page(sg_resp_t *w, const authz_t *a, const char *error)
 {
     sg_buf_t b;
     sg_buf_init(&b, 65536);
-    page_head(&b, "Login | Salesforce");
+    sim_page_head(&b, "Login | Salesforce", NULL);
     sg_buf_adds(&b, "<h1>Log in</h1>\n");
     if (error) {
         sg_buf_adds(&b, "<p class=\"error\" id=\"error\">");
@@ -159,7 +163,7 @@ static void approval_page(sg_resp_t *w, const authz_t *a, sim_session_t *s)
     s->approval_token = sg_random_token(24);
     sg_buf_t b;
     sg_buf_init(&b, 65536);
-    page_head(&b, "Allow Access? | Salesforce");
+    sim_page_head(&b, "Allow Access? | Salesforce", NULL);
     sg_buf_adds(&b, "<h1>Allow Access?</h1>\n<p><b>");
     sg_buf_add_html(&b, a->app->name);
     sg_buf_adds(&b, "</b> is asking to:</p>\n<ul>\n");
@@ -280,16 +284,25 @@ static int ip_allows_login(const sim_req_t *r, const sim_app_t *app, const sim_u
 static const char *bad_login = "Please check your username and password. If you still can't "
                                "log in, contact your Salesforce administrator.";
 
-static void issue_code(sim_req_t *r, sg_resp_t *w, authz_t *a, size_t user)
+/* A code for the session's person; the session now counts as signed in to the app (its
+ * Single Logout URL is called when the session logs out) and names itself in the ID token. */
+static void issue_code(sim_req_t *r, sg_resp_t *w, authz_t *a, sim_session_t *s)
 {
     const char *challenge = param(a, "code_challenge");
     const char *method = param(a, "code_challenge_method");
-    sim_code_t *c = sim_code_new(user, a->app_idx, a->redirect_uri, a->scopes, challenge,
+    sim_code_t *c = sim_code_new(s->user, a->app_idx, a->redirect_uri, a->scopes, challenge,
                                  method && strcmp(method, "plain") == 0, param(a, "nonce"));
     if (!c) {
         redirect_error(w, a, "server_error", "too many codes");
         return;
     }
+    c->sid = strdup(s->public_id);
+    if (!c->sid) {
+        c->used = 1; /* never handed out, never exchanged */
+        redirect_error(w, a, "server_error", "out of memory");
+        return;
+    }
+    s->signed_in[a->app_idx] = 1;
     redirect_with(w, a, "code", c->code, NULL, NULL);
 }
 
@@ -473,7 +486,7 @@ void sim_route_authorize(sim_req_t *r, sg_resp_t *w)
             goto done;
         }
     }
-    issue_code(r, w, &a, s->user);
+    issue_code(r, w, &a, s);
 done:
     free(a.scopes);
     sg_form_free(&body);

@@ -362,6 +362,92 @@ static void do_app(const sg_form_t *q, sg_resp_t *w)
     sim_resp_json(w, 200, app_json(a));
 }
 
+/* Browser sessions at the org, by their public id (never the cookie's value). */
+static void do_sessions(const sg_form_t *q, sg_resp_t *w)
+{
+    const char *user = sg_form_get(q, "username");
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; arr && i < sim_st.nsessions; i++) {
+        const sim_session_t *s = &sim_st.sessions[i];
+        const sim_user_t *u = &sim_cfg.users[s->user];
+        if (user && strcasecmp(u->username, user) != 0)
+            continue;
+        cJSON *j = cJSON_CreateObject();
+        cJSON *apps = cJSON_AddArrayToObject(j, "apps");
+        for (size_t k = 0; apps && k < sim_cfg.napps; k++)
+            if (s->signed_in[k])
+                cJSON_AddItemToArray(apps, cJSON_CreateString(sim_cfg.apps[k].client_id));
+        cJSON_AddStringToObject(j, "id", s->public_id);
+        cJSON_AddStringToObject(j, "username", u->username);
+        cJSON_AddNumberToObject(j, "created", (double)s->created);
+        cJSON_AddBoolToObject(j, "live",
+                              !s->ended && sim_now() - s->created <= sim_cfg.org_session_timeout);
+        cJSON_AddBoolToObject(j, "ended", s->ended);
+        cJSON_AddItemToArray(arr, j);
+    }
+    sim_resp_json(w, 200, arr);
+}
+
+static cJSON *settings_json(void)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddBoolToObject(j, "end_session_endpoint", sim_cfg.end_session_endpoint);
+    cJSON_AddBoolToObject(j, "id_token_sid", sim_cfg.id_token_sid);
+    cJSON_AddBoolToObject(j, "slo_iss_sid", sim_cfg.slo_iss_sid);
+    cJSON_AddBoolToObject(j, "honor_post_logout_redirect_uri",
+                          sim_cfg.honor_post_logout_redirect_uri);
+    cJSON_AddNumberToObject(j, "logout_redirect_delay", (double)sim_cfg.logout_redirect_delay);
+    if (sim_cfg.org_logout_url)
+        cJSON_AddStringToObject(j, "logout_url", sim_cfg.org_logout_url);
+    else
+        cJSON_AddNullToObject(j, "logout_url");
+    return j;
+}
+
+/* The single-logout switches at run time; /_sim/reset brings back the config's. */
+static void do_settings(const sg_form_t *q, sg_resp_t *w)
+{
+    /* Validate everything first so a bad call changes nothing. */
+    sim_config_t next = sim_cfg;
+    const char *logout_url = NULL;
+    for (size_t i = 0; i < q->n; i++) {
+        const char *k = q->item[i].key, *v = q->item[i].value;
+        long long n = 0;
+        int b;
+        if (strcmp(k, "end_session_endpoint") == 0 && (b = parse_bool(v)) >= 0)
+            next.end_session_endpoint = b;
+        else if (strcmp(k, "id_token_sid") == 0 && (b = parse_bool(v)) >= 0)
+            next.id_token_sid = b;
+        else if (strcmp(k, "slo_iss_sid") == 0 && (b = parse_bool(v)) >= 0)
+            next.slo_iss_sid = b;
+        else if (strcmp(k, "honor_post_logout_redirect_uri") == 0 && (b = parse_bool(v)) >= 0)
+            next.honor_post_logout_redirect_uri = b;
+        else if (strcmp(k, "logout_redirect_delay") == 0 && !sg_duration_parse(v, &n) && n <= 60)
+            next.logout_redirect_delay = n;
+        else if (strcmp(k, "logout_url") == 0 &&
+                 (!*v || strncmp(v, "http://", 7) == 0 || strncmp(v, "https://", 8) == 0) &&
+                 !strpbrk(v, " \"'<>\\"))
+            logout_url = v;
+        else {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "bad setting '%.60s' (or its value '%.60s')", k, v);
+            bad(w, msg);
+            return;
+        }
+    }
+    if (logout_url) {
+        char *copy = *logout_url ? strdup(logout_url) : NULL;
+        if (*logout_url && !copy) {
+            bad(w, "out of memory");
+            return;
+        }
+        free(next.org_logout_url);
+        next.org_logout_url = copy;
+    }
+    sim_cfg = next;
+    sim_resp_json(w, 200, settings_json());
+}
+
 static void do_fault(const sg_form_t *q, sg_resp_t *w)
 {
     static const char *const modes[] = {"", "500", "503", "delay", "malformed", "close", NULL};
@@ -375,8 +461,8 @@ static void do_fault(const sg_form_t *q, sg_resp_t *w)
     if (e < 0 || m <= 0 || (c && parse_num(c, 1000000, &count)) ||
         (d && parse_num(d, 60000, &ms)) || (m == FAULT_DELAY && ms == 0)) {
         bad(w, "fault takes endpoint=discovery|keys|authorize|token|revoke|introspect|userinfo|"
-               "identity|data, mode=500|503|delay|malformed|close, count=N and, for delay, "
-               "ms=1..60000");
+               "identity|data|logout, mode=500|503|delay|malformed|close, count=N and, for "
+               "delay, ms=1..60000");
         return;
     }
     sim_st.faults[e].mode = count ? (sim_fault_mode)m : FAULT_NONE;
@@ -462,6 +548,12 @@ void sim_route_control(sim_req_t *r, sg_resp_t *w)
         do_tamper(q, w);
     else if (strcmp(p, "reset") == 0 && post)
         do_reset(w);
+    else if (strcmp(p, "sessions") == 0 && get)
+        do_sessions(q, w);
+    else if (strcmp(p, "settings") == 0 && post)
+        do_settings(q, w);
+    else if (strcmp(p, "settings") == 0 && get)
+        sim_resp_json(w, 200, settings_json());
     else {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "error", "not_found");

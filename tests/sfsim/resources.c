@@ -32,7 +32,8 @@ static void add_url(cJSON *o, const char *key, const char *base, const char *pat
 
 void sim_route_discovery(sim_req_t *r, sg_resp_t *w)
 {
-    /* The fields of login.salesforce.com's document and no others (salesforce.md 1.3). */
+    /* The fields of login.salesforce.com's document and no others (salesforce.md 1.3), and the
+     * logout endpoint a My Domain document names (11; settings.end_session_endpoint). */
     static const char *const response_types[] = {"code", "token", "token id_token", NULL};
     static const char *const subject_types[] = {"public", NULL};
     static const char *const algs[] = {"RS256", NULL};
@@ -52,6 +53,8 @@ void sim_route_discovery(sim_req_t *r, sg_resp_t *w)
     add_url(d, "jwks_uri", r->base, "/id/keys");
     add_url(d, "registration_endpoint", r->base, "/services/oauth2/register");
     add_url(d, "introspection_endpoint", r->base, "/services/oauth2/introspect");
+    if (sim_cfg.end_session_endpoint)
+        add_url(d, "end_session_endpoint", r->base, "/services/auth/idp/oidc/logout");
     cJSON_AddItemToObject(d, "scopes_supported", string_array(sg_salesforce_scopes));
     cJSON_AddItemToObject(d, "response_types_supported", string_array(response_types));
     cJSON_AddItemToObject(d, "subject_types_supported", string_array(subject_types));

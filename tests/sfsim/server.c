@@ -116,6 +116,8 @@ static sim_endpoint classify(const char *path, route_fn *fn)
         {"/services/oauth2/revoke", EP_REVOKE, sim_route_revoke},
         {"/services/oauth2/introspect", EP_INTROSPECT, sim_route_introspect},
         {"/services/oauth2/userinfo", EP_USERINFO, sim_route_userinfo},
+        {"/services/auth/idp/oidc/logout", EP_LOGOUT, sim_route_logout},
+        {"/", EP_NONE, sim_route_root},
     };
     for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
         if (strcmp(path, exact[i].path) == 0) {

@@ -76,12 +76,17 @@ typedef struct {
     int blocked;
     int always_refresh; /* test knob: a refresh token whatever the scopes (misconfigured app) */
     char *menu_item_id; /* 18-character AppMenuItemId of its OauthToken rows (salesforce.md 7) */
+    char *single_logout_url; /* "Single Logout URL" (salesforce.md 11), or NULL: SLO off */
+    char **post_logout_uris; /* post_logout_redirect_uri values this app may name */
+    size_t npost_logout_uris;
 } sim_app_t;
 
 typedef struct {
     char *org_id, *org_name;
     long long org_session_timeout;
     int org_locked;
+    char *org_logout_url; /* Session Settings' Logout URL: where a logout ends; NULL: sfsim's
+                             login page */
 
     long long code_lifetime, id_token_lifetime, jwt_max_ahead;
     int openid_signins_count;
@@ -95,6 +100,13 @@ typedef struct {
     size_t njwt_audiences;
     int oauthtoken_visibility_all; /* every token sees every OauthToken row (else admins only) */
     int oauthtoken_id_null;        /* OauthToken.Id is null, as the object reference says */
+    /* Single logout (salesforce.md 11); UNCONFIRMED ones are marked in config.c. */
+    int end_session_endpoint;           /* discovery names the logout endpoint */
+    int id_token_sid;                   /* ID tokens carry the browser session's public id */
+    int slo_require_https;              /* a Single Logout URL must be https:// */
+    int slo_iss_sid;                    /* iss and sid are added to a Single Logout URL */
+    int honor_post_logout_redirect_uri; /* a registered post_logout_redirect_uri is followed */
+    long long logout_redirect_delay;    /* seconds the logout page waits before moving on */
 
     sim_profile_t *profiles;
     size_t nprofiles;
@@ -141,16 +153,22 @@ typedef struct {
     char *code;
     size_t user, app;
     char *redirect_uri, *scopes, *challenge, *nonce;
+    char *sid; /* public id of the browser session that approved it (the ID token's sid) */
     int challenge_plain;
     long long created;
     int used;
 } sim_code_t;
 
+/* A browser's session at the org: the sid cookie holds its secret id; public_id names it in ID
+ * tokens, Single Logout URLs and /_sim/sessions. */
 typedef struct {
     char *sid;
+    char *public_id;
     size_t user;
     long long created;
     char *approval_token;
+    unsigned char *signed_in; /* per app (sim_cfg.apps' order): 1 once it issued a code there */
+    int ended;                /* logged out */
 } sim_session_t;
 
 typedef struct {
@@ -168,6 +186,7 @@ typedef enum {
     EP_USERINFO,
     EP_IDENTITY,
     EP_DATA,
+    EP_LOGOUT,
     EP_COUNT,
     EP_NONE = EP_COUNT,
 } sim_endpoint;
@@ -257,6 +276,7 @@ sim_code_t *sim_code_new(size_t user, size_t app, const char *redirect_uri, cons
                          const char *challenge, int challenge_plain, const char *nonce);
 sim_code_t *sim_code_find(const char *code);
 sim_session_t *sim_session_new(size_t user);
+/* The live session of a sid cookie value (not ended, not past the org's timeout), or NULL. */
 sim_session_t *sim_session_find(const char *sid);
 const char *sim_approval_get(size_t user, size_t app);
 int sim_approval_add(size_t user, size_t app, const char *scopes);
@@ -303,6 +323,9 @@ void sim_route_data(sim_req_t *r, sg_resp_t *w);
 /* GET /services/data/vNN.N/query?q=SOQL (query.c); version is "62.0". */
 void sim_route_query(sim_req_t *r, sg_resp_t *w, const char *version);
 void sim_route_control(sim_req_t *r, sg_resp_t *w);
+/* GET and POST /services/auth/idp/oidc/logout; GET and POST / (the login page) (logout.c). */
+void sim_route_logout(sim_req_t *r, sg_resp_t *w);
+void sim_route_root(sim_req_t *r, sg_resp_t *w);
 
 /* Helpers shared by routes */
 /* 400 invalid_request "duplicate parameter: NAME" when some parameter repeats; returns 1 then. */
@@ -315,5 +338,8 @@ const char *sim_bearer(const sim_req_t *r);
 sim_access_t *sim_rest_session(sim_req_t *r, sg_resp_t *w);
 /* A form body, when the request is a form POST; -1 with w filled when it is not usable. */
 int sim_parse_body_form(sim_req_t *r, sg_form_t *form);
+/* The start of every HTML page: doctype, head_extra (trusted HTML for <head>, or NULL), title,
+ * the one stylesheet, the org's name line. */
+void sim_page_head(sg_buf_t *b, const char *title, const char *head_extra);
 
 #endif

@@ -14,7 +14,7 @@ pthread_mutex_t sim_lock = PTHREAD_MUTEX_INITIALIZER;
 
 const char *const sim_endpoint_names[EP_COUNT] = {
     "discovery",  "keys",     "authorize", "token", "revoke",
-    "introspect", "userinfo", "identity",  "data",
+    "introspect", "userinfo", "identity",  "data",  "logout",
 };
 
 const char *const sim_grant_type_names[SIM_GRANT_TYPES] = {
@@ -77,11 +77,14 @@ void sim_state_clear(void)
         free(c->scopes);
         free(c->challenge);
         free(c->nonce);
+        free(c->sid);
     }
     free(sim_st.codes);
     for (size_t i = 0; i < sim_st.nsessions; i++) {
         free(sim_st.sessions[i].sid);
+        free(sim_st.sessions[i].public_id);
         free(sim_st.sessions[i].approval_token);
+        free(sim_st.sessions[i].signed_in);
     }
     free(sim_st.sessions);
     for (size_t i = 0; i < sim_st.napprovals; i++)
@@ -379,9 +382,15 @@ sim_session_t *sim_session_new(size_t user)
     if (!s)
         return NULL;
     s->sid = sg_random_token(32);
+    /* A second random value, not derived from the cookie: it is shown to relying parties. */
+    s->public_id = sg_random_token(16);
+    s->signed_in = calloc(sim_cfg.napps + 1, 1);
     s->user = user;
     s->created = sim_now();
-    if (!s->sid) {
+    if (!s->sid || !s->public_id || !s->signed_in) {
+        free(s->sid);
+        free(s->public_id);
+        free(s->signed_in);
         sim_st.nsessions--;
         return NULL;
     }
@@ -396,7 +405,7 @@ sim_session_t *sim_session_find(const char *sid)
         sim_session_t *s = &sim_st.sessions[i];
         if (!sg_ct_streq(s->sid, sid))
             continue;
-        if (sim_now() - s->created > sim_cfg.org_session_timeout)
+        if (s->ended || sim_now() - s->created > sim_cfg.org_session_timeout)
             return NULL;
         return s;
     }

@@ -263,8 +263,9 @@ static char *sign_id_token(const cJSON *c, sim_tamper_mode t)
     return jwt;
 }
 
+/* sid: the public id of the browser session the sign-in came from, or NULL (a refresh). */
 static char *make_id_token(const sim_req_t *r, const sim_app_t *app, const sim_user_t *u,
-                           const char *access_token, const char *nonce)
+                           const char *access_token, const char *nonce, const char *sid)
 {
     cJSON *c = cJSON_CreateObject();
     if (!c)
@@ -283,6 +284,10 @@ static char *make_id_token(const sim_req_t *r, const sim_app_t *app, const sim_u
     cJSON_AddNumberToObject(c, "iat", (double)now);
     if (nonce)
         cJSON_AddStringToObject(c, "nonce", nonce);
+    /* UNCONFIRMED (salesforce.md 11): the session id of Front-Channel Logout 1.0; settings
+     * .id_token_sid. */
+    if (sid && sim_cfg.id_token_sid)
+        cJSON_AddStringToObject(c, "sid", sid);
     /* "Include Standard Claims" (salesforce.md 8). */
     char name[512];
     snprintf(name, sizeof(name), "%s%s%s", u->first_name, *u->first_name ? " " : "", u->last_name);
@@ -432,7 +437,7 @@ static void grant_authorization_code(sim_req_t *r, const sg_form_t *f, out_t *o,
     out_add(o, "access_token", at->token);
     if (g && g->refresh_token)
         out_add(o, "refresh_token", g->refresh_token);
-    char *idt = openid ? make_id_token(r, c.app, u, at->token, code->nonce) : NULL;
+    char *idt = openid ? make_id_token(r, c.app, u, at->token, code->nonce, code->sid) : NULL;
     add_common(o, r, c.app, u, code->scopes, idt, 1);
     free(idt);
     out_send(o, w, 200);
@@ -507,7 +512,7 @@ static void grant_refresh(sim_req_t *r, const sg_form_t *f, out_t *o, sg_resp_t 
     }
     /* UNCONFIRMED (salesforce.md 1.4): id_token on refresh; settings.id_token_on_refresh. */
     char *idt = sim_cfg.id_token_on_refresh && sim_scope_has(g->scopes, "openid")
-                    ? make_id_token(r, c.app, u, at->token, NULL)
+                    ? make_id_token(r, c.app, u, at->token, NULL, NULL)
                     : NULL;
     add_common(o, r, c.app, u, g->scopes, idt, 1);
     free(idt);
