@@ -19,7 +19,7 @@
 #define WARN SG_DIAG_WARNING
 
 static const char *const root_keys[] = {"version", "signin", "roles", "assign", NULL};
-static const char *const signin_keys[] = {"app", "scopes", NULL};
+static const char *const signin_keys[] = {"app", "scopes", "signout_provider", NULL};
 static const char *const role_keys[] = {"offline", "session", "can_view_policy", "can_end_sessions",
                                         NULL};
 static const char *const offline_keys[] = {"app",        "scopes",      "grant_limit",
@@ -235,6 +235,7 @@ static void parse_version(sg_policy_ctx_t *c, const config_setting_t *root)
 
 static void parse_signin(sg_policy_ctx_t *c, const config_setting_t *root)
 {
+    c->p->signin.signout_provider = -1;
     const config_setting_t *s =
         get_group(c, root, "signin", "signin = { app = \"signin\"; scopes = [\"openid\"]; };");
     if (!s) {
@@ -248,6 +249,13 @@ static void parse_signin(sg_policy_ctx_t *c, const config_setting_t *root)
     si->app = get_string(c, s, "app", "signin", 1);
     check_app(c, s, si->app);
     get_scopes(c, s, "signin", SG_SCOPES_SIGNIN, &si->scopes, &si->nscopes);
+    /* Unset stays -1, so the deployment's own setting applies. */
+    const config_setting_t *so = config_setting_get_member(s, "signout_provider");
+    if (so && config_setting_type(so) != CONFIG_TYPE_BOOL)
+        sg_policy_diag(c, line_of(so), ERR, "'signout_provider' must be true or false, not %s",
+                       type_name(so));
+    else if (so)
+        si->signout_provider = config_setting_get_bool(so);
 }
 
 /* Seconds, dflt when absent, -1 when wrong (reported). A duration is "30m" or whole seconds;

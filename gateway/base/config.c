@@ -149,6 +149,7 @@ static const char *const top_keys[] = {
     "store_password_file",
     "store_outage_grace",
     "instance_id",
+    "signout_provider",
     NULL,
 };
 /* A URI's user information (between "://" and the '@' before the host) with a ':' holds a
@@ -218,7 +219,8 @@ static const char *const branding_keys[] = {"product_name", "logo_url", "logo_fi
                                             NULL};
 static const char *const integration_keys[] = {"app", "username", "org_id", "private_key_file",
                                                NULL};
-static const char *const app_keys[] = {"issuer", "client_id", "client_secret_file", NULL};
+static const char *const app_keys[] = {"issuer", "client_id", "client_secret_file",
+                                       "end_session_endpoint", NULL};
 
 static void check_keys(loader_t *L, const config_setting_t *g, const char *const *allowed)
 {
@@ -377,6 +379,15 @@ static void load_apps(loader_t *L, const config_setting_t *apps, sg_config_t *cf
                 fail_at(L, a, "app '%s': issuer must be an http(s) URL", app->name);
         }
         app->client_id = id ? strdup(id) : NULL;
+        /* For a provider whose discovery document names no end-session endpoint; http:// is
+         * checked against allow_http_issuer with the issuers, below. */
+        const char *end = str(L, a, "end_session_endpoint", 0);
+        if (end && strncmp(end, "https://", 8) != 0 && strncmp(end, "http://", 7) != 0)
+            fail_at(L, a, "app '%s': end_session_endpoint must be an http(s) URL", app->name);
+        else if (end && strpbrk(end, " \t\r\n#"))
+            fail_at(L, a, "app '%s': end_session_endpoint holds a space or '#'", app->name);
+        else if (end)
+            app->end_session_endpoint = strdup(end);
         if (secret_file) {
             char *path = resolve(L, secret_file);
             char e[512];
@@ -523,6 +534,7 @@ sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errle
     cfg->clock_skew = duration(&L, root, "clock_skew", 60);
     cfg->allow_http_issuer = boolean(&L, root, "allow_http_issuer", 0);
     cfg->watch_policy = boolean(&L, root, "watch_policy", 0);
+    cfg->signout_provider = boolean(&L, root, "signout_provider", 0);
     cfg->log_level = SG_LOG_INFO;
     v = str(&L, root, "log_level", 0);
     if (v) {
@@ -540,6 +552,12 @@ sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errle
                     "app '%s': issuer %s is not https (set allow_http_issuer = true for a "
                     "local test provider)",
                     a->name, a->issuer);
+        if (a->end_session_endpoint && strncmp(a->end_session_endpoint, "http://", 7) == 0 &&
+            !cfg->allow_http_issuer)
+            fail_at(&L, config_setting_get_member(root, "apps"),
+                    "app '%s': end_session_endpoint is not https (set allow_http_issuer = true "
+                    "for a local test provider)",
+                    a->name);
     }
     snprintf(cfg->cookie_name, sizeof(cfg->cookie_name), "%s",
              cfg->secure_cookies ? "__Host-scopegate" : "scopegate");
@@ -568,6 +586,7 @@ void sg_config_free(sg_config_t *cfg)
         free(cfg->apps[i].name);
         free(cfg->apps[i].issuer);
         free(cfg->apps[i].client_id);
+        free(cfg->apps[i].end_session_endpoint);
         if (cfg->apps[i].client_secret) {
             OPENSSL_cleanse(cfg->apps[i].client_secret, strlen(cfg->apps[i].client_secret));
             free(cfg->apps[i].client_secret);

@@ -54,6 +54,7 @@ typedef struct {
     char *userinfo_endpoint;                         /* NULL when absent */
     char *revocation_endpoint;                       /* NULL when absent */
     char *introspection_endpoint;                    /* NULL when absent */
+    char *end_session_endpoint;                      /* NULL when absent */
     int token_basic, revoke_basic, introspect_basic; /* client_secret_basic, else _post */
 } disco_t;
 
@@ -69,6 +70,7 @@ struct sg_oidc {
     long timeout_ms;
     long long skew;
     int allow_http;
+    char *end_session_endpoint; /* configured; wins over discovery's; NULL: discovery's */
 
     pthread_mutex_t lock; /* guards everything below */
     sg_oidc_observer_fn observer;
@@ -380,6 +382,7 @@ static void disco_free(disco_t *d)
     free(d->userinfo_endpoint);
     free(d->revocation_endpoint);
     free(d->introspection_endpoint);
+    free(d->end_session_endpoint);
     free(d);
 }
 
@@ -462,6 +465,8 @@ static sg_rc parse_discovery(sg_oidc_t *op, const char *body, size_t len, disco_
         rc = take_endpoint(op, doc, "revocation_endpoint", 0, &d->revocation_endpoint, err);
     if (!rc)
         rc = take_endpoint(op, doc, "introspection_endpoint", 0, &d->introspection_endpoint, err);
+    if (!rc)
+        rc = take_endpoint(op, doc, "end_session_endpoint", 0, &d->end_session_endpoint, err);
     if (rc)
         goto fail;
     d->token_basic = wants_basic(doc, "token_endpoint_auth_methods_supported", -1);
@@ -585,11 +590,23 @@ static int issuer_ok(const char *iss, int allow_http)
     return 1;
 }
 
+/* A configured endpoint: an http(s) URL that may carry a query, without spaces or fragment. */
+static int endpoint_ok(const char *url, int allow_http)
+{
+    if (!url_allowed(url, allow_http) || strlen(url) > URL_MAX / 2)
+        return 0;
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '#')
+            return 0;
+    return 1;
+}
+
 sg_rc sg_oidc_new(const sg_oidc_opts_t *opts, sg_oidc_t **out)
 {
     *out = NULL;
     if (!opts || !opts->issuer || !issuer_ok(opts->issuer, opts->allow_http) || !opts->client_id ||
-        !*opts->client_id || opts->timeout_ms < 0 || opts->clock_skew < 0)
+        !*opts->client_id || opts->timeout_ms < 0 || opts->clock_skew < 0 ||
+        (opts->end_session_endpoint && !endpoint_ok(opts->end_session_endpoint, opts->allow_http)))
         return SG_ERR_CONFIG;
     sg_oidc_t *op = calloc(1, sizeof *op);
     if (!op)
@@ -597,10 +614,13 @@ sg_rc sg_oidc_new(const sg_oidc_opts_t *opts, sg_oidc_t **out)
     op->issuer = strdup(opts->issuer);
     op->client_id = strdup(opts->client_id);
     op->client_secret = dup_or_null(opts->client_secret);
+    op->end_session_endpoint = dup_or_null(opts->end_session_endpoint);
     if (!op->issuer || !op->client_id || (opts->client_secret && !op->client_secret) ||
+        (opts->end_session_endpoint && !op->end_session_endpoint) ||
         pthread_mutex_init(&op->lock, NULL) != 0) {
         free(op->issuer);
         free(op->client_id);
+        free(op->end_session_endpoint);
         secret_free(op->client_secret);
         free(op);
         return SG_ERR_NOMEM;
@@ -629,6 +649,7 @@ void sg_oidc_free(sg_oidc_t *op)
     pthread_mutex_destroy(&op->lock);
     free(op->issuer);
     free(op->client_id);
+    free(op->end_session_endpoint);
     secret_free(op->client_secret);
     free(op);
 }
@@ -681,6 +702,53 @@ char *sg_oidc_authorize_url(sg_oidc_t *op, const char *redirect_uri, const char 
         rc = query_add(&b, "prompt", prompt);
     if (rc) {
         sg_oidc_err_set(err, 0, "transport", "authorize URL: %s", sg_rc_str(rc));
+        return NULL;
+    }
+    return sg_buf_steal(&b);
+}
+
+/* ---- RP-initiated logout ---------------------------------------------------------------- */
+
+/* The configured end-session endpoint, else discovery's; NULL with err said when there is
+ * none ("no_endpoint") or discovery fails. */
+static const char *end_session_endpoint(sg_oidc_t *op, sg_oidc_err_t *err)
+{
+    if (op->end_session_endpoint)
+        return op->end_session_endpoint;
+    const disco_t *d;
+    if (get_disco(op, &d, err))
+        return NULL;
+    if (!d->end_session_endpoint)
+        sg_oidc_err_set(err, 0, "no_endpoint",
+                        "the discovery document names no end_session_endpoint");
+    return d->end_session_endpoint;
+}
+
+int sg_oidc_can_end_session(sg_oidc_t *op)
+{
+    sg_oidc_err_t err = {0};
+    return end_session_endpoint(op, &err) != NULL;
+}
+
+char *sg_oidc_end_session_url(sg_oidc_t *op, const char *post_logout_redirect_uri,
+                              sg_oidc_err_t *err)
+{
+    sg_oidc_err_t local;
+    err = err_begin(err, &local);
+    const char *ep = end_session_endpoint(op, err);
+    if (!ep)
+        return NULL;
+    sg_buf_t b;
+    sg_buf_init(&b, URL_MAX);
+    const char *sep = strchr(ep, '?') ? (ep[strlen(ep) - 1] == '?' ? "" : "&") : "?";
+    char *id = sg_url_encode(op->client_id);
+    sg_rc rc = id ? sg_buf_printf(&b, "%s%sclient_id=%s", ep, sep, id) : SG_ERR_NOMEM;
+    free(id);
+    if (!rc && post_logout_redirect_uri)
+        rc = query_add(&b, "post_logout_redirect_uri", post_logout_redirect_uri);
+    if (rc) {
+        sg_buf_free(&b);
+        sg_oidc_err_set(err, 0, "transport", "end-session URL: %s", sg_rc_str(rc));
         return NULL;
     }
     return sg_buf_steal(&b);

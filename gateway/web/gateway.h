@@ -136,6 +136,20 @@ void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 /* GET /logout: a sign-out button (sign-out needs the CSRF token), or "signed out". */
 void sg_route_logout_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_home(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* Single logout (routes_logout.c): the Single Logout URL the provider frames, and the page the
+ * provider's end-session endpoint sends the browser back to (?provider=open: it could not be
+ * sent there). */
+void sg_route_frontchannel_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+void sg_route_signed_out(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* After a sign-out here: when signout_provider is in force (the policy's, else the config's),
+ * answers with a 303 to GET /logout/provider, which moves on to the provider's end-session
+ * endpoint (or, without one, to /signed-out saying the provider's session may still be open)
+ * and returns 1; else 0, w untouched. */
+int sg_signout_provider(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w);
+void sg_route_logout_provider(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
+/* At start: warns when signout_provider is in force and the provider has no end-session
+ * endpoint. */
+void sg_signout_provider_check(sg_gateway_t *gw);
 void sg_route_healthz(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_connect_page(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);
 void sg_route_connect_start(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w);

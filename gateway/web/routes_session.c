@@ -80,7 +80,8 @@ void sg_route_logout(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_audit(gw->audit, "logout", "user_id", v.user_id, "role", v.role, NULL);
     sg_log(SG_LOG_INFO, "logout", "rid=%s user %s signed out", r->request_id, v.user_id);
     clear_cookie(gw, w);
-    sg_resp_redirect(w, "/logout?notice=signed_out");
+    if (!sg_signout_provider(gw, r, w))
+        sg_resp_redirect(w, "/logout?notice=signed_out");
 }
 
 /* The sign-out form of a session (its CSRF token), as a button. */

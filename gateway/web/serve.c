@@ -50,8 +50,12 @@ static const route_t public_routes[] = {
     {"GET", "/auth", sg_route_auth, NEVER},
     {"GET", "/login", sg_route_login, DISCOVERY},
     {"GET", "/oauth/callback", sg_route_callback, ALWAYS},
-    {"POST", "/logout", sg_route_logout, STORE},
+    {"POST", "/logout", sg_route_logout, ALWAYS}, /* the store; perhaps discovery */
     {"GET", "/logout", sg_route_logout_page, NEVER},
+    {"GET", "/logout/provider", sg_route_logout_provider, DISCOVERY},
+    /* Ends every session of a provider session: a search of the store, not one keyed write. */
+    {"GET", "/oauth/frontchannel-logout", sg_route_frontchannel_logout, ALWAYS},
+    {"GET", "/signed-out", sg_route_signed_out, NEVER},
     {"GET", "/healthz", sg_route_healthz, NEVER},
     {"GET", "/", sg_route_home, STORE},
     {"GET", "/connect", sg_route_connect_page, NEVER},
@@ -506,7 +510,8 @@ static int start(sg_gateway_t *gw, const char *config_path)
                             .client_secret = a->client_secret,
                             .timeout_ms = gw->cfg.provider_timeout_ms,
                             .clock_skew = gw->cfg.clock_skew,
-                            .allow_http = gw->cfg.allow_http_issuer};
+                            .allow_http = gw->cfg.allow_http_issuer,
+                            .end_session_endpoint = a->end_session_endpoint};
         if (sg_oidc_new(&o, &gw->providers[i])) {
             fprintf(stderr, "%s: error: app '%s' cannot be set up\n", config_path, a->name);
             return 1;
@@ -518,6 +523,7 @@ static int start(sg_gateway_t *gw, const char *config_path)
             sg_log(SG_LOG_WARN, "discovery", "app %s: %s not usable yet: %s %s", a->name, a->issuer,
                    oe.error, oe.description);
     }
+    sg_signout_provider_check(gw);
 
     if (open_store(gw, err, sizeof(err))) {
         fprintf(stderr, "%s: error: %s\n", config_path, err);

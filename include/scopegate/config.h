@@ -15,7 +15,9 @@ typedef struct {
     char *name; /* the key under apps = { ... }: what the policy names */
     char *issuer;
     char *client_id;
-    char *client_secret; /* the contents of client_secret_file, trailing newline dropped */
+    char *client_secret;        /* the contents of client_secret_file, trailing newline dropped */
+    char *end_session_endpoint; /* RP-initiated logout's endpoint when discovery lacks it;
+                                   NULL: discovery's */
 } sg_app_config_t;
 
 /* A JWT-bearer integration user (vault fallback, ?integration=NAME). */
@@ -42,8 +44,10 @@ typedef struct {
     char *vault_key_file;       /* default state_dir/vault.key; created (0600) if missing */
     char **vault_old_key_files; /* older keys that may still decrypt, NULL-terminated */
     size_t nvault_old;
-    char *webhook_url; /* grant deaths are POSTed here; NULL: none */
-    int watch_policy;  /* reload when policy_file changes (checked every few seconds) */
+    char *webhook_url;    /* grant deaths are POSTed here; NULL: none */
+    int watch_policy;     /* reload when policy_file changes (checked every few seconds) */
+    int signout_provider; /* after a sign-out, send the browser to end the provider's session
+                             too (the policy's signin.signout_provider wins when set) */
     /* What people see on the gateway's pages (all optional). */
     char *app_url;      /* "Back to the application" and the signed-out page's link; NULL: "/" */
     char *product_name; /* branding.product_name; NULL: "scopegate" */

@@ -31,6 +31,9 @@ typedef struct {
     long timeout_ms;           /* every provider call; 0 means 10000 */
     long long clock_skew;      /* seconds allowed on exp/iat; 0 means 60 */
     int allow_http;            /* accept an http:// issuer (tests, sfsim); else https only */
+    /* Where RP-initiated logout sends the browser, for a provider whose discovery document
+     * names none (or another); NULL: discovery's end_session_endpoint. */
+    const char *end_session_endpoint;
 } sg_oidc_opts_t;
 
 /* What went wrong in a provider call, worded for logs and error pages (never a secret). */
@@ -105,6 +108,18 @@ sg_rc sg_oidc_validate_id_token(sg_oidc_t *op, const char *id_token, const char 
 
 /* GET userinfo with the access token; *claims gets the JSON object. */
 sg_rc sg_oidc_userinfo(sg_oidc_t *op, const char *access_token, cJSON **claims, sg_oidc_err_t *err);
+/*
+ * RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0, section 2): the end-session
+ * endpoint with client_id and, when not NULL, post_logout_redirect_uri (heap), for the
+ * browser to be sent to. NULL when the provider has none (err->error "no_endpoint": neither
+ * configured nor in discovery) or discovery fails. Needs no network call when the endpoint is
+ * configured or discovery is in hand.
+ */
+char *sg_oidc_end_session_url(sg_oidc_t *op, const char *post_logout_redirect_uri,
+                              sg_oidc_err_t *err);
+/* Is there an end-session endpoint (configured, or in discovery; discovers first when needed)? */
+int sg_oidc_can_end_session(sg_oidc_t *op);
+
 /* POST revocation; hint "access_token"/"refresh_token" or NULL. SG_ERR_NOTFOUND when the
  * provider has no revocation endpoint. */
 sg_rc sg_oidc_revoke(sg_oidc_t *op, const char *token, const char *hint, sg_oidc_err_t *err);

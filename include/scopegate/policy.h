@@ -75,6 +75,8 @@ typedef struct {
     const char *app;
     const char *const *scopes;
     size_t nscopes;
+    int signout_provider; /* signout_provider = true/false: 1 or 0; -1 when the policy does not
+                             say (the deployment config's signout_provider decides) */
 } sg_policy_signin_t;
 
 /* The offline API grant a role asks for, once, through a second app. */

@@ -1,4 +1,5 @@
-/* The deployment config's page keys: app_url and branding, their defaults and their errors. */
+/* The deployment config's page keys (app_url and branding) and single-logout keys
+ * (signout_provider, an app's end_session_endpoint): their defaults and their errors. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,18 +21,27 @@ static char dir[256];
     "apps = { signin = { issuer = \"https://login.example\"; client_id = \"x\"; "                  \
     "client_secret_file = \"secret\"; }; };\n"
 
-/* Loads BASE + extra from a file in dir: the rc, the config in *cfg, the errors in err. */
-static sg_rc load(const char *extra, sg_config_t *cfg, char *err, size_t errlen)
+/* Loads BASE + extra from a file in dir, with app_extra (NULL: nothing) among the signin app's
+ * keys: the rc, the config in *cfg, the errors in err. */
+static sg_rc load_with_app(const char *app_extra, const char *extra, sg_config_t *cfg, char *err,
+                           size_t errlen)
 {
     char path[300];
     snprintf(path, sizeof path, "%s/scopegate.cfg", dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fprintf(f, "%s%s", BASE, extra);
+    const char *anchor = "client_secret_file = \"secret\";";
+    const char *at = strstr(BASE, anchor) + strlen(anchor);
+    fprintf(f, "%.*s %s%s%s", (int)(at - BASE), BASE, app_extra ? app_extra : "", at, extra);
     fclose(f);
     memset(cfg, 0, sizeof *cfg);
     err[0] = '\0';
     return sg_config_load(path, cfg, err, errlen);
+}
+
+static sg_rc load(const char *extra, sg_config_t *cfg, char *err, size_t errlen)
+{
+    return load_with_app(NULL, extra, cfg, err, errlen);
 }
 
 static void expect_error(const char *extra, const char *want)
@@ -99,6 +109,44 @@ static void test_bad_page_keys_are_refused_at_their_line(void **state)
     expect_error("\n\nbranding = { accent_color = \"blue\"; };\n", "scopegate.cfg:9: error:");
 }
 
+static void test_single_logout_keys(void **state)
+{
+    sg_config_t cfg;
+    char err[2048];
+    assert_int_equal(load("", &cfg, err, sizeof err), SG_OK);
+    assert_int_equal(cfg.signout_provider, 0);
+    assert_null(cfg.apps[0].end_session_endpoint);
+    sg_config_free(&cfg);
+
+    const char *ep = "end_session_endpoint = \"https://login.example/logout?x=1\";";
+    sg_rc rc = load_with_app(ep, "signout_provider = true;\n", &cfg, err, sizeof err);
+    if (rc != SG_OK)
+        print_error("%s\n", err);
+    assert_int_equal(rc, SG_OK);
+    assert_int_equal(cfg.signout_provider, 1);
+    assert_string_equal(cfg.apps[0].end_session_endpoint, "https://login.example/logout?x=1");
+    sg_config_free(&cfg);
+
+    expect_error("signout_provider = \"yes\";\n", "'signout_provider' must be true or false");
+    const struct {
+        const char *app, *want;
+    } bad[] = {
+        {"end_session_endpoint = \"javascript:alert(1)\";", "must be an http(s) URL"},
+        {"end_session_endpoint = \"https://login.example/a b\";", "holds a space or '#'"},
+        {"end_session_endpoint = \"http://login.example/logout\";",
+         "end_session_endpoint is not https"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rc = load_with_app(bad[i].app, "", &cfg, err, sizeof err);
+        if (rc == SG_OK || !strstr(err, bad[i].want))
+            print_error("app key %s: expected an error saying \"%s\", got rc %d: %s\n", bad[i].app,
+                        bad[i].want, rc, err);
+        assert_int_not_equal(rc, SG_OK);
+        assert_non_null(strstr(err, bad[i].want));
+        sg_config_free(&cfg);
+    }
+}
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -116,6 +164,7 @@ int main(void)
         cmocka_unit_test(test_page_keys_default_to_nothing),
         cmocka_unit_test(test_branding_is_read),
         cmocka_unit_test(test_bad_page_keys_are_refused_at_their_line),
+        cmocka_unit_test(test_single_logout_keys),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     snprintf(path, sizeof path, "%s/secret", dir);
