@@ -253,7 +253,7 @@ static void parse_signin(sg_policy_ctx_t *c, const config_setting_t *root)
     const config_setting_t *so = config_setting_get_member(s, "signout_provider");
     if (so && config_setting_type(so) != CONFIG_TYPE_BOOL)
         sg_policy_diag(c, line_of(so), ERR, "'signout_provider' must be true or false, not %s",
-                       type_name(so));
+                       sg_policy_type_name(so));
     else if (so)
         si->signout_provider = config_setting_get_bool(so);
 }
