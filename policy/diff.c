@@ -228,6 +228,20 @@ static void diff_signin(diff_t *d, const sg_policy_signin_t *a, const sg_policy_
                  b->nscopes, a->scopes, a->nscopes);
     scopes_added(d, "signin_scopes_removed", NULL, NULL, "sign-in scopes removed", a->scopes,
                  a->nscopes, b->scopes, b->nscopes);
+    if (a->signout_provider != b->signout_provider) {
+        static const char *const said[] = {"the config decides", "no", "yes"};
+        cJSON *o = emit(d, "signout_provider_changed", "sign-out at the provider: %s -> %s",
+                        said[a->signout_provider + 1], said[b->signout_provider + 1]);
+        /* -1 (not said: the deployment config decides) goes out as null */
+        if (a->signout_provider < 0)
+            f_str(d, o, "from", NULL);
+        else
+            f_bool(d, o, "from", a->signout_provider);
+        if (b->signout_provider < 0)
+            f_str(d, o, "to", NULL);
+        else
+            f_bool(d, o, "to", b->signout_provider);
+    }
 }
 
 static void diff_fallback(diff_t *d, const char *role, const sg_policy_offline_t *a,

@@ -336,6 +336,9 @@ sg_rc sg_policy_explain(const sg_policy_t *p, const cJSON *claims, cJSON **out)
         attach(o, "session", session_json(role)) != 0 ||
         !cJSON_AddBoolToObject(o, "can_view_policy", role->can_view_policy) ||
         !cJSON_AddBoolToObject(o, "can_end_sessions", role->can_end_sessions) ||
+        !(p->signin.signout_provider < 0
+              ? cJSON_AddNullToObject(o, "signout_provider")
+              : cJSON_AddBoolToObject(o, "signout_provider", p->signin.signout_provider)) ||
         attach(o, "skipped", skipped_json(p, claims, res.rule_index)) != 0) {
         cJSON_Delete(o);
         return SG_ERR_NOMEM;

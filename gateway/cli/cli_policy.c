@@ -339,7 +339,11 @@ static int print_explain_text(const sg_policy_t *p, const cJSON *claims)
         print_offline(role->offline);
         printf("session:     idle %s, max %s\n", sg_duration_format(role->idle, a, sizeof(a)),
                sg_duration_format(role->max, b, sizeof(b)));
-        printf("policy page: %s\n", role->can_view_policy ? "yes" : "no");
+        printf("policy page: %s%s\n", role->can_view_policy ? "yes" : "no",
+               role->can_end_sessions ? ", may end other people's sessions" : "");
+        if (si->signout_provider >= 0)
+            printf("sign-out:    %s\n",
+                   si->signout_provider ? "also at the provider" : "at the gateway only");
     } else {
         printf("role:        none: denied, no rule matches these claims\n");
     }

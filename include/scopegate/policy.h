@@ -243,6 +243,7 @@ int sg_policy_rule_why_not(const sg_policy_rule_t *rule, const cJSON *claims, ch
  *               "keep_alive":{"enabled":true,"at":0.5,"jitter":0.1},
  *               "warn_before":604800} or null,
  *    "session":{"idle":900,"max":14400},"can_view_policy":false,"can_end_sessions":false,
+ *    "signout_provider":true|false|null (null: the deployment config decides),
  *    "skipped":[{"number":1,"line":10,"at":"policy.cfg:10","text":"...",
  *                "why":"claim 'groups' missing"}, ...]}
  * where skipped lists each rule before the match and why it did not match. Rules are numbered
@@ -325,6 +326,7 @@ void sg_policy_case_result_free(sg_policy_case_result_t *r);
  *
  *   signin_app_changed          from, to                    sign-in app 'signin' -> 'sso'
  *   signin_scopes_added|removed scopes                      sign-in scopes added: phone
+ *   signout_provider_changed    from, to (booleans, or null: the deployment config decides)
  *   role_removed                role                        role 'auditor' removed
  *   role_added                  role, offline (app, scopes) or null
  *   offline_added               role, app, scopes           the role gains an offline grant

@@ -846,7 +846,7 @@ static void test_explain_gives_the_contract_shape(void **state)
         "\"provider\":null,\"keep_alive\":{\"enabled\":false,\"at\":0.5,\"jitter\":0.1},"
         "\"warn_before\":\"7d\"},"
         "\"session\":{\"idle\":\"30m\",\"max\":\"8h\"},"
-        "\"can_view_policy\":false,\"can_end_sessions\":false,"
+        "\"can_view_policy\":false,\"can_end_sessions\":false,\"signout_provider\":null,"
         "\"skipped\":["
         "{\"number\":1,\"line\":9,\"at\":\"test.cfg:9\","
         "\"text\":\"preferred_username in [root@x, 42, true]\","

@@ -193,6 +193,11 @@ static const example_t examples[] = {
     {"can_end_sessions_changed", BASE,
      POLICY(SIGNIN, USER ADMIN_WITH("", "can_end_sessions = true;"), R_NAME R_GROUP R_DEF),
      "role 'admin': can end other people's sessions no -> yes\n"},
+    {"signout_provider_said_in_the_policy", BASE,
+     POLICY("signin = { app = \"signin\"; scopes = [\"openid\", \"profile\", \"email\"]; "
+            "signout_provider = true; };\n",
+            USER ADMIN, R_NAME R_GROUP R_DEF),
+     "sign-out at the provider: the config decides -> yes\n"},
 
     /* rules */
     {"rules_swapped_reports_the_rule_pulled_up", BASE,
