@@ -78,6 +78,10 @@ void sg_cli_gw_close(sg_cli_gw_t *c);
  * The HTTP status, or 0 when no answer came (said on stderr). */
 long sg_cli_gw_call(const sg_cli_gw_t *c, const char *method, const char *path, const cJSON *body,
                     cJSON **json);
+/* A whole command: sets up the HTTP client, opens the gateway (config, url), runs
+ * fn(args, gateway), and tidies up; fn's exit status, or the one that stopped it earlier. */
+typedef int (*sg_cli_gw_fn)(const void *args, const sg_cli_gw_t *c);
+int sg_cli_gw_run(const char *config, const char *url, sg_cli_gw_fn fn, const void *args);
 /* The exit status for an answer that is not the one wanted, the gateway's words on stderr:
  * 3 no answer or a 5xx, 2 for 400/401/403 (asked wrongly, or the wrong key), else 1. */
 int sg_cli_gw_error(const sg_cli_gw_t *c, long status, const cJSON *j, const char *what);

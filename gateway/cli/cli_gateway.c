@@ -196,3 +196,18 @@ int sg_cli_gw_error(const sg_cli_gw_t *c, long status, const cJSON *j, const cha
         return SG_EXIT_UNREACHABLE;
     return SG_EXIT_FAILED;
 }
+
+int sg_cli_gw_run(const char *config, const char *url, sg_cli_gw_fn fn, const void *args)
+{
+    if (sg_http_client_init() != SG_OK) {
+        fprintf(stderr, "scopegate: cannot set up the HTTP client (libcurl)\n");
+        return SG_EXIT_UNREACHABLE;
+    }
+    sg_cli_gw_t c;
+    int rc = sg_cli_gw_open(&c, config, url);
+    if (rc == SG_EXIT_OK)
+        rc = fn(args, &c);
+    sg_cli_gw_close(&c);
+    sg_http_client_cleanup();
+    return rc;
+}

@@ -338,8 +338,9 @@ static int parse_args(const char *cmd, int argc, char **argv, args_t *a, int wan
     return 0;
 }
 
-static int cmd_list(const args_t *a, const sg_cli_gw_t *c)
+static int cmd_list(const void *args, const sg_cli_gw_t *c)
 {
+    const args_t *a = args;
     cJSON *j = NULL;
     long status = sg_cli_gw_call(c, "GET", "/v1/grants", NULL, &j);
     int rc = EXIT_OK;
@@ -359,8 +360,9 @@ static int cmd_list(const args_t *a, const sg_cli_gw_t *c)
     return rc;
 }
 
-static int cmd_check(const args_t *a, const sg_cli_gw_t *c)
+static int cmd_check(const void *args, const sg_cli_gw_t *c)
 {
+    const args_t *a = args;
     cJSON *j = NULL;
     long status = sg_cli_gw_call(c, "POST", "/v1/grants/check", NULL, &j);
     int rc;
@@ -415,8 +417,9 @@ static int cmd_check(const args_t *a, const sg_cli_gw_t *c)
     return rc;
 }
 
-static int cmd_explain(const args_t *a, const sg_cli_gw_t *c)
+static int cmd_explain(const void *args, const sg_cli_gw_t *c)
 {
+    const args_t *a = args;
     cJSON *j = NULL;
     char path[64];
     snprintf(path, sizeof(path), "/v1/grants/%lld", strtoll(a->id, NULL, 10));
@@ -439,8 +442,9 @@ static int cmd_explain(const args_t *a, const sg_cli_gw_t *c)
     return rc;
 }
 
-static int cmd_disconnect(const args_t *a, const sg_cli_gw_t *c)
+static int cmd_disconnect(const void *args, const sg_cli_gw_t *c)
 {
+    const args_t *a = args;
     cJSON *body = cJSON_CreateObject(), *j = NULL;
     if (!body || (a->user && !cJSON_AddStringToObject(body, "user", a->user)) ||
         (a->grant && !cJSON_AddStringToObject(body, "grant", a->grant)) ||
@@ -548,8 +552,9 @@ static void print_report_csv(const cJSON *j)
     }
 }
 
-static int cmd_report(const args_t *a, const sg_cli_gw_t *c)
+static int cmd_report(const void *args, const sg_cli_gw_t *c)
 {
+    const args_t *a = args;
     cJSON *j = NULL;
     long status = sg_cli_gw_call(c, "GET", "/v1/access-report", NULL, &j);
     int rc = EXIT_OK;
@@ -586,7 +591,7 @@ int sg_cli_grants(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0)
         return usage(stdout);
-    int (*fn)(const args_t *, const sg_cli_gw_t *) = NULL;
+    sg_cli_gw_fn fn = NULL;
     int want_id = 0;
     if (strcmp(cmd, "list") == 0)
         fn = cmd_list;
@@ -609,15 +614,5 @@ int sg_cli_grants(int argc, char **argv)
         return EXIT_OK; /* --help */
     if (prc > 0)
         return EXIT_USAGE;
-    if (sg_http_client_init() != SG_OK) {
-        fprintf(stderr, "scopegate: cannot set up the HTTP client (libcurl)\n");
-        return EXIT_UNREACHABLE;
-    }
-    sg_cli_gw_t c;
-    int rc = sg_cli_gw_open(&c, a.config, a.url);
-    if (rc == EXIT_OK)
-        rc = fn(&a, &c);
-    sg_cli_gw_close(&c);
-    sg_http_client_cleanup();
-    return rc;
+    return sg_cli_gw_run(a.config, a.url, fn, &a);
 }

@@ -236,8 +236,9 @@ static int print_table(const cJSON *sessions)
     return 0;
 }
 
-static int cmd_list(const args_t *a, const sg_cli_gw_t *c)
+static int cmd_list(const void *args, const sg_cli_gw_t *c)
 {
+    const args_t *a = args;
     char *path = NULL;
     const char *key = a->user ? "user" : a->email ? "email" : NULL;
     char *enc = key ? sg_url_encode(a->user ? a->user : a->email) : NULL;
@@ -284,8 +285,9 @@ static int cmd_list(const args_t *a, const sg_cli_gw_t *c)
 /* ---- sessions end -----------------------------------------------------------------------------
  */
 
-static int cmd_end(const args_t *a, const sg_cli_gw_t *c)
+static int cmd_end(const void *args, const sg_cli_gw_t *c)
 {
+    const args_t *a = args;
     cJSON *req = cJSON_CreateObject();
     int ok = req != NULL;
     if (ok && a->user)
@@ -354,15 +356,5 @@ int sg_cli_sessions(int argc, char **argv)
         return SG_EXIT_OK; /* --help */
     if (prc > 0)
         return SG_EXIT_USAGE;
-    if (sg_http_client_init() != SG_OK) {
-        fprintf(stderr, "scopegate: cannot set up the HTTP client (libcurl)\n");
-        return SG_EXIT_UNREACHABLE;
-    }
-    sg_cli_gw_t c;
-    int rc = sg_cli_gw_open(&c, a.config, a.url);
-    if (rc == SG_EXIT_OK)
-        rc = end ? cmd_end(&a, &c) : cmd_list(&a, &c);
-    sg_cli_gw_close(&c);
-    sg_http_client_cleanup();
-    return rc;
+    return sg_cli_gw_run(a.config, a.url, end ? cmd_end : cmd_list, &a);
 }

@@ -241,6 +241,11 @@ void sg_page(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, unsigned status,
 void sg_page_error(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, unsigned status,
                    const char *title, const char *what, const char *todo);
 void sg_resp_json_body(sg_resp_t *w, unsigned status, cJSON *json); /* takes json */
+/* {"error":ERROR,"error_description":DESC}, as OAuth errors read. */
+void sg_resp_json_error(sg_resp_t *w, unsigned status, const char *error, const char *desc);
+/* Members of a JSON object being built: 1 when added (v NULL: null), 0 out of memory. */
+int sg_json_add_str(cJSON *o, const char *key, const char *v);
+int sg_json_add_num(cJSON *o, const char *key, long long v);
 
 /* A time for pages: "2026-11-27 10:00:00 UTC", or "never" for 0 (heap-free; n >= 32). */
 void sg_fmt_time(long long t, char *out, size_t n);

@@ -301,6 +301,27 @@ void sg_page_error(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, unsigned s
     sg_buf_free(&b);
 }
 
+void sg_resp_json_error(sg_resp_t *w, unsigned status, const char *error, const char *desc)
+{
+    cJSON *j = cJSON_CreateObject();
+    if (j && (!cJSON_AddStringToObject(j, "error", error) ||
+              !cJSON_AddStringToObject(j, "error_description", desc))) {
+        cJSON_Delete(j);
+        j = NULL; /* sg_resp_json_body answers the out-of-memory error */
+    }
+    sg_resp_json_body(w, status, j);
+}
+
+int sg_json_add_str(cJSON *o, const char *key, const char *v)
+{
+    return (v ? cJSON_AddStringToObject(o, key, v) : cJSON_AddNullToObject(o, key)) != NULL;
+}
+
+int sg_json_add_num(cJSON *o, const char *key, long long v)
+{
+    return cJSON_AddNumberToObject(o, key, (double)v) != NULL;
+}
+
 void sg_resp_json_body(sg_resp_t *w, unsigned status, cJSON *json)
 {
     char *txt = json ? cJSON_PrintUnformatted(json) : NULL;

@@ -23,30 +23,12 @@
 
 #include "scopegate/log.h"
 
-static void json_error(sg_resp_t *w, unsigned status, const char *error, const char *desc)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "error", error);
-    cJSON_AddStringToObject(j, "error_description", desc);
-    sg_resp_json_body(w, status, j);
-}
-
 /* ---- grants as JSON -------------------------------------------------------------------------- */
-
-static int add_str(cJSON *o, const char *key, const char *v)
-{
-    return (v ? cJSON_AddStringToObject(o, key, v) : cJSON_AddNullToObject(o, key)) != NULL;
-}
 
 /* A time or a figure; 0 (never, not declared) as null where null says it better. */
 static int add_time(cJSON *o, const char *key, long long t)
 {
     return (t ? cJSON_AddNumberToObject(o, key, (double)t) : cJSON_AddNullToObject(o, key)) != NULL;
-}
-
-static int add_num(cJSON *o, const char *key, long long v)
-{
-    return cJSON_AddNumberToObject(o, key, (double)v) != NULL;
 }
 
 /* The evidence is JSON object text in the store: inlined as an object, null when absent. */
@@ -72,19 +54,19 @@ static cJSON *grant_json(const sg_grant_view_t *g, long long now, int with_evide
 {
     const sg_grant_rec_t *r = &g->rec;
     cJSON *o = cJSON_CreateObject();
-    int ok = o && add_num(o, "grant_id", r->id) && add_str(o, "user_id", r->user_id) &&
-             add_str(o, "org_id", r->org_id) && add_str(o, "username", r->username) &&
-             add_str(o, "app", r->app) && add_str(o, "state", sg_vault_state_name(r->state)) &&
-             add_str(o, "reason", r->dead_reason) && add_num(o, "dead_at", r->dead_at) &&
-             add_str(o, "cause", r->cause) && add_str(o, "advice", g->advice) &&
-             add_num(o, "use_count", r->use_count) && add_num(o, "last_used", r->last_used) &&
-             add_num(o, "last_refreshed", r->last_refreshed) && add_num(o, "created", r->created) &&
-             add_num(o, "warned_at", r->warned_at) &&
+    int ok = o && sg_json_add_num(o, "grant_id", r->id) && sg_json_add_str(o, "user_id", r->user_id) &&
+             sg_json_add_str(o, "org_id", r->org_id) && sg_json_add_str(o, "username", r->username) &&
+             sg_json_add_str(o, "app", r->app) && sg_json_add_str(o, "state", sg_vault_state_name(r->state)) &&
+             sg_json_add_str(o, "reason", r->dead_reason) && sg_json_add_num(o, "dead_at", r->dead_at) &&
+             sg_json_add_str(o, "cause", r->cause) && sg_json_add_str(o, "advice", g->advice) &&
+             sg_json_add_num(o, "use_count", r->use_count) && sg_json_add_num(o, "last_used", r->last_used) &&
+             sg_json_add_num(o, "last_refreshed", r->last_refreshed) && sg_json_add_num(o, "created", r->created) &&
+             sg_json_add_num(o, "warned_at", r->warned_at) &&
              cJSON_AddBoolToObject(o, "keep_alive", g->keep_alive) &&
              add_time(o, "idle_expires_at", g->idle_expires_at) &&
              add_time(o, "absolute_expires_at", g->absolute_expires_at) &&
              add_time(o, "expires_at", g->expires_at) &&
-             (g->expires_at ? add_num(o, "expires_in", g->expires_at - now)
+             (g->expires_at ? sg_json_add_num(o, "expires_in", g->expires_at - now)
                             : cJSON_AddNullToObject(o, "expires_in") != NULL) &&
              cJSON_AddBoolToObject(o, "expiring_soon", g->expiring_soon) &&
              (!with_evidence || add_evidence(o, r->evidence));
@@ -104,12 +86,12 @@ void sg_route_grants(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_grant_view_t *g = NULL;
     size_t n = 0;
     if (sg_vault_report(gw->vault, &g, &n) != SG_OK) {
-        json_error(w, 500, "server_error", "the vault's grants could not be read");
+        sg_resp_json_error(w, 500, "server_error", "the vault's grants could not be read");
         return;
     }
     long long now = sg_gw_now();
     cJSON *o = cJSON_CreateObject();
-    cJSON *list = o && add_num(o, "now", now) ? cJSON_AddArrayToObject(o, "grants") : NULL;
+    cJSON *list = o && sg_json_add_num(o, "now", now) ? cJSON_AddArrayToObject(o, "grants") : NULL;
     int ok = list != NULL;
     for (size_t i = 0; ok && i < n; i++) {
         cJSON *item = grant_json(&g[i], now, 0);
@@ -120,7 +102,7 @@ void sg_route_grants(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_grant_views_free(g, n);
     if (!ok) {
         cJSON_Delete(o);
-        json_error(w, 500, "server_error", "out of memory");
+        sg_resp_json_error(w, 500, "server_error", "out of memory");
         return;
     }
     sg_resp_json_body(w, 200, o);
@@ -137,7 +119,7 @@ void sg_route_grant_explain(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     errno = 0;
     long long id = strtoll(text, &end, 10);
     if (!*text || *end || errno || id <= 0) {
-        json_error(w, 400, "invalid_request",
+        sg_resp_json_error(w, 400, "invalid_request",
                    "the grant id must be a positive number: /v1/grants/ID");
         return;
     }
@@ -146,17 +128,17 @@ void sg_route_grant_explain(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (rc == SG_ERR_NOTFOUND) {
         char msg[96];
         snprintf(msg, sizeof(msg), "there is no grant %lld", id);
-        json_error(w, 404, "not_found", msg);
+        sg_resp_json_error(w, 404, "not_found", msg);
         return;
     }
     if (rc != SG_OK) {
-        json_error(w, 500, "server_error", "the grant could not be read");
+        sg_resp_json_error(w, 500, "server_error", "the grant could not be read");
         return;
     }
     cJSON *o = grant_json(&g, sg_gw_now(), 1);
     sg_grant_view_free(&g);
     if (!o) {
-        json_error(w, 500, "server_error", "out of memory");
+        sg_resp_json_error(w, 500, "server_error", "out of memory");
         return;
     }
     sg_resp_json_body(w, 200, o);
@@ -171,16 +153,16 @@ static cJSON *check_item(const sg_grant_view_t *g, const char *result, int check
 {
     const sg_grant_rec_t *r = &g->rec;
     cJSON *o = cJSON_CreateObject();
-    int ok = o && add_num(o, "grant_id", r->id) && cJSON_AddStringToObject(o, "result", result) &&
-             cJSON_AddBoolToObject(o, "checked", checked) && add_str(o, "user_id", r->user_id) &&
-             add_str(o, "username", r->username) && add_str(o, "org_id", r->org_id) &&
-             add_str(o, "app", r->app) && add_str(o, "state", sg_vault_state_name(r->state)) &&
-             add_str(o, "cause", r->cause) &&
-             add_str(o, "reason", r->dead_reason ? r->dead_reason : reason) &&
+    int ok = o && sg_json_add_num(o, "grant_id", r->id) && cJSON_AddStringToObject(o, "result", result) &&
+             cJSON_AddBoolToObject(o, "checked", checked) && sg_json_add_str(o, "user_id", r->user_id) &&
+             sg_json_add_str(o, "username", r->username) && sg_json_add_str(o, "org_id", r->org_id) &&
+             sg_json_add_str(o, "app", r->app) && sg_json_add_str(o, "state", sg_vault_state_name(r->state)) &&
+             sg_json_add_str(o, "cause", r->cause) &&
+             sg_json_add_str(o, "reason", r->dead_reason ? r->dead_reason : reason) &&
              add_time(o, "expires_at", g->expires_at) &&
              add_time(o, "idle_expires_at", g->idle_expires_at) &&
              add_time(o, "absolute_expires_at", g->absolute_expires_at) &&
-             add_num(o, "last_refreshed", r->last_refreshed) &&
+             sg_json_add_num(o, "last_refreshed", r->last_refreshed) &&
              (!g->advice || !*g->advice || cJSON_AddStringToObject(o, "advice", g->advice));
     if (!ok) {
         cJSON_Delete(o);
@@ -257,7 +239,7 @@ void sg_route_grants_check(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_grant_view_t *grants = NULL;
     size_t n = 0;
     if (sg_vault_report(gw->vault, &grants, &n) != SG_OK) {
-        json_error(w, 500, "server_error", "the vault's grants could not be read");
+        sg_resp_json_error(w, 500, "server_error", "the vault's grants could not be read");
         return;
     }
     size_t nlive = 0, k = 0;
@@ -322,12 +304,12 @@ void sg_route_grants_check(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     free(ids);
     free(rcs);
     free(errs);
-    if (nomem || !add_num(out, "now", now) || !add_num(out, "checked", nchecked) ||
-        !add_num(out, "ok", nok) || !add_num(out, "dead", ndead) ||
-        !add_num(out, "expiring_soon", nsoon) || !add_num(out, "errors", nerr) ||
+    if (nomem || !sg_json_add_num(out, "now", now) || !sg_json_add_num(out, "checked", nchecked) ||
+        !sg_json_add_num(out, "ok", nok) || !sg_json_add_num(out, "dead", ndead) ||
+        !sg_json_add_num(out, "expiring_soon", nsoon) || !sg_json_add_num(out, "errors", nerr) ||
         !cJSON_AddBoolToObject(out, "healthy", ndead + nsoon + nerr == 0)) {
         cJSON_Delete(out);
-        json_error(w, 500, "server_error", "out of memory");
+        sg_resp_json_error(w, 500, "server_error", "out of memory");
         return;
     }
     sg_log(ndead + nsoon + nerr ? SG_LOG_WARN : SG_LOG_INFO, "grants_check",
@@ -396,7 +378,7 @@ void sg_route_grants_disconnect(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         return;
     disconnect_args_t a;
     if (disconnect_args(r, &a)) {
-        json_error(w, 400, "invalid_request",
+        sg_resp_json_error(w, 400, "invalid_request",
                    "send user (a person's id) and/or grant (a grant id), and optionally reason "
                    "(at most 256 bytes), as a JSON or form body");
         return;
@@ -405,25 +387,25 @@ void sg_route_grants_disconnect(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     errno = 0;
     long long gid = a.grant[0] ? strtoll(a.grant, &end, 10) : 0;
     if (a.grant[0] && (errno || !end || *end || gid <= 0)) {
-        json_error(w, 400, "invalid_request", "grant must be a grant id (a positive number)");
+        sg_resp_json_error(w, 400, "invalid_request", "grant must be a grant id (a positive number)");
         return;
     }
     if (!a.user[0] && gid <= 0) {
-        json_error(w, 400, "invalid_request", "say whose grants: user, grant, or both");
+        sg_resp_json_error(w, 400, "invalid_request", "say whose grants: user, grant, or both");
         return;
     }
     size_t n = 0;
     sg_rc rc =
         sg_vault_disconnect_by_operator(gw->vault, a.user[0] ? a.user : NULL, gid, a.reason, &n);
     if (rc && rc != SG_ERR_NOTFOUND) {
-        json_error(w, 500, "server_error", "the store could not be read");
+        sg_resp_json_error(w, 500, "server_error", "the store could not be read");
         return;
     }
     sg_log(SG_LOG_INFO, "grants_disconnected", "%zu grant(s) disconnected by an operator", n);
     cJSON *o = cJSON_CreateObject();
-    if (!o || !add_num(o, "disconnected", (long long)n)) {
+    if (!o || !sg_json_add_num(o, "disconnected", (long long)n)) {
         cJSON_Delete(o);
-        json_error(w, 500, "server_error", "out of memory");
+        sg_resp_json_error(w, 500, "server_error", "out of memory");
         return;
     }
     sg_resp_json_body(w, 200, o);

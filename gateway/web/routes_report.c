@@ -19,24 +19,6 @@
 #include <string.h>
 #include <time.h>
 
-static void json_error(sg_resp_t *w, unsigned status, const char *error, const char *desc)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "error", error);
-    cJSON_AddStringToObject(j, "error_description", desc);
-    sg_resp_json_body(w, status, j);
-}
-
-static int add_str(cJSON *o, const char *key, const char *v)
-{
-    return (v ? cJSON_AddStringToObject(o, key, v) : cJSON_AddNullToObject(o, key)) != NULL;
-}
-
-static int add_num(cJSON *o, const char *key, long long v)
-{
-    return cJSON_AddNumberToObject(o, key, (double)v) != NULL;
-}
-
 /* "2026-12-07T12:00:00Z"; null for 0 (never). */
 static int add_time(cJSON *o, const char *key, long long t)
 {
@@ -79,12 +61,12 @@ static cJSON *grant_item(const sg_grant_rec_t *g, const char *role)
 {
     cJSON *o = cJSON_CreateObject();
     int ok =
-        o && add_num(o, "grant_id", g->id) && add_str(o, "user_id", g->user_id) &&
-        add_str(o, "username", g->username) && add_str(o, "org_id", g->org_id) &&
-        add_str(o, "app", g->app) && add_str(o, "role", role) && add_str(o, "scopes", g->scopes) &&
-        add_str(o, "state", sg_vault_state_name(g->state)) && add_str(o, "cause", g->cause) &&
+        o && sg_json_add_num(o, "grant_id", g->id) && sg_json_add_str(o, "user_id", g->user_id) &&
+        sg_json_add_str(o, "username", g->username) && sg_json_add_str(o, "org_id", g->org_id) &&
+        sg_json_add_str(o, "app", g->app) && sg_json_add_str(o, "role", role) && sg_json_add_str(o, "scopes", g->scopes) &&
+        sg_json_add_str(o, "state", sg_vault_state_name(g->state)) && sg_json_add_str(o, "cause", g->cause) &&
         add_time(o, "created", g->created) && add_time(o, "last_refreshed", g->last_refreshed) &&
-        add_time(o, "last_used", g->last_used) && add_num(o, "use_count", g->use_count);
+        add_time(o, "last_used", g->last_used) && sg_json_add_num(o, "use_count", g->use_count);
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -224,10 +206,10 @@ static cJSON *session_item(const live_t *run, size_t k)
         if (run[i].last_seen > last)
             last = run[i].last_seen;
     cJSON *o = cJSON_CreateObject();
-    int ok = o && add_str(o, "user_id", newest->user_id) &&
-             add_str(o, "username", newest->username) && add_str(o, "email", newest->email) &&
-             add_str(o, "org_id", newest->org_id) && add_str(o, "role", newest->role) &&
-             add_num(o, "sessions", (long long)k) && add_time(o, "first_sign_in", first) &&
+    int ok = o && sg_json_add_str(o, "user_id", newest->user_id) &&
+             sg_json_add_str(o, "username", newest->username) && sg_json_add_str(o, "email", newest->email) &&
+             sg_json_add_str(o, "org_id", newest->org_id) && sg_json_add_str(o, "role", newest->role) &&
+             sg_json_add_num(o, "sessions", (long long)k) && add_time(o, "first_sign_in", first) &&
              add_time(o, "last_seen", last);
     if (!ok) {
         cJSON_Delete(o);
@@ -276,7 +258,7 @@ void sg_route_access_report(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     cJSON *o = cJSON_CreateObject();
     cJSON *grants = NULL, *sessions = NULL;
     sg_rc rc = SG_ERR_NOMEM;
-    if (o && add_time(o, "generated", now) && add_str(o, "policy_sha256", sg_policy_hash(pol)) &&
+    if (o && add_time(o, "generated", now) && sg_json_add_str(o, "policy_sha256", sg_policy_hash(pol)) &&
         (grants = cJSON_AddArrayToObject(o, "grants")) != NULL &&
         (sessions = cJSON_AddArrayToObject(o, "sessions")) != NULL) {
         rc = add_grants(gw, pol, grants);
@@ -285,7 +267,7 @@ void sg_route_access_report(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     }
     if (rc) {
         cJSON_Delete(o);
-        json_error(w, 500, "server_error",
+        sg_resp_json_error(w, 500, "server_error",
                    rc == SG_ERR_NOMEM ? "out of memory" : "the store could not be read");
         return;
     }

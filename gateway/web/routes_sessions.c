@@ -39,14 +39,6 @@
 #define AGENT_SHORT       60  /* bytes of a User-Agent shown where no browser was recognized */
 #define ACTOR_OPERATOR    "operator via internal listener"
 
-static void json_error(sg_resp_t *w, unsigned status, const char *error, const char *desc)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "error", error);
-    cJSON_AddStringToObject(j, "error_description", desc);
-    sg_resp_json_body(w, status, j);
-}
-
 /* ---- browsers in words -------------------------------------------------------------------- */
 
 /* The major version after token in ua ("Firefox/121.0" -> 121), or -1. */
@@ -249,28 +241,18 @@ static sg_rc end_rows(sg_gateway_t *gw, const rows_t *l, const char *skip_hash, 
 
 /* ---- GET /v1/sessions ----------------------------------------------------------------------- */
 
-static int add_str(cJSON *o, const char *key, const char *v)
-{
-    return (v ? cJSON_AddStringToObject(o, key, v) : cJSON_AddNullToObject(o, key)) != NULL;
-}
-
-static int add_num(cJSON *o, const char *key, long long v)
-{
-    return cJSON_AddNumberToObject(o, key, (double)v) != NULL;
-}
-
 static cJSON *row_json(const row_t *r)
 {
     char ref[SESSION_REF_LEN + 1], browser[128];
     snprintf(ref, sizeof(ref), "%.*s", SESSION_REF_LEN, r->id_hash);
     agent_summary(r->user_agent, browser, sizeof(browser));
     cJSON *o = cJSON_CreateObject();
-    int ok = o && add_str(o, "session_id", ref) && add_str(o, "id_hash", r->id_hash) &&
-             add_str(o, "user_id", r->user_id) && add_str(o, "username", r->username) &&
-             add_str(o, "email", r->email) && add_str(o, "org_id", r->org_id) &&
-             add_str(o, "role", r->role) && add_str(o, "browser", browser) &&
-             add_str(o, "user_agent", r->user_agent) && add_num(o, "created", r->created) &&
-             add_num(o, "last_seen", r->last_seen) && add_num(o, "expires_at", r->expires_at);
+    int ok = o && sg_json_add_str(o, "session_id", ref) && sg_json_add_str(o, "id_hash", r->id_hash) &&
+             sg_json_add_str(o, "user_id", r->user_id) && sg_json_add_str(o, "username", r->username) &&
+             sg_json_add_str(o, "email", r->email) && sg_json_add_str(o, "org_id", r->org_id) &&
+             sg_json_add_str(o, "role", r->role) && sg_json_add_str(o, "browser", browser) &&
+             sg_json_add_str(o, "user_agent", r->user_agent) && sg_json_add_num(o, "created", r->created) &&
+             sg_json_add_num(o, "last_seen", r->last_seen) && sg_json_add_num(o, "expires_at", r->expires_at);
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -284,7 +266,7 @@ static int query_ok(sg_req_t *r, sg_resp_t *w)
 {
     const sg_form_t *q = &r->query;
     if (r->query_bad || sg_form_first_dup(q)) {
-        json_error(w, 400, "invalid_request",
+        sg_resp_json_error(w, 400, "invalid_request",
                    "the query string is malformed or repeats a parameter");
         return -1;
     }
@@ -293,16 +275,16 @@ static int query_ok(sg_req_t *r, sg_resp_t *w)
         if (strcmp(k, "user") != 0 && strcmp(k, "email") != 0) {
             char msg[160];
             snprintf(msg, sizeof(msg), "unknown parameter '%.60s' (use user=ID or email=E)", k);
-            json_error(w, 400, "invalid_request", msg);
+            sg_resp_json_error(w, 400, "invalid_request", msg);
             return -1;
         }
         if (!*q->item[i].value) {
-            json_error(w, 400, "invalid_request", "user= and email= need a value");
+            sg_resp_json_error(w, 400, "invalid_request", "user= and email= need a value");
             return -1;
         }
     }
     if (q->n > 1) {
-        json_error(w, 400, "invalid_request", "give user= or email=, not both");
+        sg_resp_json_error(w, 400, "invalid_request", "give user= or email=, not both");
         return -1;
     }
     return 0;
@@ -316,11 +298,11 @@ void sg_route_sessions(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                              .email = sg_form_get(&r->query, "email")};
     rows_t l;
     if (select_rows(gw, f.user_id || f.email ? &f : NULL, (size_t)-1, &l) != SG_OK) {
-        json_error(w, 500, "server_error", "the sessions could not be read");
+        sg_resp_json_error(w, 500, "server_error", "the sessions could not be read");
         return;
     }
     cJSON *o = cJSON_CreateObject();
-    cJSON *list = o && add_num(o, "now", sg_gw_now()) && add_num(o, "count", (long long)l.n)
+    cJSON *list = o && sg_json_add_num(o, "now", sg_gw_now()) && sg_json_add_num(o, "count", (long long)l.n)
                       ? cJSON_AddArrayToObject(o, "sessions")
                       : NULL;
     int ok = list != NULL;
@@ -333,7 +315,7 @@ void sg_route_sessions(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     rows_free(&l);
     if (!ok) {
         cJSON_Delete(o);
-        json_error(w, 500, "server_error", "out of memory");
+        sg_resp_json_error(w, 500, "server_error", "out of memory");
         return;
     }
     sg_resp_json_body(w, 200, o);
@@ -458,7 +440,7 @@ void sg_route_sessions_end(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (!bad)
         bad = check_fields(&e, prefix);
     if (bad) {
-        json_error(w, 400, "invalid_request", bad);
+        sg_resp_json_error(w, 400, "invalid_request", bad);
         goto done;
     }
     sg_session_filter_t f = {
@@ -480,20 +462,20 @@ void sg_route_sessions_end(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         char msg[160];
         snprintf(msg, sizeof(msg), "the store failed after %zu session(s) ended: %s", n,
                  sg_rc_str(rc));
-        json_error(w, 500, "server_error", msg);
+        sg_resp_json_error(w, 500, "server_error", msg);
         goto done;
     }
     /* The answer repeats the filter: {"user":"005..."}, {"all":true}. */
     cJSON *o = cJSON_CreateObject();
     cJSON *filt = o ? cJSON_AddObjectToObject(o, "filter") : NULL;
-    int ok = filt && add_num(o, "ended", (long long)n) && add_str(o, "reason", what.reason);
+    int ok = filt && sg_json_add_num(o, "ended", (long long)n) && sg_json_add_str(o, "reason", what.reason);
     if (ok && e.all)
         ok = cJSON_AddTrueToObject(filt, "all") != NULL;
     else if (ok)
-        ok = add_str(filt, what.filter, e.user ? e.user : e.email ? e.email : prefix);
+        ok = sg_json_add_str(filt, what.filter, e.user ? e.user : e.email ? e.email : prefix);
     if (!ok) {
         cJSON_Delete(o);
-        json_error(w, 500, "server_error", "out of memory");
+        sg_resp_json_error(w, 500, "server_error", "out of memory");
         goto done;
     }
     sg_resp_json_body(w, 200, o);

@@ -17,14 +17,6 @@
 #include "scopegate/crypto.h"
 #include "scopegate/log.h"
 
-static void json_error(sg_resp_t *w, unsigned status, const char *error, const char *desc)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "error", error);
-    cJSON_AddStringToObject(j, "error_description", desc);
-    sg_resp_json_body(w, status, j);
-}
-
 int sg_gw_internal_auth(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w)
 {
     const char *h = sg_req_header(r, "Authorization");
@@ -32,7 +24,7 @@ int sg_gw_internal_auth(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w)
         return 1;
     sg_metrics_inc("scopegate_token_requests_total", "result=\"unauthorized\"");
     sg_resp_header(w, "WWW-Authenticate", "Bearer realm=\"scopegate\"");
-    json_error(w, 401, "unauthorized",
+    sg_resp_json_error(w, 401, "unauthorized",
                h ? "the bearer key is wrong" : "send Authorization: Bearer <internal key>");
     return 0;
 }
@@ -64,7 +56,7 @@ void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     const char *integ = sg_form_get(q, "integration"), *app = sg_form_get(q, "app");
     int given = (user != NULL) + (org != NULL) + (integ != NULL);
     if (r->query_bad || sg_form_first_dup(q)) {
-        json_error(w, 400, "invalid_request",
+        sg_resp_json_error(w, 400, "invalid_request",
                    "the query string is malformed or repeats a "
                    "parameter");
         return;
@@ -77,12 +69,12 @@ void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                      "unknown parameter '%.60s' (use user, org or integration, "
                      "and optionally app)",
                      k);
-            json_error(w, 400, "invalid_request", msg);
+            sg_resp_json_error(w, 400, "invalid_request", msg);
             return;
         }
     }
     if (given != 1 || (user && !*user) || (org && !*org) || (integ && !*integ)) {
-        json_error(w, 400, "invalid_request",
+        sg_resp_json_error(w, 400, "invalid_request",
                    "give exactly one of user=ID, org=ID or integration=NAME");
         return;
     }
@@ -99,7 +91,7 @@ void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                            .allowed_ctx = gw};
     const sg_policy_offline_t *off = sg_policy_offline_for_app(pol, vq.app);
     if (app && !off) {
-        json_error(w, 404, "unknown_app", "the policy grants no offline access for that app");
+        sg_resp_json_error(w, 404, "unknown_app", "the policy grants no offline access for that app");
         return;
     }
     if (off) {
@@ -168,7 +160,7 @@ void sg_route_token_invalid(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     }
     if (!token || !*token) {
         free(token);
-        json_error(w, 400, "invalid_request",
+        sg_resp_json_error(w, 400, "invalid_request",
                    "send the access token that failed as access_token (JSON or form body)");
         return;
     }

@@ -85,38 +85,6 @@ static th_client_t *signed_in(const char *user, const char *password, const char
     return c;
 }
 
-/* The last audit line of event ev whose string fields match the NULL-terminated key, value
- * pairs (kept), or NULL. */
-static cJSON *audit_find(const char *ev, ...)
-{
-    char *text = keep_str(th_read_file(FMT("%s/audit.log", GW.state_dir), NULL));
-    cJSON *found = NULL;
-    for (char *save = NULL, *line = text ? strtok_r(text, "\n", &save) : NULL; line;
-         line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = cJSON_Parse(line);
-        int match = j && jstr(j, "event") && strcmp(jstr(j, "event"), ev) == 0;
-        va_list ap;
-        va_start(ap, ev);
-        for (const char *k = va_arg(ap, const char *); k && match; k = va_arg(ap, const char *)) {
-            const char *v = va_arg(ap, const char *);
-            match = jstr(j, k) && strcmp(jstr(j, k), v) == 0;
-        }
-        va_end(ap);
-        if (match) {
-            cJSON_Delete(found);
-            found = j;
-        } else {
-            cJSON_Delete(j);
-        }
-    }
-    return keep_json(found);
-}
-
-static const char *json_text(const cJSON *j)
-{
-    return j ? keep_str(cJSON_PrintUnformatted(j)) : "(none)";
-}
-
 /* The session in a `list --json` answer whose user_agent is agent, or NULL. */
 static const cJSON *session_of(const cJSON *list, const char *agent)
 {
@@ -210,7 +178,7 @@ static void test_end_a_person_everywhere(void **state)
     expect_signed_out(laptop, "alice's laptop after sessions end");
 
     /* Audited: who asked, the filter, how many, why. */
-    cJSON *a = audit_find("sessions_ended", "user_id", ALICE_ID, "reason", "laptop stolen", NULL);
+    cJSON *a = audit_last("sessions_ended", "user_id", ALICE_ID, "reason", "laptop stolen", NULL);
     CHECK(a, "the audit log should have sessions_ended for alice with the reason:\n%s",
           keep_str(th_read_file(FMT("%s/audit.log", GW.state_dir), NULL)));
     CHECK(jstr(a, "actor") && strcmp(jstr(a, "actor"), "operator via internal listener") == 0 &&
@@ -226,7 +194,7 @@ static void test_end_a_person_everywhere(void **state)
     r = CLI("sessions", "end", "--user", ALICE_ID, "--config", GW.gw_cfg);
     expect_exit(&r, 1);
     expect_err(&r, "no session matched");
-    a = audit_find("sessions_ended", "user_id", ALICE_ID, NULL);
+    a = audit_last("sessions_ended", "user_id", ALICE_ID, NULL);
     CHECK(a && jnum_path(a, "count") == 0 && cJSON_IsNull(cJSON_GetObjectItem(a, "reason")),
           "an end that matched nothing is audited too, with count 0: %s", json_text(a));
     r = CLI("sessions", "list", "--user", ALICE_ID, "--config", GW.gw_cfg);
@@ -262,7 +230,7 @@ static void test_end_by_prefix_then_all(void **state)
     expect_out(&r, "1 session ended");
     CHECK(auth_status(laptop) == 401, "the laptop's session should have ended");
     CHECK(auth_status(desktop) == 200, "alice's other session should go on");
-    cJSON *a = audit_find("sessions_ended", "filter", "session_id_prefix", NULL);
+    cJSON *a = audit_last("sessions_ended", "filter", "session_id_prefix", NULL);
     CHECK(a && jstr(a, "session_id_prefix") &&
               strncmp(jstr(a, "session_id_prefix"), jstr(s, "id_hash"), 12) == 0 &&
               jnum_path(a, "count") == 1,
@@ -277,7 +245,7 @@ static void test_end_by_prefix_then_all(void **state)
     expect_out(&r, "2 sessions ended (everyone)");
     CHECK(auth_status(desktop) == 401 && auth_status(admin) == 401,
           "after sessions end --all every session should have ended");
-    a = audit_find("sessions_ended", "filter", "all", "reason", "key rotation", NULL);
+    a = audit_last("sessions_ended", "filter", "all", "reason", "key rotation", NULL);
     CHECK(a && jnum_path(a, "count") == 2, "sessions_ended --all: expected count 2: %s",
           json_text(a));
     r = CLI("sessions", "list", "--config", GW.gw_cfg);

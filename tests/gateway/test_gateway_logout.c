@@ -117,27 +117,6 @@ static void expect_frontchannel_answer(const th_resp_t *r, const char *what)
           cleared ? cleared : "nothing");
 }
 
-/* Audit lines of event ev whose fields include every k, v pair given (NULL-terminated). */
-static int audit_count(const char *ev, ...)
-{
-    char *text = keep_str(th_read_file(FMT("%s/audit.log", GW.state_dir), NULL));
-    int n = 0;
-    for (char *save = NULL, *line = text ? strtok_r(text, "\n", &save) : NULL; line;
-         line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = keep_json(cJSON_Parse(line));
-        int match = j && jstr(j, "event") && strcmp(jstr(j, "event"), ev) == 0;
-        va_list ap;
-        va_start(ap, ev);
-        for (const char *k = va_arg(ap, const char *); k && match; k = va_arg(ap, const char *)) {
-            const char *v = va_arg(ap, const char *);
-            match = jstr(j, k) && strcmp(jstr(j, k), v) == 0;
-        }
-        va_end(ap);
-        n += match;
-    }
-    return n;
-}
-
 /* The sign-out form of c's home page, as its body ("csrf=..."; kept). */
 static const char *logout_form(th_client_t *c)
 {

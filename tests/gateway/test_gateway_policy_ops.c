@@ -300,11 +300,6 @@ static int count_live(const cJSON *grants)
     return n;
 }
 
-static const char *json_text(const cJSON *j)
-{
-    return keep_str(cJSON_PrintUnformatted(j));
-}
-
 /* ---- what must never be written down --------------------------------------------------------- */
 
 #define MAX_SECRETS 512
@@ -808,31 +803,6 @@ static void test_reload_under_load(void **state)
 }
 
 /* ---- B: demotion ----------------------------------------------------------------------------- */
-
-/* The audit log's lines (parsed, kept) whose event is ev and whose fields match the
- * NULL-terminated key, value pairs. */
-static int audit_count(const char *ev, ...)
-{
-    char *text = keep_str(th_read_file(FMT("%s/audit.log", GW.state_dir), NULL));
-    if (!text)
-        return 0;
-    int n = 0;
-    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
-         line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = cJSON_Parse(line);
-        int match = j && jstr(j, "event") && strcmp(jstr(j, "event"), ev) == 0;
-        va_list ap;
-        va_start(ap, ev);
-        for (const char *k = va_arg(ap, const char *); k && match; k = va_arg(ap, const char *)) {
-            const char *v = va_arg(ap, const char *);
-            match = jstr(j, k) && strcmp(jstr(j, k), v) == 0;
-        }
-        va_end(ap);
-        cJSON_Delete(j);
-        n += match;
-    }
-    return n;
-}
 
 /* The demoted admin: role user at /auth, no token from their grant, no connect pages, and the
  * grant still live at sfsim. */

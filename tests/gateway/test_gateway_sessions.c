@@ -107,38 +107,6 @@ static const char *field_of(const char *html, const char *action, const char *na
     return v;
 }
 
-/* The last audit line of event ev whose string fields match the NULL-terminated key, value
- * pairs (kept), or NULL. */
-static cJSON *audit_find(const char *ev, ...)
-{
-    char *text = keep_str(th_read_file(FMT("%s/audit.log", GW.state_dir), NULL));
-    cJSON *found = NULL;
-    for (char *save = NULL, *line = text ? strtok_r(text, "\n", &save) : NULL; line;
-         line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = cJSON_Parse(line);
-        int match = j && jstr(j, "event") && strcmp(jstr(j, "event"), ev) == 0;
-        va_list ap;
-        va_start(ap, ev);
-        for (const char *k = va_arg(ap, const char *); k && match; k = va_arg(ap, const char *)) {
-            const char *v = va_arg(ap, const char *);
-            match = jstr(j, k) && strcmp(jstr(j, k), v) == 0;
-        }
-        va_end(ap);
-        if (match) {
-            cJSON_Delete(found);
-            found = j;
-        } else {
-            cJSON_Delete(j);
-        }
-    }
-    return keep_json(found);
-}
-
-static const char *json_text(const cJSON *j)
-{
-    return j ? keep_str(cJSON_PrintUnformatted(j)) : "(none)";
-}
-
 /* The id hash of the session with this User-Agent, from the internal listener. */
 static const char *hash_of_agent(const char *agent)
 {
@@ -220,7 +188,7 @@ static void test_home_lists_and_ends_own_sessions(void **state)
           r->location ? r->location : "nowhere");
     CHECK(auth_status(desktop) == 401, "the ended session's browser should get 401 on /auth");
     CHECK(auth_status(laptop) == 200, "the browser that ended it stays signed in");
-    cJSON *a = audit_find("sessions_ended", "actor", ALICE_ID, "filter", "session", NULL);
+    cJSON *a = audit_last("sessions_ended", "actor", ALICE_ID, "filter", "session", NULL);
     CHECK(a && jstr(a, "user_id") && strcmp(jstr(a, "user_id"), ALICE_ID) == 0 &&
               jstr(a, "session_id_prefix") &&
               strncmp(other, jstr(a, "session_id_prefix"), 12) == 0 && jnum_path(a, "count") == 1,
@@ -250,7 +218,7 @@ static void test_home_lists_and_ends_own_sessions(void **state)
           "every other session of alice should have ended");
     CHECK(auth_status(laptop) == 200 && auth_status(admin) == 200,
           "this browser and other people stay signed in");
-    a = audit_find("sessions_ended", "actor", ALICE_ID, "filter", "others", NULL);
+    a = audit_last("sessions_ended", "actor", ALICE_ID, "filter", "others", NULL);
     CHECK(a && jnum_path(a, "count") == 2, "sessions_ended others: expected count 2: %s",
           json_text(a));
     r = post(laptop, "/sessions/end",
@@ -315,7 +283,7 @@ static void test_policy_page_ends_a_persons_sessions(void **state)
     CHECK(auth_status(laptop) == 401 && auth_status(desktop) == 401,
           "both of alice's browsers should get 401 on /auth");
     CHECK(auth_status(admin) == 200 && auth_status(ops) == 200, "the others stay signed in");
-    cJSON *a = audit_find("sessions_ended", "actor", ADMIN_ID, "user_id", ALICE_ID, NULL);
+    cJSON *a = audit_last("sessions_ended", "actor", ADMIN_ID, "user_id", ALICE_ID, NULL);
     CHECK(a && jstr(a, "filter") && strcmp(jstr(a, "filter"), "user") == 0 && jstr(a, "reason") &&
               strcmp(jstr(a, "reason"), "laptop stolen") == 0 && jnum_path(a, "count") == 2,
           "sessions_ended by the admin: expected filter user, reason, count 2: %s", json_text(a));

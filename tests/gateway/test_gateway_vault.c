@@ -308,11 +308,6 @@ static int count_live(const cJSON *grants)
     return n;
 }
 
-static const char *json_text(const cJSON *j)
-{
-    return keep_str(cJSON_PrintUnformatted(j));
-}
-
 /* The token works at sfsim's REST API (200 from /services/data/v62.0/). */
 static void expect_token_valid(const char *token, const char *what)
 {

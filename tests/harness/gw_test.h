@@ -151,6 +151,68 @@ static inline const char *jstr(const cJSON *o, const char *key)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* JSON as one line, for failure messages (kept until the test ends). */
+static inline const char *json_text(const cJSON *j)
+{
+    return j ? keep_str(cJSON_PrintUnformatted(j)) : "(none)";
+}
+
+/* The audit lines of GW (state_dir/audit.log) of event ev whose string fields match the
+ * key, value pairs of ap (NULL-terminated): how many, and in *last (may be NULL; kept) the
+ * last of them, or NULL. */
+static inline int audit_linesv(cJSON **last, const char *ev, va_list ap)
+{
+    char *text = keep_str(th_read_file(FMT("%s/audit.log", GW.state_dir), NULL));
+    cJSON *found = NULL;
+    int n = 0;
+    for (char *save = NULL, *line = text ? strtok_r(text, "\n", &save) : NULL; line;
+         line = strtok_r(NULL, "\n", &save)) {
+        cJSON *j = cJSON_Parse(line);
+        int match = j && jstr(j, "event") && strcmp(jstr(j, "event"), ev) == 0;
+        va_list pairs;
+        va_copy(pairs, ap);
+        for (const char *k = va_arg(pairs, const char *); k && match;
+             k = va_arg(pairs, const char *)) {
+            const char *v = va_arg(pairs, const char *);
+            match = jstr(j, k) && strcmp(jstr(j, k), v) == 0;
+        }
+        va_end(pairs);
+        n += match;
+        if (match) {
+            cJSON_Delete(found);
+            found = j;
+        } else {
+            cJSON_Delete(j);
+        }
+    }
+    if (last)
+        *last = keep_json(found);
+    else
+        cJSON_Delete(found);
+    return n;
+}
+
+/* How many audit lines of event ev match the key, value pairs after it (NULL-terminated). */
+static inline int audit_count(const char *ev, ...)
+{
+    va_list ap;
+    va_start(ap, ev);
+    int n = audit_linesv(NULL, ev, ap);
+    va_end(ap);
+    return n;
+}
+
+/* The last audit line of event ev matching the key, value pairs after it (kept), or NULL. */
+static inline cJSON *audit_last(const char *ev, ...)
+{
+    cJSON *last = NULL;
+    va_list ap;
+    va_start(ap, ev);
+    audit_linesv(&last, ev, ap);
+    va_end(ap);
+    return last;
+}
+
 /* A number at a path of JSON objects ("token.authorization_code"), or 0 when absent. */
 static inline double jnum_path(const cJSON *o, const char *path)
 {
