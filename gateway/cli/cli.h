@@ -60,6 +60,22 @@ int sg_cli_is_option(const char *arg);
 int sg_cli_usage_error(int (*usage)(FILE *out), const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* ---- tables and the gateway's answers, for people (cli_table.c) ---- */
+
+/* A table printed with each column as wide as its widest cell. A failed allocation is
+ * remembered and said by sg_cli_table_print (-1), so rows may be added without checks. */
+typedef struct sg_cli_table sg_cli_table_t;
+sg_cli_table_t *sg_cli_table_new(size_t ncols, const char *const *head); /* NULL: no memory */
+void sg_cli_table_row(sg_cli_table_t *t, const char *const *cells);      /* copies; NULL: "-" */
+int sg_cli_table_print(sg_cli_table_t *t);                               /* on stdout */
+void sg_cli_table_free(sg_cli_table_t *t);
+/* "2026-11-27 09:50:12Z" (UTC) in buf, or "-" for 0 (never). */
+const char *sg_cli_when(long long t, char *buf, size_t len);
+const char *sg_cli_or_dash(const char *s); /* "-" for NULL and "" */
+/* A string member of a JSON object, or NULL; a number member, or 0. */
+const char *sg_cli_jstr(const cJSON *o, const char *key);
+long long sg_cli_jnum(const cJSON *o, const char *key);
+
 /* ---- asking the running gateway (cli_gateway.c) ---- */
 
 typedef struct {

@@ -64,12 +64,6 @@ static int usage(FILE *out)
 
 #define usage_error(...) sg_cli_usage_error(usage, __VA_ARGS__)
 
-static const char *jstr(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 static int print_json(const cJSON *j)
 {
     char *text = cJSON_Print(j);
@@ -84,97 +78,54 @@ static int print_json(const cJSON *j)
 
 /* ---- formatting for people ------------------------------------------------------------------- */
 
-static long long jnum(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
-}
-
 static long long grant_id_of(const cJSON *g)
 {
-    return jnum(g, "grant_id");
-}
-
-/* "2026-11-27 09:50:12Z" (UTC), or "-" for 0. */
-static const char *when(long long t, char *buf, size_t len)
-{
-    if (t <= 0)
-        return "-";
-    time_t tt = (time_t)t;
-    struct tm tm;
-    if (!gmtime_r(&tt, &tm) || strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", &tm) == 0)
-        snprintf(buf, len, "%lld", t);
-    return buf;
+    return sg_cli_jnum(g, "grant_id");
 }
 
 static const char *state_of(const cJSON *g)
 {
-    const char *s = jstr(g, "state");
+    const char *s = sg_cli_jstr(g, "state");
     return s ? s : "?";
-}
-
-static const char *or_dash(const char *s)
-{
-    return s && *s ? s : "-";
 }
 
 static const char *user_of(const cJSON *g)
 {
-    const char *u = jstr(g, "username");
-    return u && *u ? u : or_dash(jstr(g, "user_id"));
+    const char *u = sg_cli_jstr(g, "username");
+    return u && *u ? u : sg_cli_or_dash(sg_cli_jstr(g, "user_id"));
 }
-
-enum { COLS = 11 };
 
 static void print_table(const cJSON *grants)
 {
-    static const char *const head[COLS] = {"ID",        "USER",  "ORG",     "APP",
-                                           "STATE",     "CAUSE", "CREATED", "LAST REFRESH",
-                                           "LAST USED", "USES",  "EXPIRES"};
-    int n = cJSON_GetArraySize(grants);
-    char(*cells)[COLS][96] = calloc((size_t)n + 1, sizeof(*cells));
-    if (!cells) {
-        fprintf(stderr, "scopegate: out of memory\n");
-        return;
-    }
-    size_t width[COLS];
-    for (int k = 0; k < COLS; k++) {
-        snprintf(cells[0][k], sizeof(cells[0][k]), "%s", head[k]);
-        width[k] = strlen(head[k]);
-    }
-    int row = 1;
+    static const char *const head[] = {"ID",        "USER",  "ORG",     "APP",
+                                       "STATE",     "CAUSE", "CREATED", "LAST REFRESH",
+                                       "LAST USED", "USES",  "EXPIRES"};
+    sg_cli_table_t *t = sg_cli_table_new(11, head);
     const cJSON *g;
     cJSON_ArrayForEach(g, grants)
     {
-        char t[4][40];
-        snprintf(cells[row][0], 96, "%lld", grant_id_of(g));
-        snprintf(cells[row][1], 96, "%s", user_of(g));
-        snprintf(cells[row][2], 96, "%s", or_dash(jstr(g, "org_id")));
-        snprintf(cells[row][3], 96, "%s", or_dash(jstr(g, "app")));
-        snprintf(cells[row][4], 96, "%s", state_of(g));
-        snprintf(cells[row][5], 96, "%s", or_dash(jstr(g, "cause")));
-        snprintf(cells[row][6], 96, "%s", when(jnum(g, "created"), t[0], sizeof(t[0])));
-        snprintf(cells[row][7], 96, "%s", when(jnum(g, "last_refreshed"), t[1], sizeof(t[1])));
-        snprintf(cells[row][8], 96, "%s", when(jnum(g, "last_used"), t[2], sizeof(t[2])));
-        snprintf(cells[row][9], 96, "%lld", jnum(g, "use_count"));
-        const char *exp = when(jnum(g, "expires_at"), t[3], sizeof(t[3]));
-        snprintf(cells[row][10], 96, "%s%s", exp,
+        char id[24], uses[24], tm[4][40], exp[64];
+        snprintf(id, sizeof(id), "%lld", grant_id_of(g));
+        snprintf(uses, sizeof(uses), "%lld", sg_cli_jnum(g, "use_count"));
+        snprintf(exp, sizeof(exp), "%s%s",
+                 sg_cli_when(sg_cli_jnum(g, "expires_at"), tm[3], sizeof(tm[3])),
                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g, "expiring_soon")) ? " (soon)"
                                                                                     : "");
-        for (int k = 0; k < COLS; k++)
-            if (strlen(cells[row][k]) > width[k])
-                width[k] = strlen(cells[row][k]);
-        row++;
+        const char *row[] = {id,
+                             user_of(g),
+                             sg_cli_or_dash(sg_cli_jstr(g, "org_id")),
+                             sg_cli_or_dash(sg_cli_jstr(g, "app")),
+                             state_of(g),
+                             sg_cli_or_dash(sg_cli_jstr(g, "cause")),
+                             sg_cli_when(sg_cli_jnum(g, "created"), tm[0], sizeof(tm[0])),
+                             sg_cli_when(sg_cli_jnum(g, "last_refreshed"), tm[1], sizeof(tm[1])),
+                             sg_cli_when(sg_cli_jnum(g, "last_used"), tm[2], sizeof(tm[2])),
+                             uses,
+                             exp};
+        sg_cli_table_row(t, row);
     }
-    for (int r = 0; r < row; r++) {
-        for (int k = 0; k < COLS; k++) {
-            if (k == COLS - 1)
-                printf("%s\n", cells[r][k]);
-            else
-                printf("%-*s  ", (int)width[k], cells[r][k]);
-        }
-    }
-    free(cells);
+    sg_cli_table_print(t);
+    sg_cli_table_free(t);
 }
 
 /* A figure's key that holds a time (seconds since the epoch). */
@@ -195,7 +146,7 @@ static void print_field(const char *indent, const char *key, const cJSON *v)
     } else if (cJSON_IsString(v)) {
         printf("%s%-20s %s\n", indent, key, v->valuestring);
     } else if (cJSON_IsNumber(v) && is_time_key(key) && v->valuedouble >= 0) {
-        printf("%s%-20s %s\n", indent, key, when((long long)v->valuedouble, t, sizeof(t)));
+        printf("%s%-20s %s\n", indent, key, sg_cli_when((long long)v->valuedouble, t, sizeof(t)));
     } else if (cJSON_IsObject(v)) {
         printf("%s%s\n", indent, key);
         char deeper[32];
@@ -230,7 +181,7 @@ static void print_explain(const cJSON *g)
                                         "expires_at",
                                         "expiring_soon",
                                         NULL};
-    const char *user = jstr(g, "username");
+    const char *user = sg_cli_jstr(g, "username");
     printf("grant %lld%s%s: %s\n", grant_id_of(g), user ? " of " : "", user ? user : "",
            state_of(g));
     for (size_t i = 0; order[i]; i++) {
@@ -385,24 +336,24 @@ static int cmd_check(const void *args, const sg_cli_gw_t *c)
     const cJSON *g;
     cJSON_ArrayForEach(g, grants)
     {
-        const char *result = or_dash(jstr(g, "result"));
+        const char *result = sg_cli_or_dash(sg_cli_jstr(g, "result"));
         printf("%-13s grant %lld  %s  (org %s, app %s)", result, grant_id_of(g), user_of(g),
-               or_dash(jstr(g, "org_id")), or_dash(jstr(g, "app")));
+               sg_cli_or_dash(sg_cli_jstr(g, "org_id")), sg_cli_or_dash(sg_cli_jstr(g, "app")));
         char t[40];
         if (strcmp(result, "expiring-soon") == 0)
-            printf(": expires %s", when(jnum(g, "expires_at"), t, sizeof(t)));
+            printf(": expires %s", sg_cli_when(sg_cli_jnum(g, "expires_at"), t, sizeof(t)));
         else if (strcmp(result, "dead") == 0)
-            printf(": %s%s", or_dash(jstr(g, "cause")),
+            printf(": %s%s", sg_cli_or_dash(sg_cli_jstr(g, "cause")),
                    cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(g, "checked"))
                        ? " (died earlier; not reconnected)"
                        : "");
         printf("\n");
-        const char *reason = jstr(g, "reason");
+        const char *reason = sg_cli_jstr(g, "reason");
         if (strcmp(result, "dead") == 0 && reason)
             printf("              the provider said: %s\n", reason);
         else if (strcmp(result, "error") == 0 && reason)
             printf("              not refreshed: %s\n", reason);
-        const char *advice = jstr(g, "advice");
+        const char *advice = sg_cli_jstr(g, "advice");
         if (strcmp(result, "ok") != 0 && advice)
             printf("              %s\n", advice);
         if (strcmp(result, "dead") == 0)
@@ -411,8 +362,8 @@ static int cmd_check(const void *args, const sg_cli_gw_t *c)
     }
     printf("%lld grant(s) refreshed: %lld ok, %lld dead, %lld expiring soon, %lld could not be "
            "checked\n",
-           jnum(j, "checked"), jnum(j, "ok"), jnum(j, "dead"), jnum(j, "expiring_soon"),
-           jnum(j, "errors"));
+           sg_cli_jnum(j, "checked"), sg_cli_jnum(j, "ok"), sg_cli_jnum(j, "dead"),
+           sg_cli_jnum(j, "expiring_soon"), sg_cli_jnum(j, "errors"));
     cJSON_Delete(j);
     return rc;
 }
@@ -428,7 +379,7 @@ static int cmd_explain(const void *args, const sg_cli_gw_t *c)
     if (status != 200 || !cJSON_IsObject(j)) {
         if (status == 404 && j) {
             fprintf(stderr, "scopegate: grants explain: %s\n",
-                    or_dash(jstr(j, "error_description")));
+                    sg_cli_or_dash(sg_cli_jstr(j, "error_description")));
             rc = EXIT_UNHEALTHY;
         } else {
             rc = status == 200 ? EXIT_UNREACHABLE : sg_cli_gw_error(c, status, j, "grants explain");
@@ -461,10 +412,10 @@ static int cmd_disconnect(const void *args, const sg_cli_gw_t *c)
     } else if (a->json) {
         rc = print_json(j) ? EXIT_UNHEALTHY : EXIT_OK;
     } else {
-        long long n = jnum(j, "disconnected");
+        long long n = sg_cli_jnum(j, "disconnected");
         printf("%lld grant%s disconnected (revoked at the provider)\n", n, n == 1 ? "" : "s");
     }
-    if (rc == EXIT_OK && jnum(j, "disconnected") == 0) {
+    if (rc == EXIT_OK && sg_cli_jnum(j, "disconnected") == 0) {
         fprintf(stderr, "scopegate: grants disconnect: no live grant matched\n");
         rc = EXIT_UNHEALTHY;
     }

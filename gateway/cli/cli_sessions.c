@@ -146,35 +146,6 @@ static int parse_args(const char *cmd, int end, int argc, char **argv, args_t *a
 /* ---- sessions list ----------------------------------------------------------------------------
  */
 
-static const char *jstr(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static long long jnum(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
-}
-
-static const char *or_dash(const char *s)
-{
-    return s && *s ? s : "-";
-}
-
-/* "2026-11-27 09:50:12Z" (UTC), or "-" for 0. */
-static const char *when(long long t, char *buf, size_t len)
-{
-    if (t <= 0)
-        return "-";
-    time_t tt = (time_t)t;
-    struct tm tm;
-    if (!gmtime_r(&tt, &tm) || strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", &tm) == 0)
-        snprintf(buf, len, "%lld", t);
-    return buf;
-}
-
 /* s cut to at most max bytes on a character's start, "..." marking a cut. */
 static void cut(char *dst, size_t cap, const char *s, size_t max)
 {
@@ -189,51 +160,36 @@ static void cut(char *dst, size_t cap, const char *s, size_t max)
     snprintf(dst, cap, "%.*s...", (int)k, s);
 }
 
-enum { COLS = 8 };
-
 static int print_table(const cJSON *sessions)
 {
-    static const char *const head[COLS] = {"SESSION", "USER ID", "PERSON",    "ROLE",
-                                           "BROWSER", "STARTED", "LAST SEEN", "EXPIRES"};
-    int n = cJSON_GetArraySize(sessions);
-    char(*cells)[COLS][128] = calloc((size_t)n + 1, sizeof(*cells));
-    if (!cells) {
-        fprintf(stderr, "scopegate: out of memory\n");
-        return -1;
-    }
-    size_t width[COLS];
-    for (int k = 0; k < COLS; k++) {
-        snprintf(cells[0][k], sizeof(cells[0][k]), "%s", head[k]);
-        width[k] = strlen(head[k]);
-    }
-    int row = 1;
+    static const char *const head[] = {"SESSION", "USER ID", "PERSON",    "ROLE",
+                                       "BROWSER", "STARTED", "LAST SEEN", "EXPIRES"};
+    sg_cli_table_t *t = sg_cli_table_new(8, head);
     const cJSON *s;
     cJSON_ArrayForEach(s, sessions)
     {
-        char t[3][40];
-        const char *person = jstr(s, "username");
+        char cell[5][128], tm[3][40];
+        const char *person = sg_cli_jstr(s, "username");
         if (!person || !*person)
-            person = jstr(s, "email");
-        cut(cells[row][0], 128, or_dash(jstr(s, "session_id")), 12);
-        cut(cells[row][1], 128, or_dash(jstr(s, "user_id")), 64);
-        cut(cells[row][2], 128, or_dash(person), 64);
-        cut(cells[row][3], 128, or_dash(jstr(s, "role")), 32);
-        cut(cells[row][4], 128, or_dash(jstr(s, "browser")), BROWSER_COL);
-        snprintf(cells[row][5], 128, "%s", when(jnum(s, "created"), t[0], sizeof(t[0])));
-        snprintf(cells[row][6], 128, "%s", when(jnum(s, "last_seen"), t[1], sizeof(t[1])));
-        snprintf(cells[row][7], 128, "%s", when(jnum(s, "expires_at"), t[2], sizeof(t[2])));
-        for (int k = 0; k < COLS; k++)
-            if (strlen(cells[row][k]) > width[k])
-                width[k] = strlen(cells[row][k]);
-        row++;
+            person = sg_cli_jstr(s, "email");
+        cut(cell[0], sizeof(cell[0]), sg_cli_or_dash(sg_cli_jstr(s, "session_id")), 12);
+        cut(cell[1], sizeof(cell[1]), sg_cli_or_dash(sg_cli_jstr(s, "user_id")), 64);
+        cut(cell[2], sizeof(cell[2]), sg_cli_or_dash(person), 64);
+        cut(cell[3], sizeof(cell[3]), sg_cli_or_dash(sg_cli_jstr(s, "role")), 32);
+        cut(cell[4], sizeof(cell[4]), sg_cli_or_dash(sg_cli_jstr(s, "browser")), BROWSER_COL);
+        const char *row[] = {cell[0],
+                             cell[1],
+                             cell[2],
+                             cell[3],
+                             cell[4],
+                             sg_cli_when(sg_cli_jnum(s, "created"), tm[0], sizeof(tm[0])),
+                             sg_cli_when(sg_cli_jnum(s, "last_seen"), tm[1], sizeof(tm[1])),
+                             sg_cli_when(sg_cli_jnum(s, "expires_at"), tm[2], sizeof(tm[2]))};
+        sg_cli_table_row(t, row);
     }
-    for (int r = 0; r < row; r++) {
-        for (int k = 0; k < COLS - 1; k++)
-            printf("%-*s  ", (int)width[k], cells[r][k]);
-        printf("%s\n", cells[r][COLS - 1]);
-    }
-    free(cells);
-    return 0;
+    int rc = sg_cli_table_print(t);
+    sg_cli_table_free(t);
+    return rc;
 }
 
 static int cmd_list(const void *args, const sg_cli_gw_t *c)
