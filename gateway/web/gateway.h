@@ -19,9 +19,9 @@
 #include "scopegate/store.h"
 #include "scopegate/vault.h"
 
-#define SG_LOGIN_PER_BROWSER 20    /* tabs of one browser signing in at once, at most */
-#define SG_LOGIN_COOKIE_MAX  3800  /* bytes of the login cookie's value, at most */
-#define SG_RD_MAX            2048  /* longest return path accepted */
+#define SG_LOGIN_PER_BROWSER 20   /* tabs of one browser signing in at once, at most */
+#define SG_LOGIN_COOKIE_MAX  3800 /* bytes of the login cookie's value, at most */
+#define SG_RD_MAX            2048 /* longest return path accepted */
 
 typedef enum {
     SG_AUTHZ_SIGNIN,  /* everyone: the sign-in app */
@@ -75,7 +75,7 @@ typedef struct {
     sg_store_t *store;
     sg_sessions_t *sessions;
     sg_vault_t *vault;
-    struct sg_fleet *fleet; /* several instances on one store (fleet.h); NULL: one */
+    struct sg_fleet *fleet;         /* several instances on one store (fleet.h); NULL: one */
     sg_audit_t *audit;              /* state_dir/audit.log */
     sg_integration_t *integrations; /* from cfg.integrations, keys loaded */
     size_t nintegrations;
@@ -203,8 +203,8 @@ typedef enum { SG_TAKE_OK, SG_TAKE_UNKNOWN, SG_TAKE_OTHER_BROWSER, SG_TAKE_EXPIR
  * (the cookie without it goes into w): a state works once, in the browser that began it
  * (SG_TAKE_OTHER_BROWSER: no login cookie at all). *out gets it on SG_TAKE_OK and
  * SG_TAKE_EXPIRED. */
-sg_take_result sg_pending_take(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w,
-                               const char *state, long long now, sg_pending_t *out);
+sg_take_result sg_pending_take(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w, const char *state,
+                               long long now, sg_pending_t *out);
 /* Counts a sign-in's outcome ("ok", "bad_state", "provider_error", ...); failures also go to
  * the audit log (successes are audited with the person and role where they happen). */
 void sg_signin_outcome(sg_gateway_t *gw, const char *result);

@@ -54,13 +54,17 @@ static cJSON *grant_json(const sg_grant_view_t *g, long long now, int with_evide
 {
     const sg_grant_rec_t *r = &g->rec;
     cJSON *o = cJSON_CreateObject();
-    int ok = o && sg_json_add_num(o, "grant_id", r->id) && sg_json_add_str(o, "user_id", r->user_id) &&
-             sg_json_add_str(o, "org_id", r->org_id) && sg_json_add_str(o, "username", r->username) &&
-             sg_json_add_str(o, "app", r->app) && sg_json_add_str(o, "state", sg_vault_state_name(r->state)) &&
-             sg_json_add_str(o, "reason", r->dead_reason) && sg_json_add_num(o, "dead_at", r->dead_at) &&
-             sg_json_add_str(o, "cause", r->cause) && sg_json_add_str(o, "advice", g->advice) &&
-             sg_json_add_num(o, "use_count", r->use_count) && sg_json_add_num(o, "last_used", r->last_used) &&
-             sg_json_add_num(o, "last_refreshed", r->last_refreshed) && sg_json_add_num(o, "created", r->created) &&
+    int ok = o && sg_json_add_num(o, "grant_id", r->id) &&
+             sg_json_add_str(o, "user_id", r->user_id) && sg_json_add_str(o, "org_id", r->org_id) &&
+             sg_json_add_str(o, "username", r->username) && sg_json_add_str(o, "app", r->app) &&
+             sg_json_add_str(o, "state", sg_vault_state_name(r->state)) &&
+             sg_json_add_str(o, "reason", r->dead_reason) &&
+             sg_json_add_num(o, "dead_at", r->dead_at) && sg_json_add_str(o, "cause", r->cause) &&
+             sg_json_add_str(o, "advice", g->advice) &&
+             sg_json_add_num(o, "use_count", r->use_count) &&
+             sg_json_add_num(o, "last_used", r->last_used) &&
+             sg_json_add_num(o, "last_refreshed", r->last_refreshed) &&
+             sg_json_add_num(o, "created", r->created) &&
              sg_json_add_num(o, "warned_at", r->warned_at) &&
              cJSON_AddBoolToObject(o, "keep_alive", g->keep_alive) &&
              add_time(o, "idle_expires_at", g->idle_expires_at) &&
@@ -120,7 +124,7 @@ void sg_route_grant_explain(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     long long id = strtoll(text, &end, 10);
     if (!*text || *end || errno || id <= 0) {
         sg_resp_json_error(w, 400, "invalid_request",
-                   "the grant id must be a positive number: /v1/grants/ID");
+                           "the grant id must be a positive number: /v1/grants/ID");
         return;
     }
     sg_grant_view_t g;
@@ -153,10 +157,13 @@ static cJSON *check_item(const sg_grant_view_t *g, const char *result, int check
 {
     const sg_grant_rec_t *r = &g->rec;
     cJSON *o = cJSON_CreateObject();
-    int ok = o && sg_json_add_num(o, "grant_id", r->id) && cJSON_AddStringToObject(o, "result", result) &&
-             cJSON_AddBoolToObject(o, "checked", checked) && sg_json_add_str(o, "user_id", r->user_id) &&
-             sg_json_add_str(o, "username", r->username) && sg_json_add_str(o, "org_id", r->org_id) &&
-             sg_json_add_str(o, "app", r->app) && sg_json_add_str(o, "state", sg_vault_state_name(r->state)) &&
+    int ok = o && sg_json_add_num(o, "grant_id", r->id) &&
+             cJSON_AddStringToObject(o, "result", result) &&
+             cJSON_AddBoolToObject(o, "checked", checked) &&
+             sg_json_add_str(o, "user_id", r->user_id) &&
+             sg_json_add_str(o, "username", r->username) &&
+             sg_json_add_str(o, "org_id", r->org_id) && sg_json_add_str(o, "app", r->app) &&
+             sg_json_add_str(o, "state", sg_vault_state_name(r->state)) &&
              sg_json_add_str(o, "cause", r->cause) &&
              sg_json_add_str(o, "reason", r->dead_reason ? r->dead_reason : reason) &&
              add_time(o, "expires_at", g->expires_at) &&
@@ -378,16 +385,18 @@ void sg_route_grants_disconnect(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         return;
     disconnect_args_t a;
     if (disconnect_args(r, &a)) {
-        sg_resp_json_error(w, 400, "invalid_request",
-                   "send user (a person's id) and/or grant (a grant id), and optionally reason "
-                   "(at most 256 bytes), as a JSON or form body");
+        sg_resp_json_error(
+            w, 400, "invalid_request",
+            "send user (a person's id) and/or grant (a grant id), and optionally reason "
+            "(at most 256 bytes), as a JSON or form body");
         return;
     }
     char *end = NULL;
     errno = 0;
     long long gid = a.grant[0] ? strtoll(a.grant, &end, 10) : 0;
     if (a.grant[0] && (errno || !end || *end || gid <= 0)) {
-        sg_resp_json_error(w, 400, "invalid_request", "grant must be a grant id (a positive number)");
+        sg_resp_json_error(w, 400, "invalid_request",
+                           "grant must be a grant id (a positive number)");
         return;
     }
     if (!a.user[0] && gid <= 0) {

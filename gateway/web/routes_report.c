@@ -63,9 +63,11 @@ static cJSON *grant_item(const sg_grant_rec_t *g, const char *role)
     int ok =
         o && sg_json_add_num(o, "grant_id", g->id) && sg_json_add_str(o, "user_id", g->user_id) &&
         sg_json_add_str(o, "username", g->username) && sg_json_add_str(o, "org_id", g->org_id) &&
-        sg_json_add_str(o, "app", g->app) && sg_json_add_str(o, "role", role) && sg_json_add_str(o, "scopes", g->scopes) &&
-        sg_json_add_str(o, "state", sg_vault_state_name(g->state)) && sg_json_add_str(o, "cause", g->cause) &&
-        add_time(o, "created", g->created) && add_time(o, "last_refreshed", g->last_refreshed) &&
+        sg_json_add_str(o, "app", g->app) && sg_json_add_str(o, "role", role) &&
+        sg_json_add_str(o, "scopes", g->scopes) &&
+        sg_json_add_str(o, "state", sg_vault_state_name(g->state)) &&
+        sg_json_add_str(o, "cause", g->cause) && add_time(o, "created", g->created) &&
+        add_time(o, "last_refreshed", g->last_refreshed) &&
         add_time(o, "last_used", g->last_used) && sg_json_add_num(o, "use_count", g->use_count);
     if (!ok) {
         cJSON_Delete(o);
@@ -207,8 +209,10 @@ static cJSON *session_item(const live_t *run, size_t k)
             last = run[i].last_seen;
     cJSON *o = cJSON_CreateObject();
     int ok = o && sg_json_add_str(o, "user_id", newest->user_id) &&
-             sg_json_add_str(o, "username", newest->username) && sg_json_add_str(o, "email", newest->email) &&
-             sg_json_add_str(o, "org_id", newest->org_id) && sg_json_add_str(o, "role", newest->role) &&
+             sg_json_add_str(o, "username", newest->username) &&
+             sg_json_add_str(o, "email", newest->email) &&
+             sg_json_add_str(o, "org_id", newest->org_id) &&
+             sg_json_add_str(o, "role", newest->role) &&
              sg_json_add_num(o, "sessions", (long long)k) && add_time(o, "first_sign_in", first) &&
              add_time(o, "last_seen", last);
     if (!ok) {
@@ -258,7 +262,8 @@ void sg_route_access_report(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     cJSON *o = cJSON_CreateObject();
     cJSON *grants = NULL, *sessions = NULL;
     sg_rc rc = SG_ERR_NOMEM;
-    if (o && add_time(o, "generated", now) && sg_json_add_str(o, "policy_sha256", sg_policy_hash(pol)) &&
+    if (o && add_time(o, "generated", now) &&
+        sg_json_add_str(o, "policy_sha256", sg_policy_hash(pol)) &&
         (grants = cJSON_AddArrayToObject(o, "grants")) != NULL &&
         (sessions = cJSON_AddArrayToObject(o, "sessions")) != NULL) {
         rc = add_grants(gw, pol, grants);
@@ -268,7 +273,7 @@ void sg_route_access_report(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (rc) {
         cJSON_Delete(o);
         sg_resp_json_error(w, 500, "server_error",
-                   rc == SG_ERR_NOMEM ? "out of memory" : "the store could not be read");
+                           rc == SG_ERR_NOMEM ? "out of memory" : "the store could not be read");
         return;
     }
     sg_resp_json_body(w, 200, o);

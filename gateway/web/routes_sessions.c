@@ -247,12 +247,15 @@ static cJSON *row_json(const row_t *r)
     snprintf(ref, sizeof(ref), "%.*s", SESSION_REF_LEN, r->id_hash);
     agent_summary(r->user_agent, browser, sizeof(browser));
     cJSON *o = cJSON_CreateObject();
-    int ok = o && sg_json_add_str(o, "session_id", ref) && sg_json_add_str(o, "id_hash", r->id_hash) &&
-             sg_json_add_str(o, "user_id", r->user_id) && sg_json_add_str(o, "username", r->username) &&
-             sg_json_add_str(o, "email", r->email) && sg_json_add_str(o, "org_id", r->org_id) &&
-             sg_json_add_str(o, "role", r->role) && sg_json_add_str(o, "browser", browser) &&
-             sg_json_add_str(o, "user_agent", r->user_agent) && sg_json_add_num(o, "created", r->created) &&
-             sg_json_add_num(o, "last_seen", r->last_seen) && sg_json_add_num(o, "expires_at", r->expires_at);
+    int ok =
+        o && sg_json_add_str(o, "session_id", ref) && sg_json_add_str(o, "id_hash", r->id_hash) &&
+        sg_json_add_str(o, "user_id", r->user_id) && sg_json_add_str(o, "username", r->username) &&
+        sg_json_add_str(o, "email", r->email) && sg_json_add_str(o, "org_id", r->org_id) &&
+        sg_json_add_str(o, "role", r->role) && sg_json_add_str(o, "browser", browser) &&
+        sg_json_add_str(o, "user_agent", r->user_agent) &&
+        sg_json_add_num(o, "created", r->created) &&
+        sg_json_add_num(o, "last_seen", r->last_seen) &&
+        sg_json_add_num(o, "expires_at", r->expires_at);
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -267,7 +270,7 @@ static int query_ok(sg_req_t *r, sg_resp_t *w)
     const sg_form_t *q = &r->query;
     if (r->query_bad || sg_form_first_dup(q)) {
         sg_resp_json_error(w, 400, "invalid_request",
-                   "the query string is malformed or repeats a parameter");
+                           "the query string is malformed or repeats a parameter");
         return -1;
     }
     for (size_t i = 0; i < q->n; i++) {
@@ -302,9 +305,10 @@ void sg_route_sessions(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
         return;
     }
     cJSON *o = cJSON_CreateObject();
-    cJSON *list = o && sg_json_add_num(o, "now", sg_gw_now()) && sg_json_add_num(o, "count", (long long)l.n)
-                      ? cJSON_AddArrayToObject(o, "sessions")
-                      : NULL;
+    cJSON *list =
+        o && sg_json_add_num(o, "now", sg_gw_now()) && sg_json_add_num(o, "count", (long long)l.n)
+            ? cJSON_AddArrayToObject(o, "sessions")
+            : NULL;
     int ok = list != NULL;
     for (size_t i = 0; ok && i < l.n; i++) {
         cJSON *item = row_json(&l.rows[i]);
@@ -468,7 +472,8 @@ void sg_route_sessions_end(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     /* The answer repeats the filter: {"user":"005..."}, {"all":true}. */
     cJSON *o = cJSON_CreateObject();
     cJSON *filt = o ? cJSON_AddObjectToObject(o, "filter") : NULL;
-    int ok = filt && sg_json_add_num(o, "ended", (long long)n) && sg_json_add_str(o, "reason", what.reason);
+    int ok = filt && sg_json_add_num(o, "ended", (long long)n) &&
+             sg_json_add_str(o, "reason", what.reason);
     if (ok && e.all)
         ok = cJSON_AddTrueToObject(filt, "all") != NULL;
     else if (ok)

@@ -25,7 +25,7 @@ int sg_gw_internal_auth(sg_gateway_t *gw, const sg_req_t *r, sg_resp_t *w)
     sg_metrics_inc("scopegate_token_requests_total", "result=\"unauthorized\"");
     sg_resp_header(w, "WWW-Authenticate", "Bearer realm=\"scopegate\"");
     sg_resp_json_error(w, 401, "unauthorized",
-               h ? "the bearer key is wrong" : "send Authorization: Bearer <internal key>");
+                       h ? "the bearer key is wrong" : "send Authorization: Bearer <internal key>");
     return 0;
 }
 
@@ -57,8 +57,8 @@ void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     int given = (user != NULL) + (org != NULL) + (integ != NULL);
     if (r->query_bad || sg_form_first_dup(q)) {
         sg_resp_json_error(w, 400, "invalid_request",
-                   "the query string is malformed or repeats a "
-                   "parameter");
+                           "the query string is malformed or repeats a "
+                           "parameter");
         return;
     }
     for (size_t i = 0; i < q->n; i++) {
@@ -75,7 +75,7 @@ void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     }
     if (given != 1 || (user && !*user) || (org && !*org) || (integ && !*integ)) {
         sg_resp_json_error(w, 400, "invalid_request",
-                   "give exactly one of user=ID, org=ID or integration=NAME");
+                           "give exactly one of user=ID, org=ID or integration=NAME");
         return;
     }
     sg_policy_t *pol = sg_gw_policy(gw);
@@ -91,7 +91,8 @@ void sg_route_token(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
                            .allowed_ctx = gw};
     const sg_policy_offline_t *off = sg_policy_offline_for_app(pol, vq.app);
     if (app && !off) {
-        sg_resp_json_error(w, 404, "unknown_app", "the policy grants no offline access for that app");
+        sg_resp_json_error(w, 404, "unknown_app",
+                           "the policy grants no offline access for that app");
         return;
     }
     if (off) {
@@ -161,7 +162,7 @@ void sg_route_token_invalid(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     if (!token || !*token) {
         free(token);
         sg_resp_json_error(w, 400, "invalid_request",
-                   "send the access token that failed as access_token (JSON or form body)");
+                           "send the access token that failed as access_token (JSON or form body)");
         return;
     }
     sg_rc rc = sg_vault_invalidate(gw->vault, token);
