@@ -25,7 +25,8 @@ struct sg_policy_cases {
 };
 
 static const char *const root_keys[] = {"cases", NULL};
-static const char *const case_keys[] = {"name", "claims", "expect", "scopes", "session", NULL};
+static const char *const case_keys[] = {"name",   "claims",  "expect", "expected",
+                                        "scopes", "session", NULL};
 static const char *const session_keys[] = {"idle", "max", NULL};
 
 static int line_of(const config_setting_t *s)
@@ -162,14 +163,21 @@ static int means_denied(const sg_policy_t *p, const char *expect)
 static void get_expect(sg_policy_ctx_t *c, const sg_policy_t *policy, const config_setting_t *kase,
                        sg_policy_case_t *k)
 {
-    k->expect = get_string(c, kase, "expect", 1);
+    /* "expected" reads as naturally as "expect": either, not both. */
+    const char *key = config_setting_get_member(kase, "expected") ? "expected" : "expect";
+    if (config_setting_get_member(kase, "expect") && config_setting_get_member(kase, "expected")) {
+        sg_policy_diag(c, line_of(config_setting_get_member(kase, "expected")), ERR,
+                       "a case says 'expect' or 'expected', not both");
+        return;
+    }
+    k->expect = get_string(c, kase, key, 1);
     if (!k->expect || !policy || means_denied(policy, k->expect) ||
         sg_policy_role(policy, k->expect))
         return;
     char hint[96];
     sg_names_t names;
     const char *h = roles_text(policy, k->expect, hint, sizeof(hint), &names);
-    sg_policy_diag(c, line_of(config_setting_get_member(kase, "expect")), ERR,
+    sg_policy_diag(c, line_of(config_setting_get_member(kase, key)), ERR,
                    "unknown role '%s'%s: the policy's roles are %s (or \"%s\": no rule matches)",
                    k->expect, h, names.text, SG_POLICY_DENIED);
 }

@@ -886,6 +886,32 @@ static void test_test_unknown_expected_role_is_an_error_of_the_cases_file(void *
     remove_policy(path);
 }
 
+static void test_test_takes_expected_for_expect_but_not_both(void **state)
+{
+    char *path = temp_policy(VALID);
+    char *cases = temp_policy("cases = (\n"
+                              "  { claims = { }; expected = \"user\"; }\n"
+                              ");\n");
+    run_t r = run(NULL, "policy", "test", path, cases, NULL);
+    expect_status(&r, 0);
+    expect_text("stdout", r.out, "1 case, 1 passed, 0 failed\n");
+    run_free(&r);
+    remove_policy(cases);
+    cases = temp_policy("cases = (\n"
+                        "  { claims = { }; expect = \"user\";\n"
+                        "    expected = \"admin\"; }\n"
+                        ");\n");
+    r = run(NULL, "policy", "test", path, cases, NULL);
+    expect_status(&r, 1);
+    expect_text("stderr", r.err,
+                fmt("%s:3: error: a case says 'expect' or 'expected', not both\n"
+                    "scopegate: %s: the cases file has errors; no case was run\n",
+                    cases, cases));
+    run_free(&r);
+    remove_policy(cases);
+    remove_policy(path);
+}
+
 static void test_test_bad_policy_or_missing_cases_exit_1(void **state)
 {
     char *broken = temp_policy(BROKEN);
@@ -1020,6 +1046,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_test_failures_say_cases_line_expected_and_got),
         cmocka_unit_test(test_test_json_gives_each_case),
         cmocka_unit_test(test_test_unknown_expected_role_is_an_error_of_the_cases_file),
+        cmocka_unit_test(test_test_takes_expected_for_expect_but_not_both),
         cmocka_unit_test(test_test_bad_policy_or_missing_cases_exit_1),
         cmocka_unit_test(test_test_usage_errors_exit_2),
         cmocka_unit_test(test_test_config_checks_the_policy_apps),
