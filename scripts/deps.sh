@@ -3,8 +3,9 @@ SG_PACKAGES="meson ninja-build pkg-config gcc python3 curl iproute2 libcurl4-ope
 libcjson-dev libconfig-dev libmicrohttpd-dev libsqlite3-dev libpq-dev libcmocka-dev"
 # Only the tests need these: the browser tests drive headless Chromium through chromedriver;
 # the proxy tests run nginx and Caddy; clang is the second compiler every change is built with;
-# the PostgreSQL store's tests run a PostgreSQL server of their own (tests/harness/pg.c).
-SG_TEST_PACKAGES="chromium chromium-driver nginx caddy clang postgresql"
+# the PostgreSQL store's tests run a PostgreSQL server of their own (tests/harness/pg.c); the
+# manual pages' test renders them with man-db's man and groff (tests/docs).
+SG_TEST_PACKAGES="chromium chromium-driver nginx caddy clang postgresql man-db groff-base"
 # The interoperability test runs a real OpenID Provider (tests/interop) on Node.js >= 18 with
 # npm. Debian's nodejs and npm only where there is no node yet: a machine whose node came from
 # elsewhere (NodeSource's nodejs bundles npm and conflicts with Debian's npm) keeps its own.
