@@ -171,7 +171,7 @@ def main():
     scopegate = os.environ.get("SCOPEGATE", "scopegate")
     man_dir = os.path.join(root, "man")
     t = Tap()
-    print(f"1..{2 * len(PAGES) + 5}")
+    print(f"1..{3 * len(PAGES) + 5}")
 
     # Rendering: what man-db and groff say to whoever opens the page.
     env = dict(os.environ, MANWIDTH="80")
@@ -181,6 +181,11 @@ def main():
         t.ok(r.returncode == 0 and r.stderr == "" and r.stdout != "",
              f"{page} renders with man -l without a warning",
              f"expected: exit 0, nothing on stderr\ngot: exit {r.returncode}, stderr:\n{r.stderr}")
+        text = re.sub(r".\x08", "", r.stdout)
+        wide = [l for l in text.splitlines() if len(l.rstrip()) > 80]
+        t.ok(r.stdout != "" and not wide, f"{page} fits 80 columns",
+             "expected: no line wider than 80 columns (man does not wrap .EX lines)\n"
+             "got:\n" + "\n".join(f"{len(l.rstrip())}: {l.rstrip()}" for l in wide))
         r = run(["groff", "-man", "-Tutf8", "-ww", "-z", path])
         t.ok(r.returncode == 0 and r.stderr == "" and r.stdout == "",
              f"{page} is silent under groff -ww",
