@@ -19,7 +19,7 @@ RANK = {"base": 0, "net": 1, "oidc": 2, "salesforce": 2, "sfsim": 3, "store": 3,
 # include/scopegate/NAME.h -> the module whose surface it is.
 PUBLIC = {"rc": "base", "buf": "base", "log": "base", "duration": "base", "text": "base",
           "crypto": "base", "jose": "base", "metrics": "base", "http": "base",
-          "config": "base", "version": "base", "audit": "base", "http_client": "net",
+          "config": "base", "version": "base", "audit": "base", "notify": "base", "http_client": "net",
           "http_server": "net",
           "oidc": "oidc",
           "salesforce": "salesforce", "store": "store", "session": "session",

@@ -3,6 +3,10 @@
  * addresses, and run until SIGTERM/SIGINT (drain and exit 0). SIGHUP reloads the policy and
  * keeps the last good one when the new file is bad. A housekeeping thread writes session
  * activity to the store and forgets stale sign-ins every few seconds.
+ *
+ * Under a service manager (Type=notify) the daemon says READY=1 once both listeners listen
+ * and the policy is loaded, RELOADING=1 and READY=1 around a SIGHUP, STOPPING=1 when the drain
+ * begins, and a STATUS= line for `systemctl status` (include/scopegate/notify.h).
  */
 #include "gateway.h"
 
@@ -20,6 +24,7 @@
 #include "scopegate/crypto.h"
 #include "scopegate/http_client.h"
 #include "scopegate/jose.h"
+#include "scopegate/notify.h"
 #include "fleet.h"
 #include "serve.h"
 #include "scopegate/log.h"
@@ -640,6 +645,22 @@ static void stop(sg_gateway_t *gw)
 
 /* ---- housekeeping and signals ------------------------------------------------------------ */
 
+/* The STATUS= line `systemctl status` shows, with what an operator would look at first. */
+static void notify_status(sg_gateway_t *gw, const char *first, const char *note)
+{
+    size_t n = sg_sessions_count(gw->sessions);
+    sg_notifyf("%sSTATUS=serving on %s; %zu session%s%s%s", first ? first : "",
+               sg_httpd_url(gw->public_httpd), n, n == 1 ? "" : "s", note ? "; " : "",
+               note ? note : "");
+}
+
+static long long monotonic_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* watch_policy: has the file's mtime, size or inode moved since the last look? Only the
  * housekeeping thread calls it. */
 static int policy_file_changed(sg_gateway_t *gw)
@@ -664,6 +685,7 @@ static int hk_stop;
 static void *housekeeping(void *arg)
 {
     sg_gateway_t *gw = arg;
+    size_t last_count = sg_sessions_count(gw->sessions);
     pthread_mutex_lock(&hk_lock);
     while (!hk_stop) {
         struct timespec until;
@@ -680,7 +702,13 @@ static void *housekeeping(void *arg)
             sg_reload_result_t res;
             sg_gw_reload(gw, "file changed", &res);
         }
-        sg_counter_set(gw->sessions_active, (long long)sg_sessions_count(gw->sessions));
+        size_t count = sg_sessions_count(gw->sessions);
+        sg_counter_set(gw->sessions_active, (long long)count);
+        /* Only a change is worth a datagram. */
+        if (count != last_count) {
+            notify_status(gw, NULL, NULL);
+            last_count = count;
+        }
         pthread_mutex_lock(&hk_lock);
     }
     pthread_mutex_unlock(&hk_lock);
@@ -722,19 +750,30 @@ int sg_cmd_serve(int argc, char **argv)
     int rc = start(gw, config);
     pthread_t hk;
     int hk_started = 0;
-    if (rc == 0)
+    if (rc == 0) {
+        char ready[64];
+        snprintf(ready, sizeof(ready), "READY=1\nMAINPID=%ld\n", (long)getpid());
+        notify_status(gw, ready, NULL);
         hk_started = pthread_create(&hk, NULL, housekeeping, gw) == 0;
+    }
     int sig = 0;
     while (rc == 0 && sigwait(&set, &sig) == 0) {
         if (sig != SIGHUP)
             break;
+        sg_notifyf("RELOADING=1\nMONOTONIC_USEC=%lld\nSTATUS=reloading the policy",
+                   monotonic_usec());
         if (sg_audit_reopen(gw->audit))
             sg_log(SG_LOG_ERROR, "audit_reopen", "could not reopen the audit log");
         sg_reload_result_t res;
         sg_gw_reload(gw, "SIGHUP", &res);
+        notify_status(gw, "READY=1\n",
+                      res.ok ? "policy reloaded"
+                             : "the new policy was rejected, the last good one is in force");
     }
-    if (rc == 0)
+    if (rc == 0) {
+        sg_notify("STOPPING=1\nSTATUS=stopping: draining requests");
         sg_log(SG_LOG_INFO, "stopping", "signal %d: draining requests", sig);
+    }
     if (hk_started) {
         pthread_mutex_lock(&hk_lock);
         hk_stop = 1;
