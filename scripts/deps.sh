@@ -4,8 +4,11 @@ libcjson-dev libconfig-dev libmicrohttpd-dev libsqlite3-dev libpq-dev libcmocka-
 # Only the tests need these: the browser tests drive headless Chromium through chromedriver;
 # the proxy tests run nginx and Caddy; clang is the second compiler every change is built with;
 # the PostgreSQL store's tests run a PostgreSQL server of their own (tests/harness/pg.c); the
-# manual pages' test renders them with man-db's man and groff (tests/docs).
-SG_TEST_PACKAGES="chromium chromium-driver nginx caddy clang postgresql man-db groff-base"
+# manual pages' test renders them with man-db's man and groff (tests/docs); the package test
+# (tests/package) builds the Debian package, runs lintian on it and checks its unit with
+# systemd-analyze.
+SG_TEST_PACKAGES="chromium chromium-driver nginx caddy clang postgresql man-db groff-base debhelper
+dpkg-dev fakeroot lintian systemd"
 # The interoperability test runs a real OpenID Provider (tests/interop) on Node.js >= 18 with
 # npm. Debian's nodejs and npm only where there is no node yet: a machine whose node came from
 # elsewhere (NodeSource's nodejs bundles npm and conflicts with Debian's npm) keeps its own.
