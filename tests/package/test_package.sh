@@ -29,7 +29,7 @@ say() { sed 's/^/# /'; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sg-package-XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT
-echo "1..10"
+echo "1..11"
 
 # ---- the build, from a copy: the source tree is never written to --------------------------
 copy=$work/scopegate
@@ -56,7 +56,7 @@ changes=$(ls "$work"/scopegate_*.changes 2>/dev/null | head -n 1)
 if [ -z "$deb" ] || [ -z "$changes" ]; then
     echo "# no .deb was built: nothing else can be checked"
     for what in "a changelog version that is not meson's stops the build" "lintian" \
-        "the package's files" "systemd-analyze verify" "the unit's exposure" \
+        "the package's files" "systemd-analyze verify" "the unit's exposure" "sysusers and tmpfiles" \
         "the packaged default config" "the packaged policy" "the packaged binary signs in" \
         "the packaged binary speaks sd_notify"; do
         not_ok "$what (no package)"
@@ -131,6 +131,20 @@ if [ -n "$score" ] && awk -v s="$score" -v m="$max_exposure" 'BEGIN { exit !(s <
 else
     not_ok "the unit's exposure: expected at most $max_exposure, got ${score:-no score}"
     systemd-analyze security --offline=true "$unit" 2>&1 | grep '✗' | say
+fi
+
+# ---- the user and the state folder, as postinst makes them, in a scratch root --------------
+sysroot=$work/sysroot
+mkdir -p "$sysroot/etc"
+systemd-sysusers --root="$sysroot" "$root/usr/lib/sysusers.d/scopegate.conf" 2>&1 | say
+systemd-tmpfiles --root="$sysroot" --create "$root/usr/lib/tmpfiles.d/scopegate.conf" 2>&1 | say
+user=$(grep '^scopegate:' "$sysroot/etc/passwd" 2>/dev/null)
+ids=$(echo "$user" | awk -F: '{print $3 ":" $4}')
+mode=$(stat -c '%a %u:%g' "$sysroot/var/lib/scopegate" 2>/dev/null)
+if [ -n "$user" ] && [ "$mode" = "700 $ids" ]; then
+    ok "sysusers makes the system user scopegate and tmpfiles its /var/lib/scopegate, mode 0700"
+else
+    not_ok "sysusers and tmpfiles: expected a scopegate user and /var/lib/scopegate 700 $ids, got user '${user}', folder '${mode:-missing}'"
 fi
 
 # ---- the packaged configs ------------------------------------------------------------------
