@@ -42,8 +42,6 @@ typedef struct {
 
 void sg_policy_diag(sg_policy_ctx_t *c, int line, sg_diag_severity sev, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* Orders d by line; problems on one line keep the order they were found in. */
-void sg_diags_sort(sg_diags_t *d);
 
 /*
  * Names for a message that lists what exists ("the policy's roles are user, admin"): added one
@@ -57,17 +55,6 @@ typedef struct {
 void sg_names_init(sg_names_t *n);
 void sg_names_add(sg_names_t *n, const char *name);
 
-/* "Did you mean": the candidate closest to word, if one is close enough to be a typo. */
-typedef struct {
-    const char *word;
-    const char *best;
-    size_t best_dist;
-} sg_suggest_t;
-
-void sg_suggest_init(sg_suggest_t *s, const char *word);
-void sg_suggest_try(sg_suggest_t *s, const char *candidate);
-/* " (did you mean 'x'?)" written into buf, or "" when nothing is close. */
-const char *sg_suggest_hint(const sg_suggest_t *s, char *buf, size_t len);
 
 /* parse.c, for every file read with libconfig: what a setting is called in messages ("a
  * string"), and unknown keys of a group reported as errors with "did you mean" (known:

@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <cjson/cJSON.h>
+#include "scopegate/diag.h"
 #include "scopegate/rc.h"
 
 #define SG_POLICY_VERSION             1
@@ -41,30 +42,7 @@
 
 /* ---- diagnostics -------------------------------------------------------------------- */
 
-typedef enum { SG_DIAG_WARNING, SG_DIAG_ERROR } sg_diag_severity;
-
-typedef struct {
-    char *file;
-    int line; /* 1-based; 0 when the problem is the whole file (unreadable, too big) */
-    sg_diag_severity severity;
-    char *message; /* one line, no trailing newline, no "error:" prefix */
-} sg_diag_t;
-
-/* Problems found while loading, sorted by line (ties keep the order they were found in). */
-typedef struct {
-    sg_diag_t *item;
-    size_t n;
-    size_t cap;
-    size_t errors;
-    size_t warnings;
-} sg_diags_t;
-
-void sg_diags_init(sg_diags_t *d);
-void sg_diags_free(sg_diags_t *d);
-/* "error" or "warning". */
-const char *sg_diag_severity_str(sg_diag_severity s);
-/* One line per problem: "FILE:LINE: error: MESSAGE" ("FILE: error: ..." when line is 0). */
-void sg_diags_print(const sg_diags_t *d, FILE *out);
+/* The problems of a load are an sg_diags_t (scopegate/diag.h). */
 
 /* ---- the policy --------------------------------------------------------------------- */
 
