@@ -17,30 +17,54 @@
 
 #include "scopegate/buf.h"
 #include "scopegate/crypto.h"
+#include "scopegate/diag.h"
 #include "scopegate/duration.h"
 #include "scopegate/log.h"
+#include "scopegate/text.h"
 
 typedef struct {
     const char *path;
     char dir[4096];
-    sg_buf_t err;
-    int failed;
+    sg_diags_t *d;
+    unsigned flags;
+    int nomem;
+    int http_hint_off; /* an unknown key looks like allow_http_issuer: its hints would mislead */
 } loader_t;
+
+static void report(loader_t *L, const config_setting_t *s, sg_diag_severity sev, const char *fmt,
+                   va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void report(loader_t *L, const config_setting_t *s, sg_diag_severity sev, const char *fmt,
+                   va_list ap)
+{
+    char msg[1024];
+    sg_vtextf(msg, sizeof(msg), fmt, ap);
+    /* The root group has no line: its problems are the whole file's ("FILE: error: ..."). */
+    int line = s ? config_setting_source_line(s) : 0;
+    if (sg_diags_add(L->d, L->path, line, sev, "%s", msg) != 0)
+        L->nomem = 1;
+}
 
 static void fail_at(loader_t *L, const config_setting_t *s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void fail_at(loader_t *L, const config_setting_t *s, const char *fmt, ...)
 {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    report(L, s, SG_DIAG_ERROR, fmt, ap);
     va_end(ap);
-    if (L->err.len < 3000)
-        sg_buf_printf(&L->err, "%s%s:%d: error: %s", L->err.len ? "\n" : "", L->path,
-                      s ? config_setting_source_line(s) : 0, msg);
-    L->failed = 1;
+}
+
+static void warn_at(loader_t *L, const config_setting_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void warn_at(loader_t *L, const config_setting_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    report(L, s, SG_DIAG_WARNING, fmt, ap);
+    va_end(ap);
 }
 
 static char *resolve(loader_t *L, const char *p)
@@ -61,7 +85,7 @@ static const char *str(loader_t *L, const config_setting_t *g, const char *key, 
     const config_setting_t *s = config_setting_get_member(g, key);
     if (!s) {
         if (required)
-            fail_at(L, g, "missing '%s'", key);
+            fail_at(L, g, "missing required key '%s'", key);
         return NULL;
     }
     const char *v = config_setting_get_string(s);
@@ -226,11 +250,21 @@ static void check_keys(loader_t *L, const config_setting_t *g, const char *const
 {
     for (int i = 0; i < config_setting_length(g); i++) {
         const config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
+        const char *name = config_setting_name(m);
         int ok = 0;
-        for (const char *const *a = allowed; *a && !ok; a++)
-            ok = strcmp(*a, config_setting_name(m)) == 0;
-        if (!ok)
-            fail_at(L, m, "unknown key '%s'", config_setting_name(m));
+        sg_suggest_t sug;
+        sg_suggest_init(&sug, name ? name : "");
+        for (const char *const *a = allowed; *a && !ok; a++) {
+            ok = name && strcmp(*a, name) == 0;
+            sg_suggest_try(&sug, *a);
+        }
+        if (ok)
+            continue;
+        char hint[128];
+        fail_at(L, m, "unknown key '%s'%s", name ? name : "?",
+                sg_suggest_hint(&sug, hint, sizeof(hint)));
+        if (sug.best && strcmp(sug.best, "allow_http_issuer") == 0)
+            L->http_hint_off = 1;
     }
 }
 
@@ -435,8 +469,236 @@ static void load_integrations(loader_t *L, const config_setting_t *ints, sg_conf
     }
 }
 
-int sg_libconfig_read(const char *path, config_t *c, char *dir, size_t dirlen, char *err,
-                      size_t errlen)
+/* A file the gateway reads at start (a secret or a key): readable, as it will be opened, and
+ * kept from other users. */
+static void check_secret_file(loader_t *L, const config_setting_t *s, const char *what,
+                              const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        fail_at(L, s, "%s: cannot read %s: %s", what, path, strerror(errno));
+        return;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        fail_at(L, s, "%s: %s is not a regular file", what, path);
+    else if (st.st_mode & 077)
+        warn_at(L, s, "%s: %s can be read by other users (mode %04o): chmod 600 it", what, path,
+                (unsigned)(st.st_mode & 07777));
+    close(fd);
+}
+
+/* The folder path would be created in (path itself when is_dir): the nearest folder that
+ * exists must let the gateway create entries in it. 0, or -1 with the reason in why. */
+static int can_create(const char *path, char *why, size_t whylen)
+{
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", path);
+    for (;;) {
+        char *slash = strrchr(dir, '/');
+        if (!slash)
+            snprintf(dir, sizeof(dir), ".");
+        else if (slash == dir)
+            dir[1] = '\0';
+        else
+            *slash = '\0';
+        struct stat st;
+        if (stat(dir, &st) == 0) {
+            if (!S_ISDIR(st.st_mode)) {
+                snprintf(why, whylen, "%s is not a folder", dir);
+                return -1;
+            }
+            if (access(dir, W_OK | X_OK) != 0) {
+                snprintf(why, whylen, "cannot create it in %s: %s", dir, strerror(errno));
+                return -1;
+            }
+            return 0;
+        }
+        if (errno != ENOENT) {
+            snprintf(why, whylen, "%s: %s", dir, strerror(errno));
+            return -1;
+        }
+        if (!slash || slash == dir)
+            return 0;
+    }
+}
+
+/* A key file the gateway creates when missing (internal_key_file, vault_key_file). */
+static void check_made_key_file(loader_t *L, const config_setting_t *s, const char *what,
+                                const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        check_secret_file(L, s, what, path);
+        return;
+    }
+    char why[4200];
+    if (errno != ENOENT)
+        fail_at(L, s, "%s: %s: %s", what, path, strerror(errno));
+    else if (can_create(path, why, sizeof(why)))
+        fail_at(L, s, "%s: %s does not exist and cannot be created: %s", what, path, why);
+}
+
+/*
+ * SG_CONFIG_CHECK_FILES: what the gateway will open at start, looked at without creating or
+ * changing anything. Group- or world-readable secrets are warnings (the gateway runs, and says
+ * so in its log); a world-writable state_dir is an error (anyone could replace its keys).
+ */
+static void check_files(loader_t *L, const config_setting_t *root, const sg_config_t *cfg)
+{
+    const config_setting_t *apps = config_setting_get_member(root, "apps");
+    for (size_t i = 0; apps && i < cfg->napps; i++) {
+        const config_setting_t *a = config_setting_get_member(apps, cfg->apps[i].name);
+        const config_setting_t *f = a ? config_setting_get_member(a, "client_secret_file") : NULL;
+        const char *v = f ? config_setting_get_string(f) : NULL;
+        char *path = v && *v ? resolve(L, v) : NULL;
+        char what[200];
+        snprintf(what, sizeof(what), "app '%s': client_secret_file", cfg->apps[i].name);
+        /* Unreadable was said by the loader already. */
+        if (path && cfg->apps[i].client_secret)
+            check_secret_file(L, f, what, path);
+        free(path);
+    }
+    const config_setting_t *ints = config_setting_get_member(root, "integrations");
+    for (size_t i = 0; ints && i < cfg->nintegrations; i++) {
+        const sg_integration_config_t *in = &cfg->integrations[i];
+        const config_setting_t *g = config_setting_get_member(ints, in->name);
+        const config_setting_t *f = g ? config_setting_get_member(g, "private_key_file") : NULL;
+        char what[200];
+        snprintf(what, sizeof(what), "integration '%s': private_key_file", in->name);
+        if (in->private_key_file && f)
+            check_secret_file(L, f, what, in->private_key_file);
+    }
+    const config_setting_t *sd = config_setting_get_member(root, "state_dir");
+    if (cfg->state_dir && sd) {
+        struct stat st;
+        char why[4200];
+        if (stat(cfg->state_dir, &st) != 0) {
+            if (errno != ENOENT)
+                fail_at(L, sd, "state_dir %s: %s", cfg->state_dir, strerror(errno));
+            else if (can_create(cfg->state_dir, why, sizeof(why)))
+                fail_at(L, sd, "state_dir %s does not exist and cannot be created: %s",
+                        cfg->state_dir, why);
+        } else if (!S_ISDIR(st.st_mode)) {
+            fail_at(L, sd, "state_dir %s is not a folder", cfg->state_dir);
+        } else if (st.st_mode & 002) {
+            fail_at(L, sd, "state_dir %s can be written by anyone (mode %04o): chmod 700 it",
+                    cfg->state_dir, (unsigned)(st.st_mode & 07777));
+        } else if (access(cfg->state_dir, W_OK | X_OK) != 0) {
+            fail_at(L, sd, "state_dir %s: %s", cfg->state_dir, strerror(errno));
+        }
+    }
+    const config_setting_t *ik = config_setting_get_member(root, "internal_key_file");
+    if (cfg->internal_key_file)
+        check_made_key_file(L, ik ? ik : sd, "internal_key_file", cfg->internal_key_file);
+    const config_setting_t *vk = config_setting_get_member(root, "vault_key_file");
+    if (cfg->vault_key_file)
+        check_made_key_file(L, vk ? vk : sd, "vault_key_file", cfg->vault_key_file);
+    const config_setting_t *old = config_setting_get_member(root, "vault_old_key_files");
+    for (size_t i = 0; old && i < cfg->nvault_old; i++)
+        check_secret_file(L, old, "vault_old_key_files", cfg->vault_old_key_files[i]);
+    const config_setting_t *pw = config_setting_get_member(root, "store_password_file");
+    if (cfg->store_password_file && pw)
+        check_secret_file(L, pw, "store_password_file", cfg->store_password_file);
+}
+
+/*
+ * What probably went wrong at a libconfig syntax error on line err_line of text, in plain
+ * words, or NULL. libconfig says only "syntax error" and, for something left open, the line
+ * after the last one; a scan of the brackets and quotes usually tells which.
+ */
+static const char *syntax_hint(const char *text, int err_line, char *buf, size_t len)
+{
+    int line = 1, open_line[64], depth = 0, string_line = 0, stray_line = 0;
+    char open_ch[64];
+    for (const char *p = text; *p; p++) {
+        if (*p == '\n') {
+            line++;
+            continue;
+        }
+        if (string_line) {
+            if (*p == '\\' && p[1] && p[1] != '\n')
+                p++;
+            else if (*p == '"')
+                string_line = 0;
+            continue;
+        }
+        if (*p == '#' || (*p == '/' && p[1] == '/')) {
+            while (p[1] && p[1] != '\n')
+                p++;
+        } else if (*p == '/' && p[1] == '*') {
+            for (p += 2; *p && !(*p == '*' && p[1] == '/'); p++)
+                line += *p == '\n';
+            if (!*p)
+                break;
+            p++;
+        } else if (*p == '"') {
+            string_line = line;
+        } else if (strchr("{[(", *p)) {
+            if (depth < 64) {
+                open_line[depth] = line;
+                open_ch[depth] = *p;
+            }
+            depth++;
+        } else if (strchr("}])", *p)) {
+            if (depth == 0 && !stray_line)
+                stray_line = line;
+            else if (depth > 0)
+                depth--;
+        }
+    }
+    if (string_line && string_line <= err_line) {
+        snprintf(buf, len, "the text that starts on line %d has no closing '\"'", string_line);
+        return buf;
+    }
+    if (stray_line && stray_line <= err_line) {
+        snprintf(buf, len,
+                 "the bracket on line %d closes nothing: one too many, or one missing "
+                 "before it",
+                 stray_line);
+        return buf;
+    }
+    if (err_line >= line && depth > 0 && depth <= 64) {
+        char c = open_ch[depth - 1];
+        snprintf(buf, len, "the '%c' on line %d is never closed: a '%c' is missing", c,
+                 open_line[depth - 1],
+                 c == '{'   ? '}'
+                 : c == '[' ? ']'
+                            : ')');
+        return buf;
+    }
+    /* The line itself: a value that is neither quoted, a number, nor true/false. */
+    const char *l = text;
+    for (int n = 1; n < err_line && l; n++) {
+        l = strchr(l, '\n');
+        if (l)
+            l++;
+    }
+    const char *eq = l ? strpbrk(l, "=:") : NULL;
+    const char *nl = l ? strchr(l, '\n') : NULL;
+    if (eq && (!nl || eq < nl)) {
+        const char *v = eq + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if ((isalpha((unsigned char)*v) || *v == '/') && strncasecmp(v, "true", 4) != 0 &&
+            strncasecmp(v, "false", 5) != 0) {
+            snprintf(buf, len, "text must be in double quotes, like listen = \"127.0.0.1:8080\";");
+            return buf;
+        }
+    }
+    if (err_line > 1) {
+        snprintf(buf, len,
+                 "check this line and the end of line %d (a missing ';' or ',', or a "
+                 "stray character)",
+                 err_line - 1);
+        return buf;
+    }
+    return NULL;
+}
+
+/* Reads path into c; on failure, the line (0: the whole file) and the message with a hint. */
+static int read_config(const char *path, config_t *c, char *dir, size_t dirlen, int *line,
+                       char *msg, size_t msglen)
 {
     snprintf(dir, dirlen, "%s", path);
     char *slash = strrchr(dir, '/');
@@ -445,25 +707,72 @@ int sg_libconfig_read(const char *path, config_t *c, char *dir, size_t dirlen, c
     else
         snprintf(dir, dirlen, ".");
     config_init(c);
-    if (config_read_file(c, path))
+    *line = 0;
+    /* Opened here rather than by libconfig, whose message drops errno's reason. */
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(msg, msglen, "cannot read the file: %s", strerror(errno));
+        config_destroy(c);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(msg, msglen, "cannot read the file: it is a folder");
+        fclose(f);
+        config_destroy(c);
+        return -1;
+    }
+    sg_buf_t text;
+    sg_buf_init(&text, 4 * 1024 * 1024);
+    int have_text = sg_buf_add_file(&text, f) == SG_OK;
+    rewind(f);
+    int ok = config_read(c, f);
+    fclose(f);
+    if (ok) {
+        sg_buf_free(&text);
         return 0;
-    if (config_error_type(c) == CONFIG_ERR_FILE_IO)
-        snprintf(err, errlen, "%s: error: cannot read the file", path);
-    else
-        snprintf(err, errlen, "%s:%d: error: %s", path, config_error_line(c), config_error_text(c));
+    }
+    *line = config_error_line(c);
+    char hint[256];
+    const char *h = NULL;
+    if (have_text && text.ptr && config_error_type(c) == CONFIG_ERR_PARSE &&
+        strcmp(config_error_text(c), "syntax error") == 0)
+        h = syntax_hint(text.ptr, *line, hint, sizeof(hint));
+    snprintf(msg, msglen, "%s%s%s", config_error_text(c), h ? ": " : "", h ? h : "");
+    sg_buf_free(&text);
     config_destroy(c);
     return -1;
 }
 
-sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errlen)
+int sg_libconfig_read(const char *path, config_t *c, char *dir, size_t dirlen, char *err,
+                      size_t errlen)
+{
+    int line;
+    char msg[512];
+    if (read_config(path, c, dir, dirlen, &line, msg, sizeof(msg)) == 0)
+        return 0;
+    if (line > 0)
+        snprintf(err, errlen, "%s:%d: error: %s", path, line, msg);
+    else
+        snprintf(err, errlen, "%s: error: %s", path, msg);
+    return -1;
+}
+
+sg_rc sg_config_check(const char *path, unsigned flags, sg_config_t *cfg, sg_diags_t *diags)
 {
     memset(cfg, 0, sizeof(*cfg));
-    loader_t L = {.path = path};
+    loader_t L = {.path = path, .d = diags, .flags = flags};
+    size_t errors_before = diags->errors;
     config_t c;
-    if (sg_libconfig_read(path, &c, L.dir, sizeof(L.dir), err, errlen))
+    int line;
+    char msg[512];
+    if (read_config(path, &c, L.dir, sizeof(L.dir), &line, msg, sizeof(msg))) {
+        if (sg_diags_add(diags, path, line, SG_DIAG_ERROR, "%s", msg) != 0)
+            return SG_ERR_NOMEM;
         return SG_ERR_CONFIG;
-    sg_buf_init(&L.err, 4096);
+    }
     const config_setting_t *root = config_root_setting(&c);
+    /* First, so a misspelt key is named before any check that its absence would mislead. */
     check_keys(&L, root, top_keys);
     cfg->path = strdup(path);
     const char *v;
@@ -545,7 +854,7 @@ sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errle
         else
             cfg->log_level = lvl;
     }
-    for (size_t i = 0; i < cfg->napps; i++) {
+    for (size_t i = 0; !L.http_hint_off && i < cfg->napps; i++) {
         const sg_app_config_t *a = &cfg->apps[i];
         if (a->issuer && strncmp(a->issuer, "http://", 7) == 0 && !cfg->allow_http_issuer)
             fail_at(&L, config_setting_get_member(root, "apps"),
@@ -561,16 +870,71 @@ sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errle
     }
     snprintf(cfg->cookie_name, sizeof(cfg->cookie_name), "%s",
              cfg->secure_cookies ? "__Host-scopegate" : "scopegate");
+    if (flags & SG_CONFIG_CHECK_FILES)
+        check_files(&L, root, cfg);
     config_destroy(&c);
-
-    if (L.failed) {
-        snprintf(err, errlen, "%s", L.err.ptr ? L.err.ptr : "invalid configuration");
-        sg_buf_free(&L.err);
+    sg_diags_sort(diags);
+    if (L.nomem || diags->errors > errors_before) {
         sg_config_free(cfg);
-        return SG_ERR_CONFIG;
+        return L.nomem ? SG_ERR_NOMEM : SG_ERR_CONFIG;
     }
-    sg_buf_free(&L.err);
     return SG_OK;
+}
+
+/* The groups whose keys are their own tables; named: the operator names each member. */
+static const struct {
+    const char *name;
+    const char *const *keys;
+    int named;
+} key_groups[] = {
+    {"apps", app_keys, 1},
+    {"integrations", integration_keys, 1},
+    {"limits", limits_keys, 0},
+    {"branding", branding_keys, 0},
+};
+
+void sg_config_each_key(void (*fn)(const char *key, void *arg), void *arg)
+{
+    char key[128];
+    for (const char *const *k = top_keys; *k; k++) {
+        size_t g = 0;
+        while (g < sizeof(key_groups) / sizeof(key_groups[0]) && strcmp(key_groups[g].name, *k))
+            g++;
+        if (g == sizeof(key_groups) / sizeof(key_groups[0])) {
+            fn(*k, arg);
+            continue;
+        }
+        for (const char *const *m = key_groups[g].keys; *m; m++) {
+            snprintf(key, sizeof(key), "%s.%s%s", *k, key_groups[g].named ? "NAME." : "", *m);
+            fn(key, arg);
+        }
+    }
+}
+
+sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errlen)
+{
+    sg_diags_t d;
+    sg_diags_init(&d);
+    sg_rc rc = sg_config_check(path, 0, cfg, &d);
+    err[0] = '\0';
+    size_t used = 0;
+    for (size_t i = 0; rc && i < d.n && used + 1 < errlen; i++) {
+        const sg_diag_t *g = &d.item[i];
+        if (g->severity != SG_DIAG_ERROR)
+            continue;
+        char where[32] = "";
+        if (g->line > 0)
+            snprintf(where, sizeof(where), ":%d", g->line);
+        int n = snprintf(err + used, errlen - used, "%s%s%s: error: %s", used ? "\n" : "", g->file,
+                         where, g->message);
+        if (n < 0)
+            break;
+        used += (size_t)n < errlen - used ? (size_t)n : errlen - used - 1;
+    }
+    if (rc && !err[0])
+        snprintf(err, errlen, "%s: error: out of memory", path);
+    sg_diags_free(&d);
+    return rc;
 }
 
 void sg_config_free(sg_config_t *cfg)

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <libconfig.h>
+#include "scopegate/diag.h"
 #include "scopegate/rc.h"
 
 typedef struct {
@@ -80,15 +81,32 @@ typedef struct {
 
 /*
  * Reads a libconfig file into *c (config_init'ed here) and puts the file's folder, against
- * which its relative paths resolve, in dir. 0, or -1 with "FILE: error: cannot read the file"
- * or "FILE:LINE: error: ..." in err and *c destroyed. For every libconfig file we read: the
- * deployment config here, sfsim's org.
+ * which its relative paths resolve, in dir. 0, or -1 with "FILE: error: cannot read the file:
+ * REASON" or "FILE:LINE: error: ..." (a syntax error with a hint) in err and *c destroyed. For
+ * every libconfig file we read: the deployment config here, sfsim's org.
  */
 int sg_libconfig_read(const char *path, config_t *c, char *dir, size_t dirlen, char *err,
                       size_t errlen);
 
-/* Loads path. On failure *err holds "FILE:LINE: error: ..." lines and the config is empty. */
+/* sg_config_check's flags. */
+#define SG_CONFIG_CHECK_FILES                                                                      \
+    1u /* also look at the files the gateway will open at start:                                   \
+          secrets readable and kept from others, state_dir and the                                 \
+          key files' folders there or creatable; creates nothing */
+
+/*
+ * The validator: loads path into *cfg, adding every problem found to diags (errors and
+ * warnings, each with its file and line; line 0 for the whole file, e.g. a missing top-level
+ * key), sorted by line. An unknown key is an error with the nearest known key suggested.
+ * SG_OK when no error was found (warnings allowed); else the config is empty.
+ */
+sg_rc sg_config_check(const char *path, unsigned flags, sg_config_t *cfg, sg_diags_t *diags);
+/* sg_config_check without the file checks; on failure *err holds the errors, one
+ * "FILE:LINE: error: ..." line each. */
 sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errlen);
+/* Every key the config accepts, dotted, NAME where the operator names a member
+ * ("apps.NAME.issuer"), in the validator's order. */
+void sg_config_each_key(void (*fn)(const char *key, void *arg), void *arg);
 void sg_config_free(sg_config_t *cfg);
 const sg_app_config_t *sg_config_app(const sg_config_t *cfg, const char *name);
 

@@ -147,6 +147,166 @@ static void test_single_logout_keys(void **state)
     }
 }
 
+/* Writes text as dir/NAME and checks it: the diagnostics, printed one per line, in out. */
+static sg_rc check_text(const char *name, const char *text, char *out, size_t outlen)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    sg_config_t cfg;
+    sg_diags_t d;
+    sg_diags_init(&d);
+    sg_rc rc = sg_config_check(path, 0, &cfg, &d);
+    FILE *m = fmemopen(out, outlen, "w");
+    assert_non_null(m);
+    sg_diags_print(&d, m);
+    fclose(m);
+    sg_diags_free(&d);
+    if (rc == SG_OK)
+        sg_config_free(&cfg);
+    unlink(path);
+    return rc;
+}
+
+/* Every line of want (in order, each a whole line) is in got, and got has no other line. */
+static void expect_lines(const char *what, const char *got, const char *want)
+{
+    /* The paths in the lines are dir's; want writes them as "D/". */
+    char expanded[4096] = "";
+    for (const char *p = want; *p;) {
+        const char *d = strstr(p, "D/");
+        size_t n = d ? (size_t)(d - p) : strlen(p);
+        strncat(expanded, p, n);
+        if (!d)
+            break;
+        strcat(expanded, dir);
+        strcat(expanded, "/");
+        p = d + 2;
+    }
+    if (strcmp(got, expanded) != 0)
+        print_error("%s:\nexpected:\n%sgot:\n%s", what, expanded, got);
+    assert_string_equal(got, expanded);
+}
+
+static void test_every_problem_is_reported_at_once_with_its_line(void **state)
+{
+    char out[4096];
+    sg_rc rc = check_text("all.cfg",
+                          "listen = \"127.0.0.1:0\";\n"
+                          "public_url = \"ftp://x\";\n"
+                          "internal_listen = \"127.0.0.1:0\";\n"
+                          "policy_file = \"policy.cfg\";\n"
+                          "state_dir = \"state\";\n"
+                          "log_levle = \"debug\";\n"
+                          "apps = {\n"
+                          "  signin = {\n"
+                          "    issuer = \"https://login.example\";\n"
+                          "    client_secret_file = \"secret\";\n"
+                          "  };\n"
+                          "};\n"
+                          "limits = { threads = \"four\"; };\n",
+                          out, sizeof out);
+    assert_int_equal(rc, SG_ERR_CONFIG);
+    expect_lines("every problem", out,
+                 "D/all.cfg:2: error: 'public_url' must start with http:// or https://\n"
+                 "D/all.cfg:6: error: unknown key 'log_levle' (did you mean 'log_level'?)\n"
+                 "D/all.cfg:8: error: missing required key 'client_id'\n"
+                 "D/all.cfg:13: error: 'threads' must be a whole number\n");
+}
+
+static void test_a_missing_top_level_key_names_the_file_not_line_0(void **state)
+{
+    char out[4096];
+    sg_rc rc = check_text("nolisten.cfg",
+                          "public_url = \"http://127.0.0.1:8080\";\n"
+                          "internal_listen = \"127.0.0.1:0\";\npolicy_file = \"p.cfg\";\n"
+                          "state_dir = \"state\";\napps = { signin = { issuer = "
+                          "\"https://login.example\"; client_id = \"x\"; }; };\n",
+                          out, sizeof out);
+    assert_int_equal(rc, SG_ERR_CONFIG);
+    expect_lines("missing listen", out, "D/nolisten.cfg: error: missing required key 'listen'\n");
+}
+
+static void test_a_misspelt_allow_http_issuer_is_named_not_the_http_issuer(void **state)
+{
+    char out[4096];
+    sg_rc rc = check_text("http.cfg",
+                          "listen = \"127.0.0.1:0\";\npublic_url = \"http://127.0.0.1:8080\";\n"
+                          "internal_listen = \"127.0.0.1:0\";\npolicy_file = \"p.cfg\";\n"
+                          "state_dir = \"state\";\nallow_http_isuer = true;\n"
+                          "apps = { signin = { issuer = \"http://127.0.0.1:9000\"; "
+                          "client_id = \"x\"; }; };\n",
+                          out, sizeof out);
+    assert_int_equal(rc, SG_ERR_CONFIG);
+    expect_lines("allow_http_isuer", out,
+                 "D/http.cfg:6: error: unknown key 'allow_http_isuer' (did you mean "
+                 "'allow_http_issuer'?)\n");
+}
+
+static void test_an_unreadable_file_says_why(void **state)
+{
+    char path[300], err[1024];
+    snprintf(path, sizeof path, "%s/absent.cfg", dir);
+    sg_config_t cfg;
+    assert_int_equal(sg_config_load(path, &cfg, err, sizeof err), SG_ERR_CONFIG);
+    char want[400];
+    snprintf(want, sizeof want, "%s: error: cannot read the file: No such file or directory", path);
+    if (strcmp(err, want) != 0)
+        print_error("expected \"%s\", got \"%s\"\n", want, err);
+    assert_string_equal(err, want);
+    /* A folder is not a config either. */
+    assert_int_equal(sg_config_load(dir, &cfg, err, sizeof err), SG_ERR_CONFIG);
+    assert_non_null(strstr(err, "cannot read the file: it is a folder"));
+}
+
+static void test_syntax_errors_come_with_a_hint(void **state)
+{
+    const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"listen = \"127.0.0.1:0\";\npublic_url = http://x;\n",
+         "D/syntax.cfg:2: error: syntax error: text must be in double quotes, like listen = "
+         "\"127.0.0.1:8080\";\n"},
+        {"apps = {\n  signin = { issuer = \"x\"; };\n",
+         "D/syntax.cfg:3: error: syntax error: the '{' on line 1 is never closed: a '}' is "
+         "missing\n"},
+        {"listen = \"127.0.0.1:0;\npublic_url = \"x\";\n",
+         "D/syntax.cfg:3: error: syntax error: the text that starts on line 2 has no closing "
+         "'\"'\n"},
+        {"listen = \"x\";\n};\n",
+         "D/syntax.cfg:2: error: syntax error: the bracket on line 2 closes nothing: one too "
+         "many, or one missing before it\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[4096];
+        assert_int_equal(check_text("syntax.cfg", cases[i].text, out, sizeof out), SG_ERR_CONFIG);
+        expect_lines(cases[i].text, out, cases[i].want);
+    }
+}
+
+static void count_key(const char *key, void *arg)
+{
+    (*(int *)arg)++;
+    if (strcmp(key, "apps.NAME.issuer") == 0 || strcmp(key, "limits.max_connections") == 0 ||
+        strcmp(key, "listen") == 0)
+        (*(int *)arg) += 1000;
+}
+
+static void test_the_key_list_names_groups_members_dotted(void **state)
+{
+    int n = 0;
+    sg_config_each_key(count_key, &n);
+    if (n / 1000 != 3)
+        print_error("expected listen, apps.NAME.issuer and limits.max_connections among the keys, "
+                    "found %d of them\n",
+                    n / 1000);
+    assert_int_equal(n / 1000, 3);
+    assert_true(n % 1000 > 30);
+}
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -165,6 +325,12 @@ int main(void)
         cmocka_unit_test(test_branding_is_read),
         cmocka_unit_test(test_bad_page_keys_are_refused_at_their_line),
         cmocka_unit_test(test_single_logout_keys),
+        cmocka_unit_test(test_every_problem_is_reported_at_once_with_its_line),
+        cmocka_unit_test(test_a_missing_top_level_key_names_the_file_not_line_0),
+        cmocka_unit_test(test_a_misspelt_allow_http_issuer_is_named_not_the_http_issuer),
+        cmocka_unit_test(test_an_unreadable_file_says_why),
+        cmocka_unit_test(test_syntax_errors_come_with_a_hint),
+        cmocka_unit_test(test_the_key_list_names_groups_members_dotted),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     snprintf(path, sizeof path, "%s/secret", dir);
