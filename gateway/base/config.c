@@ -67,6 +67,9 @@ static void warn_at(loader_t *L, const config_setting_t *s, const char *fmt, ...
     va_end(ap);
 }
 
+static sg_rc read_key_file(const char *path, size_t create_bytes, char **out, char *err,
+                           size_t errlen, int warn_mode);
+
 static char *resolve(loader_t *L, const char *p)
 {
     if (!p)
@@ -425,8 +428,10 @@ static void load_apps(loader_t *L, const config_setting_t *apps, sg_config_t *cf
         if (secret_file) {
             char *path = resolve(L, secret_file);
             char e[512];
-            if (!path || sg_read_key_file(path, 0, &app->client_secret, e, sizeof(e)))
-                fail_at(L, a, "app '%s': %s", app->name, path ? e : "out of memory");
+            if (!path || read_key_file(path, 0, &app->client_secret, e, sizeof(e),
+                                       !(L->flags & SG_CONFIG_CHECK_FILES)))
+                fail_at(L, config_setting_get_member(a, "client_secret_file"), "app '%s': %s",
+                        app->name, path ? e : "out of memory");
             free(path);
         }
     }
@@ -983,6 +988,24 @@ void sg_config_free(sg_config_t *cfg)
     memset(cfg, 0, sizeof(*cfg));
 }
 
+const char *sg_config_default_path(void)
+{
+    const char *env = getenv("SCOPEGATE_CONFIG");
+    if (env && *env)
+        return env;
+    if (access(SG_CONFIG_DEFAULT_PATH, R_OK) == 0)
+        return SG_CONFIG_DEFAULT_PATH;
+    return NULL;
+}
+
+void sg_config_lib_version(sg_lib_version_t *v)
+{
+    v->name = "libconfig";
+    snprintf(v->built, sizeof(v->built), "%d.%d.%d", LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR,
+             LIBCONFIG_VER_REVISION);
+    v->running[0] = '\0';
+}
+
 const sg_app_config_t *sg_config_app(const sg_config_t *cfg, const char *name)
 {
     for (size_t i = 0; name && i < cfg->napps; i++)
@@ -1011,7 +1034,10 @@ static sg_rc make_parent(const char *path, char *err, size_t errlen)
     return SG_OK;
 }
 
-sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *err, size_t errlen)
+/* sg_read_key_file; warn_mode: log when others may read the file (the config check says it
+ * as one of its problems instead). */
+static sg_rc read_key_file(const char *path, size_t create_bytes, char **out, char *err,
+                           size_t errlen, int warn_mode)
 {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -1050,7 +1076,7 @@ sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *
         close(fd);
         return SG_ERR_IO;
     }
-    if (st.st_mode & 077)
+    if (warn_mode && (st.st_mode & 077))
         sg_log(SG_LOG_WARN, "key_file_mode",
                "%s can be read by other users (mode %03o); chmod 600 it", path,
                (unsigned)(st.st_mode & 0777));
@@ -1076,4 +1102,9 @@ sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *
     }
     *out = sg_buf_steal(&b);
     return *out ? SG_OK : SG_ERR_NOMEM;
+}
+
+sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *err, size_t errlen)
+{
+    return read_key_file(path, create_bytes, out, err, errlen, 1);
 }

@@ -1,5 +1,6 @@
 #include "scopegate/crypto.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -316,4 +317,15 @@ void sg_aead_key_id(const unsigned char key[SG_AEAD_KEY_LEN], char out[17])
     out[16] = '\0';
     OPENSSL_cleanse(buf, sizeof(buf));
     OPENSSL_cleanse(md, sizeof(md));
+}
+
+void sg_crypto_lib_version(sg_lib_version_t *v)
+{
+    v->name = "OpenSSL";
+    snprintf(v->built, sizeof(v->built), "%s", OPENSSL_VERSION_STR);
+    /* "OpenSSL 3.0.11 19 Sep 2023": the number is the second word. */
+    const char *full = OpenSSL_version(OPENSSL_VERSION);
+    const char *sp = full ? strchr(full, ' ') : NULL;
+    const char *num = sp ? sp + 1 : "";
+    snprintf(v->running, sizeof(v->running), "%.*s", (int)strcspn(num, " "), num);
 }

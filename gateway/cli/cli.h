@@ -39,6 +39,12 @@ void sg_cli_deployment_free(sg_cli_deployment_t *dep);
  * 2 usage/config, 3 gateway unreachable. */
 int sg_cli_grants(int argc, char **argv);
 
+/* `scopegate config check|keys ...`: argv[0] is "config" (cli_config.c). Exit status 0 no
+ * errors, 1 errors, 2 usage. */
+int sg_cli_config(int argc, char **argv);
+/* The config commands' usage: on stdout (returns 0) or stderr (returns 2). */
+int sg_cli_config_usage(FILE *out);
+
 /* `scopegate store migrate --config FILE`: argv[0] is "store". 0 done, 1 failed, 2 usage. */
 int sg_cli_store(int argc, char **argv);
 

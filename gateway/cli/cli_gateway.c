@@ -17,12 +17,7 @@
 
 const char *sg_cli_default_config(void)
 {
-    const char *env = getenv("SCOPEGATE_CONFIG");
-    if (env && *env)
-        return env;
-    if (access("/etc/scopegate/scopegate.cfg", R_OK) == 0)
-        return "/etc/scopegate/scopegate.cfg";
-    return NULL;
+    return sg_config_default_path();
 }
 
 void sg_cli_gw_close(sg_cli_gw_t *c)

@@ -238,3 +238,11 @@ void sg_http_client_cleanup(void)
 {
     curl_global_cleanup();
 }
+
+void sg_http_client_lib_version(sg_lib_version_t *v)
+{
+    v->name = "libcurl";
+    snprintf(v->built, sizeof(v->built), "%s", LIBCURL_VERSION);
+    const curl_version_info_data *d = curl_version_info(CURLVERSION_NOW);
+    snprintf(v->running, sizeof(v->running), "%s", d && d->version ? d->version : "");
+}

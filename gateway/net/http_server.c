@@ -474,6 +474,43 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, int loopback
     return -1;
 }
 
+sg_rc sg_httpd_try_listen(const char *listen, char *why, size_t whylen)
+{
+    struct sockaddr_storage ss;
+    if (parse_listen(listen, &ss, 0)) {
+        snprintf(why, whylen, "not an address and port like 127.0.0.1:8080 or [::1]:8080");
+        return SG_ERR_CONFIG;
+    }
+    int v6 = ss.ss_family == AF_INET6;
+    if ((v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port) == 0)
+        return SG_OK;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        return SG_ERR_IO;
+    }
+    /* As the server binds: a port in TIME_WAIT is free, one being listened on is not. */
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    socklen_t len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    sg_rc rc = SG_OK;
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        rc = SG_ERR_IO;
+    }
+    close(fd);
+    return rc;
+}
+
+void sg_httpd_lib_version(sg_lib_version_t *v)
+{
+    v->name = "libmicrohttpd";
+    /* MHD_VERSION is 0xMMmmpp00: major, minor and patch in BCD. */
+    snprintf(v->built, sizeof(v->built), "%x.%x.%x", (unsigned)(MHD_VERSION >> 24) & 0xff,
+             (unsigned)(MHD_VERSION >> 16) & 0xff, (unsigned)(MHD_VERSION >> 8) & 0xff);
+    snprintf(v->running, sizeof(v->running), "%s", MHD_get_version());
+}
+
 static void defaults(sg_httpd_opts_t *o)
 {
     if (!o->max_body)

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include <libpq-fe.h>
+#include <pg_config.h> /* PG_VERSION_NUM: the libpq built against */
 
 #define POOL_SIZE            4
 #define CONNECT_TIMEOUT_S    "5"
@@ -1964,4 +1965,20 @@ sg_rc sg_store_migrate_pg(const char *conninfo, const char *password_file, int *
     PQfinish(c);
     target_free(&t);
     return rc;
+}
+
+/* 150018 is 15.18; before 10, 90624 was 9.6.24. */
+static void pg_version_text(int n, char *buf, size_t len)
+{
+    if (n >= 100000)
+        snprintf(buf, len, "%d.%d", n / 10000, n % 10000);
+    else
+        snprintf(buf, len, "%d.%d.%d", n / 10000, n / 100 % 100, n % 100);
+}
+
+void sg_store_pg_lib_version(sg_lib_version_t *v)
+{
+    v->name = "libpq";
+    pg_version_text(PG_VERSION_NUM, v->built, sizeof(v->built));
+    pg_version_text(PQlibVersion(), v->running, sizeof(v->running));
 }

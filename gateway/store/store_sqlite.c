@@ -1693,3 +1693,10 @@ sg_rc sg_store_open_sqlite_readonly(const char *path, sg_store_t **out, char *er
         rc = prepare_all(st, err, errlen);
     return hand_out(st, rc, out);
 }
+
+void sg_store_sqlite_lib_version(sg_lib_version_t *v)
+{
+    v->name = "SQLite";
+    snprintf(v->built, sizeof(v->built), "%s", SQLITE_VERSION);
+    snprintf(v->running, sizeof(v->running), "%s", sqlite3_libversion());
+}

@@ -11,6 +11,7 @@
 #include <libconfig.h>
 #include "scopegate/diag.h"
 #include "scopegate/rc.h"
+#include "scopegate/version.h"
 
 typedef struct {
     char *name; /* the key under apps = { ... }: what the policy names */
@@ -108,6 +109,12 @@ sg_rc sg_config_load(const char *path, sg_config_t *cfg, char *err, size_t errle
  * ("apps.NAME.issuer"), in the validator's order. */
 void sg_config_each_key(void (*fn)(const char *key, void *arg), void *arg);
 void sg_config_free(sg_config_t *cfg);
+#define SG_CONFIG_DEFAULT_PATH "/etc/scopegate/scopegate.cfg"
+/* The config a command reads without --config: $SCOPEGATE_CONFIG, then SG_CONFIG_DEFAULT_PATH
+ * when it can be read; NULL when neither. */
+const char *sg_config_default_path(void);
+/* libconfig's version (it has no way to say which one runs: running is ""). */
+void sg_config_lib_version(sg_lib_version_t *v);
 const sg_app_config_t *sg_config_app(const sg_config_t *cfg, const char *name);
 
 /*

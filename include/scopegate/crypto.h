@@ -9,8 +9,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "scopegate/rc.h"
+#include "scopegate/version.h"
 
 #define SG_SHA256_LEN 32
+
+/* OpenSSL's version. */
+void sg_crypto_lib_version(sg_lib_version_t *v);
 
 sg_rc sg_random_bytes(void *out, size_t len);
 /* A random token of nbytes of entropy, base64url without padding. */

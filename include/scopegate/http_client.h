@@ -15,6 +15,7 @@
 
 #include "scopegate/buf.h"
 #include "scopegate/rc.h"
+#include "scopegate/version.h"
 
 #define SG_HTTP_TIMEOUT_MS 10000        /* when the request names none */
 #define SG_HTTP_MAX_BODY   (256 * 1024) /* the answer's body, when the request names no bound */
@@ -53,6 +54,8 @@ void sg_http_resp_free(sg_http_resp_t *resp);
 /* Once per process, before any thread calls, and once at its end: libcurl's global state.
  * SG_ERR_IO when libcurl cannot start. */
 sg_rc sg_http_client_init(void);
+/* libcurl's version (curl_version_info works before init). */
+void sg_http_client_lib_version(sg_lib_version_t *v);
 void sg_http_client_cleanup(void);
 
 #endif

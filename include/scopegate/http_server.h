@@ -33,6 +33,7 @@
 #include "scopegate/buf.h"
 #include "scopegate/http.h"
 #include "scopegate/rc.h"
+#include "scopegate/version.h"
 
 struct MHD_Connection;
 
@@ -107,6 +108,16 @@ typedef struct {
 } sg_httpd_opts_t;
 
 typedef struct sg_httpd sg_httpd_t;
+
+/*
+ * Whether listen ("127.0.0.1:PORT", "[::1]:PORT") is an address the server could take, tried
+ * without keeping it (for `scopegate config check`): SG_OK; SG_ERR_CONFIG when it does not
+ * parse; SG_ERR_IO when binding it fails now, why saying why ("Address already in use").
+ * Port 0 is only parsed.
+ */
+sg_rc sg_httpd_try_listen(const char *listen, char *why, size_t whylen);
+/* libmicrohttpd's version. */
+void sg_httpd_lib_version(sg_lib_version_t *v);
 
 sg_rc sg_httpd_start(const sg_httpd_opts_t *opts, sg_httpd_t **out, char *err, size_t errlen);
 /* "http://HOST:PORT" as bound (for printing). */

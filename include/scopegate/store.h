@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include "scopegate/rc.h"
+#include "scopegate/version.h"
 
 #define SG_ID_HASH_LEN 64 /* hex SHA-256 */
 
@@ -257,6 +258,10 @@ struct sg_store {
 };
 
 /* Opens (creating when missing, mode 0600) the SQLite database at path and migrates it. */
+/* The backends' libraries: SQLite's (store_sqlite.c) and libpq's (store_pg.c). */
+void sg_store_sqlite_lib_version(sg_lib_version_t *v);
+void sg_store_pg_lib_version(sg_lib_version_t *v);
+
 sg_rc sg_store_open_sqlite(const char *path, sg_store_t **out, char *err, size_t errlen);
 
 /*
