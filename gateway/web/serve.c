@@ -22,6 +22,7 @@
 
 #include "scopegate/buf.h"
 #include "scopegate/crypto.h"
+#include "scopegate/diag.h"
 #include "scopegate/http_client.h"
 #include "scopegate/jose.h"
 #include "scopegate/notify.h"
@@ -455,11 +456,19 @@ static void write_internal_url(sg_gateway_t *gw)
 static int start(sg_gateway_t *gw, const char *config_path)
 {
     char err[4096];
-    if (sg_config_load(config_path, &gw->cfg, err, sizeof(err))) {
-        fprintf(stderr, "%s\n", err);
+    /* The validator `scopegate config check` runs too; its warnings are said, not fatal. */
+    sg_diags_t diags;
+    sg_diags_init(&diags);
+    sg_rc crc = sg_config_check(config_path, 0, &gw->cfg, &diags);
+    sg_diags_print(&diags, stderr);
+    sg_diags_free(&diags);
+    if (crc) {
+        if (crc == SG_ERR_NOMEM)
+            fprintf(stderr, "%s: error: out of memory\n", config_path);
         return 1;
     }
     sg_log_set_level((sg_log_level)gw->cfg.log_level);
+    sg_log(SG_LOG_INFO, "config", "read %s", config_path);
     if (sg_look_init(&gw->look, &gw->cfg, err, sizeof(err))) {
         fprintf(stderr, "%s: error: %s\n", config_path, err);
         return 1;
@@ -715,20 +724,57 @@ static void *housekeeping(void *arg)
     return NULL;
 }
 
+static int serve_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: scopegate serve [--config FILE]\n"
+            "  run the gateway in the foreground: SIGHUP reloads the policy, SIGTERM and SIGINT\n"
+            "  drain the requests in flight and exit.\n"
+            "  --config FILE  the deployment config; default $SCOPEGATE_CONFIG, then\n"
+            "                 %s\n"
+            "  -h, --help     this text\n"
+            "Check a config without starting: scopegate config check --config FILE\n",
+            SG_CONFIG_DEFAULT_PATH);
+    return out == stderr ? 2 : 0;
+}
+
+static const char *const serve_options[] = {"--config", "--help", NULL};
+
 int sg_cmd_serve(int argc, char **argv)
 {
     const char *config = NULL;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
-            config = argv[++i];
-        else {
-            fprintf(stderr, "usage: scopegate serve --config FILE\n");
-            return 2;
+        const char *a = argv[i];
+        size_t n = strlen("--config");
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+            return serve_usage(stdout);
+        if (strncmp(a, "--config", n) == 0 && (a[n] == '=' || a[n] == '\0')) {
+            config = a[n] == '=' ? a + n + 1 : i + 1 < argc ? argv[++i] : NULL;
+            if (!config || !*config) {
+                fprintf(stderr, "scopegate: serve: --config needs a FILE\n");
+                return serve_usage(stderr);
+            }
+            continue;
         }
+        char opt[128], hint[160];
+        snprintf(opt, sizeof(opt), "%.*s", (int)strcspn(a, "="), a);
+        sg_suggest_t sug;
+        sg_suggest_init(&sug, opt);
+        for (const char *const *o = serve_options; *o; o++)
+            sg_suggest_try(&sug, *o);
+        fprintf(stderr, "scopegate: serve: %s '%s'%s\n",
+                a[0] == '-' ? "unknown option" : "unexpected argument", opt,
+                sg_suggest_hint(&sug, hint, sizeof(hint)));
+        return serve_usage(stderr);
     }
+    if (!config)
+        config = sg_config_default_path();
     if (!config) {
-        fprintf(stderr, "usage: scopegate serve --config FILE\n");
-        return 2;
+        fprintf(stderr,
+                "scopegate: serve: which config? --config FILE ($SCOPEGATE_CONFIG is not set and "
+                "%s cannot be read)\n",
+                SG_CONFIG_DEFAULT_PATH);
+        return serve_usage(stderr);
     }
     sigset_t set;
     sigemptyset(&set);
