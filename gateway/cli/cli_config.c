@@ -168,6 +168,7 @@ static int check(int argc, char **argv)
             !(n >= 2 && strcmp(cfg.listen + n - 2, ":0") == 0))
             sg_diags_add(&cd, file, line_of(&raw, "internal_listen"), SG_DIAG_ERROR,
                          "'internal_listen' is the same address as 'listen'");
+        sg_diags_sort(&cd);
         apps = calloc(cfg.napps + 1, sizeof(*apps));
         policy_path = strdup(cfg.policy_file);
         if (!apps || !policy_path) {
