@@ -29,6 +29,13 @@ typedef struct {
     unsigned flags;
     int nomem;
     int http_hint_off; /* an unknown key looks like allow_http_issuer: its hints would mislead */
+    /* Known keys an unknown one was taken for, by group: "missing 'listen'" after "unknown key
+     * 'listn' (did you mean 'listen'?)" would say the same thing twice. */
+    struct {
+        const config_setting_t *group;
+        const char *key;
+    } meant[16];
+    size_t nmeant;
 } loader_t;
 
 static void report(loader_t *L, const config_setting_t *s, sg_diag_severity sev, const char *fmt,
@@ -87,6 +94,9 @@ static const char *str(loader_t *L, const config_setting_t *g, const char *key, 
 {
     const config_setting_t *s = config_setting_get_member(g, key);
     if (!s) {
+        for (size_t i = 0; i < L->nmeant; i++)
+            if (L->meant[i].group == g && strcmp(L->meant[i].key, key) == 0)
+                return NULL;
         if (required)
             fail_at(L, g, "missing required key '%s'", key);
         return NULL;
@@ -268,6 +278,10 @@ static void check_keys(loader_t *L, const config_setting_t *g, const char *const
                 sg_suggest_hint(&sug, hint, sizeof(hint)));
         if (sug.best && strcmp(sug.best, "allow_http_issuer") == 0)
             L->http_hint_off = 1;
+        if (sug.best && L->nmeant < sizeof(L->meant) / sizeof(L->meant[0])) {
+            L->meant[L->nmeant].group = g;
+            L->meant[L->nmeant++].key = sug.best;
+        }
     }
 }
 
@@ -383,6 +397,9 @@ static void load_branding(loader_t *L, const config_setting_t *root, sg_config_t
 
 static void load_apps(loader_t *L, const config_setting_t *apps, sg_config_t *cfg)
 {
+    for (size_t i = 0; !apps && i < L->nmeant; i++)
+        if (strcmp(L->meant[i].key, "apps") == 0)
+            return;
     if (!apps || !config_setting_is_group(apps) || config_setting_length(apps) == 0) {
         fail_at(L, apps,
                 "'apps' must be a group naming at least one app, e.g. "
@@ -475,11 +492,12 @@ static void load_integrations(loader_t *L, const config_setting_t *ints, sg_conf
 }
 
 /* A file the gateway reads at start (a secret or a key): readable, as it will be opened, and
- * kept from other users. */
+ * kept from other users. The store's password file: followed through a symlink, and refused by
+ * the store when others may read it, so an error here too (password). */
 static void check_secret_file(loader_t *L, const config_setting_t *s, const char *what,
-                              const char *path)
+                              const char *path, int password)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (password ? 0 : O_NOFOLLOW));
     if (fd < 0) {
         fail_at(L, s, "%s: cannot read %s: %s", what, path, strerror(errno));
         return;
@@ -487,6 +505,9 @@ static void check_secret_file(loader_t *L, const config_setting_t *s, const char
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
         fail_at(L, s, "%s: %s is not a regular file", what, path);
+    else if ((st.st_mode & 077) && password)
+        fail_at(L, s, "%s: %s is open to group or others (mode %04o): chmod 600 it", what, path,
+                (unsigned)(st.st_mode & 07777));
     else if (st.st_mode & 077)
         warn_at(L, s, "%s: %s can be read by other users (mode %04o): chmod 600 it", what, path,
                 (unsigned)(st.st_mode & 07777));
@@ -534,7 +555,7 @@ static void check_made_key_file(loader_t *L, const config_setting_t *s, const ch
 {
     struct stat st;
     if (lstat(path, &st) == 0) {
-        check_secret_file(L, s, what, path);
+        check_secret_file(L, s, what, path, 0);
         return;
     }
     char why[4200];
@@ -561,7 +582,7 @@ static void check_files(loader_t *L, const config_setting_t *root, const sg_conf
         snprintf(what, sizeof(what), "app '%s': client_secret_file", cfg->apps[i].name);
         /* Unreadable was said by the loader already. */
         if (path && cfg->apps[i].client_secret)
-            check_secret_file(L, f, what, path);
+            check_secret_file(L, f, what, path, 0);
         free(path);
     }
     const config_setting_t *ints = config_setting_get_member(root, "integrations");
@@ -572,7 +593,7 @@ static void check_files(loader_t *L, const config_setting_t *root, const sg_conf
         char what[200];
         snprintf(what, sizeof(what), "integration '%s': private_key_file", in->name);
         if (in->private_key_file && f)
-            check_secret_file(L, f, what, in->private_key_file);
+            check_secret_file(L, f, what, in->private_key_file, 0);
     }
     const config_setting_t *sd = config_setting_get_member(root, "state_dir");
     if (cfg->state_dir && sd) {
@@ -601,10 +622,10 @@ static void check_files(loader_t *L, const config_setting_t *root, const sg_conf
         check_made_key_file(L, vk ? vk : sd, "vault_key_file", cfg->vault_key_file);
     const config_setting_t *old = config_setting_get_member(root, "vault_old_key_files");
     for (size_t i = 0; old && i < cfg->nvault_old; i++)
-        check_secret_file(L, old, "vault_old_key_files", cfg->vault_old_key_files[i]);
+        check_secret_file(L, old, "vault_old_key_files", cfg->vault_old_key_files[i], 0);
     const config_setting_t *pw = config_setting_get_member(root, "store_password_file");
     if (cfg->store_password_file && pw)
-        check_secret_file(L, pw, "store_password_file", cfg->store_password_file);
+        check_secret_file(L, pw, "store_password_file", cfg->store_password_file, 1);
 }
 
 /*

@@ -246,6 +246,22 @@ static void test_a_misspelt_allow_http_issuer_is_named_not_the_http_issuer(void 
                  "'allow_http_issuer'?)\n");
 }
 
+static void test_a_misspelt_required_key_is_not_also_missing(void **state)
+{
+    char out[4096];
+    sg_rc rc = check_text("listn.cfg",
+                          "listn = \"127.0.0.1:0\";\npublic_url = \"http://127.0.0.1:8080\";\n"
+                          "internal_listen = \"127.0.0.1:0\";\npolicy_file = \"p.cfg\";\n"
+                          "state_dir = \"state\";\n"
+                          "aps = { signin = { issuer = \"https://login.example\"; "
+                          "client_id = \"x\"; }; };\n",
+                          out, sizeof out);
+    assert_int_equal(rc, SG_ERR_CONFIG);
+    expect_lines("listn and aps", out,
+                 "D/listn.cfg:1: error: unknown key 'listn' (did you mean 'listen'?)\n"
+                 "D/listn.cfg:6: error: unknown key 'aps' (did you mean 'apps'?)\n");
+}
+
 static void test_an_unreadable_file_says_why(void **state)
 {
     char path[300], err[1024];
@@ -328,6 +344,7 @@ int main(void)
         cmocka_unit_test(test_every_problem_is_reported_at_once_with_its_line),
         cmocka_unit_test(test_a_missing_top_level_key_names_the_file_not_line_0),
         cmocka_unit_test(test_a_misspelt_allow_http_issuer_is_named_not_the_http_issuer),
+        cmocka_unit_test(test_a_misspelt_required_key_is_not_also_missing),
         cmocka_unit_test(test_an_unreadable_file_says_why),
         cmocka_unit_test(test_syntax_errors_come_with_a_hint),
         cmocka_unit_test(test_the_key_list_names_groups_members_dotted),
