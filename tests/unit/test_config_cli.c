@@ -339,7 +339,20 @@ static void test_serve_help_and_bad_options(void **state)
         expect_equal("stderr", r.err, "");
         run_free(&r);
     }
-    run_t r = run(NULL, "serve", "--confg", "x.cfg", NULL);
+    /* Without --config: $SCOPEGATE_CONFIG (here a file that is not there, so it stops). */
+    char *absent = path_of("absent.cfg");
+    setenv("SCOPEGATE_CONFIG", absent, 1);
+    run_t r = run(NULL, "serve", NULL);
+    unsetenv("SCOPEGATE_CONFIG");
+    expect_status(&r, 1);
+    char want[600];
+    snprintf(want, sizeof want, "%s: error: cannot read the file: No such file or directory\n",
+             absent);
+    expect_contains("serve's stderr", r.err, want);
+    run_free(&r);
+    free(absent);
+
+    r = run(NULL, "serve", "--confg", "x.cfg", NULL);
     expect_status(&r, 2);
     expect_contains("stderr", r.err,
                     "scopegate: serve: unknown option '--confg' (did you mean '--config'?)\n"
