@@ -315,6 +315,25 @@ static void test_config_check_refuses_a_world_writable_state_dir(void **state)
     free(cfg);
 }
 
+static void test_config_check_refuses_a_store_password_file_open_to_others(void **state)
+{
+    setup_files("127.0.0.1:0", APPS "store = \"postgresql://sg@db.internal/sg\";\n"
+                                    "store_password_file = \"pg.pass\";\n");
+    write_file("pg.pass", "pw\n", 0640);
+    char *cfg = path_of("scopegate.cfg");
+    run_t r = run(NULL, "config", "check", "--config", cfg, NULL);
+    expect_status(&r, 1);
+    expect_equal("stdout", r.out,
+                 expand("D/scopegate.cfg:13: error: store_password_file: D/pg.pass is open to "
+                        "group or others (mode 0640): chmod 600 it\n"
+                        "D/scopegate.cfg: 1 error\n"));
+    run_free(&r);
+    char *pw = path_of("pg.pass");
+    unlink(pw);
+    free(pw);
+    free(cfg);
+}
+
 static void test_config_usage_errors_exit_2(void **state)
 {
     run_t r = run(NULL, "config", "check", "--bogus", NULL);
@@ -479,6 +498,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_config_check_reports_every_problem_with_its_line),
         cmocka_unit_test(test_config_check_warns_of_readable_secrets_and_a_port_in_use),
         cmocka_unit_test(test_config_check_refuses_a_world_writable_state_dir),
+        cmocka_unit_test(test_config_check_refuses_a_store_password_file_open_to_others),
         cmocka_unit_test(test_config_usage_errors_exit_2),
         cmocka_unit_test(test_serve_help_and_bad_options),
         cmocka_unit_test(test_version_names_each_library_built_and_running),
