@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "scopegate/text.h"
 #include "scopegate/version.h"
@@ -74,11 +75,15 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
         /* A new status line (after a 1xx): forget the headers of the one before. */
         c->resp->content_type[0] = '\0';
         c->resp->www_authenticate[0] = '\0';
+        c->resp->location[0] = '\0';
+        c->resp->date[0] = '\0';
         return len;
     }
     keep_header(data, len, "Content-Type", c->resp->content_type, sizeof c->resp->content_type);
     keep_header(data, len, "WWW-Authenticate", c->resp->www_authenticate,
                 sizeof c->resp->www_authenticate);
+    keep_header(data, len, "Location", c->resp->location, sizeof c->resp->location);
+    keep_header(data, len, "Date", c->resp->date, sizeof c->resp->date);
     return len;
 }
 
@@ -200,6 +205,10 @@ sg_rc sg_http_call(const sg_http_req_t *req, sg_http_resp_t *resp, sg_http_err_t
         goto fail;
     }
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp->status);
+    if (resp->date[0]) {
+        time_t t = curl_getdate(resp->date, NULL);
+        resp->date_s = t > 0 ? (long long)t : 0;
+    }
     if (!resp->body.ptr && sg_buf_add(&resp->body, "", 0)) {
         err_set(err, "transport", "out of memory reading the response");
         rc = SG_ERR_NOMEM;

@@ -36,6 +36,9 @@ typedef struct {
     sg_buf_t body;          /* NUL-terminated; at most max_body bytes */
     char content_type[128]; /* "" when absent (cut when longer) */
     char www_authenticate[256];
+    char location[2048]; /* a redirect's target, "" when absent (cut when longer) */
+    char date[64];       /* the Date header as sent, "" when absent (cut when longer) */
+    long long date_s;    /* Date in seconds since the epoch; 0 when absent or unreadable */
 } sg_http_resp_t;
 
 typedef struct {
