@@ -81,6 +81,8 @@ struct sg_oidc {
     int jwks_loaded;
     int jwks_refetched;     /* an unknown-kid refetch happened ... */
     double jwks_refetch_at; /* ... at this monotonic time */
+    int clock_known;        /* an answer carried a Date header ... */
+    long long clock_offset; /* ... this far ahead of our clock (seconds) */
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -309,8 +311,23 @@ static sg_rc do_http(sg_oidc_t *op, const char *what, const char *url, const cha
         sg_oidc_err_set(err, 0, rc == SG_ERR_TOO_BIG ? "malformed" : herr.error, "%s",
                         herr.description);
         err_prefix(err, what);
+    } else if (resp->date_s > 0) {
+        long long offset = resp->date_s - (long long)time(NULL);
+        pthread_mutex_lock(&op->lock);
+        op->clock_known = 1;
+        op->clock_offset = offset;
+        pthread_mutex_unlock(&op->lock);
     }
     return rc;
+}
+
+sg_rc sg_oidc_clock_offset(sg_oidc_t *op, long long *offset)
+{
+    pthread_mutex_lock(&op->lock);
+    int known = op->clock_known;
+    *offset = op->clock_offset;
+    pthread_mutex_unlock(&op->lock);
+    return known ? SG_OK : SG_ERR_NOTFOUND;
 }
 
 void sg_oidc_err_set(sg_oidc_err_t *err, int http_status, const char *error, const char *fmt, ...)
@@ -1131,6 +1148,23 @@ static sg_rc fetch_jwks(sg_oidc_t *op, const disco_t *d, sg_oidc_err_t *err)
     pthread_mutex_unlock(&op->lock);
     keys_free(old, nold);
     sg_log(SG_LOG_INFO, "oidc_jwks_loaded", "issuer %.200s: %zu usable key(s)", op->issuer, n);
+    return SG_OK;
+}
+
+sg_rc sg_oidc_fetch_keys(sg_oidc_t *op, size_t *nkeys, sg_oidc_err_t *err)
+{
+    sg_oidc_err_t local;
+    err = err_begin(err, &local);
+    *nkeys = 0;
+    const disco_t *d;
+    sg_rc rc = get_disco(op, &d, err);
+    if (!rc)
+        rc = fetch_jwks(op, d, err);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&op->lock);
+    *nkeys = op->nkeys;
+    pthread_mutex_unlock(&op->lock);
     return SG_OK;
 }
 

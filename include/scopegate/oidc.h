@@ -142,6 +142,20 @@ sg_rc sg_oidc_jwt_bearer(sg_oidc_t *op, const char *username, EVP_PKEY *key, lon
  */
 sg_rc sg_oidc_identity(const cJSON *claims, char **user_id, char **org_id);
 
+/*
+ * Fetches the JWKS now, whatever the cache holds, and puts in *nkeys how many usable keys it
+ * holds (RSA signing keys for RS256): whether ID tokens can be verified at all. The cache
+ * takes the fresh set. Errors as for discovery; 0 keys is SG_OK with *nkeys 0.
+ */
+sg_rc sg_oidc_fetch_keys(sg_oidc_t *op, size_t *nkeys, sg_oidc_err_t *err);
+
+/*
+ * The provider's clock minus ours, in seconds, as the Date header of its latest answer says
+ * (one-second resolution, plus the answer's travel time): what decides whether ID tokens'
+ * exp and iat pass the skew. SG_ERR_NOTFOUND when no answer has carried a readable Date.
+ */
+sg_rc sg_oidc_clock_offset(sg_oidc_t *op, long long *offset);
+
 /* Whether discovery names a userinfo endpoint: flow code asks it before deciding to fetch
  * claims the ID token lacks. */
 int sg_oidc_can_userinfo(sg_oidc_t *op);
