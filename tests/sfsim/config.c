@@ -250,6 +250,7 @@ static const char *const settings_keys[] = {"code_lifetime",
                                             "slo_iss_sid",
                                             "honor_post_logout_redirect_uri",
                                             "logout_redirect_delay",
+                                            "date_skew",
                                             NULL};
 static const char *const profile_keys[] = {"name", "session_timeout", NULL};
 static const char *const user_keys[] = {"username",        "password",   "id",     "email",
@@ -544,6 +545,9 @@ int sim_config_load(const char *path, sim_config_t *cfg, char *err, size_t errle
     cfg->logout_redirect_delay = get_duration(&L, st, "logout_redirect_delay", 2);
     if (cfg->logout_redirect_delay > 60)
         fail_at(&L, st, "logout_redirect_delay must be at most 60 seconds");
+    cfg->date_skew = get_int(&L, st, "date_skew", 0);
+    if (cfg->date_skew < -SIM_DATE_SKEW_MAX || cfg->date_skew > SIM_DATE_SKEW_MAX)
+        fail_at(&L, st, "date_skew must be within a day either way (-86400 to 86400)");
     if (st && config_setting_get_member(st, "jwt_audiences")) {
         cfg->jwt_audiences = get_str_list(&L, st, "jwt_audiences", &cfg->njwt_audiences);
     } else {

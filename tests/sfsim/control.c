@@ -41,6 +41,17 @@ static int parse_num(const char *v, long long max, long long *out)
     return 0;
 }
 
+/* Seconds, with a sign, within SIM_DATE_SKEW_MAX either way. */
+static int parse_skew(const char *v, long long *out)
+{
+    int neg = v && *v == '-';
+    long long n;
+    if (parse_num(neg ? v + 1 : v, SIM_DATE_SKEW_MAX, &n))
+        return -1;
+    *out = neg ? -n : n;
+    return 0;
+}
+
 static cJSON *grant_json(const sim_grant_t *g)
 {
     cJSON *j = cJSON_CreateObject();
@@ -397,6 +408,7 @@ static cJSON *settings_json(void)
     cJSON_AddBoolToObject(j, "honor_post_logout_redirect_uri",
                           sim_cfg.honor_post_logout_redirect_uri);
     cJSON_AddNumberToObject(j, "logout_redirect_delay", (double)sim_cfg.logout_redirect_delay);
+    cJSON_AddNumberToObject(j, "date_skew", (double)sim_cfg.date_skew);
     if (sim_cfg.org_logout_url)
         cJSON_AddStringToObject(j, "logout_url", sim_cfg.org_logout_url);
     else
@@ -404,7 +416,8 @@ static cJSON *settings_json(void)
     return j;
 }
 
-/* The single-logout switches at run time; /_sim/reset brings back the config's. */
+/* The single-logout switches and the Date skew at run time; /_sim/reset brings back the config's.
+ */
 static void do_settings(const sg_form_t *q, sg_resp_t *w)
 {
     /* Validate everything first so a bad call changes nothing. */
@@ -424,6 +437,8 @@ static void do_settings(const sg_form_t *q, sg_resp_t *w)
             next.honor_post_logout_redirect_uri = b;
         else if (strcmp(k, "logout_redirect_delay") == 0 && !sg_duration_parse(v, &n) && n <= 60)
             next.logout_redirect_delay = n;
+        else if (strcmp(k, "date_skew") == 0 && !parse_skew(v, &n))
+            next.date_skew = n;
         else if (strcmp(k, "logout_url") == 0 &&
                  (!*v || strncmp(v, "http://", 7) == 0 || strncmp(v, "https://", 8) == 0) &&
                  !strpbrk(v, " \"'<>\\"))

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "scopegate/log.h"
@@ -174,6 +175,19 @@ static void count_faulted_token(const sg_req_t *req)
     pthread_mutex_unlock(&sim_lock);
 }
 
+/* Every answer says the time on sfsim's clock (so /_sim/clock moves it too), off by
+ * settings.date_skew: an org whose clock is wrong, as a relying party would measure it. */
+static void date_header(sg_resp_t *w)
+{
+    pthread_mutex_lock(&sim_lock);
+    time_t t = (time_t)(sim_now() + sim_cfg.date_skew);
+    pthread_mutex_unlock(&sim_lock);
+    struct tm tm;
+    char buf[64];
+    if (gmtime_r(&t, &tm) && strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm))
+        sg_resp_header(w, "Date", buf);
+}
+
 void sim_handle(void *app, sg_req_t *req, sg_resp_t *w)
 {
     sim_req_t r = {.h = req};
@@ -222,6 +236,7 @@ void sim_handle(void *app, sg_req_t *req, sg_resp_t *w)
             (fn ? fn : not_found)(&r, w);
         pthread_mutex_unlock(&sim_lock);
     }
+    date_header(w);
     if (fault != FAULT_NONE)
         sg_log(SG_LOG_INFO, "fault", "%s %s: injected %s", req->method, req->path,
                fault == FAULT_DELAY ? "delay" : "failure");

@@ -16,8 +16,9 @@
 #include "scopegate/buf.h"
 #include "scopegate/http_server.h"
 
-#define SIM_BODY_MAX  (64 * 1024)
-#define SIM_MAX_ITEMS 100000 /* grants, tokens, codes, sessions: a bound on memory */
+#define SIM_BODY_MAX      (64 * 1024)
+#define SIM_MAX_ITEMS     100000 /* grants, tokens, codes, sessions: a bound on memory */
+#define SIM_DATE_SKEW_MAX 86400  /* settings.date_skew, either way */
 
 /* ---- configuration ------------------------------------------------------------------- */
 
@@ -107,6 +108,8 @@ typedef struct {
     int slo_iss_sid;                    /* iss and sid are added to a Single Logout URL */
     int honor_post_logout_redirect_uri; /* a registered post_logout_redirect_uri is followed */
     long long logout_redirect_delay;    /* seconds the logout page waits before moving on */
+    long long date_skew; /* seconds the Date header of every answer is off sfsim's clock: an
+                            org whose clock is wrong, as a relying party measures it */
 
     sim_profile_t *profiles;
     size_t nprofiles;
