@@ -1982,3 +1982,41 @@ void sg_store_pg_lib_version(sg_lib_version_t *v)
     pg_version_text(PG_VERSION_NUM, v->built, sizeof(v->built));
     pg_version_text(PQlibVersion(), v->running, sizeof(v->running));
 }
+
+sg_rc sg_store_ping_pg(const char *conninfo, const char *password_file, int *version, char *err,
+                       size_t errlen)
+{
+    *version = 0;
+    sg_rc rc = open_args(err, errlen);
+    if (rc)
+        return rc;
+    target_t t;
+    rc = target_init(&t, conninfo, password_file, err, errlen);
+    if (rc)
+        return rc;
+    PGconn *c = connect_one(&t, err, errlen);
+    if (!c) {
+        rc = SG_ERR_IO;
+        goto done;
+    }
+    /* A database no gateway has migrated has no schema_version table: version 0, not an
+     * error, and nothing is created to find out. */
+    outcome_t o = run(c, "ping", "SELECT to_regclass('schema_version') IS NOT NULL", NULL,
+                      MIGRATE_TIMEOUT_MS);
+    if (o.rc) {
+        char msg[512];
+        one_line(PQerrorMessage(c), msg, sizeof(msg));
+        sg_store_set_err(err, errlen, "asking for the schema: %s", msg);
+        rc = o.rc;
+        goto done;
+    }
+    const char *v = cell(o.res, 0, 0);
+    int has_table = v && strcmp(v, "t") == 0;
+    PQclear(o.res);
+    if (has_table)
+        rc = read_version(c, version, err, errlen);
+done:
+    PQfinish(c);
+    target_free(&t);
+    return rc;
+}

@@ -285,6 +285,14 @@ sg_rc sg_store_open_sqlite_readonly(const char *path, sg_store_t **out, char *er
 sg_rc sg_store_open_pg(const char *conninfo, const char *password_file, sg_store_t **out, char *err,
                        size_t errlen);
 
+/*
+ * The operator's check (`scopegate doctor`): connects as sg_store_open_pg does and reads the
+ * schema's version into *version (0: no gateway has migrated this database yet), creating,
+ * migrating and locking nothing. Errors as sg_store_open_pg.
+ */
+sg_rc sg_store_ping_pg(const char *conninfo, const char *password_file, int *version, char *err,
+                       size_t errlen);
+
 /* The operator's migration: brings the PostgreSQL schema up to date without opening a store;
  * *from and *to get the versions before and after. Errors as sg_store_open_pg. */
 sg_rc sg_store_migrate_pg(const char *conninfo, const char *password_file, int *from, int *to,
