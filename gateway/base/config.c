@@ -449,7 +449,7 @@ static void load_apps(loader_t *L, const config_setting_t *apps, sg_config_t *cf
                                        !(L->flags & SG_CONFIG_CHECK_FILES)))
                 fail_at(L, config_setting_get_member(a, "client_secret_file"), "app '%s': %s",
                         app->name, path ? e : "out of memory");
-            free(path);
+            app->client_secret_file = path;
         }
     }
 }
@@ -977,6 +977,7 @@ void sg_config_free(sg_config_t *cfg)
         free(cfg->apps[i].issuer);
         free(cfg->apps[i].client_id);
         free(cfg->apps[i].end_session_endpoint);
+        free(cfg->apps[i].client_secret_file);
         if (cfg->apps[i].client_secret) {
             OPENSSL_cleanse(cfg->apps[i].client_secret, strlen(cfg->apps[i].client_secret));
             free(cfg->apps[i].client_secret);

@@ -18,6 +18,7 @@ typedef struct {
     char *issuer;
     char *client_id;
     char *client_secret;        /* the contents of client_secret_file, trailing newline dropped */
+    char *client_secret_file;   /* its path (resolved); NULL for a public client */
     char *end_session_endpoint; /* RP-initiated logout's endpoint when discovery lacks it;
                                    NULL: discovery's */
 } sg_app_config_t;
