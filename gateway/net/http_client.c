@@ -182,6 +182,8 @@ sg_rc sg_http_call(const sg_http_req_t *req, sg_http_resp_t *resp, sg_http_err_t
         const char *body = req->body ? req->body : "";
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+    } else if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(curl, CURLOPT_NOBODY, 1L); /* else curl waits for a body */
     } else if (strcmp(method, "GET") != 0) {
         curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     }

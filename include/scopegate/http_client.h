@@ -21,7 +21,7 @@
 #define SG_HTTP_MAX_BODY   (256 * 1024) /* the answer's body, when the request names no bound */
 
 typedef struct {
-    const char *method; /* "GET" or "POST"; NULL: POST when body is set, else GET */
+    const char *method; /* "GET", "HEAD" or "POST"; NULL: POST when body is set, else GET */
     const char *url;
     const char *body;          /* the request's body; NULL: none */
     const char *content_type;  /* of the body; NULL: application/x-www-form-urlencoded */
