@@ -48,6 +48,10 @@ int sg_cli_config_usage(FILE *out);
 /* `scopegate store migrate --config FILE`: argv[0] is "store". 0 done, 1 failed, 2 usage. */
 int sg_cli_store(int argc, char **argv);
 
+/* `scopegate doctor [--config FILE]`: argv[0] is "doctor". Exit status 0 nothing failed
+ * (warnings allowed), 1 something failed, 2 usage (cli_doctor.c). */
+int sg_cli_doctor(int argc, char **argv);
+
 /* `scopegate sessions list|end ...`: argv[0] is "sessions". Exit status 0 done, 1 no session
  * matched (nothing listed or ended), 2 usage/config, 3 gateway unreachable. */
 int sg_cli_sessions(int argc, char **argv);

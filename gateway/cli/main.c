@@ -60,6 +60,9 @@ static int usage(FILE *out)
             "  store migrate --config FILE\n"
             "             bring the store's schema up to date (the gateway also does it at\n"
             "             start; safe beside running instances)\n"
+            "  doctor [--config FILE]\n"
+            "             check a deployment against its providers before the first sign-in:\n"
+            "             ok|warn|fail per check with a fix; exit 0 nothing failed, 1 failed\n"
             "  version    the version, and the libraries' it was built with and runs with\n"
             "  help       this text (also -h, --help)\n");
     return out == stderr ? 2 : 0;
@@ -102,6 +105,8 @@ int main(int argc, char **argv)
         return sg_cli_config(argc - 1, argv + 1);
     if (strcmp(argv[1], "store") == 0)
         return sg_cli_store(argc - 1, argv + 1);
+    if (strcmp(argv[1], "doctor") == 0)
+        return sg_cli_doctor(argc - 1, argv + 1);
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "-h") == 0)
         return usage(stdout);
