@@ -14,6 +14,7 @@
 #include "scopegate/jose.h"
 
 #include <ctype.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <math.h>
 #include <setjmp.h>
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -906,6 +908,31 @@ static void test_s02_id_token_times_follow_sim_clock(void **state)
                  now);
     cJSON_Delete(p);
     cJSON_Delete(j);
+}
+
+/* Every answer's Date is sfsim's clock (advanced three days here), off by settings.date_skew:
+ * how a relying party measures a provider's clock. */
+static void test_s02_date_header_follows_sim_clock_and_date_skew(void **state)
+{
+    advance(86400 * 3);
+    const long long skews[] = {0, -600, 45};
+    for (size_t i = 0; i < sizeof(skews) / sizeof(skews[0]); i++) {
+        char *path = th_fmt("/_sim/settings?date_skew=%lld", skews[i]);
+        assert_non_null(path);
+        sim_post(path);
+        free(path);
+        double now = sim_now();
+        th_resp_t r;
+        get("/id/keys", NULL, &r);
+        char *date = th_resp_header(&r, "Date");
+        time_t t = date ? curl_getdate(date, NULL) : -1;
+        double want = now + (double)skews[i];
+        if (t < 0 || fabs((double)t - want) > 2)
+            fail_msg("date_skew %lld: expected Date near %.0f (sfsim's clock + skew), got %s",
+                     skews[i], want, date ? date : "(none)");
+        free(date);
+        th_resp_free(&r);
+    }
 }
 
 /* ---- 3: the token endpoint takes form POSTs with a known grant type ------------------------ */
@@ -2231,6 +2258,7 @@ int main(void)
         T(test_s02_keys_shape),
         T(test_s02_id_token_verifies_with_published_key),
         T(test_s02_id_token_times_follow_sim_clock),
+        T(test_s02_date_header_follows_sim_clock_and_date_skew),
         T(test_s03_missing_grant_type_is_unsupported),
         T(test_s03_unknown_grant_type_is_unsupported),
         T(test_s03_non_form_bodies_are_unsupported),
