@@ -94,9 +94,12 @@ static const char *user_name(uid_t uid, char *buf, size_t len)
     return buf;
 }
 
-/* Could this process create path: its nearest existing ancestor is a folder it may write in
- * (the gateway makes the missing folders between, mode 0700)? */
-static int creatable(const char *path, char *blocker, size_t len)
+/*
+ * Could this process create path: its nearest existing ancestor is a folder it may write in
+ * (the gateway makes the missing folders before a key file, mode 0700), or, with parent_only
+ * (state_dir, which the gateway makes alone), its parent is?
+ */
+static int creatable(const char *path, int parent_only, char *blocker, size_t len)
 {
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s", path);
@@ -113,7 +116,7 @@ static int creatable(const char *path, char *blocker, size_t len)
             snprintf(blocker, len, "%s", dir);
             return S_ISDIR(st.st_mode) && access(dir, W_OK | X_OK) == 0;
         }
-        if (!slash || slash == dir) {
+        if (!slash || slash == dir || parent_only) {
             snprintf(blocker, len, "%s", dir);
             return 0;
         }
@@ -132,7 +135,7 @@ static void check_private(doctor_t *d, const char *what, const char *path, int d
     if (stat(path, &st) != 0) {
         int missing = errno == ENOENT;
         char blocker[4096];
-        if (missing && made_by_gateway && creatable(path, blocker, sizeof(blocker))) {
+        if (missing && made_by_gateway && creatable(path, dir, blocker, sizeof(blocker))) {
             report(d, OK,
                    "%s: %s is not there yet; the gateway creates it (mode %s) at its "
                    "first start",
@@ -142,8 +145,14 @@ static void check_private(doctor_t *d, const char *what, const char *path, int d
                    "%s: %s is missing and cannot be created (%s is not a folder this "
                    "user may write in)",
                    what, path, blocker);
-            fix("create it as the gateway's user: %s %s", dir ? "install -d -m 0700" : "touch",
-                path);
+            char folder[4096];
+            snprintf(folder, sizeof(folder), "%s", path);
+            char *slash = strrchr(folder, '/');
+            if (!dir && slash && slash != folder)
+                *slash = '\0';
+            fix("make %s a folder the gateway's user may write in (install -d -m 0700 -o USER "
+                "%s), or point the config elsewhere",
+                folder, folder);
         } else {
             report(d, FAIL, "%s: %s: %s", what, path, strerror(errno));
             fix("check the path in %s", d->config_path);

@@ -8,7 +8,9 @@
  * B. One failure each: a wrong client secret, an unregistered callback URL (the URL to
  *    register is printed), sfsim's Date ten minutes off (fail, with the figure) and twenty
  *    seconds off (warn), the provider's keys down, an issuer that is not the provider's, a
- *    world-readable secret file (warn only: exit 0), a policy naming an app the config lacks.
+ *    world-readable secret file (warn only: exit 0), a policy naming an app the config lacks,
+ *    a state_dir that cannot be created; a PostgreSQL store reached, read and left as it was
+ *    (no schema made), then down.
  * C. An issuer that never answers: the doctor finishes within its provider_timeout per call;
  *    one that refuses at once; usage errors exit 2.
  */
@@ -86,6 +88,8 @@ typedef struct {
     const char *provider_timeout;
     const char *webhook_url;
     const char *api_issuer;
+    const char *state_dir;
+    const char *extra; /* more lines */
 } cfg_t;
 
 /* Writes GW.dir/NAME (relative paths: the stack's secrets, policy and state) and returns it. */
@@ -97,7 +101,7 @@ static const char *write_cfg(const char *name, const cfg_t *c)
         "public_url = \"%s\";\n"
         "internal_listen = \"127.0.0.1:0\";\n"
         "policy_file = \"%s\";\n"
-        "state_dir = \"state\";\n"
+        "state_dir = \"%s\";\n"
         "allow_http_issuer = true;\n"
         "provider_timeout = \"%s\";\n"
         "signout_provider = true;\n"
@@ -107,14 +111,14 @@ static const char *write_cfg(const char *name, const cfg_t *c)
         "};\n"
         "  api = { issuer = \"%s\"; client_id = \"demo-api\"; client_secret_file = \"api.secret\"; "
         "};\n"
-        "};\n",
+        "};\n%s",
         c->public_url ? c->public_url : GW.public_url,
-        c->policy_file ? c->policy_file : "policy.cfg",
+        c->policy_file ? c->policy_file : "policy.cfg", c->state_dir ? c->state_dir : "state",
         c->provider_timeout ? c->provider_timeout : "2s",
         c->webhook_url ? c->webhook_url : FMT("%s/hooks/s3cret-path", HOOK.url),
         c->signin_issuer ? c->signin_issuer : GW.sim.url,
         c->signin_secret_file ? c->signin_secret_file : "signin.secret",
-        c->api_issuer ? c->api_issuer : GW.sim.url);
+        c->api_issuer ? c->api_issuer : GW.sim.url, c->extra ? c->extra : "");
     CHECK(th_write_file(path, text, 0600) == 0, "could not write %s", path);
     return path;
 }
@@ -329,6 +333,60 @@ static void test_policy_naming_an_unknown_app_fails(void **state)
                        policy, policy, GW.dir));
 }
 
+static void test_state_dir_that_cannot_be_created_fails(void **state)
+{
+    (void)state;
+    /* The gateway makes state_dir alone, not the folders above it. */
+    const char *sd = FMT("%s/no-such-folder/state", GW.dir);
+    run_t r = doctor(write_cfg("state.cfg", &(cfg_t){.state_dir = "no-such-folder/state"}));
+    expect_exit(&r, 1);
+    expect_out(&r, FMT("fail  state_dir: %s is missing and cannot be created (%s/no-such-folder "
+                       "is not a folder this user may write in)\n"
+                       "      fix: make %s a folder the gateway's user may write in (install -d "
+                       "-m 0700 -o USER %s), or point the config elsewhere\n",
+                       sd, GW.dir, sd, sd));
+    /* Key files are made with the folders before them. */
+    expect_out(&r, FMT("ok    internal key: %s/internal.key is not there yet; the gateway "
+                       "creates it (mode 0600) at its first start\n",
+                       sd));
+}
+
+static void test_postgresql_store_reached_read_and_left_as_it_was(void **state)
+{
+    (void)state;
+    th_pg_t pg;
+    memset(&pg, 0, sizeof(pg));
+    CHECK(th_pg_start(&pg) == 0, "PostgreSQL did not start (see above)");
+    const char *extra =
+        FMT("store = \"%s\";\nstore_password_file = \"%s\";\n", pg.url, pg.password_file);
+    const char *cfg = write_cfg("pg.cfg", &(cfg_t){.extra = extra});
+    run_t r = doctor(cfg);
+    long long tables = th_pg_query_int(
+        &pg, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'");
+    run_t m = CLI("store", "migrate", "--config", cfg);
+    run_t again = doctor(cfg);
+    th_pg_stop_only(&pg);
+    run_t down = doctor(cfg);
+    const char *password = FMT("%s", pg.password);
+    th_pg_stop(&pg);
+
+    expect_exit(&r, 0);
+    expect_out(&r, "ok    store: PostgreSQL reached; no schema yet (the gateway makes it at its "
+                   "first start, or: scopegate store migrate)\n");
+    expect_out(&r, FMT("ok    store password: %s: mode 0600", pg.password_file));
+    CHECK(tables == 0, "the doctor should create nothing in the database: %lld tables", tables);
+    expect_exit(&m, 0);
+    expect_exit(&again, 0);
+    expect_out(&again, "ok    store: PostgreSQL reached, schema version ");
+    expect_exit(&down, 1);
+    expect_out(&down, "fail  store: PostgreSQL: ");
+    expect_out(&down, "      fix: check store and store_password_file in ");
+    const run_t *runs[] = {&r, &again, &down};
+    for (size_t i = 0; i < 3; i++)
+        CHECK(!strstr(runs[i]->out, password) && !strstr(runs[i]->err, password),
+              "%s: printed the database password:\n%s%s", runs[i]->cmd, runs[i]->out, runs[i]->err);
+}
+
 /* ---- C ----------------------------------------------------------------------------------- */
 
 static void test_unreachable_issuer_finishes_within_its_timeouts(void **state)
@@ -401,6 +459,8 @@ int main(void)
         cmocka_unit_test_teardown(test_issuer_mismatch_fails_naming_both, teardown),
         cmocka_unit_test_teardown(test_world_readable_secret_warns_and_exits_0, teardown),
         cmocka_unit_test_teardown(test_policy_naming_an_unknown_app_fails, teardown),
+        cmocka_unit_test_teardown(test_state_dir_that_cannot_be_created_fails, teardown),
+        cmocka_unit_test_teardown(test_postgresql_store_reached_read_and_left_as_it_was, teardown),
         cmocka_unit_test_teardown(test_unreachable_issuer_finishes_within_its_timeouts, teardown),
         cmocka_unit_test_teardown(test_usage_errors_exit_2, teardown),
     };
