@@ -2,9 +2,10 @@
  * The OIDC client (gateway/oidc/) against a real sfsim process: discovery and its cache,
  * the authorize URL, code + PKCE exchange, Salesforce's token shapes, provider errors,
  * refresh and rotation, ID-token validation (and the attacks on it), userinfo, revocation,
- * introspection, identity, provider faults and timeouts. A tiny in-test HTTP server plays a
- * non-Salesforce provider where sfsim cannot: client_secret_post, expires_in, a body past
- * SG_OIDC_MAX_BODY, a discovery document naming another issuer.
+ * introspection, identity, provider faults and timeouts, the keys fetched on demand and the
+ * provider's clock. A tiny in-test HTTP server plays a non-Salesforce provider where sfsim
+ * cannot: client_secret_post, expires_in, a body past SG_OIDC_MAX_BODY, a discovery document
+ * naming another issuer.
  *
  * One sfsim serves the file; every test starts with POST /_sim/reset and a fresh sg_oidc_t,
  * so caches never carry over between tests.
@@ -1062,6 +1063,42 @@ static void test_jwks_and_userinfo_faults(void **state)
     sg_oidc_free(op);
 }
 
+/* What the operator's check (scopegate doctor) asks: the key count, fetched now, and the
+ * provider's clock as its answers' Date header says. */
+static void test_keys_on_demand_and_the_providers_clock(void **state)
+{
+    sg_oidc_t *op = client(SIGNIN, SIGNIN_SEC);
+    sg_oidc_err_t err;
+    long long off = 0;
+    assert_int_equal(SG_ERR_NOTFOUND, sg_oidc_clock_offset(op, &off));
+    size_t n = 99;
+    expect_ok(sg_oidc_fetch_keys(op, &n, &err), &err, "keys on demand");
+    if (n != 1)
+        fail_msg("sfsim publishes one key: expected 1 usable key, got %zu", n);
+    long before = sim_stat("keys", NULL);
+    expect_ok(sg_oidc_fetch_keys(op, &n, &err), &err, "keys on demand, again");
+    if (sim_stat("keys", NULL) != before + 1)
+        fail_msg("expected every sg_oidc_fetch_keys to ask the provider, whatever the cache");
+    assert_int_equal(SG_OK, sg_oidc_clock_offset(op, &off));
+    if (off < -1 || off > 1)
+        fail_msg("sfsim's clock is ours: expected an offset within 1 s, got %lld", off);
+
+    assert_int_equal(0, th_sim_post(B, "/_sim/settings?date_skew=-600"));
+    expect_ok(sg_oidc_fetch_keys(op, &n, &err), &err, "keys with the Date skewed");
+    assert_int_equal(SG_OK, sg_oidc_clock_offset(op, &off));
+    if (off != -600 && off != -601)
+        fail_msg("date_skew -600: expected an offset of -600 s (or -601 across a second), got "
+                 "%lld",
+                 off);
+
+    fault("keys", "503", 1, 0);
+    sg_rc rc = sg_oidc_fetch_keys(op, &n, &err);
+    expect_err(rc, &err, SG_ERR_DENIED, 503, "http_error", NULL, "keys answering 503");
+    if (n != 0)
+        fail_msg("a failed fetch: expected 0 keys said, got %zu", n);
+    sg_oidc_free(op);
+}
+
 static void test_body_over_the_limit_is_refused(void **state)
 {
     for (int no_length = 0; no_length < 2; no_length++) {
@@ -1188,6 +1225,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_discovery_is_fetched_once_and_cached, reset),
+        cmocka_unit_test_setup(test_keys_on_demand_and_the_providers_clock, reset),
         cmocka_unit_test_setup(test_discovery_rejects_issuer_mismatch, reset),
         cmocka_unit_test_setup(test_http_issuer_needs_allow_http, reset),
         cmocka_unit_test_setup(test_discovery_failure_is_not_cached, reset),
