@@ -21,11 +21,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "scopegate/policy.h"
+#include <openssl/evp.h>
+
 #include "scopegate/config.h"
 #include "scopegate/http_client.h"
+#include "scopegate/jose.h"
 #include "scopegate/log.h"
 #include "scopegate/oidc.h"
+#include "scopegate/policy.h"
 #include "scopegate/store.h"
 #include "scopegate/text.h"
 
@@ -600,9 +603,26 @@ static void check_files(doctor_t *d)
         check_private(d, what, cfg->apps[i].client_secret_file, 0, 0);
     }
     for (size_t i = 0; i < cfg->nintegrations; i++) {
+        const sg_integration_config_t *in = &cfg->integrations[i];
         char what[160];
-        snprintf(what, sizeof(what), "integration %s: private key", cfg->integrations[i].name);
-        check_private(d, what, cfg->integrations[i].private_key_file, 0, 0);
+        snprintf(what, sizeof(what), "integration %s: private key", in->name);
+        check_private(d, what, in->private_key_file, 0, 0);
+        if (access(in->private_key_file, R_OK) != 0)
+            continue; /* said just above */
+        EVP_PKEY *key = sg_pem_load_private(in->private_key_file);
+        if (key && EVP_PKEY_base_id(key) == EVP_PKEY_RSA) {
+            report(d, OK,
+                   "integration %s: %s is an RSA private key (it signs the JWT-bearer "
+                   "assertions of app %s)",
+                   in->name, in->private_key_file, in->app);
+        } else {
+            report(d, FAIL, "integration %s: %s is not a PEM RSA private key", in->name,
+                   in->private_key_file);
+            fix("point private_key_file at the key whose certificate the Connected App of app "
+                "%s holds (PEM, RSA)",
+                in->app);
+        }
+        EVP_PKEY_free(key);
     }
     if (cfg->store_password_file)
         check_private(d, "store password", cfg->store_password_file, 0, 0);

@@ -9,8 +9,8 @@
  *    register is printed), sfsim's Date ten minutes off (fail, with the figure) and twenty
  *    seconds off (warn), the provider's keys down, an issuer that is not the provider's, a
  *    world-readable secret file (warn only: exit 0), a policy naming an app the config lacks,
- *    a state_dir that cannot be created; a PostgreSQL store reached, read and left as it was
- *    (no schema made), then down.
+ *    a state_dir that cannot be created, an integration's key that is not one; a PostgreSQL
+ *    store reached, read and left as it was (no schema made), then down.
  * C. An issuer that never answers: the doctor finishes within its provider_timeout per call;
  *    one that refuses at once; usage errors exit 2.
  */
@@ -351,6 +351,42 @@ static void test_state_dir_that_cannot_be_created_fails(void **state)
                        sd));
 }
 
+static void test_integration_key_that_is_not_a_key_fails(void **state)
+{
+    (void)state;
+    const char *demo_cfg = getenv("SFSIM_DEMO_CFG");
+    CHECK(demo_cfg && *demo_cfg, "SFSIM_DEMO_CFG is not set (meson test sets it)");
+    char *folder = keep_str(strdup(demo_cfg));
+    CHECK(folder != NULL, "out of memory");
+    char *slash = strrchr(folder, '/');
+    if (slash)
+        *slash = '\0';
+    char *pem = keep_str(th_read_file(FMT("%s/jwt-demo.key", folder), NULL));
+    CHECK(pem != NULL, "could not read %s/jwt-demo.key", folder);
+    const char *good = FMT("%s/jwt.key", GW.dir), *bad = FMT("%s/broken.key", GW.dir);
+    CHECK(th_write_file(good, pem, 0600) == 0 &&
+              th_write_file(bad, "-----BEGIN PRIVATE KEY-----\nnot a key\n", 0600) == 0,
+          "could not write the keys");
+    const char *extra = "integrations = {\n"
+                        "  good = { app = \"api\"; username = \"admin@demo.example\"; "
+                        "private_key_file = \"jwt.key\"; };\n"
+                        "  bad = { app = \"api\"; username = \"admin@demo.example\"; "
+                        "private_key_file = \"broken.key\"; };\n"
+                        "};\n";
+    run_t r = doctor(write_cfg("integrations.cfg", &(cfg_t){.extra = extra}));
+    expect_exit(&r, 1);
+    expect_out(&r, FMT("ok    integration good: private key: %s: mode 0600, owner %s\n"
+                       "ok    integration good: %s is an RSA private key (it signs the "
+                       "JWT-bearer assertions of app api)\n",
+                       good, me(), good));
+    expect_out(&r, FMT("fail  integration bad: %s is not a PEM RSA private key\n"
+                       "      fix: point private_key_file at the key whose certificate the "
+                       "Connected App of app api holds (PEM, RSA)\n",
+                       bad));
+    CHECK(!strstr(r.out, "PRIVATE KEY") && !strstr(r.err, "PRIVATE KEY"),
+          "%s: printed a key:\n%s%s", r.cmd, r.out, r.err);
+}
+
 static void test_postgresql_store_reached_read_and_left_as_it_was(void **state)
 {
     (void)state;
@@ -460,6 +496,7 @@ int main(void)
         cmocka_unit_test_teardown(test_world_readable_secret_warns_and_exits_0, teardown),
         cmocka_unit_test_teardown(test_policy_naming_an_unknown_app_fails, teardown),
         cmocka_unit_test_teardown(test_state_dir_that_cannot_be_created_fails, teardown),
+        cmocka_unit_test_teardown(test_integration_key_that_is_not_a_key_fails, teardown),
         cmocka_unit_test_teardown(test_postgresql_store_reached_read_and_left_as_it_was, teardown),
         cmocka_unit_test_teardown(test_unreachable_issuer_finishes_within_its_timeouts, teardown),
         cmocka_unit_test_teardown(test_usage_errors_exit_2, teardown),
