@@ -94,7 +94,9 @@ for f in /usr/bin/scopegate /lib/systemd/system/scopegate.service \
     /usr/lib/sysusers.d/scopegate.conf /usr/lib/tmpfiles.d/scopegate.conf \
     /etc/logrotate.d/scopegate /etc/scopegate/scopegate.cfg /etc/scopegate/policy.cfg \
     /usr/share/doc/scopegate/examples/scopegate.cfg \
-    /usr/share/doc/scopegate/examples/default.cfg /usr/share/doc/scopegate/examples/default.cases; do
+    /usr/share/doc/scopegate/examples/default.cfg /usr/share/doc/scopegate/examples/default.cases \
+    /usr/share/man/man8/scopegate.8.gz /usr/share/man/man5/scopegate.cfg.5.gz \
+    /usr/share/man/man5/scopegate-policy.5.gz; do
     grep -qxF "$f" "$work/files" || missing="$missing $f"
 done
 extra=$(grep -E '(^|/)sfsim' "$work/files")
@@ -103,7 +105,7 @@ for f in /etc/scopegate/scopegate.cfg /etc/scopegate/policy.cfg /etc/logrotate.d
     echo "$conffiles" | grep -qxF "$f" || missing="$missing (conffile)$f"
 done
 if [ -z "$missing" ] && [ -z "$extra" ]; then
-    ok "the package holds the binary, the unit, sysusers, tmpfiles, logrotate, the configs (conffiles) and examples, and no sfsim"
+    ok "the package holds the binary, the unit, sysusers, tmpfiles, logrotate, the configs (conffiles), examples and manual pages, and no sfsim"
 else
     not_ok "the package's files: expected none missing and no sfsim; missing:${missing:- none}; sfsim: ${extra:-none}"
     say <"$work/files"
