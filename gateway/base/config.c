@@ -514,9 +514,7 @@ static void check_secret_file(loader_t *L, const config_setting_t *s, const char
     close(fd);
 }
 
-/* The folder path would be created in (path itself when is_dir): the nearest folder that
- * exists must let the gateway create entries in it. 0, or -1 with the reason in why. */
-static int can_create(const char *path, char *why, size_t whylen)
+int sg_path_creatable(const char *path, int parent_only, char *why, size_t whylen)
 {
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s", path);
@@ -544,6 +542,11 @@ static int can_create(const char *path, char *why, size_t whylen)
             snprintf(why, whylen, "%s: %s", dir, strerror(errno));
             return -1;
         }
+        if (parent_only) {
+            snprintf(why, whylen, "its folder %s does not exist (only the last folder is made)",
+                     dir);
+            return -1;
+        }
         if (!slash || slash == dir)
             return 0;
     }
@@ -561,7 +564,7 @@ static void check_made_key_file(loader_t *L, const config_setting_t *s, const ch
     char why[4200];
     if (errno != ENOENT)
         fail_at(L, s, "%s: %s: %s", what, path, strerror(errno));
-    else if (can_create(path, why, sizeof(why)))
+    else if (sg_path_creatable(path, 0, why, sizeof(why)))
         fail_at(L, s, "%s: %s does not exist and cannot be created: %s", what, path, why);
 }
 
@@ -602,7 +605,7 @@ static void check_files(loader_t *L, const config_setting_t *root, const sg_conf
         if (stat(cfg->state_dir, &st) != 0) {
             if (errno != ENOENT)
                 fail_at(L, sd, "state_dir %s: %s", cfg->state_dir, strerror(errno));
-            else if (can_create(cfg->state_dir, why, sizeof(why)))
+            else if (sg_path_creatable(cfg->state_dir, 1, why, sizeof(why)))
                 fail_at(L, sd, "state_dir %s does not exist and cannot be created: %s",
                         cfg->state_dir, why);
         } else if (!S_ISDIR(st.st_mode)) {

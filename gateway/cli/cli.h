@@ -85,6 +85,8 @@ const char *sg_cli_or_dash(const char *s); /* "-" for NULL and "" */
 /* A string member of a JSON object, or NULL; a number member, or 0. */
 const char *sg_cli_jstr(const cJSON *o, const char *key);
 long long sg_cli_jnum(const cJSON *o, const char *key);
+/* Prints o (deleted here) as one line of JSON, or indented with pretty; -1 out of memory. */
+int sg_cli_print_json(cJSON *o, int pretty);
 
 /* ---- asking the running gateway (cli_gateway.c) ---- */
 

@@ -87,7 +87,6 @@ static int print_json(const char *file, const sg_diags_t *cd, const sg_diags_t *
     size_t errors = cd->errors + pd->errors, warnings = cd->warnings + pd->warnings;
     cJSON *o = cJSON_CreateObject();
     cJSON *list = NULL;
-    char *text = NULL;
     if (!o || !cJSON_AddStringToObject(o, "file", file) ||
         !cJSON_AddBoolToObject(o, "valid", errors == 0) ||
         !cJSON_AddNumberToObject(o, "errors", (double)errors) ||
@@ -96,13 +95,7 @@ static int print_json(const char *file, const sg_diags_t *cd, const sg_diags_t *
     list = cJSON_AddArrayToObject(o, "diagnostics");
     if (!list || add_diags_json(list, cd) || add_diags_json(list, pd))
         goto fail;
-    text = cJSON_PrintUnformatted(o);
-    if (!text)
-        goto fail;
-    printf("%s\n", text);
-    cJSON_free(text);
-    cJSON_Delete(o);
-    return 0;
+    return sg_cli_print_json(o, 0);
 fail:
     cJSON_Delete(o);
     fprintf(stderr, "scopegate: out of memory\n");

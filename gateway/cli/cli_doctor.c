@@ -98,35 +98,6 @@ static const char *user_name(uid_t uid, char *buf, size_t len)
 }
 
 /*
- * Could this process create path: its nearest existing ancestor is a folder it may write in
- * (the gateway makes the missing folders before a key file, mode 0700), or, with parent_only
- * (state_dir, which the gateway makes alone), its parent is?
- */
-static int creatable(const char *path, int parent_only, char *blocker, size_t len)
-{
-    char dir[4096];
-    snprintf(dir, sizeof(dir), "%s", path);
-    for (;;) {
-        char *slash = strrchr(dir, '/');
-        if (!slash)
-            snprintf(dir, sizeof(dir), ".");
-        else if (slash == dir)
-            dir[1] = '\0';
-        else
-            *slash = '\0';
-        struct stat st;
-        if (stat(dir, &st) == 0) {
-            snprintf(blocker, len, "%s", dir);
-            return S_ISDIR(st.st_mode) && access(dir, W_OK | X_OK) == 0;
-        }
-        if (!slash || slash == dir || parent_only) {
-            snprintf(blocker, len, "%s", dir);
-            return 0;
-        }
-    }
-}
-
-/*
  * A file (or folder, dir) that must be private to its owner. made_by_gateway: the gateway
  * creates it when missing, so missing is fine when it can be created.
  */
@@ -137,17 +108,15 @@ static void check_private(doctor_t *d, const char *what, const char *path, int d
     struct stat st;
     if (stat(path, &st) != 0) {
         int missing = errno == ENOENT;
-        char blocker[4096];
-        if (missing && made_by_gateway && creatable(path, dir, blocker, sizeof(blocker))) {
+        char blocker[4200];
+        if (missing && made_by_gateway &&
+            sg_path_creatable(path, dir, blocker, sizeof(blocker)) == 0) {
             report(d, OK,
                    "%s: %s is not there yet; the gateway creates it (mode %s) at its "
                    "first start",
                    what, path, mode_want);
         } else if (missing && made_by_gateway) {
-            report(d, FAIL,
-                   "%s: %s is missing and cannot be created (%s is not a folder this "
-                   "user may write in)",
-                   what, path, blocker);
+            report(d, FAIL, "%s: %s is missing and cannot be created: %s", what, path, blocker);
             char folder[4096];
             snprintf(folder, sizeof(folder), "%s", path);
             char *slash = strrchr(folder, '/');

@@ -115,7 +115,6 @@ static int print_check_json(const char *file, int valid, int strict, const sg_di
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *list = NULL;
-    char *text = NULL;
     size_t nroles = 0, nrules = 0;
     if (p) {
         sg_policy_roles(p, &nroles);
@@ -146,13 +145,7 @@ static int print_check_json(const char *file, int valid, int strict, const sg_di
             !cJSON_AddStringToObject(g, "message", d->item[i].message))
             goto fail;
     }
-    text = cJSON_PrintUnformatted(o);
-    if (!text)
-        goto fail;
-    printf("%s\n", text);
-    cJSON_free(text);
-    cJSON_Delete(o);
-    return 0;
+    return sg_cli_print_json(o, 0);
 fail:
     cJSON_Delete(o);
     fprintf(stderr, "scopegate: out of memory\n");

@@ -96,7 +96,6 @@ static int print_json(const run_t *r, int valid)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *diags = NULL, *cases = NULL;
-    char *text = NULL;
     if (!o || !cJSON_AddStringToObject(o, "policy", r->policy_file) ||
         !cJSON_AddStringToObject(o, "cases_file", r->cases_file) ||
         !cJSON_AddBoolToObject(o, "valid", valid) ||
@@ -115,13 +114,7 @@ static int print_json(const run_t *r, int valid)
             goto fail;
         }
     }
-    text = cJSON_Print(o);
-    if (!text)
-        goto fail;
-    printf("%s\n", text);
-    cJSON_free(text);
-    cJSON_Delete(o);
-    return 0;
+    return sg_cli_print_json(o, 1);
 fail:
     cJSON_Delete(o);
     fprintf(stderr, "scopegate: out of memory\n");

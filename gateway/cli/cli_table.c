@@ -113,3 +113,16 @@ long long sg_cli_jnum(const cJSON *o, const char *key)
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
 }
+
+int sg_cli_print_json(cJSON *o, int pretty)
+{
+    char *text = pretty ? cJSON_Print(o) : cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!text) {
+        fprintf(stderr, "scopegate: out of memory\n");
+        return -1;
+    }
+    printf("%s\n", text);
+    cJSON_free(text);
+    return 0;
+}

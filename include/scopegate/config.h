@@ -125,4 +125,11 @@ const sg_app_config_t *sg_config_app(const sg_config_t *cfg, const char *name);
  */
 sg_rc sg_read_key_file(const char *path, size_t create_bytes, char **out, char *err, size_t errlen);
 
+/*
+ * Could this process create path (a key file, state_dir), as the gateway makes them: the
+ * nearest folder above it that exists must let it write; with parent_only (state_dir, of which
+ * the gateway makes only the last folder) that must be its parent. 0, or -1 with why said.
+ */
+int sg_path_creatable(const char *path, int parent_only, char *why, size_t whylen);
+
 #endif

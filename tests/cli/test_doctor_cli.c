@@ -340,8 +340,8 @@ static void test_state_dir_that_cannot_be_created_fails(void **state)
     const char *sd = FMT("%s/no-such-folder/state", GW.dir);
     run_t r = doctor(write_cfg("state.cfg", &(cfg_t){.state_dir = "no-such-folder/state"}));
     expect_exit(&r, 1);
-    expect_out(&r, FMT("fail  state_dir: %s is missing and cannot be created (%s/no-such-folder "
-                       "is not a folder this user may write in)\n"
+    expect_out(&r, FMT("fail  state_dir: %s is missing and cannot be created: its folder "
+                       "%s/no-such-folder does not exist (only the last folder is made)\n"
                        "      fix: make %s a folder the gateway's user may write in (install -d "
                        "-m 0700 -o USER %s), or point the config elsewhere\n",
                        sd, GW.dir, sd, sd));
