@@ -176,16 +176,17 @@ static void expect_lines(const char *what, const char *got, const char *want)
 {
     /* The paths in the lines are dir's; want writes them as "D/". */
     char expanded[4096] = "";
-    for (const char *p = want; *p;) {
+    size_t len = 0;
+    for (const char *p = want; *p && len < sizeof expanded;) {
         const char *d = strstr(p, "D/");
         size_t n = d ? (size_t)(d - p) : strlen(p);
-        strncat(expanded, p, n);
+        len += (size_t)snprintf(expanded + len, sizeof expanded - len, "%.*s%s%s", (int)n, p,
+                                d ? dir : "", d ? "/" : "");
         if (!d)
             break;
-        strcat(expanded, dir);
-        strcat(expanded, "/");
         p = d + 2;
     }
+    assert_true(len < sizeof expanded);
     if (strcmp(got, expanded) != 0)
         print_error("%s:\nexpected:\n%sgot:\n%s", what, expanded, got);
     assert_string_equal(got, expanded);

@@ -136,16 +136,17 @@ static char *expand(const char *want)
 {
     static char out[8192];
     out[0] = '\0';
-    for (const char *p = want; *p;) {
+    size_t len = 0;
+    for (const char *p = want; *p && len < sizeof out;) {
         const char *d = strstr(p, "D/");
         size_t n = d ? (size_t)(d - p) : strlen(p);
-        strncat(out, p, n);
+        len += (size_t)snprintf(out + len, sizeof out - len, "%.*s%s%s", (int)n, p, d ? dir : "",
+                                d ? "/" : "");
         if (!d)
             break;
-        strcat(out, dir);
-        strcat(out, "/");
         p = d + 2;
     }
+    assert_true(len < sizeof out);
     return out;
 }
 
