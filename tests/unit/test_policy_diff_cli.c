@@ -20,11 +20,11 @@
 #include <dirent.h>
 
 #include <cmocka.h>
+
+#include "cli_run.h"
 #include <cjson/cJSON.h>
 
 #include "scopegate/store.h"
-
-static const char *scopegate;
 
 #define OLD_POLICY                                                                                 \
     "version = 1;\n"                                                                               \
@@ -86,87 +86,6 @@ static const char *scopegate;
     "};\n"
 
 /* ---- running the binary ------------------------------------------------------------- */
-
-typedef struct {
-    int status; /* exit status, or -1 when killed by a signal */
-    char *out;
-    char *err;
-} run_t;
-
-static char *slurp(FILE *f)
-{
-    fflush(f);
-    long size = ftell(f);
-    assert_true(size >= 0);
-    char *s = malloc((size_t)size + 1);
-    assert_non_null(s);
-    rewind(f);
-    assert_int_equal(fread(s, 1, (size_t)size, f), (size_t)size);
-    s[size] = '\0';
-    fclose(f);
-    return s;
-}
-
-/* Runs scopegate with the NULL-terminated arguments. */
-static run_t run(const char *first, ...)
-{
-    const char *argv[16] = {scopegate, first};
-    va_list ap;
-    va_start(ap, first);
-    for (size_t i = 2; i < 15; i++) {
-        argv[i] = va_arg(ap, const char *);
-        if (!argv[i])
-            break;
-    }
-    va_end(ap);
-    FILE *out = tmpfile(), *err = tmpfile();
-    assert_non_null(out);
-    assert_non_null(err);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(fileno(out), STDOUT_FILENO);
-        dup2(fileno(err), STDERR_FILENO);
-        execv(scopegate, (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    fseek(out, 0, SEEK_END);
-    fseek(err, 0, SEEK_END);
-    run_t r = {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-    return r;
-}
-
-static void run_free(run_t *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
-static void expect_status(const run_t *r, int want)
-{
-    if (r->status != want)
-        print_error("expected exit %d, got %d\nstdout:\n%s\nstderr:\n%s\n", want, r->status, r->out,
-                    r->err);
-    assert_int_equal(r->status, want);
-}
-
-static void expect_text(const char *what, const char *got, const char *want)
-{
-    if (strcmp(got, want) != 0)
-        print_error("expected %s\n%s\ngot\n%s\n", what, want, got);
-    assert_string_equal(got, want);
-}
-
-static void expect_contains(const char *what, const char *text, const char *want)
-{
-    if (!strstr(text, want))
-        print_error("expected %s to contain\n  %s\ngot:\n%s\n", what, want, text);
-    assert_non_null(strstr(text, want));
-}
 
 /* ---- fixture: a deployment folder ----------------------------------------------------- */
 
@@ -325,7 +244,7 @@ static int count_session(void *ctx, const sg_session_rec_t *rec)
 static void test_diff_prints_one_sentence_a_line(void **state)
 {
     fx_t *fx = *state;
-    run_t r = run("policy", "diff", fx->old_path, fx->new_path, NULL);
+    run_t r = run(NULL, "policy", "diff", fx->old_path, fx->new_path, NULL);
     expect_status(&r, 0);
     expect_text("stdout", r.out, CHANGES);
     run_free(&r);
@@ -334,7 +253,7 @@ static void test_diff_prints_one_sentence_a_line(void **state)
 static void test_same_policy_says_no_changes(void **state)
 {
     fx_t *fx = *state;
-    run_t r = run("policy", "diff", fx->old_path, fx->old_path, NULL);
+    run_t r = run(NULL, "policy", "diff", fx->old_path, fx->old_path, NULL);
     expect_status(&r, 0);
     expect_text("stdout", r.out, "no changes\n");
     run_free(&r);
@@ -345,7 +264,7 @@ static void test_broken_policy_exits_1_with_its_errors(void **state)
     fx_t *fx = *state;
     char path[1024], want[1400];
     write_file(fx->dir, "broken.cfg", BROKEN_POLICY, path);
-    run_t r = run("policy", "diff", fx->old_path, path, NULL);
+    run_t r = run(NULL, "policy", "diff", fx->old_path, path, NULL);
     expect_status(&r, 1);
     expect_text("stdout", r.out, "");
     snprintf(want, sizeof(want),
@@ -353,13 +272,13 @@ static void test_broken_policy_exits_1_with_its_errors(void **state)
     expect_contains("stderr", r.err, want);
     run_free(&r);
 
-    r = run("policy", "diff", path, fx->new_path, NULL);
+    r = run(NULL, "policy", "diff", path, fx->new_path, NULL);
     expect_status(&r, 1);
     expect_contains("stderr", r.err, want);
     run_free(&r);
 
     snprintf(path, sizeof(path), "%s/missing.cfg", fx->dir);
-    r = run("policy", "diff", fx->old_path, path, NULL);
+    r = run(NULL, "policy", "diff", fx->old_path, path, NULL);
     expect_status(&r, 1);
     expect_contains("stderr", r.err, path);
     run_free(&r);
@@ -376,14 +295,14 @@ static void test_usage_errors_exit_2(void **state)
         {"diff", fx->old_path, fx->new_path, "--config"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        run_t r = run("policy", cases[i][0], cases[i][1], cases[i][2], cases[i][3], NULL);
+        run_t r = run(NULL, "policy", cases[i][0], cases[i][1], cases[i][2], cases[i][3], NULL);
         if (r.status != 2)
             print_error("case %zu: expected exit 2, got %d\nstderr:\n%s\n", i, r.status, r.err);
         assert_int_equal(r.status, 2);
         expect_contains("stderr", r.err, "usage: scopegate policy");
         run_free(&r);
     }
-    run_t r = run("policy", "diff", "--help", NULL);
+    run_t r = run(NULL, "policy", "diff", "--help", NULL);
     expect_status(&r, 0);
     expect_contains("stdout", r.out, "scopegate policy diff OLD NEW [--config FILE] [--json]");
     run_free(&r);
@@ -392,7 +311,7 @@ static void test_usage_errors_exit_2(void **state)
 static void test_json_without_config_has_null_impact(void **state)
 {
     fx_t *fx = *state;
-    run_t r = run("policy", "diff", fx->old_path, fx->new_path, "--json", NULL);
+    run_t r = run(NULL, "policy", "diff", fx->old_path, fx->new_path, "--json", NULL);
     expect_status(&r, 0);
     cJSON *j = cJSON_Parse(r.out);
     assert_non_null(j);
@@ -416,7 +335,7 @@ static void test_config_reports_sessions_and_grants(void **state)
 {
     fx_t *fx = *state;
     make_database(fx);
-    run_t r = run("policy", "diff", fx->old_path, fx->new_path, "--config", fx->config, NULL);
+    run_t r = run(NULL, "policy", "diff", fx->old_path, fx->new_path, "--config", fx->config, NULL);
     expect_status(&r, 0);
     char want[2048];
     snprintf(want, sizeof(want),
@@ -444,7 +363,7 @@ static void test_config_the_other_way_round_regains(void **state)
 {
     fx_t *fx = *state;
     make_database(fx);
-    run_t r = run("policy", "diff", "--config", fx->config, fx->new_path, fx->old_path, NULL);
+    run_t r = run(NULL, "policy", "diff", "--config", fx->config, fx->new_path, fx->old_path, NULL);
     expect_status(&r, 0);
     expect_contains("stdout", r.out, "  2 sessions: user -> admin\n");
     expect_contains("stdout", r.out,
@@ -457,8 +376,8 @@ static void test_config_json_impact(void **state)
 {
     fx_t *fx = *state;
     make_database(fx);
-    run_t r =
-        run("policy", "diff", fx->old_path, fx->new_path, "--config", fx->config, "--json", NULL);
+    run_t r = run(NULL, "policy", "diff", fx->old_path, fx->new_path, "--config", fx->config,
+                  "--json", NULL);
     expect_status(&r, 0);
     cJSON *j = cJSON_Parse(r.out);
     assert_non_null(j);
@@ -502,7 +421,7 @@ static void test_config_alone_compares_with_its_policy_file(void **state)
 {
     fx_t *fx = *state;
     make_database(fx);
-    run_t r = run("policy", "diff", fx->new_path, "--config", fx->config, NULL);
+    run_t r = run(NULL, "policy", "diff", fx->new_path, "--config", fx->config, NULL);
     expect_status(&r, 0);
     expect_contains("stdout", r.out, CHANGES "\nimpact on 5 current sessions");
     run_free(&r);
@@ -511,7 +430,7 @@ static void test_config_alone_compares_with_its_policy_file(void **state)
 static void test_config_without_database_says_so_and_creates_none(void **state)
 {
     fx_t *fx = *state;
-    run_t r = run("policy", "diff", fx->old_path, fx->new_path, "--config", fx->config, NULL);
+    run_t r = run(NULL, "policy", "diff", fx->old_path, fx->new_path, "--config", fx->config, NULL);
     expect_status(&r, 0);
     char want[2048];
     snprintf(want, sizeof(want),
@@ -530,7 +449,7 @@ static void test_config_unchanged_policy_says_nothing_changes(void **state)
     memset(f, 'f', SG_ID_HASH_LEN);
     f[SG_ID_HASH_LEN] = '\0';
     assert_int_equal(fx->st->ops->session_delete(fx->st, f), SG_OK); /* it would end anyway */
-    run_t r = run("policy", "diff", fx->old_path, fx->old_path, "--config", fx->config, NULL);
+    run_t r = run(NULL, "policy", "diff", fx->old_path, fx->old_path, "--config", fx->config, NULL);
     expect_status(&r, 0);
     char want[2048];
     snprintf(want, sizeof(want),
@@ -574,7 +493,7 @@ static void test_config_lifetime_change_is_not_a_role_change(void **state)
     delete_session(fx, 'f'); /* its claims end it under any policy */
     char path[1024];
     write_file(fx->dir, "idle.cfg", USER_IDLE_POLICY, path);
-    run_t r = run("policy", "diff", fx->old_path, path, "--config", fx->config, NULL);
+    run_t r = run(NULL, "policy", "diff", fx->old_path, path, "--config", fx->config, NULL);
     expect_status(&r, 0);
     char want[2048];
     snprintf(want, sizeof(want),
@@ -589,7 +508,7 @@ static void test_config_lifetime_change_is_not_a_role_change(void **state)
     expect_text("stdout", r.out, want);
     run_free(&r);
 
-    r = run("policy", "diff", fx->old_path, path, "--config", fx->config, "--json", NULL);
+    r = run(NULL, "policy", "diff", fx->old_path, path, "--config", fx->config, "--json", NULL);
     expect_status(&r, 0);
     cJSON *j = cJSON_Parse(r.out);
     assert_non_null(j);
@@ -617,7 +536,7 @@ static void test_config_session_of_a_removed_role_ends(void **state)
                "roles = { user = { session = { idle = \"30m\"; max = \"8h\"; }; }; };\n"
                "assign = ( { role = \"user\"; } );\n",
                path);
-    run_t r = run("policy", "diff", fx->old_path, path, "--config", fx->config, NULL);
+    run_t r = run(NULL, "policy", "diff", fx->old_path, path, "--config", fx->config, NULL);
     expect_status(&r, 0);
     expect_contains("stdout", r.out,
                     "  3 sessions end (admin): its role is not in the new policy\n"
@@ -630,21 +549,21 @@ static void test_config_checks_app_names_and_its_own_validity(void **state)
     fx_t *fx = *state;
     char path[1024];
     write_file(fx->dir, "crm.cfg", OTHER_APP_POLICY, path);
-    run_t r = run("policy", "diff", fx->old_path, path, "--config", fx->config, NULL);
+    run_t r = run(NULL, "policy", "diff", fx->old_path, path, "--config", fx->config, NULL);
     expect_status(&r, 1);
     expect_contains("stderr", r.err, "crm");
     expect_text("stdout", r.out, "");
     run_free(&r);
 
     /* Without the config the same file compares: app names are not known then. */
-    r = run("policy", "diff", fx->old_path, path, NULL);
+    r = run(NULL, "policy", "diff", fx->old_path, path, NULL);
     expect_status(&r, 0);
     run_free(&r);
 
     char secret[1024];
     snprintf(secret, sizeof(secret), "%s/api.secret", fx->dir);
     assert_int_equal(unlink(secret), 0);
-    r = run("policy", "diff", fx->old_path, fx->new_path, "--config", fx->config, NULL);
+    r = run(NULL, "policy", "diff", fx->old_path, fx->new_path, "--config", fx->config, NULL);
     expect_status(&r, 1);
     expect_contains("stderr", r.err, "api.secret");
     run_free(&r);
