@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 
 #include "scopegate/config.h"
+#include "scopegate/diag.h"
 
 /* The exit statuses of the commands that ask the running gateway. */
 #define SG_EXIT_OK          0
@@ -85,8 +86,10 @@ const char *sg_cli_or_dash(const char *s); /* "-" for NULL and "" */
 /* A string member of a JSON object, or NULL; a number member, or 0. */
 const char *sg_cli_jstr(const cJSON *o, const char *key);
 long long sg_cli_jnum(const cJSON *o, const char *key);
-/* Prints o (deleted here) as one line of JSON, or indented with pretty; -1 out of memory. */
-int sg_cli_print_json(cJSON *o, int pretty);
+/* Prints o as one line of JSON, or indented with pretty; -1 out of memory (said). */
+int sg_cli_print_json(const cJSON *o, int pretty);
+/* Appends d's diagnostics as {"file","line","severity","message"} to list; -1 out of memory. */
+int sg_cli_diags_json(cJSON *list, const sg_diags_t *d);
 
 /* ---- asking the running gateway (cli_gateway.c) ---- */
 

@@ -64,23 +64,6 @@ static void check_listener(sg_diags_t *d, const char *file, const raw_t *r, cons
                      "'%s' %s: cannot listen there now: %s", key, listen, why);
 }
 
-static int add_diags_json(cJSON *list, const sg_diags_t *d)
-{
-    for (size_t i = 0; i < d->n; i++) {
-        cJSON *g = cJSON_CreateObject();
-        if (!g || !cJSON_AddItemToArray(list, g)) {
-            cJSON_Delete(g);
-            return -1;
-        }
-        if (!cJSON_AddStringToObject(g, "file", d->item[i].file) ||
-            !cJSON_AddNumberToObject(g, "line", d->item[i].line) ||
-            !cJSON_AddStringToObject(g, "severity", sg_diag_severity_str(d->item[i].severity)) ||
-            !cJSON_AddStringToObject(g, "message", d->item[i].message))
-            return -1;
-    }
-    return 0;
-}
-
 /* {"file","valid","errors","warnings","diagnostics":[{"file","line","severity","message"}]} */
 static int print_json(const char *file, const sg_diags_t *cd, const sg_diags_t *pd)
 {
@@ -93,9 +76,11 @@ static int print_json(const char *file, const sg_diags_t *cd, const sg_diags_t *
         !cJSON_AddNumberToObject(o, "warnings", (double)warnings))
         goto fail;
     list = cJSON_AddArrayToObject(o, "diagnostics");
-    if (!list || add_diags_json(list, cd) || add_diags_json(list, pd))
+    if (!list || sg_cli_diags_json(list, cd) || sg_cli_diags_json(list, pd))
         goto fail;
-    return sg_cli_print_json(o, 0);
+    int rc = sg_cli_print_json(o, 0);
+    cJSON_Delete(o);
+    return rc;
 fail:
     cJSON_Delete(o);
     fprintf(stderr, "scopegate: out of memory\n");

@@ -64,18 +64,6 @@ static int usage(FILE *out)
 
 #define usage_error(...) sg_cli_usage_error(usage, __VA_ARGS__)
 
-static int print_json(const cJSON *j)
-{
-    char *text = cJSON_Print(j);
-    if (!text) {
-        fprintf(stderr, "scopegate: out of memory\n");
-        return -1;
-    }
-    printf("%s\n", text);
-    cJSON_free(text);
-    return 0;
-}
-
 /* ---- formatting for people ------------------------------------------------------------------- */
 
 static long long grant_id_of(const cJSON *g)
@@ -301,7 +289,7 @@ static int cmd_list(const void *args, const sg_cli_gw_t *c)
         if (status == 200)
             fprintf(stderr, "scopegate: grants list: the gateway's answer is not a grant list\n");
     } else if (a->json) {
-        rc = print_json(j) ? EXIT_UNHEALTHY : EXIT_OK;
+        rc = sg_cli_print_json(j, 1) ? EXIT_UNHEALTHY : EXIT_OK;
     } else if (cJSON_GetArraySize(grants) == 0) {
         printf("no grants: nobody has connected an offline grant yet\n");
     } else {
@@ -328,7 +316,7 @@ static int cmd_check(const void *args, const sg_cli_gw_t *c)
     int healthy = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "healthy"));
     rc = healthy ? EXIT_OK : EXIT_UNHEALTHY;
     if (a->json) {
-        if (print_json(j))
+        if (sg_cli_print_json(j, 1))
             rc = EXIT_UNHEALTHY;
         cJSON_Delete(j);
         return rc;
@@ -385,7 +373,7 @@ static int cmd_explain(const void *args, const sg_cli_gw_t *c)
             rc = status == 200 ? EXIT_UNREACHABLE : sg_cli_gw_error(c, status, j, "grants explain");
         }
     } else if (a->json) {
-        rc = print_json(j) ? EXIT_UNHEALTHY : EXIT_OK;
+        rc = sg_cli_print_json(j, 1) ? EXIT_UNHEALTHY : EXIT_OK;
     } else {
         print_explain(j);
     }
@@ -410,7 +398,7 @@ static int cmd_disconnect(const void *args, const sg_cli_gw_t *c)
     if (status != 200 || !cJSON_IsObject(j)) {
         rc = status == 200 ? EXIT_UNREACHABLE : sg_cli_gw_error(c, status, j, "grants disconnect");
     } else if (a->json) {
-        rc = print_json(j) ? EXIT_UNHEALTHY : EXIT_OK;
+        rc = sg_cli_print_json(j, 1) ? EXIT_UNHEALTHY : EXIT_OK;
     } else {
         long long n = sg_cli_jnum(j, "disconnected");
         printf("%lld grant%s disconnected (revoked at the provider)\n", n, n == 1 ? "" : "s");
@@ -520,7 +508,7 @@ static int cmd_report(const void *args, const sg_cli_gw_t *c)
                     c->base);
         rc = status == 200 ? EXIT_UNREACHABLE : sg_cli_gw_error(c, status, j, "grants report");
     } else if (a->json) {
-        rc = print_json(j) ? EXIT_UNHEALTHY : EXIT_OK;
+        rc = sg_cli_print_json(j, 1) ? EXIT_UNHEALTHY : EXIT_OK;
     } else {
         print_report_csv(j);
     }

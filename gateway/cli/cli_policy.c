@@ -145,7 +145,9 @@ static int print_check_json(const char *file, int valid, int strict, const sg_di
             !cJSON_AddStringToObject(g, "message", d->item[i].message))
             goto fail;
     }
-    return sg_cli_print_json(o, 0);
+    int rc = sg_cli_print_json(o, 0);
+    cJSON_Delete(o);
+    return rc;
 fail:
     cJSON_Delete(o);
     fprintf(stderr, "scopegate: out of memory\n");

@@ -23,25 +23,6 @@ typedef struct {
     size_t n, passed;
 } run_t;
 
-/* Appends d's diagnostics as {"file","line","severity","message"} to list; -1 on no memory. */
-static int diags_json(cJSON *list, const sg_diags_t *d)
-{
-    for (size_t i = 0; i < d->n; i++) {
-        const sg_diag_t *g = &d->item[i];
-        cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddItemToArray(list, o)) {
-            cJSON_Delete(o);
-            return -1;
-        }
-        if (!cJSON_AddStringToObject(o, "file", g->file) ||
-            !cJSON_AddNumberToObject(o, "line", g->line) ||
-            !cJSON_AddStringToObject(o, "severity", sg_diag_severity_str(g->severity)) ||
-            !cJSON_AddStringToObject(o, "message", g->message))
-            return -1;
-    }
-    return 0;
-}
-
 /* {"line","name","expect","got","rule":{"number","line","at","text"} or null,"passed",
  * "failures":[...]}; got is "denied" when no rule matches. */
 static cJSON *case_json(const run_t *r, const sg_policy_case_t *k,
@@ -99,8 +80,9 @@ static int print_json(const run_t *r, int valid)
     if (!o || !cJSON_AddStringToObject(o, "policy", r->policy_file) ||
         !cJSON_AddStringToObject(o, "cases_file", r->cases_file) ||
         !cJSON_AddBoolToObject(o, "valid", valid) ||
-        !(diags = cJSON_AddArrayToObject(o, "diagnostics")) || diags_json(diags, &r->pdiags) != 0 ||
-        diags_json(diags, &r->cdiags) != 0 || !cJSON_AddNumberToObject(o, "total", (double)r->n) ||
+        !(diags = cJSON_AddArrayToObject(o, "diagnostics")) ||
+        sg_cli_diags_json(diags, &r->pdiags) != 0 || sg_cli_diags_json(diags, &r->cdiags) != 0 ||
+        !cJSON_AddNumberToObject(o, "total", (double)r->n) ||
         !cJSON_AddNumberToObject(o, "passed", (double)r->passed) ||
         !cJSON_AddNumberToObject(o, "failed", (double)(r->n - r->passed)) ||
         !(cases = cJSON_AddArrayToObject(o, "cases")))
@@ -114,7 +96,9 @@ static int print_json(const run_t *r, int valid)
             goto fail;
         }
     }
-    return sg_cli_print_json(o, 1);
+    int rc = sg_cli_print_json(o, 1);
+    cJSON_Delete(o);
+    return rc;
 fail:
     cJSON_Delete(o);
     fprintf(stderr, "scopegate: out of memory\n");

@@ -215,15 +215,9 @@ static int cmd_list(const void *args, const sg_cli_gw_t *c)
         if (status == 200)
             fprintf(stderr, "scopegate: sessions list: the gateway's answer is not a list\n");
     } else if (a->json) {
-        char *text = cJSON_Print(j);
         rc = cJSON_GetArraySize(sessions) ? SG_EXIT_OK : SG_EXIT_FAILED;
-        if (text) {
-            printf("%s\n", text);
-            cJSON_free(text);
-        } else {
-            fprintf(stderr, "scopegate: out of memory\n");
+        if (sg_cli_print_json(j, 1))
             rc = SG_EXIT_USAGE;
-        }
     } else if (cJSON_GetArraySize(sessions) == 0) {
         if (key)
             printf("no session matched: %s %s is not signed in anywhere\n",

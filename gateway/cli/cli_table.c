@@ -114,15 +114,32 @@ long long sg_cli_jnum(const cJSON *o, const char *key)
     return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
 }
 
-int sg_cli_print_json(cJSON *o, int pretty)
+int sg_cli_print_json(const cJSON *o, int pretty)
 {
     char *text = pretty ? cJSON_Print(o) : cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
     if (!text) {
         fprintf(stderr, "scopegate: out of memory\n");
         return -1;
     }
     printf("%s\n", text);
     cJSON_free(text);
+    return 0;
+}
+
+int sg_cli_diags_json(cJSON *list, const sg_diags_t *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        const sg_diag_t *g = &d->item[i];
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(list, o)) {
+            cJSON_Delete(o);
+            return -1;
+        }
+        if (!cJSON_AddStringToObject(o, "file", g->file) ||
+            !cJSON_AddNumberToObject(o, "line", g->line) ||
+            !cJSON_AddStringToObject(o, "severity", sg_diag_severity_str(g->severity)) ||
+            !cJSON_AddStringToObject(o, "message", g->message))
+            return -1;
+    }
     return 0;
 }

@@ -1271,26 +1271,28 @@ static sg_rc op_grant_set_cause(sg_store_t *s, long long id, const char *cause,
                      "UPDATE grants SET cause = $2, evidence = $3 WHERE id = $1", &p);
 }
 
-static sg_rc op_grant_set_refresh_started(sg_store_t *s, long long id, long long at)
+/* One of a grant's times (never negative); the SQLite backend's set_grant_time. */
+static sg_rc set_grant_time(sg_store_t *s, const char *what, const char *sql, long long id,
+                            long long at)
 {
     if (at < 0)
         return SG_ERR_PARSE;
     params_t p = {0};
     p_int(&p, id);
     p_int(&p, at);
-    return write_one(impl(s), "grant_set_refresh_started",
-                     "UPDATE grants SET refresh_started = $2 WHERE id = $1", &p);
+    return write_one(impl(s), what, sql, &p);
+}
+
+static sg_rc op_grant_set_refresh_started(sg_store_t *s, long long id, long long at)
+{
+    return set_grant_time(s, "grant_set_refresh_started",
+                          "UPDATE grants SET refresh_started = $2 WHERE id = $1", id, at);
 }
 
 static sg_rc op_grant_set_warned(sg_store_t *s, long long id, long long at)
 {
-    if (at < 0)
-        return SG_ERR_PARSE;
-    params_t p = {0};
-    p_int(&p, id);
-    p_int(&p, at);
-    return write_one(impl(s), "grant_set_warned", "UPDATE grants SET warned_at = $2 WHERE id = $1",
-                     &p);
+    return set_grant_time(s, "grant_set_warned", "UPDATE grants SET warned_at = $2 WHERE id = $1",
+                          id, at);
 }
 
 static sg_rc op_grant_list(sg_store_t *s, sg_grant_rec_t **out, size_t *n)

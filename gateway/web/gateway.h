@@ -194,6 +194,10 @@ int sg_gw_current_session(sg_gateway_t *gw, const sg_req_t *r, sg_session_view_t
  * (and Origin). Returns 0, or -1 with an error page in w. */
 int sg_gw_check_form(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg_session_view_t *v,
                      sg_form_t *f);
+/* The same for the person of this request, into v: someone not signed in is sent to back (a
+ * sign-in URL that returns to the page). 0, or -1 with w answered. */
+int sg_gw_signed_in_form(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const char *back,
+                         sg_session_view_t *v, sg_form_t *f);
 
 /* Pending authorizations (authz.c). */
 sg_spent_t *sg_spent_new(void);

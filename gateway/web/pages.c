@@ -417,6 +417,17 @@ int sg_gw_current_session(sg_gateway_t *gw, const sg_req_t *r, sg_session_view_t
     return sg_session_lookup(gw->sessions, sid, sg_gw_now(), v) == SG_OK ? 0 : -1;
 }
 
+int sg_gw_signed_in_form(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const char *back,
+                         sg_session_view_t *v, sg_form_t *f)
+{
+    if (sg_gw_current_session(gw, r, v)) {
+        memset(f, 0, sizeof(*f));
+        sg_resp_redirect(w, back);
+        return -1;
+    }
+    return sg_gw_check_form(gw, r, w, v, f);
+}
+
 int sg_gw_check_form(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w, const sg_session_view_t *v,
                      sg_form_t *f)
 {

@@ -196,11 +196,7 @@ void sg_route_connect_start(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     sg_session_view_t v;
     const sg_policy_offline_t *off;
     sg_form_t f;
-    if (sg_gw_current_session(gw, r, &v)) {
-        sg_resp_redirect(w, "/login?rd=%2Fconnections");
-        return;
-    }
-    if (sg_gw_check_form(gw, r, w, &v, &f))
+    if (sg_gw_signed_in_form(gw, r, w, "/login?rd=%2Fconnections", &v, &f))
         return;
     const char *app = sg_form_get(&f, "app"), *rd = sg_form_get(&f, "rd");
     const char *reconnect = sg_form_get(&f, "reconnect");

@@ -585,11 +585,7 @@ void sg_route_own_sessions_end(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
 {
     sg_session_view_t v;
     sg_form_t f;
-    if (sg_gw_current_session(gw, r, &v)) {
-        sg_resp_redirect(w, "/login?rd=%2F");
-        return;
-    }
-    if (sg_gw_check_form(gw, r, w, &v, &f))
+    if (sg_gw_signed_in_form(gw, r, w, "/login?rd=%2F", &v, &f))
         return;
     const char *one = sg_form_get(&f, "session"), *others = sg_form_get(&f, "others");
     char ref[SESSION_REF_LEN + 1] = "";
@@ -838,11 +834,7 @@ void sg_route_person_sessions_end(sg_gateway_t *gw, sg_req_t *r, sg_resp_t *w)
     const sg_policy_role_t *me;
     sg_form_t f;
     /* The CSRF token first: a forged request learns nothing of the role, then the role. */
-    if (sg_gw_current_session(gw, r, &v)) {
-        sg_resp_redirect(w, "/login?rd=%2Fpolicy");
-        return;
-    }
-    if (sg_gw_check_form(gw, r, w, &v, &f))
+    if (sg_gw_signed_in_form(gw, r, w, "/login?rd=%2Fpolicy", &v, &f))
         return;
     if (may_end_sessions(gw, r, w, &v, &me)) {
         sg_form_free(&f);

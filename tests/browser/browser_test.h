@@ -7,6 +7,8 @@
 #ifndef SG_BROWSER_TEST_H
 #define SG_BROWSER_TEST_H
 
+#include <unistd.h>
+
 #include "gw_test.h"
 #include "webdriver.h"
 
@@ -30,6 +32,24 @@ static inline char *text_of(const char *css, const char *page)
 }
 
 /* Loads a path of the gateway's public listener. */
+/* Polls until the browser's URL is exactly want (the page then shows or is loading). */
+static inline void wait_exact_url(const char *want, int timeout_ms)
+{
+    char *url = NULL;
+    for (int waited = 0;; waited += 50) {
+        free(url);
+        url = wd_current_url(drv);
+        if ((url && strcmp(url, want) == 0) || waited >= timeout_ms)
+            break;
+        usleep(50 * 1000);
+    }
+    keep_str(url);
+    char *title = keep_str(wd_title(drv));
+    CHECK(url && strcmp(url, want) == 0,
+          "expected the browser on %s within %d ms, it is on %s (title \"%s\")", want, timeout_ms,
+          url ? url : "?", title ? title : "?");
+}
+
 static inline void open_page(const char *path)
 {
     const char *url = FMT("%s%s", GW.url, path);

@@ -30,24 +30,6 @@
 
 /* ---- browser steps ---------------------------------------------------------------------- */
 
-/* Polls until the browser's URL is exactly want (the page then shows or is loading). */
-static void wait_exact_url(const char *want, int timeout_ms)
-{
-    char *url = NULL;
-    for (int waited = 0;; waited += 50) {
-        free(url);
-        url = wd_current_url(drv);
-        if ((url && strcmp(url, want) == 0) || waited >= timeout_ms)
-            break;
-        usleep(50 * 1000);
-    }
-    keep_str(url);
-    char *title = keep_str(wd_title(drv));
-    CHECK(url && strcmp(url, want) == 0,
-          "expected the browser on %s within %d ms, it is on %s (title \"%s\")", want, timeout_ms,
-          url ? url : "?", title ? title : "?");
-}
-
 /* Now on sfsim's login page (reached through the gateway's redirect): logs in as username and
  * presses "Allow" on the approval page; returns once the browser is back on the gateway's
  * home page. */

@@ -52,7 +52,6 @@ static th_proc_t sim;
 static wd_driver_t *drv;
 static char *config_path; /* the temporary copy of demo.cfg */
 
-
 /* ---- the callback listener ---------------------------------------------------------------
  * Stands in for the app behind redirect_uri: accepts any number of connections on a free
  * loopback port, answers every request with 200 and a small page, and records each request

@@ -36,23 +36,6 @@
 
 /* ---- steps -------------------------------------------------------------------------------- */
 
-static void wait_exact_url(const char *want, int timeout_ms)
-{
-    char *url = NULL;
-    for (int waited = 0;; waited += 50) {
-        free(url);
-        url = wd_current_url(drv);
-        if ((url && strcmp(url, want) == 0) || waited >= timeout_ms)
-            break;
-        usleep(50 * 1000);
-    }
-    keep_str(url);
-    char *title = keep_str(wd_title(drv));
-    CHECK(url && strcmp(url, want) == 0,
-          "expected the browser on %s within %d ms, it is on %s (title \"%s\")", want, timeout_ms,
-          url ? url : "?", title ? title : "?");
-}
-
 /* The console since the last look: no CSP violation, and no error but a missing favicon. */
 static void expect_clean_console(const char *what)
 {

@@ -233,24 +233,7 @@ static int setup(void **state)
 {
     if (browser_setup(state))
         return -1;
-    char *key = th_stack_internal_key(&GW);
-    char *auth = key ? th_fmt("Authorization: Bearer %s", key) : NULL;
-    char *url = th_fmt("%s/v1/sessions/end", GW.internal_url);
-    const char *hdrs[] = {auth, NULL};
-    th_resp_t r;
-    memset(&r, 0, sizeof r);
-    int rc = auth && url
-                 ? th_http(NULL, "POST", url, "application/json", "{\"all\":true}", hdrs, &r)
-                 : -1;
-    if (rc == 0 && r.status != 200) {
-        fprintf(stderr, "POST /v1/sessions/end all: expected 200, got %ld %s\n", r.status, r.body);
-        rc = -1;
-    }
-    th_resp_free(&r);
-    free(key);
-    free(auth);
-    free(url);
-    return rc;
+    return gw_end_all_sessions();
 }
 
 /* admin@ may read the policy page and end sessions; no offline grant, so a sign-in lands on
